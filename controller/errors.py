@@ -1,0 +1,61 @@
+"""One exception tree for the whole controller.
+
+Every error a user can cause is a full sentence that quotes the bad value and
+says how to fix it. The CLI maps the tree to exit codes: InvalidInput -> 2,
+any other ControllerError -> 1. Library errors are wrapped at the boundary and
+re-raised ``from`` their cause.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class ControllerError(Exception):
+    """Base of every error the controller raises on purpose."""
+
+    exit_code: int = 1
+
+
+class InvalidInput(ControllerError):
+    """Bad input from the user: a manifest, a data file, an argument.
+
+    ``file``, ``field`` and ``value`` locate the problem so the one-line
+    message can name all three.
+    """
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, file: str | Path | None = None,
+                 field: str | None = None, value: object = None) -> None:
+        self.file = str(file) if file is not None else None
+        self.field = field
+        self.value = value
+        self.reason = message
+        parts = []
+        if self.file:
+            parts.append(self.file)
+        if field:
+            parts.append(f"field {field}")
+        prefix = ": ".join(parts)
+        super().__init__(f"{prefix}: {message}" if prefix else message)
+
+
+class NotFound(ControllerError):
+    """A named index, version or plan does not exist in the store."""
+
+
+class StoreError(ControllerError):
+    """The store on disk is unreadable, inconsistent or locked."""
+
+
+class StalePlan(ControllerError):
+    """A saved plan no longer matches the manifests or the observed state."""
+
+
+class CheckError(ControllerError):
+    """A drift or golden check could not be computed (not: a check failed)."""
+
+
+class EmbedError(ControllerError):
+    """An embedder could not produce vectors."""
