@@ -13,15 +13,28 @@ import numpy as np
 from controller.errors import InvalidInput
 
 from .base import DriftResult, NormCache, Statistic
+from .calibrate import calibrate
 from .cosine_shift import CosineShift
+from .js import JS
 from .kl import KL
+from .ks_dims import KSDims
+from .mmd import MMD
+from .neighbours import neighbour_overlap
 from .norm_shift import NormShift
+from .pair_cosine_shift import PairCosineShift
 from .psi import PSI
+from .wasserstein import Wasserstein
 
-REGISTRY: dict[str, Statistic] = {s.name: s for s in (PSI(), KL(), NormShift(), CosineShift())}
+REGISTRY: dict[str, Statistic] = {
+    s.name: s for s in (PSI(), KL(), NormShift(), CosineShift(), JS(), Wasserstein(), PairCosineShift(),
+                        KSDims(), MMD())
+}
 
 #: Why a coordinate-comparing statistic is refused across fingerprints.
-_REFUSAL: dict[str, str] = {}
+_REFUSAL: dict[str, str] = {
+    "ksDims": "per-dimension KS compares coordinates",
+    "mmd": "MMD compares distances between vectors of the two samples",
+}
 
 
 def get_statistic(name: str) -> Statistic:
@@ -54,4 +67,5 @@ def run_drift(name: str, reference: np.ndarray, current: np.ndarray, *, threshol
     return stat.compute(reference, current, thr, seed, cache)
 
 
-__all__ = ["REGISTRY", "DriftResult", "NormCache", "Statistic", "get_statistic", "run_drift"]
+__all__ = ["REGISTRY", "DriftResult", "NormCache", "Statistic", "calibrate", "get_statistic",
+           "neighbour_overlap", "run_drift"]

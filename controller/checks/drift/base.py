@@ -150,19 +150,35 @@ def bin_proportions(values: np.ndarray, interior_edges: np.ndarray,
     """Proportions per bin (-inf, e1], (e1, e2], ..., (ek, +inf).
 
     Empty bins are floored at ``epsilon`` and the vector renormalised so log
-    ratios stay finite.
+    ratios stay finite; ``epsilon=0`` returns the raw proportions.
     """
     idx = np.searchsorted(interior_edges, values, side="left")
     counts = np.bincount(idx, minlength=interior_edges.size + 1).astype(np.float64)
     p = counts / counts.sum()
+    if epsilon <= 0.0:
+        return p
     p = np.maximum(p, epsilon)
     return p / p.sum()
 
 
-def shared_binned(ref_values: np.ndarray, cur_values: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+def shared_binned(ref_values: np.ndarray, cur_values: np.ndarray,
+                  epsilon: float = BIN_EPSILON) -> tuple[np.ndarray, np.ndarray, int]:
     """(reference proportions, current proportions, number of bins) on shared edges."""
     edges = shared_bin_edges(ref_values)
-    return bin_proportions(ref_values, edges), bin_proportions(cur_values, edges), edges.size + 1
+    return (bin_proportions(ref_values, edges, epsilon), bin_proportions(cur_values, edges, epsilon),
+            edges.size + 1)
+
+
+def sample_rows(x: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """At most ``size`` rows drawn without replacement (all rows, unshuffled, if fewer).
+
+    Sampled statistics cost O(size^2) or O(size * d); sampling keeps their
+    cost independent of corpus size at a documented, seeded resolution.
+    """
+    if x.shape[0] <= size:
+        return x
+    idx = np.sort(rng.choice(x.shape[0], size=size, replace=False))
+    return x[idx]
 
 
 def cohens_d(ref: np.ndarray, cur: np.ndarray) -> float | None:
