@@ -1,0 +1,48 @@
+"""What every verb shares: store resolution and output formatting."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from controller.store.fs import STORE_ENV, Store
+
+
+def add_store_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--store", metavar="DIR", help=(
+        f"store directory (default: ${STORE_ENV}, else .controller/ next to the manifests for "
+        "reconcile, or in the current directory for the other verbs)"))
+
+
+def add_output_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-o", "--output", choices=("text", "json"), default="text",
+                        help="output format (default: text)")
+
+
+def add_data_root_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-root", action="append", default=[], metavar="DIR",
+                        help="allow manifest paths under DIR (repeatable; also $CONTROLLER_DATA_ROOTS)")
+
+
+def resolve_store(args: argparse.Namespace, manifests: Path | None = None) -> Store:
+    if getattr(args, "store", None):
+        return Store(Path(args.store))
+    if os.environ.get(STORE_ENV):
+        return Store(Path(os.environ[STORE_ENV]))
+    if manifests is not None:
+        base = manifests if manifests.is_dir() else manifests.parent
+        return Store(base / ".controller")
+    return Store(Path.cwd() / ".controller")
+
+
+def print_json(payload: Any) -> None:
+    json.dump(payload, sys.stdout, indent=2, sort_keys=False, default=str)
+    sys.stdout.write("\n")
+
+
+def fmt_pct(weight: float) -> str:
+    return f"{weight:g}%"

@@ -1,0 +1,53 @@
+"""`controller query NAME "text"`: search through the alias, honouring the weight."""
+
+from __future__ import annotations
+
+import argparse
+import random
+
+import numpy as np
+
+from controller.cli.common import add_output_arg, add_store_arg, print_json, resolve_store
+from controller.core.routing import choose_version
+from controller.engine.checks import stored_embedder
+from controller.errors import ControllerError, NotFound
+from controller.store import faiss_index
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("query", help="search an index through its alias")
+    p.add_argument("name", help="index name")
+    p.add_argument("text", help="query text")
+    p.add_argument("-k", type=int, default=10, help="number of results (default 10)")
+    p.add_argument("--key", help="routing key (e.g. a user id): the same key always hits the same version")
+    add_output_arg(p)
+    add_store_arg(p)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    store = resolve_store(args)
+    store.require_index(args.name)
+    routing = store.routing(args.name)
+    version = choose_version(routing, key=args.key, draw=random.uniform(0, 100))
+    if version is None:
+        raise NotFound(f"{args.name} serves no version yet; run `controller reconcile` first")
+    meta = store.meta(args.name, version)
+    if meta["model"]["provider"] == "precomputed":
+        raise ControllerError(f"{args.name}/{version} serves precomputed vectors: the controller cannot embed "
+                              "free text in that model's space; query it from the pipeline that made them")
+    embedder = stored_embedder(store, args.name, version)
+    vector = embedder.embed_queries(["query"], [args.text])
+    scores, rows = faiss_index.search(store.index(args.name, version), vector, max(args.k, 1),
+                                      meta["index"]["metric"])
+    ids, _ = store.vectors(args.name, version)
+    hits = [{"rank": r + 1, "id": ids[int(row)], "score": float(score)}
+            for r, (row, score) in enumerate(zip(rows[0], scores[0])) if row >= 0]
+    role = "candidate" if version == routing.candidate else "stable"
+    if args.output == "json":
+        print_json({"name": args.name, "version": version, "role": role, "weight": routing.weight, "hits": hits})
+        return 0
+    print(f"served by {version} ({role}; candidate weight {routing.weight:g}%)")
+    for h in hits:
+        print(f"{h['rank']:>3}. {h['id']:<20} {h['score']:.4f}")
+    return 0

@@ -1,0 +1,176 @@
+"""The plan: a pure function of what the manifest wants and what the store has.
+
+plan(desired, observed) -> Plan. No I/O, no clock. Every branch names its
+reason (a constant from core.reasons) and a sentence with the numbers.
+
+The lifecycle of a version, as a level-based controller sees it:
+  missing  -> build, check, then (if the gates pass) weight or promote
+  built, unchecked -> check, then weight or promote
+  passed   -> weight = rollout.percentage; at 100 the alias switches (promote)
+  failed   -> rolled back: weight 0, the alias stays on stable; nothing more
+             until the manifest changes
+"""
+
+from __future__ import annotations
+
+from controller.core import reasons as R
+from controller.core.types import Action, Desired, Observed, Plan, VersionInfo
+
+
+def plan(desired: Desired, observed: Observed) -> Plan:
+    if desired.suspend:
+        return Plan(desired.name, message="suspended: spec.suspend is true, nothing is reconciled",
+                    blocked=None, target=None)
+    conflict = _immutable_conflict(desired, observed)
+    if conflict is not None:
+        return Plan(desired.name, blocked=R.INDEX_VERSION_IMMUTABLE, message=conflict)
+    target = _target(desired, observed)
+    if target is None:
+        version_id = next_version_id(desired.label, observed.versions)
+        actions = [_build(desired, observed, version_id), _check(version_id, observed, desired)]
+        actions += _rollout(desired, observed, version_id, if_gates_pass=True)
+        return _with_gc(Plan(desired.name, tuple(actions), target=version_id), desired, observed, version_id)
+    return _with_gc(_plan_existing(desired, observed, target), desired, observed, target.id)
+
+
+def _plan_existing(desired: Desired, observed: Observed, target: VersionInfo) -> Plan:
+    routing = observed.routing
+    name = desired.name
+    if target.id == routing.stable:
+        if routing.candidate is not None:
+            return Plan(name, (Action("abort", routing.candidate, R.BACK_ON_STABLE,
+                                      f"the manifest asks for the stable version {target.id} again: "
+                                      f"candidate {routing.candidate} is withdrawn (weight "
+                                      f"{routing.weight:g}% -> 0%)"),), target=target.id)
+        return Plan(name, target=target.id, message=f"up to date: {target.id} is stable and serves 100%")
+    if target.id in routing.held:
+        return Plan(name, target=target.id, message=(
+            f"{target.id} is held after a manual rollback; run `controller rollback {name} --to "
+            f"{target.id}` to release it, or change the manifest"))
+    if target.verdict == "failed":
+        if routing.candidate == target.id:
+            return Plan(name, (Action("abort", target.id, R.GATE_FAILED,
+                                      f"{target.id} failed its gates: {target.verdict_message}"),),
+                        target=target.id)
+        return Plan(name, target=target.id, message=(
+            f"{target.id} was rolled back: {target.verdict_message}; the alias stays on "
+            f"{routing.stable}. Change the manifest to try again"))
+    actions: list[Action] = []
+    pending_check = target.verdict is None
+    if pending_check:
+        actions.append(_check(target.id, observed, desired))
+    actions += _rollout(desired, observed, target.id, if_gates_pass=pending_check)
+    message = "" if actions else _steady_message(target.id, observed)
+    return Plan(name, tuple(actions), target=target.id, message=message)
+
+
+def _steady_message(version: str, observed: Observed) -> str:
+    r = observed.routing
+    return f"up to date: {version} serves {r.weight:g}% of {r.stable}'s traffic as candidate"
+
+
+def _immutable_conflict(desired: Desired, observed: Observed) -> str | None:
+    """index.version is a label for one model + build config; reusing it is an error."""
+    for v in observed.versions:
+        if v.label != desired.label:
+            continue
+        if v.fingerprint != desired.fingerprint:
+            return (f"spec.index.version {desired.label!r} was built with model "
+                    f"{_fp(v.fingerprint)}; the manifest now asks for {_fp(desired.fingerprint)}. "
+                    "index.version is immutable once built: give the new model a new index.version")
+        if (v.factory, v.metric) != (desired.factory, desired.metric):
+            return (f"spec.index.version {desired.label!r} was built as {v.factory}/{v.metric}; the "
+                    f"manifest now asks for {desired.factory}/{desired.metric}. index.version is "
+                    "immutable once built: give the new build a new index.version")
+    return None
+
+
+def _fp(fp: dict) -> str:
+    return f"{fp.get('provider')}/{fp.get('name')}@{fp.get('version')} (options {fp.get('optionsHash')})"
+
+
+def _target(desired: Desired, observed: Observed) -> VersionInfo | None:
+    """The built version that matches the manifest and the current corpus, if any."""
+    matches = [v for v in observed.versions
+               if v.label == desired.label and v.corpus_digest == observed.corpus_digest]
+    return max(matches, key=lambda v: v.created) if matches else None
+
+
+def next_version_id(label: str, versions: tuple[VersionInfo, ...]) -> str:
+    """`label` for the first build; `label.rN` when the corpus changed under the same label."""
+    taken = {v.id for v in versions}
+    if label not in taken:
+        return label
+    n = 2
+    while f"{label}.r{n}" in taken:
+        n += 1
+    return f"{label}.r{n}"
+
+
+def _build(desired: Desired, observed: Observed, version_id: str) -> Action:
+    reused = observed.documents - observed.to_embed
+    source = f", reusing {reused} vectors of {observed.reuse_from}" if reused else ""
+    same_label = any(v.label == desired.label for v in observed.versions)
+    reason = R.CORPUS_CHANGED if same_label else (R.FIRST_VERSION if not observed.versions else R.NEW_VERSION)
+    why = {
+        R.FIRST_VERSION: "first version of this index",
+        R.NEW_VERSION: f"the manifest asks for index version {desired.label}",
+        R.CORPUS_CHANGED: f"the corpus changed under index version {desired.label}",
+    }[reason]
+    return Action("build", version_id, reason,
+                  f"build {version_id} ({desired.factory}, {desired.metric}): {why}; embed "
+                  f"{observed.to_embed} of {observed.documents} documents{source}",
+                  embed=observed.to_embed, reuse=reused, label=desired.label)
+
+
+def _check(version_id: str, observed: Observed, desired: Desired) -> Action:
+    baseline = observed.routing.stable
+    if baseline is None:
+        msg = f"check {version_id}: golden gates with absolute thresholds (no stable version yet)"
+    else:
+        msg = f"check {version_id} against stable {baseline}: drift statistics and golden gates"
+    return Action("check", version_id, R.CHECKS_PENDING, msg, baseline=baseline)
+
+
+def _rollout(desired: Desired, observed: Observed, version_id: str, *, if_gates_pass: bool) -> list[Action]:
+    routing = observed.routing
+    if routing.stable is None:
+        return [Action("promote", version_id, R.FIRST_VERSION,
+                       f"point alias {desired.alias} at {version_id}: the first version becomes stable",
+                       weight=100, if_gates_pass=if_gates_pass)]
+    if desired.percentage >= 100:
+        return [Action("promote", version_id, R.ROLLOUT_COMPLETE,
+                       f"switch alias {desired.alias} from {routing.stable} to {version_id} "
+                       "(rollout.percentage is 100)", weight=100, baseline=routing.stable,
+                       if_gates_pass=if_gates_pass)]
+    if routing.candidate == version_id and routing.weight == desired.percentage:
+        return []
+    current = routing.weight if routing.candidate == version_id else 0.0
+    return [Action("setWeight", version_id, R.WEIGHT_CHANGED,
+                   f"send {desired.percentage:g}% of {desired.alias} queries to {version_id} (now "
+                   f"{current:g}%); {routing.stable} keeps the rest", weight=desired.percentage,
+                   baseline=routing.stable, if_gates_pass=if_gates_pass)]
+
+
+def _with_gc(p: Plan, desired: Desired, observed: Observed, target_id: str) -> Plan:
+    doomed = versions_to_delete(observed, desired.keep, protect={target_id})
+    if not doomed:
+        return p
+    gc = tuple(Action("delete", v.id, R.HISTORY_LIMIT,
+                      f"delete {v.id}: beyond history.keep={desired.keep}") for v in doomed)
+    return Plan(p.name, p.actions + gc, p.blocked, p.message, p.target)
+
+
+def versions_to_delete(observed: Observed, keep: int, protect: set[str]) -> list[VersionInfo]:
+    """Oldest versions beyond `keep`; never the stable, the candidate or the target."""
+    routing = observed.routing
+    protected = protect | {v for v in (routing.stable, routing.candidate) if v}
+    newest_first = sorted(observed.versions, key=lambda v: v.created, reverse=True)
+    kept = 0
+    doomed = []
+    for v in newest_first:
+        if v.id in protected or kept < keep:
+            kept += 1
+            continue
+        doomed.append(v)
+    return doomed

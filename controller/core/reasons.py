@@ -1,0 +1,24 @@
+"""Reason constants: every decision and condition names one of these.
+
+They are stable strings (CamelCase, as Kubernetes condition reasons) that
+scripts and alerts may match on; messages carry the numbers.
+"""
+
+FIRST_VERSION = "FirstVersion"
+NEW_VERSION = "NewVersion"
+CORPUS_CHANGED = "CorpusChanged"
+CHECKS_PENDING = "ChecksPending"
+WEIGHT_CHANGED = "WeightChanged"
+ROLLOUT_COMPLETE = "RolloutComplete"
+GATE_FAILED = "GateFailed"
+GATES_PASSED = "GatesPassed"
+BACK_ON_STABLE = "ManifestBackOnStable"
+HISTORY_LIMIT = "HistoryLimit"
+INDEX_VERSION_IMMUTABLE = "IndexVersionImmutable"
+MANUAL_ROLLBACK = "ManualRollback"
+UP_TO_DATE = "UpToDate"
+SUSPENDED = "Suspended"
+HELD = "HeldAfterRollback"
+DRIFT_DETECTED = "DriftDetected"
+NO_DRIFT = "NoDrift"
+RECONCILE_ERROR = "ReconcileError"

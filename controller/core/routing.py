@@ -1,0 +1,25 @@
+"""Which version serves a query: pure, so sticky routing is testable without a store."""
+
+from __future__ import annotations
+
+import hashlib
+
+from controller.core.types import Routing
+
+
+def bucket(key: str) -> float:
+    """A stable position in [0, 100) for a routing key (user id, session id)."""
+    digest = hashlib.sha256(key.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 * 100
+
+
+def choose_version(routing: Routing, *, key: str | None, draw: float) -> str | None:
+    """The candidate serves a query when its position falls under the weight.
+
+    `draw` (uniform in [0, 100)) is used only without a key; with a key the
+    same key always lands on the same version for a given weight.
+    """
+    if routing.candidate is None or routing.weight <= 0:
+        return routing.stable
+    position = bucket(key) if key is not None else draw
+    return routing.candidate if position < routing.weight else (routing.stable or routing.candidate)

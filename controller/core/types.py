@@ -1,0 +1,176 @@
+"""Plain data the pure core decides on: what is wanted, what is there, what to do.
+
+Nothing here touches disk, FAISS or the clock; the engine fills these in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+Verdict = Literal["passed", "failed"]
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """A built version as the store knows it."""
+
+    id: str
+    label: str
+    fingerprint: dict[str, Any]
+    factory: str
+    metric: str
+    corpus_digest: str
+    created: str
+    documents: int = 0
+    verdict: Verdict | None = None
+    verdict_message: str = ""
+
+
+@dataclass(frozen=True)
+class Routing:
+    """Where an alias sends queries: stable, candidate and the candidate's weight (0-100)."""
+
+    stable: str | None = None
+    candidate: str | None = None
+    weight: float = 0.0
+    held: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Desired:
+    """What the manifest asks for, reduced to what the decisions need."""
+
+    name: str
+    alias: str
+    label: str
+    fingerprint: dict[str, Any]
+    factory: str
+    metric: str
+    percentage: float
+    keep: int
+    suspend: bool = False
+    manifest_digest: str = ""
+
+
+@dataclass(frozen=True)
+class Observed:
+    """A read-only snapshot of the store and the corpus for one index."""
+
+    versions: tuple[VersionInfo, ...]
+    routing: Routing
+    corpus_digest: str
+    documents: int
+    to_embed: int  # documents with no reusable vector of the desired fingerprint
+    reuse_from: str | None = None  # version whose vectors are reused, when any
+
+
+ActionKind = Literal["build", "check", "setWeight", "promote", "abort", "delete"]
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: ActionKind
+    version: str
+    reason: str  # a reason constant from core.reasons
+    message: str  # a full sentence with the numbers behind the decision
+    weight: float | None = None
+    embed: int = 0
+    reuse: int = 0
+    baseline: str | None = None
+    label: str | None = None
+    if_gates_pass: bool = False  # runs only when the checks earlier in the plan pass
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v not in (None, False) or k == "kind"}
+
+
+@dataclass(frozen=True)
+class Plan:
+    name: str
+    actions: tuple[Action, ...] = ()
+    blocked: str | None = None  # reason constant when the manifest cannot be applied
+    message: str = ""  # why nothing happens, or why it is blocked
+    target: str | None = None  # the version the manifest asks to serve
+
+    @property
+    def changes(self) -> bool:
+        return bool(self.actions)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "target": self.target,
+            "changes": self.changes,
+            "blocked": self.blocked,
+            "message": self.message,
+            "actions": [a.to_dict() for a in self.actions],
+        }
+
+
+@dataclass(frozen=True)
+class GateResult:
+    metric: str
+    kind: Literal["min", "maxDrop", "drift"]
+    value: float | None
+    threshold: float
+    passed: bool
+    message: str
+    baseline: float | None = None
+    ci: tuple[float, float] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["ci"] = list(self.ci) if self.ci else None
+        return d
+
+
+@dataclass
+class Condition:
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str
+    message: str
+    last_transition_time: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.type, "status": self.status, "reason": self.reason,
+                "message": self.message, "lastTransitionTime": self.last_transition_time}
+
+
+@dataclass
+class CheckReport:
+    """What running the checks on one version produced."""
+
+    version: str
+    baseline: str | None
+    gates: list[GateResult] = field(default_factory=list)
+    drift: list[dict[str, Any]] = field(default_factory=list)
+    metrics: dict[str, float] = field(default_factory=dict)
+    baseline_metrics: dict[str, float] = field(default_factory=dict)
+    golden_digest: str | None = None
+    queries: int = 0
+    regressed: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(g.passed for g in self.gates)
+
+    def failures(self) -> list[GateResult]:
+        return [g for g in self.gates if not g.passed]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "baseline": self.baseline,
+            "passed": self.passed,
+            "gates": [g.to_dict() for g in self.gates],
+            "drift": self.drift,
+            "metrics": self.metrics,
+            "baselineMetrics": self.baseline_metrics,
+            "goldenDigest": self.golden_digest,
+            "queries": self.queries,
+            "regressed": self.regressed,
+            "notes": self.notes,
+        }

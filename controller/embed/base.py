@@ -1,0 +1,42 @@
+"""The one Protocol every embedder implements, and the model fingerprint."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, Sequence
+
+import numpy as np
+
+from controller.errors import EmbedError
+from controller.progress import Progress, silent
+
+
+class Embedder(Protocol):
+    """Turns texts into float32 vectors of a fixed dimension in one model's space."""
+
+    fingerprint: dict[str, Any]
+    dim: int
+
+    def embed_documents(self, ids: Sequence[str], texts: Sequence[str],
+                        progress: Progress = silent) -> np.ndarray: ...
+
+    def embed_queries(self, ids: Sequence[str], texts: Sequence[str]) -> np.ndarray: ...
+
+
+def fingerprint_key(fingerprint: dict[str, Any]) -> str:
+    """A readable one-line form: provider/name@version dim=.. norm=.. opts=.."""
+    return (f"{fingerprint['provider']}/{fingerprint['name']}@{fingerprint['version']}"
+            f" dim={fingerprint['dim']} normalize={str(fingerprint['normalize']).lower()}"
+            f" options={fingerprint['optionsHash']}")
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return (x / norms).astype(np.float32, copy=False)
+
+
+def check_finite(x: np.ndarray, what: str) -> None:
+    bad = ~np.isfinite(x)
+    if bad.any():
+        row = int(np.argwhere(bad)[0][0])
+        raise EmbedError(f"{what} contains NaN or inf (first at row {row})")

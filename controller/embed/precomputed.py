@@ -1,0 +1,125 @@
+"""Vectors made by another pipeline, read from .npy files.
+
+Row i of `options.vectors` is the i-th corpus document, or the document named
+on line i of `options.ids`. Golden queries come from `options.queryVectors`
+with `options.queryIds`. Every matrix is checked for shape, dimension and
+NaN/inf before anything is built from it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from controller.embed.base import l2_normalize
+from controller.errors import EmbedError, InvalidInput
+from controller.progress import Progress, silent
+
+KNOWN_OPTIONS = {"vectors", "ids", "queryVectors", "queryIds"}
+
+
+class PrecomputedEmbedder:
+    def __init__(self, dim: int, normalize: bool, paths: dict[str, Path],
+                 fingerprint: dict[str, Any], manifest: Path | None = None) -> None:
+        self.dim = dim
+        self.normalize = normalize
+        self.fingerprint = fingerprint
+        self.paths = paths
+        self.manifest = manifest
+        if "vectors" not in paths:
+            raise InvalidInput("provider precomputed needs options.vectors (a .npy file)",
+                               file=manifest, field="spec.model.options.vectors", value=None)
+
+    def validate(self, ids: Sequence[str]) -> None:
+        """Shape, dimension, finiteness and id coverage of every supplied matrix."""
+        matrix = self._matrix("vectors")
+        _rows_for(ids, self._ids("ids", matrix.shape[0], "vectors"), matrix.shape[0], self.manifest,
+                  "spec.model.options.vectors", self.paths["vectors"])
+        if "queryVectors" in self.paths:
+            self._ids("queryIds", self._matrix("queryVectors").shape[0], "queryVectors")
+
+    def embed_documents(self, ids: Sequence[str], texts: Sequence[str],
+                        progress: Progress = silent) -> np.ndarray:
+        matrix = self._matrix("vectors")
+        row_ids = self._ids("ids", matrix.shape[0], "vectors")
+        rows = _rows_for(ids, row_ids, matrix.shape[0], self.manifest, "spec.model.options.vectors",
+                         self.paths["vectors"])
+        progress(len(ids), len(ids))
+        out = np.ascontiguousarray(matrix[rows], dtype=np.float32)
+        return l2_normalize(out) if self.normalize else out
+
+    def embed_queries(self, ids: Sequence[str], texts: Sequence[str]) -> np.ndarray:
+        if "queryVectors" not in self.paths:
+            raise EmbedError(
+                "provider precomputed cannot embed query text; set options.queryVectors and "
+                "options.queryIds for golden queries"
+            )
+        matrix = self._matrix("queryVectors")
+        row_ids = self._ids("queryIds", matrix.shape[0], "queryVectors")
+        rows = _rows_for(ids, row_ids, matrix.shape[0], self.manifest, "spec.model.options.queryVectors",
+                         self.paths["queryVectors"])
+        out = np.ascontiguousarray(matrix[rows], dtype=np.float32)
+        return l2_normalize(out) if self.normalize else out
+
+    def query_ids(self) -> list[str] | None:
+        """Ids of the supplied query vectors: the golden queries this model can answer."""
+        if "queryVectors" not in self.paths:
+            return None
+        n = self._matrix("queryVectors").shape[0]
+        return self._ids("queryIds", n, "queryVectors")
+
+    def _matrix(self, key: str) -> np.ndarray:
+        path = self.paths[key]
+        fld = f"spec.model.options.{key}"
+        try:
+            matrix = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise InvalidInput(f"cannot read {path.name} as a .npy matrix: {exc}",
+                               file=self.manifest, field=fld, value=str(path)) from exc
+        if matrix.ndim != 2:
+            raise InvalidInput(f"{path.name} has shape {matrix.shape}; expected a 2-D matrix",
+                               file=self.manifest, field=fld, value=str(path))
+        if matrix.shape[1] != self.dim:
+            raise InvalidInput(
+                f"{path.name} has {matrix.shape[1]} columns but spec.model.dim is {self.dim}",
+                file=self.manifest, field=fld, value=str(path))
+        if not np.issubdtype(matrix.dtype, np.floating):
+            raise InvalidInput(f"{path.name} has dtype {matrix.dtype}; expected floats",
+                               file=self.manifest, field=fld, value=str(path))
+        finite = np.isfinite(matrix).all(axis=1)
+        if not finite.all():
+            row = int(np.argmin(finite))
+            raise InvalidInput(f"{path.name} contains NaN or inf (first at row {row})",
+                               file=self.manifest, field=fld, value=str(path))
+        return matrix
+
+    def _ids(self, key: str, n_rows: int, matrix_key: str) -> list[str] | None:
+        if key not in self.paths:
+            return None
+        path = self.paths[key]
+        ids = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if len(ids) != n_rows:
+            raise InvalidInput(
+                f"{path.name} lists {len(ids)} ids but options.{matrix_key} has {n_rows} rows",
+                file=self.manifest, field=f"spec.model.options.{key}", value=str(path))
+        return ids
+
+
+def _rows_for(wanted: Sequence[str], row_ids: list[str] | None, n_rows: int,
+              manifest: Path | None, fld: str, path: Path) -> np.ndarray:
+    """Row indices of `wanted` ids: positional when no id file is given."""
+    if row_ids is None:
+        if n_rows != len(wanted):
+            raise InvalidInput(
+                f"{path.name} has {n_rows} rows but there are {len(wanted)} documents; "
+                "rows must match the corpus one to one, or name them with options.ids",
+                file=manifest, field=fld, value=str(path))
+        return np.arange(len(wanted))
+    position = {doc_id: i for i, doc_id in enumerate(row_ids)}
+    missing = [doc_id for doc_id in wanted if doc_id not in position]
+    if missing:
+        raise InvalidInput(f"no vector for id {missing[0]!r} ({len(missing)} missing)",
+                           file=manifest, field=fld, value=str(path))
+    return np.fromiter((position[d] for d in wanted), dtype=np.int64, count=len(wanted))

@@ -1,0 +1,185 @@
+"""Running the checks of one version: drift versus stable, golden gates, ANN recall.
+
+Effects only (loading indexes and vectors, searching); every verdict comes
+from the pure functions in core.gates and checks/.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from controller.checks import golden as G
+from controller.checks.drift import NormCache, calibrate, run_drift
+from controller.checks.stats import most_regressed, paired_bootstrap
+from controller.core.gates import Context, GateSpec, evaluate_gates
+from controller.core.types import CheckReport, GateResult
+from controller.embed import make_embedder
+from controller.errors import CheckError, ControllerError, InvalidInput
+from controller.spec.load import LoadedManifest
+from controller.store import faiss_index
+from controller.store.fs import Store
+
+BASE_METRICS = ("ndcg", "recall", "mrr")
+ANN_PREFIX = "annRecall@"
+
+
+@dataclass
+class GoldenRun:
+    """One version's evaluation on the golden set."""
+
+    evaluation: G.Evaluation
+    ann_recall: dict[str, float]
+
+
+def run_checks(store: Store, loaded: LoadedManifest, version: str, baseline: str | None) -> CheckReport:
+    spec = loaded.manifest.spec
+    report = CheckReport(version=version, baseline=baseline)
+    name = loaded.name
+    if baseline is not None and spec.checks.drift:
+        report.drift, drift_gates = _drift(store, name, version, baseline, spec.checks.drift)
+        report.gates += drift_gates
+    golden_spec = spec.checks.golden
+    if golden_spec is None:
+        report.notes.append("no golden set configured: quality is not gated")
+        return report
+    golden = _load_golden(loaded)
+    metrics = _metric_names(golden_spec)
+    new = _golden_run(store, name, version, golden, metrics, golden_spec.k)
+    old = _golden_run(store, name, baseline, golden, metrics, golden_spec.k) if baseline else None
+    report.golden_digest = golden.digest
+    report.queries = len(golden.query_ids)
+    report.metrics = {**new.evaluation.metrics, **new.ann_recall}
+    report.notes += new.evaluation.warnings
+    if old is not None:
+        report.baseline_metrics = {**old.evaluation.metrics, **old.ann_recall}
+    cis = _drop_intervals(new, old, golden_spec) if old is not None else {}
+    ctx = Context(golden.digest, len(golden.query_ids), golden_spec.confidence or 0.95,
+                  non_inferiority=golden_spec.confidence is not None)
+    gates = [GateSpec(g.metric, g.min, g.max_drop) for g in golden_spec.gates]
+    report.gates += evaluate_gates(gates, report.metrics, report.baseline_metrics or None, ctx, cis)
+    if old is not None:
+        report.regressed = _regressed(golden, old, new, golden_spec.k)
+    return report
+
+
+def _drift(store: Store, name: str, version: str, baseline: str,
+           checks: list[Any]) -> tuple[list[dict[str, Any]], list[GateResult]]:
+    _, ref = store.vectors(name, baseline)
+    _, cur = store.vectors(name, version)
+    ref, cur = np.asarray(ref), np.asarray(cur)
+    same_space = store.meta(name, baseline)["fingerprint"] == store.meta(name, version)["fingerprint"]
+    cache = NormCache()
+    results, gates = [], []
+    for check in checks:
+        threshold = check.max
+        if threshold == "auto":
+            threshold = calibrate(check.metric, ref)
+        try:
+            result = run_drift(check.metric, ref, cur, threshold=threshold, same_space=same_space, cache=cache)
+        except InvalidInput as exc:
+            raise InvalidInput(exc.reason, field="spec.checks.drift.metric", value=check.metric) from exc
+        results.append({**result.to_dict(), "enforced": check.enforce})
+        if check.enforce and result.informative:
+            gates.append(GateResult(result.statistic, "drift", result.value, result.threshold,
+                                    not result.drifted, result.detail))
+    return results, gates
+
+
+def _load_golden(loaded: LoadedManifest) -> G.GoldenSet:
+    golden = G.load_golden(loaded.paths["qrels"], loaded.paths.get("queries"))
+    return golden
+
+
+def _metric_names(golden_spec: Any) -> list[str]:
+    names = {f"{m}@{golden_spec.k}" for m in BASE_METRICS}
+    names |= {g.metric for g in golden_spec.gates if not g.metric.startswith(ANN_PREFIX)}
+    return sorted(names)
+
+
+def _golden_run(store: Store, name: str, version: str, golden: G.GoldenSet, metrics: list[str],
+                k: int) -> GoldenRun:
+    meta = store.meta(name, version)
+    qids, queries = query_vectors(store, name, version, golden)
+    index = store.index(name, version)
+    doc_ids, vectors = store.vectors(name, version)
+    metric = meta["index"]["metric"]
+    depth = max([k] + [G.parse_metric(m)[1] for m in metrics])
+    scores, rows = faiss_index.search(index, queries, depth, metric)
+    ids = np.asarray(doc_ids, dtype=object)
+    run_docs = np.where(rows >= 0, ids[np.maximum(rows, 0)], "")
+    evaluation = G.evaluate(golden, qids, run_docs, scores, metrics, corpus_ids=set(doc_ids))
+    ann = _ann_recall(index, np.asarray(vectors), queries, metric, meta["index"]["factory"], k)
+    return GoldenRun(evaluation, ann)
+
+
+def query_vectors(store: Store, name: str, version: str, golden: G.GoldenSet) -> tuple[list[str], np.ndarray]:
+    """Golden queries embedded in the version's own space (its model, or its copied query vectors)."""
+    meta = store.meta(name, version)
+    embedder = stored_embedder(store, name, version)
+    available = getattr(embedder, "query_ids", lambda: None)()
+    if available is not None:
+        have = set(available)
+        qids = [q for q in golden.query_ids if q in have]
+        if not qids:
+            raise CheckError(f"none of the {len(golden.query_ids)} golden queries has a vector in the "
+                             f"precomputed query vectors of {version}")
+        return qids, embedder.embed_queries(qids, [])
+    if meta["model"]["provider"] == "precomputed":
+        raise CheckError(f"{version} uses precomputed vectors without options.queryVectors: "
+                         "golden queries cannot be embedded")
+    missing = [q for q in golden.query_ids if q not in golden.query_texts]
+    if missing:
+        raise CheckError(f"golden query {missing[0]!r} has no text ({len(missing)} missing): "
+                         "set spec.checks.golden.queries to a queries.jsonl with their texts")
+    texts = [golden.query_texts[q] for q in golden.query_ids]
+    return list(golden.query_ids), embedder.embed_queries(golden.query_ids, texts)
+
+
+def stored_embedder(store: Store, name: str, version: str):
+    """The embedder a stored version was built with, independent of today's manifest."""
+    d = store.version_dir(name, version)
+    meta = store.meta(name, version)
+    paths: dict[str, Path] = {"vectors": d / "vectors.npy"}
+    if (d / "queries" / "vectors.npy").is_file():
+        paths["queryVectors"] = d / "queries" / "vectors.npy"
+        paths["queryIds"] = d / "queries" / "ids.txt"
+    try:
+        return make_embedder(meta["model"], paths)
+    except ControllerError as exc:
+        raise CheckError(f"cannot recreate the embedder of {name}/{version}: {exc}") from exc
+
+
+def _ann_recall(index, vectors: np.ndarray, queries: np.ndarray, metric: str, factory: str,
+                k: int) -> dict[str, float]:
+    """Share of the exact top-k the index returns: 'the index is too approximate' vs 'the model is worse'."""
+    if factory.strip() == "Flat":
+        return {f"{ANN_PREFIX}{k}": 1.0}
+    _, ann = faiss_index.search(index, queries, k, metric)
+    _, exact = faiss_index.exact_search(vectors, queries, k, metric)
+    hits = (ann[:, :, None] == exact[:, None, :]) & (exact[:, None, :] >= 0)
+    return {f"{ANN_PREFIX}{k}": float(hits.any(axis=2).sum() / max((exact >= 0).sum(), 1))}
+
+
+def _drop_intervals(new: GoldenRun, old: GoldenRun, golden_spec: Any) -> dict[str, tuple[float, float]]:
+    """Paired bootstrap interval of the drop (old - new) for each gated metric."""
+    confidence = golden_spec.confidence or 0.95
+    out = {}
+    for gate in golden_spec.gates:
+        if gate.metric not in new.evaluation.per_query:
+            continue
+        cmp = paired_bootstrap(old.evaluation.per_query[gate.metric], new.evaluation.per_query[gate.metric],
+                               confidence=confidence, seed=0)
+        out[gate.metric] = (-cmp.ci_high, -cmp.ci_low)
+    return out
+
+
+def _regressed(golden: G.GoldenSet, old: GoldenRun, new: GoldenRun, k: int) -> list[dict[str, Any]]:
+    key = f"ndcg@{k}"
+    worst = most_regressed(old.evaluation.query_ids, old.evaluation.per_query[key],
+                           new.evaluation.per_query[key], n=5)
+    return [{"query": q, "text": golden.query_texts.get(q, ""), "metric": key, "old": o, "new": n}
+            for q, o, n in worst]

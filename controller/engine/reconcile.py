@@ -1,0 +1,342 @@
+"""The reconcile loop: observe -> plan -> execute -> persist, shared by every shell.
+
+The CLI, the watch loop, Git sync and the Kubernetes operator all call
+`reconcile_index`. Decisions come from core.plan; this module only carries
+them out. A dry run stops after the first plan and writes nothing.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from controller.core import reasons as R
+from controller.core.gates import summarize_failures
+from controller.core.plan import plan as make_plan
+from controller.core.status import compute_status
+from controller.core.types import Action, CheckReport, Desired, Observed, Plan, Routing
+from controller.embed import make_embedder
+from controller.embed.base import check_finite
+from controller.errors import EmbedError, InvalidInput
+from controller.checks.golden import load_golden
+from controller.engine.checks import run_checks
+from controller.progress import Progress, silent
+from controller.spec.load import LoadedManifest
+from controller.store import faiss_index
+from controller.store.corpus import Corpus, read_corpus
+from controller.store.fs import Store
+
+MAX_PASSES = 6  # build -> check -> weight -> gc needs at most four; more means a bug
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+@dataclass
+class Observation:
+    desired: Desired
+    observed: Observed
+    corpus: Corpus
+
+
+@dataclass
+class IndexResult:
+    name: str
+    plan: Plan  # the first plan: what a dry run shows
+    executed: list[Action] = field(default_factory=list)
+    reports: list[CheckReport] = field(default_factory=list)
+    status: dict[str, Any] | None = None
+    built: int = 0
+    embedded: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "plan": self.plan.to_dict(),
+            "executed": [a.to_dict() for a in self.executed],
+            "checks": [r.to_dict() for r in self.reports],
+            "built": self.built,
+            "embedded": self.embedded,
+            "status": self.status,
+        }
+
+
+@dataclass
+class Hooks:
+    """Callbacks for shells: progress bars, journal extras (e.g. a Git commit), notifications."""
+
+    progress: Callable[[str], Progress] = lambda label: silent
+    journal_extra: dict[str, Any] = field(default_factory=dict)
+    on_transition: Callable[[str, dict[str, Any]], None] = lambda name, event: None
+
+
+def desired_of(loaded: LoadedManifest) -> Desired:
+    m = loaded.manifest
+    s = m.spec
+    return Desired(name=m.name, alias=m.alias, label=s.index.version, fingerprint=s.model.fingerprint(),
+                   factory=s.index.factory, metric=s.index.metric, percentage=s.rollout.percentage,
+                   keep=s.history.keep, suspend=s.suspend, manifest_digest=loaded.digest)
+
+
+def observe(loaded: LoadedManifest, store: Store) -> Observation:
+    """Read-only snapshot: corpus, built versions, routing, and what could be reused."""
+    s = loaded.manifest.spec
+    corpus = read_corpus(loaded.paths["corpus"], s.corpus.id_field, s.corpus.text_fields, manifest=loaded.source)
+    desired = desired_of(loaded)
+    validate_inputs(loaded, corpus)
+    versions = tuple(store.versions(loaded.name))
+    source, reusable = _reuse_source(store, loaded, corpus, versions, desired)
+    observed = Observed(versions=versions, routing=store.routing(loaded.name), corpus_digest=corpus.digest,
+                        documents=len(corpus), to_embed=len(corpus) - reusable,
+                        reuse_from=source if reusable else None)
+    return Observation(desired, observed, corpus)
+
+
+def validate_inputs(loaded: LoadedManifest, corpus: Corpus) -> None:
+    """Refuse bad vectors and golden files before anything is written (dry runs report them too)."""
+    spec = loaded.manifest.spec
+    embedder = make_embedder(spec.model.model_dump(mode="json", by_alias=True), loaded.paths, loaded.source)
+    validate = getattr(embedder, "validate", None)
+    if validate is not None:
+        validate(corpus.ids)
+    if spec.checks.golden is not None:
+        try:
+            load_golden(loaded.paths["qrels"], loaded.paths.get("queries"))
+        except InvalidInput as exc:
+            raise InvalidInput(exc.reason, file=exc.file or loaded.source,
+                               field=exc.field or "spec.checks.golden", value=exc.value) from exc
+
+
+def _reuse_source(store: Store, loaded: LoadedManifest, corpus: Corpus, versions, desired: Desired
+                  ) -> tuple[str | None, int]:
+    """The newest version of the same model whose vectors cover unchanged documents.
+
+    Precomputed vectors are read, not computed, so they are never reused.
+    """
+    if loaded.manifest.spec.model.provider == "precomputed":
+        return None, 0
+    same = [v for v in versions if v.fingerprint == desired.fingerprint]
+    if not same:
+        return None, 0
+    source = max(same, key=lambda v: v.created)
+    old = set(zip(store.vectors(loaded.name, source.id)[0], store.hashes(loaded.name, source.id)))
+    reusable = sum((i, h) in old for i, h in zip(corpus.ids, corpus.hashes))
+    return source.id, reusable
+
+
+def plan_index(loaded: LoadedManifest, store: Store) -> tuple[Observation, Plan]:
+    obs = observe(loaded, store)
+    return obs, make_plan(obs.desired, obs.observed)
+
+
+def reconcile_index(loaded: LoadedManifest, store: Store, *, dry_run: bool = False,
+                    hooks: Hooks | None = None) -> IndexResult:
+    hooks = hooks or Hooks()
+    obs, first = plan_index(loaded, store)
+    result = IndexResult(loaded.name, first)
+    if dry_run:
+        return result
+    with store.lock():
+        current = first
+        for _ in range(MAX_PASSES):
+            if not current.changes:
+                break
+            _execute(current, obs, loaded, store, hooks, result)
+            obs, current = plan_index(loaded, store)
+        result.status = _persist_status(loaded, store, current)
+    return result
+
+
+def _execute(plan: Plan, obs: Observation, loaded: LoadedManifest, store: Store, hooks: Hooks,
+             result: IndexResult) -> None:
+    failed: CheckReport | None = None
+    for action in plan.actions:
+        if action.if_gates_pass and failed is not None:
+            continue
+        if action.kind == "build":
+            _build(action, obs, loaded, store, hooks, result)
+        elif action.kind == "check":
+            report = run_checks(store, loaded, action.version, action.baseline)
+            _record_verdict(store, loaded, report, hooks)
+            result.reports.append(report)
+            if not report.passed:
+                failed = report
+                _rollback_after_failure(store, loaded, action.version, report, hooks, result)
+                continue
+        else:
+            _route(action, store, loaded, hooks)
+        result.executed.append(action)
+
+
+def _build(action: Action, obs: Observation, loaded: LoadedManifest, store: Store, hooks: Hooks,
+           result: IndexResult) -> None:
+    spec = loaded.manifest.spec
+    corpus = obs.corpus
+    started = time.monotonic()
+    embedder = make_embedder(spec.model.model_dump(mode="json", by_alias=True), loaded.paths, loaded.source)
+    vectors, embedded = _vectors_for(store, loaded, corpus, embedder, obs.observed.reuse_from, hooks)
+    try:
+        check_finite(vectors, f"vectors of {action.version}")
+    except EmbedError as exc:
+        raise InvalidInput(str(exc), file=loaded.source, field="spec.model", value=spec.model.name) from exc
+    embed_s = time.monotonic() - started
+    started = time.monotonic()
+    try:
+        index = faiss_index.build_index(vectors, spec.index.factory, spec.index.metric)
+    except InvalidInput as exc:
+        raise InvalidInput(exc.reason, file=loaded.source, field=exc.field, value=exc.value) from exc
+    build_s = time.monotonic() - started
+    meta = {
+        "name": loaded.name,
+        "label": spec.index.version,
+        "created": _created_stamp(),
+        "fingerprint": spec.model.fingerprint(),
+        "model": spec.model.model_dump(mode="json", by_alias=True),
+        "index": {"factory": spec.index.factory, "metric": spec.index.metric, "ntotal": int(index.ntotal),
+                  "dim": int(vectors.shape[1])},
+        "corpus": {"digest": corpus.digest, "documents": len(corpus), "path": str(corpus.path)},
+        "build": {"embedded": embedded, "reused": len(corpus) - embedded,
+                  "reusedFrom": obs.observed.reuse_from if embedded < len(corpus) else None,
+                  "embedSeconds": round(embed_s, 3), "buildSeconds": round(build_s, 3)},
+        "manifestDigest": loaded.digest,
+    }
+    store.write_version(loaded.name, action.version, index=index, vectors=vectors, ids=corpus.ids,
+                        hashes=corpus.hashes, meta=meta, extra_files=_query_files(loaded))
+    result.built += 1
+    result.embedded += embedded
+    hooks.on_transition(loaded.name, {"event": "ShadowBuilt", "version": action.version,
+                                      "documents": len(corpus), "embedded": embedded})
+
+
+def _created_stamp() -> str:
+    # microseconds: versions built in one run must still sort by creation
+    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _query_files(loaded: LoadedManifest) -> dict[str, Path]:
+    """Precomputed query vectors travel with the version so later checks need no old manifest."""
+    if "queryVectors" not in loaded.paths:
+        return {}
+    files = {"queries/vectors.npy": loaded.paths["queryVectors"]}
+    if "queryIds" in loaded.paths:
+        files["queries/ids.txt"] = loaded.paths["queryIds"]
+    return files
+
+
+def _vectors_for(store: Store, loaded: LoadedManifest, corpus: Corpus, embedder, reuse_from: str | None,
+                 hooks: Hooks) -> tuple[np.ndarray, int]:
+    """Embed only documents with no vector of the same model and content; reuse the rest."""
+    todo = list(range(len(corpus)))
+    out: np.ndarray | None = None
+    if reuse_from is not None:
+        old_ids, old_vecs = store.vectors(loaded.name, reuse_from)
+        old_hashes = store.hashes(loaded.name, reuse_from)
+        position = {(i, h): row for row, (i, h) in enumerate(zip(old_ids, old_hashes))}
+        rows = [position.get((i, h), -1) for i, h in zip(corpus.ids, corpus.hashes)]
+        out = np.zeros((len(corpus), old_vecs.shape[1]), dtype=np.float32)
+        have = [r >= 0 for r in rows]
+        out[np.flatnonzero(have)] = np.asarray(old_vecs)[[r for r in rows if r >= 0]]
+        todo = [i for i, ok in enumerate(have) if not ok]
+    if out is not None and not todo:
+        return out, 0
+    fresh = embedder.embed_documents([corpus.ids[i] for i in todo], [corpus.texts[i] for i in todo],
+                                     progress=hooks.progress("embedding"))
+    if fresh.ndim != 2 or fresh.shape[0] != len(todo):
+        raise EmbedError(f"embedder returned shape {fresh.shape} for {len(todo)} documents")
+    if out is None:
+        return np.ascontiguousarray(fresh, dtype=np.float32), len(todo)
+    out[todo] = fresh
+    return out, len(todo)
+
+
+def _record_verdict(store: Store, loaded: LoadedManifest, report: CheckReport, hooks: Hooks) -> None:
+    verdict = "passed" if report.passed else "failed"
+    message = summarize_failures(report.gates) if not report.passed else "all gates passed"
+    store.write_verdict(loaded.name, report.version, {
+        "verdict": verdict, "message": message, "checkedAt": utc_now(), "report": report.to_dict(),
+    })
+    hooks.on_transition(loaded.name, {"event": "GatesPassed" if report.passed else "GateFailed",
+                                      "version": report.version, "message": message,
+                                      "gates": [g.to_dict() for g in report.gates]})
+
+
+def _rollback_after_failure(store: Store, loaded: LoadedManifest, version: str, report: CheckReport,
+                            hooks: Hooks, result: IndexResult) -> None:
+    routing = store.routing(loaded.name)
+    message = summarize_failures(report.gates)
+    new = replace(routing, candidate=None, weight=0.0) if routing.candidate else routing
+    action = Action("abort", version, R.GATE_FAILED,
+                    f"roll back {version}: {message}; alias {loaded.manifest.alias} stays on {routing.stable}")
+    _write_routing(store, loaded, routing, new, action, hooks, event="RolledBack")
+    result.executed.append(action)
+
+
+def _route(action: Action, store: Store, loaded: LoadedManifest, hooks: Hooks) -> None:
+    name = loaded.name
+    if action.kind == "delete":
+        store.delete_version(name, action.version)
+        return
+    routing = store.routing(name)
+    if action.kind == "promote":
+        new = Routing(stable=action.version, candidate=None, weight=0.0,
+                      held=tuple(h for h in routing.held if h != action.version))
+        event = "AliasSwitched"
+    elif action.kind == "setWeight":
+        new = Routing(stable=routing.stable, candidate=action.version, weight=float(action.weight or 0),
+                      held=routing.held)
+        event = "WeightChanged"
+    elif action.kind == "abort":
+        new = replace(routing, candidate=None, weight=0.0)
+        event = "RolledBack"
+    else:
+        raise AssertionError(f"unknown action {action.kind}")
+    _write_routing(store, loaded, routing, new, action, hooks, event)
+
+
+def _write_routing(store: Store, loaded: LoadedManifest, old: Routing, new: Routing, action: Action,
+                   hooks: Hooks, event: str) -> None:
+    record = journal_record(loaded.name, loaded.manifest.alias, old, new, action.reason, action.message,
+                            manifest_digest=loaded.digest, source=str(loaded.source), extra=hooks.journal_extra)
+    if new != old:
+        store.write_routing(loaded.name, loaded.manifest.alias, new)
+    store.append_journal(loaded.name, record)
+    hooks.on_transition(loaded.name, {"event": event, "version": action.version, "message": action.message,
+                                      "stable": new.stable, "candidate": new.candidate, "weight": new.weight,
+                                      **hooks.journal_extra})
+
+
+def journal_record(name: str, alias: str, old: Routing, new: Routing, reason: str, message: str, *,
+                   manifest_digest: str | None, source: str | None, extra: dict[str, Any] | None = None
+                   ) -> dict[str, Any]:
+    return {
+        "time": utc_now(), "index": name, "alias": alias, "reason": reason, "message": message,
+        "from": {"stable": old.stable, "candidate": old.candidate, "weight": old.weight},
+        "to": {"stable": new.stable, "candidate": new.candidate, "weight": new.weight},
+        "manifestDigest": manifest_digest, "source": source, **(extra or {}),
+    }
+
+
+def _persist_status(loaded: LoadedManifest, store: Store, plan: Plan, error: str | None = None
+                    ) -> dict[str, Any]:
+    name = loaded.name
+    versions = store.versions(name)
+    verdicts = {v.id: store.verdict(name, v.id) for v in versions if v.verdict}
+    previous = store.status(name)
+    status = compute_status(name=name, alias=loaded.manifest.alias, routing=store.routing(name),
+                            versions=versions, plan=plan, verdicts=verdicts, manifest_digest=loaded.digest,
+                            previous=previous, now=utc_now(), error=error)
+    store.write_status(name, status)
+    return status
+
+
+def remove_index(store: Store, name: str) -> None:
+    """Delete an index and every version (used by prune and the operator finalizer)."""
+    with store.lock():
+        shutil.rmtree(store.index_dir(name), ignore_errors=True)

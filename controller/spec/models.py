@@ -1,0 +1,225 @@
+"""Pydantic models of the EmbeddingIndex manifest (apiVersion indexops.dev/v1alpha1).
+
+This module is pure: no file system, no FAISS. Field names are camelCase in
+YAML (Kubernetes convention) and snake_case in Python. Every model forbids
+unknown fields so a typo is an error, not a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+API_VERSION = "indexops.dev/v1alpha1"
+KIND = "EmbeddingIndex"
+NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+VERSION_PATTERN = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+GATE_METRIC_PATTERN = r"^(ndcg|recall|mrr|precision|p|hitrate|success|annRecall)@[1-9][0-9]*$"
+
+
+class Model(BaseModel):
+    """Base: camelCase aliases, unknown fields forbidden, populate by either name."""
+
+    model_config = ConfigDict(
+        extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True
+    )
+
+
+class Metadata(Model):
+    name: str = Field(
+        description="Name of the index (DNS-1123 label): the key of its store directory and status.",
+        pattern=NAME_PATTERN,
+        max_length=63,
+    )
+    namespace: str | None = Field(
+        default=None, description="Kubernetes namespace; ignored by the local CLI."
+    )
+    labels: dict[str, str] = Field(default_factory=dict, description="Free-form labels.")
+    annotations: dict[str, str] = Field(default_factory=dict, description="Free-form annotations.")
+
+
+class CorpusSpec(Model):
+    path: str = Field(description="JSON Lines file of documents, relative to the manifest.")
+    id_field: str = Field(default="id", description="Field of each document holding its unique id.")
+    text_fields: list[str] = Field(
+        default_factory=lambda: ["text"],
+        min_length=1,
+        description="Fields joined with one space to form the text that is embedded.",
+    )
+
+
+class ModelSpec(Model):
+    provider: Literal["hashing", "precomputed", "sentence-transformers", "http"] = Field(
+        description=(
+            "Embedder: 'hashing' is the built-in offline embedder; 'precomputed' reads vectors "
+            "made by another pipeline from options.vectors. 'sentence-transformers' and 'http' "
+            "are reserved and not implemented yet."
+        )
+    )
+    name: str = Field(min_length=1, description="Model name, part of the fingerprint.")
+    version: str = Field(min_length=1, description="Model version, part of the fingerprint.")
+    dim: int = Field(gt=0, le=65536, description="Vector dimension the model emits.")
+    normalize: bool = Field(
+        default=True, description="L2-normalise vectors after embedding (and queries alike)."
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description=(
+            "Provider-specific options. hashing: ngrams, charNgrams, seed, ... ; precomputed: "
+            "vectors (.npy), ids (text file of ids, one per line, optional), queryVectors, queryIds."
+        ),
+    )
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_as_text(cls, value: Any) -> Any:
+        # YAML reads `version: 2` as an int; a model version is a label.
+        return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What identifies the vector space: two sets of vectors are comparable only when equal."""
+        return {
+            "provider": self.provider,
+            "name": self.name,
+            "version": self.version,
+            "dim": self.dim,
+            "normalize": self.normalize,
+            "optionsHash": options_hash(self.options),
+        }
+
+
+class IndexSpec(Model):
+    version: str = Field(
+        description="Label of the built index version; immutable once built.",
+        pattern=VERSION_PATTERN,
+        max_length=63,
+    )
+    factory: str = Field(default="Flat", min_length=1, description="FAISS index_factory string.")
+    metric: Literal["cosine", "ip", "l2"] = Field(
+        default="cosine", description="Similarity: cosine (normalised inner product), ip or l2."
+    )
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_as_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+
+
+class RolloutSpec(Model):
+    percentage: float = Field(
+        default=100,
+        ge=0,
+        le=100,
+        description="Share of queries (0-100) the new version serves once its gates pass; 100 switches the alias.",
+    )
+
+
+class DriftCheck(Model):
+    metric: str = Field(
+        description="Drift statistic: psi, kl, normShift, cosineShift (see `controller schema` for the full list)."
+    )
+    max: float | Literal["auto"] | None = Field(
+        default=None,
+        description="Threshold above which the statistic counts as drift; default: the statistic's own.",
+    )
+    on: Literal["norms", "vectors"] | None = Field(
+        default=None, description="Informational: what the statistic reads (norms or vectors)."
+    )
+    enforce: bool = Field(
+        default=False,
+        description="When true a drifted statistic fails the rollout like a golden gate; by default drift is reported, not gated.",
+    )
+
+
+class GoldenGate(Model):
+    metric: str = Field(
+        description="Metric at a cutoff: ndcg@10, recall@10, mrr@10, precision@10, hitrate@10.",
+        pattern=GATE_METRIC_PATTERN,
+    )
+    min: float | None = Field(default=None, description="Absolute floor for the new version.")
+    max_drop: float | None = Field(
+        default=None, ge=0, description="Largest allowed drop versus the stable version."
+    )
+
+    @model_validator(mode="after")
+    def _has_threshold(self) -> GoldenGate:
+        if self.min is None and self.max_drop is None:
+            raise ValueError("a gate needs min, maxDrop or both")
+        return self
+
+
+class GoldenSpec(Model):
+    queries: str | None = Field(
+        default=None, description="BEIR queries.jsonl (_id, text), relative to the manifest."
+    )
+    qrels: str = Field(description="Qrels TSV (query-id corpus-id score) or TREC qrels file.")
+    k: int = Field(default=10, gt=0, le=10000, description="Retrieval depth for evaluation.")
+    gates: list[GoldenGate] = Field(default_factory=list, description="Quality gates.")
+    confidence: float | None = Field(
+        default=None,
+        gt=0,
+        lt=1,
+        description="When set, maxDrop is tested against the lower bound of a paired bootstrap interval.",
+    )
+
+
+class ChecksSpec(Model):
+    drift: list[DriftCheck] = Field(default_factory=list, description="Drift statistics stable vs shadow.")
+    golden: GoldenSpec | None = Field(default=None, description="Golden query->docs evaluation.")
+
+
+class HistorySpec(Model):
+    keep: int = Field(default=3, ge=1, le=100, description="Built versions kept for rollback.")
+
+
+class IndexSpecRoot(Model):
+    alias: str | None = Field(
+        default=None, pattern=NAME_PATTERN, description="Name clients query; default: metadata.name."
+    )
+    corpus: CorpusSpec = Field(description="Documents to embed.")
+    model: ModelSpec = Field(description="Embedding model.")
+    index: IndexSpec = Field(description="Index version and FAISS build parameters.")
+    rollout: RolloutSpec = Field(default_factory=RolloutSpec, description="Progressive delivery.")
+    checks: ChecksSpec = Field(default_factory=ChecksSpec, description="Drift and quality checks.")
+    history: HistorySpec = Field(default_factory=HistorySpec, description="Version retention.")
+    suspend: bool = Field(default=False, description="When true the reconciler leaves this index alone.")
+
+
+class EmbeddingIndex(Model):
+    """An EmbeddingIndex manifest: desired model, index version and rollout."""
+
+    api_version: Literal["indexops.dev/v1alpha1"] = Field(
+        alias="apiVersion", description="Always indexops.dev/v1alpha1."
+    )
+    kind: Literal["EmbeddingIndex"] = Field(description="Always EmbeddingIndex.")
+    metadata: Metadata = Field(description="Name and labels.")
+    spec: IndexSpecRoot = Field(description="Desired state.")
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    @property
+    def alias(self) -> str:
+        return self.spec.alias or self.metadata.name
+
+
+def options_hash(options: dict[str, Any]) -> str:
+    """Stable short hash of provider options (key order does not matter)."""
+    canonical = json.dumps(options, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def spec_digest(manifest: EmbeddingIndex) -> str:
+    """Digest of the desired state, recorded with every alias or weight change."""
+    canonical = json.dumps(manifest.model_dump(mode="json", by_alias=True), sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def is_valid_name(name: str) -> bool:
+    return re.fullmatch(NAME_PATTERN, name) is not None
