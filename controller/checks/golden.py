@@ -10,7 +10,10 @@ trec_eval conventions reproduced here (and why they matter):
 
 * Ranking: the run is re-sorted by score descending, ties broken by document
   id descending (byte-wise string comparison), exactly as trec_eval sorts.
-  The order of the input columns therefore never matters.
+  trec_eval stores scores as C ``float`` (TEXT_RESULTS.sim), so scores are
+  rounded to float32 before sorting: two scores equal in float32 tie even if
+  they differ as float64 (verified with pytrec_eval). The order of the input
+  columns therefore never matters.
 * Relevance: a document is relevant when its grade is >= 1 (trec_eval's
   default ``relevance_level``). Grades <= 0 are judged non-relevant and give
   no gain. nDCG uses linear gain (the grade) and a log2(rank + 1) discount;
@@ -84,12 +87,20 @@ class GoldenSet:
 
 @dataclass(frozen=True)
 class _FlatQrels:
-    """Qrels flattened to (query index, doc id, grade) arrays."""
+    """Qrels flattened to (query index, doc id, grade) arrays plus a join table.
+
+    The join table is an open-addressing hash table (linear probing, load
+    factor <= 1/4) keyed on a 64-bit (query, doc) key. Looking up a million run
+    cells in it is a few vectorised gathers, far cheaper than sorting the run's
+    strings. ``ambiguous`` marks a 64-bit key collision inside the qrels, which
+    sends evaluate() down an exact dict-based join instead.
+    """
 
     qidx: np.ndarray      # int64, index into GoldenSet.query_ids
     docs: np.ndarray      # str
     rels: np.ndarray      # int64
     num_rel: np.ndarray   # int64 per query: grades >= 1 (recall denominator)
+    table: _JoinTable
 
     @staticmethod
     def build(query_ids: list[str], qrels: dict[str, dict[str, int]]) -> _FlatQrels:
@@ -99,7 +110,65 @@ class _FlatQrels:
         rels = np.fromiter((r for q in query_ids for r in qrels[q].values()),
                            dtype=np.int64, count=len(qidx))
         num_rel = np.bincount(qidx[rels >= 1], minlength=len(query_ids))
-        return _FlatQrels(qidx, docs, rels, num_rel.astype(np.int64))
+        table = _JoinTable.build(_join_keys(qidx, _hash_strings(docs)))
+        return _FlatQrels(qidx, docs, rels, num_rel.astype(np.int64), table)
+
+
+@dataclass(frozen=True)
+class _JoinTable:
+    """Vectorised open-addressing hash table from uint64 key to entry index."""
+
+    keys: np.ndarray      # uint64 per slot
+    entry: np.ndarray     # int64 per slot, -1 = empty
+    max_probe: int        # longest probe sequence used by any inserted key
+    ambiguous: bool       # two entries share a key
+
+    @staticmethod
+    def build(keys: np.ndarray) -> _JoinTable:
+        size = 8
+        while size < 4 * keys.size:
+            size *= 2
+        table_keys = np.zeros(size, dtype=np.uint64)
+        entry = np.full(size, -1, dtype=np.int64)
+        pending = np.arange(keys.size)
+        slots = _slots(keys, size)
+        probe = 0
+        while pending.size:
+            free = entry[slots] == -1
+            entry[slots[free]] = pending[free]        # one writer per slot wins
+            won = np.zeros(pending.size, dtype=bool)
+            won[free] = entry[slots[free]] == pending[free]
+            table_keys[slots[won]] = keys[pending[won]]
+            pending, slots = pending[~won], (slots[~won] + 1) & (size - 1)
+            probe += 1
+        ambiguous = np.unique(keys).size != keys.size
+        return _JoinTable(table_keys, entry, max(probe - 1, 0), ambiguous)
+
+    def find(self, keys: np.ndarray) -> np.ndarray:
+        """Entry index for each key, -1 when absent.
+
+        Each round touches only keys whose slot was occupied by another key;
+        with load factor <= 1/4 most keys finish in the first round.
+        """
+        found = np.full(keys.size, -1, dtype=np.int64)
+        where = np.arange(keys.size)
+        slots = _slots(keys, self.keys.size)
+        for _ in range(self.max_probe + 1):
+            entry = self.entry[slots]
+            busy = np.nonzero(entry >= 0)[0]
+            match = self.keys[slots[busy]] == keys[busy]
+            found[where[busy[match]]] = entry[busy[match]]
+            rest = busy[~match]
+            if not rest.size:
+                break
+            where, keys = where[rest], keys[rest]
+            slots = (slots[rest] + 1) & (self.keys.size - 1)
+        return found
+
+
+def _slots(keys: np.ndarray, size: int) -> np.ndarray:
+    """Home slot of each key in a power-of-two table (low bits of the key)."""
+    return (keys & np.uint64(size - 1)).astype(np.intp)
 
 
 def load_golden(qrels_path: Path, queries_path: Path | None = None) -> GoldenSet:
@@ -281,14 +350,14 @@ def evaluate(golden: GoldenSet, run_query_ids: list[str], run_doc_ids: np.ndarra
     wanted = _parse_metrics(metrics)
     docs, scores = _check_run(run_query_ids, run_doc_ids, run_scores)
     flat = golden._flat
-    rows = _golden_rows(golden.query_ids, run_query_ids)
-    ranked_rel = _ranked_relevance(flat, rows, docs, scores)
+    grow = _golden_index(golden.query_ids, run_query_ids)
+    ranked_rel = _ranked_relevance(flat, grow, docs, scores)
     max_k = max(k for _, k in wanted)
     ranked_rel = _pad_columns(ranked_rel, max_k)
     ideal = _ideal_gains(flat, len(golden.query_ids), max_k)
     per_query = {metric_name(m, k): _metric(m, k, ranked_rel, ideal, flat.num_rel)
                  for m, k in wanted}
-    missing = int((rows < 0).sum())
+    missing = len(golden.query_ids) - int((grow >= 0).sum())
     unjudged = _count_unjudged(flat, corpus_ids)
     notes = _warnings(golden, missing, unjudged)
     return Evaluation(
@@ -321,73 +390,161 @@ def _check_run(qids: list[str], doc_ids: np.ndarray,
                            field="run_query_ids")
     if docs.dtype == object:
         docs = np.where(np.equal(docs, None), "", docs)
-    docs = docs.astype(str)
+    docs = np.asarray(docs, dtype=str)
     if np.isnan(sc[docs != ""]).any():
         raise InvalidInput("run scores contain NaN for real documents; "
                            "a ranking needs comparable scores", field="run_scores")
     return docs, sc
 
 
-def _golden_rows(golden_ids: list[str], run_ids: list[str]) -> np.ndarray:
-    """Run row index for each golden query, -1 when the run lacks it."""
-    where = {q: i for i, q in enumerate(run_ids)}
-    return np.fromiter((where.get(q, -1) for q in golden_ids), dtype=np.int64,
-                       count=len(golden_ids))
+def _golden_index(golden_ids: list[str], run_ids: list[str]) -> np.ndarray:
+    """Golden query index for each run row, -1 for run queries without qrels."""
+    where = {q: i for i, q in enumerate(golden_ids)}
+    return np.fromiter((where.get(str(q), -1) for q in run_ids), dtype=np.int64,
+                       count=len(run_ids))
 
 
-def _ranked_relevance(flat: _FlatQrels, rows: np.ndarray, docs: np.ndarray,
+def _ranked_relevance(flat: _FlatQrels, grow: np.ndarray, docs: np.ndarray,
                       scores: np.ndarray) -> np.ndarray:
     """(n_golden, depth) grades in trec_eval rank order; 0 for padding/missing.
 
-    Doc ids are encoded once with np.unique over run + qrels docs: the codes
-    give both the qrels join key and the string order for tie-breaking.
+    Works on run rows in place (no string copies) and scatters the ranked
+    grades into golden order at the end.
     """
-    n_q, depth = len(rows), docs.shape[1]
-    present = rows >= 0
-    sub_docs = np.full((n_q, depth), "", dtype=docs.dtype)
-    sub_scores = np.full((n_q, depth), -np.inf)
-    sub_docs[present] = docs[rows[present]]
-    sub_scores[present] = scores[rows[present]]
-    valid = sub_docs != ""
-    vocab, codes = np.unique(np.concatenate([sub_docs.ravel(), flat.docs]),
-                             return_inverse=True)
-    codes = codes.astype(np.int64)
-    run_codes = codes[: n_q * depth].reshape(n_q, depth)
-    _reject_duplicates(run_codes, valid, rows)
-    # lexsort: last key is primary. Valid first, score desc, doc id desc.
-    order = np.lexsort((-run_codes, -sub_scores, ~valid), axis=1)
-    run_codes = np.take_along_axis(run_codes, order, axis=1)
-    valid = np.take_along_axis(valid, order, axis=1)
-    rel = _lookup_grades(flat, codes[n_q * depth:], len(vocab), run_codes)
-    return np.where(valid, rel, 0)
+    valid = docs != ""
+    hashes = _hash_strings(docs)
+    _reject_duplicates(docs, hashes, valid)
+    order = _trec_order(docs, scores.astype(np.float32), valid)
+    grades = _lookup_grades(flat, grow, docs, hashes, valid)
+    ranked = np.take_along_axis(grades, order, axis=1)
+    out = np.zeros((flat.num_rel.size, docs.shape[1]), dtype=np.int64)
+    keep = grow >= 0
+    out[grow[keep]] = ranked[keep]
+    return out
 
 
-def _reject_duplicates(codes: np.ndarray, valid: np.ndarray, rows: np.ndarray) -> None:
+def _trec_order(docs: np.ndarray, s32: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Column order per row: real docs first, score desc, then doc id desc.
+
+    Sorting by score alone is numeric and cheap; only rows that actually
+    contain equal float32 scores pay for the string tie-break.
+    """
+    key = np.where(valid, -s32, np.float32(np.nan))   # argsort puts NaN (padding) last
+    order = np.argsort(key, axis=1)
+    srt = np.take_along_axis(key, order, axis=1)
+    tied = (srt[:, 1:] == srt[:, :-1]).any(axis=1)    # NaN never equals NaN
+    rows = np.nonzero(tied)[0]
+    if rows.size:
+        chunks = _string_sort_keys(docs[rows])
+        keys = tuple(-c for c in reversed(chunks)) + (-s32[rows], ~valid[rows])
+        order[rows] = np.lexsort(keys, axis=1)
+    return order
+
+
+def _codepoints(docs: np.ndarray, multiple: int) -> np.ndarray:
+    """(..., width) uint32 code points of a '<U' array, width a multiple of `multiple`.
+
+    numpy pads short strings with NUL, so shorter ids compare like C strcmp.
+    """
+    arr = np.ascontiguousarray(docs)
+    width = max(arr.dtype.itemsize // 4, 1)
+    cps = arr.view(np.uint32).reshape(*arr.shape, -1) if arr.dtype.itemsize else \
+        np.zeros((*arr.shape, 1), dtype=np.uint32)
+    pad = (-width) % multiple
+    if pad:
+        cps = np.concatenate([cps, np.zeros((*arr.shape, pad), np.uint32)], axis=-1)
+    return cps
+
+
+def _string_sort_keys(docs: np.ndarray) -> list[np.ndarray]:
+    """int64 keys, most significant first, whose lexicographic order is the
+    strings' order: 3 code points (21 bits each) packed per key, losslessly.
+    Code-point order equals UTF-8 byte order, i.e. trec_eval's strcmp."""
+    cps = _codepoints(docs, 3).astype(np.int64)
+    packed = (cps[..., 0::3] << 42) | (cps[..., 1::3] << 21) | cps[..., 2::3]
+    return [packed[..., j] for j in range(packed.shape[-1])]
+
+
+_HASH_WEIGHTS = np.random.default_rng(20240607).integers(
+    0, 2**63, size=64, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+_QUERY_MIX = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _hash_strings(docs: np.ndarray) -> np.ndarray:
+    """64-bit hash per string, independent of the array's '<U' width.
+
+    A weighted sum of the 64-bit words (two code points each) with odd
+    weights, as one integer matmul: a single pass over the strings. NUL
+    padding words add 0, so the hash does not depend on the array width.
+    Every hash match is later confirmed by string equality, so a collision can
+    never change a score.
+    """
+    words = _codepoints(docs, 2).view(np.uint64)
+    n_words = words.shape[-1]
+    weights = _HASH_WEIGHTS
+    while weights.size < n_words:             # ids longer than 128 code points
+        weights = np.concatenate([weights, weights * np.uint64(3)])
+    with np.errstate(over="ignore"):
+        return words @ weights[:n_words]
+
+
+def _join_keys(qidx: np.ndarray, hashes: np.ndarray) -> np.ndarray:
+    """Mix a query index and a doc hash into one well-spread uint64 key.
+
+    splitmix64's finaliser is a bijection, so it adds no collisions, and it
+    makes the low bits (the hash-table slot) depend on every input bit.
+    """
+    with np.errstate(over="ignore"):
+        z = hashes ^ ((qidx.astype(np.uint64) + np.uint64(1)) * _QUERY_MIX)
+        z ^= z >> np.uint64(30)
+        z *= np.uint64(0xBF58476D1CE4E5B9)
+        z ^= z >> np.uint64(27)
+        z *= np.uint64(0x94D049BB133111EB)
+        z ^= z >> np.uint64(31)
+    return z
+
+
+def _reject_duplicates(docs: np.ndarray, hashes: np.ndarray, valid: np.ndarray) -> None:
     """trec_eval refuses a run listing a document twice for one query."""
-    if codes.shape[1] < 2:
+    if docs.shape[1] < 2:
         return
-    marked = np.where(valid, codes, -1 - np.arange(codes.shape[1]))
+    marked = np.where(valid, hashes, np.arange(docs.shape[1], dtype=np.uint64))
     srt = np.sort(marked, axis=1)
-    dup = (srt[:, 1:] == srt[:, :-1]) & (srt[:, 1:] >= 0)
-    if dup.any():
-        row = int(rows[np.nonzero(dup.any(axis=1))[0][0]])
-        raise InvalidInput(f"run row {row} lists the same document twice; "
-                           "each query must rank a document at most once",
-                           field="run_doc_ids", value=row)
+    for row in np.nonzero((srt[:, 1:] == srt[:, :-1]).any(axis=1))[0]:
+        real = docs[row][valid[row]].tolist()
+        if len(set(real)) != len(real):
+            raise InvalidInput(f"run row {int(row)} lists the same document twice; "
+                               "each query must rank a document at most once",
+                               field="run_doc_ids", value=int(row))
 
 
-def _lookup_grades(flat: _FlatQrels, qrel_codes: np.ndarray, n_vocab: int,
-                   run_codes: np.ndarray) -> np.ndarray:
-    """Join run cells to qrels on (query, doc) via sorted int64 keys."""
-    n_q, depth = run_codes.shape
-    qkeys = flat.qidx * n_vocab + qrel_codes
-    order = np.argsort(qkeys, kind="stable")
-    qkeys, qrels = qkeys[order], flat.rels[order]
-    rkeys = np.arange(n_q, dtype=np.int64)[:, None] * n_vocab + run_codes
-    if qkeys.size == 0:
-        return np.zeros((n_q, depth), dtype=np.int64)
-    pos = np.minimum(np.searchsorted(qkeys, rkeys), qkeys.size - 1)
-    return np.where(qkeys[pos] == rkeys, qrels[pos], 0)
+def _lookup_grades(flat: _FlatQrels, grow: np.ndarray, docs: np.ndarray,
+                   hashes: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Grade of each run cell (input order) by a hash join on (query, doc)."""
+    grades = np.zeros(docs.shape, dtype=np.int64)
+    cell = valid & (grow >= 0)[:, None]
+    if flat.qidx.size == 0 or not cell.any():
+        return grades
+    if flat.table.ambiguous:
+        return _lookup_grades_exact(flat, grow, docs, cell)
+    rows = np.broadcast_to(grow[:, None], docs.shape)
+    entry = flat.table.find(_join_keys(rows, hashes).ravel()).reshape(docs.shape)
+    r, c = np.nonzero(cell & (entry >= 0))
+    e = entry[r, c]
+    same = (flat.qidx[e] == grow[r]) & (flat.docs[e] == docs[r, c])
+    grades[r[same], c[same]] = flat.rels[e[same]]
+    return grades
+
+
+def _lookup_grades_exact(flat: _FlatQrels, grow: np.ndarray, docs: np.ndarray,
+                         cell: np.ndarray) -> np.ndarray:
+    """Dict join, used only after a 64-bit hash collision inside the qrels."""
+    table = {(int(q), d): int(g) for q, d, g in zip(flat.qidx, flat.docs.tolist(), flat.rels)}
+    grades = np.zeros(docs.shape, dtype=np.int64)
+    r, c = np.nonzero(cell)
+    grades[r, c] = [table.get((int(grow[i]), d), 0)
+                    for i, d in zip(r, docs[r, c].tolist())]
+    return grades
 
 
 def _pad_columns(mat: np.ndarray, k: int) -> np.ndarray:

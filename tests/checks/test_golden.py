@@ -35,10 +35,10 @@ def _run_dict(qids, docs, scores) -> dict[str, dict[str, float]]:
 
 
 def _truncate(run: dict[str, dict[str, float]], k: int) -> dict[str, dict[str, float]]:
-    """Top k in trec_eval order (score desc, doc id desc), for recip_rank@k."""
+    """Top k in trec_eval order (float32 score desc, doc id desc), for recip_rank@k."""
     out = {}
     for q, entries in run.items():
-        ranked = sorted(entries.items(), key=lambda e: (e[1], e[0]), reverse=True)
+        ranked = sorted(entries.items(), key=lambda e: (np.float32(e[1]), e[0]), reverse=True)
         out[q] = dict(ranked[:k])
     return out
 
@@ -205,6 +205,15 @@ def test_ties_break_by_doc_id_descending():
     assert ev.per_query["precision@1"][0] == 0.0
 
 
+def test_scores_tie_at_float32_precision_like_trec_eval():
+    """trec_eval keeps scores as C float: 1 + 4e-8 ties with 1.0, 1 + 1e-7 does not."""
+    g = _golden({"q": {"b": 1}})
+    for eps, want in [(4e-8, 1.0), (1e-7, 0.5)]:
+        docs, scores = np.array([["b", "a"]]), np.array([[1.0, 1.0 + eps]])
+        ev = _assert_matches_oracle(g, ["q"], docs, scores, ["mrr@10"])
+        assert ev.per_query["mrr@10"][0] == want
+
+
 def test_hand_computed_graded_ndcg():
     g = _golden({"q": {"a": 3, "b": 0, "c": 2, "z": 1, "n": -1}})
     ev = evaluate(g, ["q"], np.array([["n", "b", "c", "a"]]), np.array([[4.0, 3, 2, 1]]),
@@ -236,6 +245,8 @@ def _random_case(seed: int, n_golden=60, n_docs=40, depth=25):
     for r in range(len(run_q)):
         docs[r] = rng.choice(doc_pool, size=depth, replace=False)
     scores = rng.integers(0, 6, size=docs.shape).astype(np.float64)   # many ties
+    if seed % 2:
+        scores += rng.integers(0, 3, size=docs.shape) * 3e-8   # ties only in float32
     short = rng.random(len(run_q)) < 0.3
     for r in np.nonzero(short)[0]:
         cut = int(rng.integers(0, depth))
