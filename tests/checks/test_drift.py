@@ -9,7 +9,9 @@ from scipy.spatial.distance import jensenshannon
 from scipy.stats import entropy, false_discovery_control, ks_2samp, wasserstein_distance
 
 from controller.checks.drift import REGISTRY, NormCache, calibrate, neighbour_overlap, run_drift
-from controller.checks.drift.base import N_BINS, bin_proportions, row_norms, shared_bin_edges, shared_binned
+from controller.checks.drift.base import (N_BINS, bin_proportions, row_norms, shared_bin_edges, shared_binned,
+                                         wasserstein_1d)
+from controller.checks.drift.cosine_shift import cosine_to_centroid
 from controller.checks.drift.ks_dims import ks_pvalues, ks_statistics
 from controller.checks.drift.neighbours import rbo
 from controller.checks.drift.psi import psi
@@ -95,6 +97,19 @@ def test_wasserstein_equals_scipy(pair) -> None:
     rn, cn = np.linalg.norm(ref.astype(np.float64), axis=1), np.linalg.norm(cur.astype(np.float64), axis=1)
     r = run_drift("wasserstein", ref, cur)
     assert r.value * rn.mean() == pytest.approx(wasserstein_distance(rn, cn), rel=1e-5)
+
+
+def test_wasserstein_1d_and_cosine_shift_equal_scipy(pair) -> None:
+    rng = np.random.default_rng(11)
+    u, v = np.round(rng.normal(0, 1, 700), 1), rng.normal(0.3, 2, 500)  # with ties
+    assert wasserstein_1d(u, v) == pytest.approx(wasserstein_distance(u, v), rel=1e-12)
+    ref, cur = pair
+    cr = cosine_to_centroid(ref, row_norms(ref))
+    cc = cosine_to_centroid(cur, row_norms(cur))
+    assert run_drift("cosineShift", ref, cur).value == pytest.approx(wasserstein_distance(cr, cc), rel=1e-12)
+    x = ref.astype(np.float64)
+    direct = (x @ x.mean(axis=0)) / (np.linalg.norm(x, axis=1) * np.linalg.norm(x.mean(axis=0)))
+    np.testing.assert_allclose(cr, direct, rtol=0, atol=1e-6)
 
 
 def test_ks_equals_scipy() -> None:

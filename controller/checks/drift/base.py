@@ -75,15 +75,24 @@ class NormCache:
 
     def __init__(self) -> None:
         self._norms: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._sorted: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def norms(self, x: np.ndarray) -> np.ndarray:
         """Row L2 norms of ``x`` as float64, computed once per matrix."""
-        hit = self._norms.get(id(x))
+        return self._memo(self._norms, x, row_norms)
+
+    def sorted_norms(self, x: np.ndarray) -> np.ndarray:
+        """Sorted row norms (for binning-free 1-D distances), sorted once per matrix."""
+        return self._memo(self._sorted, x, lambda a: np.sort(self.norms(a)))
+
+    @staticmethod
+    def _memo(table: dict, x: np.ndarray, fn) -> np.ndarray:
+        hit = table.get(id(x))
         if hit is not None and hit[0] is x:
             return hit[1]
-        n = row_norms(x)
-        self._norms[id(x)] = (x, n)
-        return n
+        value = fn(x)
+        table[id(x)] = (x, value)
+        return value
 
 
 def row_norms(x: np.ndarray) -> np.ndarray:
@@ -95,6 +104,39 @@ def row_norms(x: np.ndarray) -> np.ndarray:
     """
     sq = np.einsum("ij,ij->i", x, x)
     return np.sqrt(sq, dtype=np.float64)
+
+
+def wasserstein_1d_sorted(u: np.ndarray, v: np.ndarray) -> float:
+    """W1 between two empirical distributions given as SORTED 1-D arrays.
+
+    Same formula as scipy.stats.wasserstein_distance (integral of |F_u - F_v|
+    between consecutive pooled values), but reusing already-sorted inputs:
+    the pooled sort is a merge of two runs, ~3x faster than scipy on 200k
+    values.
+    """
+    pooled = np.concatenate([u, v])
+    pooled.sort(kind="stable")
+    deltas = np.diff(pooled)
+    u_cdf = np.searchsorted(u, pooled[:-1], side="right") / u.size
+    v_cdf = np.searchsorted(v, pooled[:-1], side="right") / v.size
+    return float(np.dot(np.abs(u_cdf - v_cdf), deltas))
+
+
+def wasserstein_1d(u: np.ndarray, v: np.ndarray) -> float:
+    """W1 between two empirical 1-D distributions (= scipy.stats.wasserstein_distance)."""
+    return wasserstein_1d_sorted(np.sort(u), np.sort(v))
+
+
+def column_mean(x: np.ndarray, chunk: int = 8192) -> np.ndarray:
+    """Mean row as float64, summing float32 chunks then accumulating in float64.
+
+    ``x.mean(axis=0, dtype=float64)`` casts the whole matrix (4x slower);
+    a plain float32 sum over 200k rows loses ~1e-4 relative precision.
+    """
+    total = np.zeros(x.shape[1], dtype=np.float64)
+    for start in range(0, x.shape[0], chunk):
+        total += x[start:start + chunk].sum(axis=0)
+    return total / x.shape[0]
 
 
 def as_matrix(x: np.ndarray, what: str) -> np.ndarray:

@@ -6,15 +6,15 @@ distance is scipy.stats.wasserstein_distance(reference_norms,
 current_norms), in norm units; it is divided by the reference mean norm so
 one default threshold (0.05 = 5% of the typical norm, like normShift) works
 for models whose norms live on different scales. The raw value is in the
-detail.
+detail. Computed on the cached sorted norms with scipy's formula
+(``wasserstein_1d_sorted``), equal to scipy's value.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import wasserstein_distance
 
-from .base import DriftResult, NormCache, Statistic, _fmt, cohens_d, norms_degenerate
+from .base import DriftResult, NormCache, Statistic, _fmt, cohens_d, norms_degenerate, wasserstein_1d_sorted
 
 
 class Wasserstein(Statistic):
@@ -32,7 +32,7 @@ class Wasserstein(Statistic):
         mr = float(np.mean(rn))
         if mr == 0.0:
             return self.not_informative(threshold, "reference mean norm is 0: a relative Wasserstein distance is undefined")
-        raw = float(wasserstein_distance(rn, cn))
+        raw = wasserstein_1d_sorted(cache.sorted_norms(ref), cache.sorted_norms(cur))
         return self.result(
             raw / mr, threshold,
             "Wasserstein-1 of norms relative to reference mean norm {value} {op} max {threshold} "
