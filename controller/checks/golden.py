@@ -352,9 +352,8 @@ def evaluate(golden: GoldenSet, run_query_ids: list[str], run_doc_ids: np.ndarra
     flat = golden._flat
     grow = _golden_index(golden.query_ids, run_query_ids)
     ranked_rel = _ranked_relevance(flat, grow, docs, scores)
-    max_k = max(k for _, k in wanted)
-    ranked_rel = _pad_columns(ranked_rel, max_k)
-    ideal = _ideal_gains(flat, len(golden.query_ids), max_k)
+    ndcg_k = max((k for m, k in wanted if m == "ndcg"), default=0)
+    ideal = _ideal_gains(flat, len(golden.query_ids), ndcg_k)
     per_query = {metric_name(m, k): _metric(m, k, ranked_rel, ideal, flat.num_rel)
                  for m, k in wanted}
     missing = len(golden.query_ids) - int((grow >= 0).sum())
@@ -447,9 +446,10 @@ def _codepoints(docs: np.ndarray, multiple: int) -> np.ndarray:
     numpy pads short strings with NUL, so shorter ids compare like C strcmp.
     """
     arr = np.ascontiguousarray(docs)
-    width = max(arr.dtype.itemsize // 4, 1)
-    cps = arr.view(np.uint32).reshape(*arr.shape, -1) if arr.dtype.itemsize else \
-        np.zeros((*arr.shape, 1), dtype=np.uint32)
+    width = arr.dtype.itemsize // 4
+    if arr.size == 0 or width == 0:
+        return np.zeros((*arr.shape, multiple), dtype=np.uint32)
+    cps = arr.view(np.uint32).reshape(*arr.shape, width)
     pad = (-width) % multiple
     if pad:
         cps = np.concatenate([cps, np.zeros((*arr.shape, pad), np.uint32)], axis=-1)
@@ -547,15 +547,12 @@ def _lookup_grades_exact(flat: _FlatQrels, grow: np.ndarray, docs: np.ndarray,
     return grades
 
 
-def _pad_columns(mat: np.ndarray, k: int) -> np.ndarray:
-    """Zero-pad on the right so every cutoff slice [:, :k] has k columns."""
-    if mat.shape[1] >= k:
-        return mat
-    return np.pad(mat, ((0, 0), (0, k - mat.shape[1])))
-
-
 def _ideal_gains(flat: _FlatQrels, n_q: int, k: int) -> np.ndarray:
-    """(n_q, k) positive grades of each query sorted descending, 0-padded."""
+    """(n_q, <=k) positive grades of each query sorted descending, 0-padded.
+
+    Only as wide as the longest list of positive grades, so ndcg@1000 does
+    not allocate 1000 columns for queries with five relevant documents.
+    """
     pos = flat.rels > 0
     qidx, rels = flat.qidx[pos], flat.rels[pos]
     order = np.lexsort((-rels, qidx))
@@ -563,7 +560,8 @@ def _ideal_gains(flat: _FlatQrels, n_q: int, k: int) -> np.ndarray:
     starts = np.searchsorted(qidx, np.arange(n_q))
     rank = np.arange(qidx.size) - starts[qidx]
     keep = rank < k
-    ideal = np.zeros((n_q, k), dtype=np.int64)
+    width = min(k, int(rank.max()) + 1 if rank.size else 0)
+    ideal = np.zeros((n_q, width), dtype=np.int64)
     ideal[qidx[keep], rank[keep]] = rels[keep]
     return ideal
 
@@ -575,13 +573,20 @@ def _discounts(k: int) -> np.ndarray:
 
 def _metric(metric: str, k: int, rel: np.ndarray, ideal: np.ndarray,
             num_rel: np.ndarray) -> np.ndarray:
-    """One per-query metric vector from the ranked grade matrix."""
+    """One per-query metric vector from the ranked grade matrix.
+
+    ``rel`` may be narrower than k (a shallow run): missing ranks add nothing,
+    and precision still divides by k, as trec_eval's P_k does.
+    """
     top = rel[:, :k]
     hits = top >= 1
+    if top.size == 0:                       # empty run: nothing retrieved
+        return np.zeros(rel.shape[0])
     if metric == "ndcg":
         disc = _discounts(k)
-        dcg = (np.maximum(top, 0) * disc).sum(axis=1)
-        idcg = (ideal[:, :k] * disc).sum(axis=1)
+        dcg = (np.maximum(top, 0) * disc[: top.shape[1]]).sum(axis=1)
+        best = ideal[:, :k]
+        idcg = (best * disc[: best.shape[1]]).sum(axis=1)
         return np.divide(dcg, idcg, out=np.zeros_like(dcg), where=idcg > 0)
     if metric == "recall":
         found = hits.sum(axis=1).astype(np.float64)

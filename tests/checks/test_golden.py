@@ -286,6 +286,59 @@ def test_missing_queries_and_unjudged_docs_are_counted_and_warned(caplog):
     assert len(ev.warnings) == 2 and "missing" in caplog.text and "corpus" in caplog.text
 
 
+@pytest.mark.parametrize("qids,docs", [
+    ([], np.empty((0, 0), dtype=str)),
+    (["a", "b"], np.empty((2, 0), dtype=str)),
+    (["a", "b"], np.array([["", ""], ["", ""]])),
+    (["a", "b"], np.array([[None, None], [None, None]], dtype=object)),
+])
+def test_empty_runs_score_zero(qids, docs):
+    g = _golden({"a": {"x": 1}, "b": {"y": 2, "z": 0}})
+    ev = evaluate(g, qids, docs, np.zeros(docs.shape), ALL)
+    assert all(v == 0.0 for v in ev.metrics.values())
+    assert all(v.shape == (2,) for v in ev.per_query.values())
+    assert ev.missing_queries == (2 if not qids else 0)
+
+
+def test_shallow_run_and_deep_cutoffs():
+    """Cutoffs deeper than the run: precision divides by k, ndcg's ideal is full."""
+    g, qids, docs, scores = _random_case(11, depth=5)
+    _assert_matches_oracle(g, qids, docs, scores, ["ndcg@1000", "precision@1000",
+                                                   "recall@1000", "mrr@1000", "hitrate@1000"])
+
+
+@pytest.mark.parametrize("fake_hash", [
+    lambda d: np.zeros(d.shape, dtype=np.uint64),                              # all collide
+    lambda d: np.char.str_len(np.asarray(d, dtype=str)).astype(np.uint64),     # run vs qrels
+])
+def test_hash_collisions_never_change_scores(monkeypatch, fake_hash):
+    """The hash join confirms every match by string equality, and falls back to
+    an exact dict join when qrels keys collide."""
+    import controller.checks.golden as golden_mod
+    monkeypatch.setattr(golden_mod, "_hash_strings", fake_hash)
+    g, qids, docs, scores = _random_case(5)
+    _assert_matches_oracle(g, qids, docs, scores, ALL)
+
+
+def test_run_doc_hash_colliding_with_qrels_doc_is_not_a_match(monkeypatch):
+    import controller.checks.golden as golden_mod
+    monkeypatch.setattr(golden_mod, "_hash_strings",
+                        lambda d: np.char.str_len(np.asarray(d, dtype=str)).astype(np.uint64))
+    g = _golden({"q": {"ab": 1, "abc": 2}, "r": {"xy": 1}})
+    assert not g._flat.table.ambiguous
+    docs = np.array([["xy", "zzz", "abc", "ab"], ["ab", "xy", "", ""]])
+    scores = np.array([[4.0, 3, 2, 1], [2.0, 1, 0, 0]])
+    ev = _assert_matches_oracle(g, ["q", "r"], docs, scores, ALL)
+    assert ev.per_query["mrr@10"].tolist() == [1 / 3, 0.5]
+
+
+def test_long_and_unicode_doc_ids_tie_break_by_code_point():
+    long_a, long_b = "x" * 200 + "a", "x" * 200 + "b"
+    g = _golden({"q": {long_a: 1, "é": 1, "e": 2, "ée": 3}})
+    docs = np.array([[long_a, long_b, "é", "e", "ée", "z"]])
+    _assert_matches_oracle(g, ["q"], docs, np.ones(docs.shape), ALL)
+
+
 def test_metric_keys_are_canonical_and_deduplicated():
     g = _golden({"a": {"x": 1}})
     ev = evaluate(g, ["a"], np.array([["x"]]), np.array([[1.0]]),
