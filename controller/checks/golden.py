@@ -4,7 +4,8 @@ The controller promotes or blocks an index version on retrieval quality, so
 the numbers must be the ones the IR community reports: every metric here is
 trec_eval-exact (checked against pytrec_eval to 1e-9 in the tests), including
 its tie-breaking and its handling of odd queries. Scoring is vectorised over
-queries so a 10,000-query golden set costs milliseconds, not a Python loop.
+queries (no per-query Python loop): 10,000 queries x 100 results score in
+~0.1 s, about 2x faster than pytrec_eval (bench/bench_metrics.py).
 
 trec_eval conventions reproduced here (and why they matter):
 
@@ -26,6 +27,13 @@ trec_eval conventions reproduced here (and why they matter):
   A golden query absent from the run scores 0 and still counts in the mean,
   as ``trec_eval -c`` does (plain trec_eval/pytrec_eval would silently drop
   it, inflating the mean of a run that lost queries).
+* Runs: a document listed twice for one query, or a NaN score, is rejected
+  (InvalidInput) rather than silently scored.
+
+How it stays fast: run doc ids are never sorted as strings. They are hashed
+in one integer matmul and joined to the qrels through a vectorised hash table
+(every hit confirmed by string equality); only rows that contain tied scores
+pay for the exact string tie-break, done on packed code-point integers.
 """
 
 from __future__ import annotations
