@@ -1,0 +1,131 @@
+"""The git CLI behind sync and diff: a bare mirror in the store, exports of one commit.
+
+Why the git CLI and not a library: it reaches every URL the user's git can
+(ssh keys, credential helpers, proxies, local paths) with no new dependency.
+The mirror lives under <store>/gitops/<hash of the URL>/mirror.git; each
+commit is exported with `git archive` into exports/<sha>/, so a reconcile
+reads exactly the files of that commit, never a working tree someone edits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shutil
+import subprocess
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from controller.errors import ControllerError, InvalidInput
+
+GIT_TIMEOUT_S = 300
+KEEP_EXPORTS = 3  # the applied commit and a couple before it stay readable for rollbacks
+
+# A failed git command is an operational error (exit 1), not bad input. It is raised as
+# the base ControllerError because the tree lives in controller/errors.py (a GitError
+# subclass there is proposed in docs/gitops.md).
+GitError = ControllerError
+
+
+def source_key(repo: str) -> str:
+    """A stable directory name for a repository URL or path."""
+    return hashlib.sha256(normalize_repo(repo).encode()).hexdigest()[:12]
+
+
+def normalize_repo(repo: str) -> str:
+    """Local paths become absolute so `.` and `/abs/path` share one mirror."""
+    if "://" in repo or (":" in repo and not os.path.exists(repo)):
+        return repo  # URL or scp-like `host:path`
+    return str(Path(repo).resolve())
+
+
+def _run(args: list[str], cwd: Path | None = None, what: str = "") -> bytes:
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}  # never hang on a password prompt in a loop
+    try:
+        proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, timeout=GIT_TIMEOUT_S, env=env)
+    except FileNotFoundError as exc:
+        raise GitError("the git command is not installed or not on PATH; install git to use GitOps mode") from exc
+    except subprocess.TimeoutExpired as exc:
+        raise GitError(f"git {args[0]} timed out after {GIT_TIMEOUT_S}s{what}") from exc
+    if proc.returncode != 0:
+        detail = proc.stderr.decode(errors="replace").strip().splitlines()
+        last = detail[-1] if detail else f"exit code {proc.returncode}"
+        raise GitError(f"git {args[0]} failed{what}: {last}")
+    return proc.stdout
+
+
+@dataclass(frozen=True)
+class Mirror:
+    """A bare mirror of one repository under the store."""
+
+    repo: str
+    root: Path  # <store>/gitops/<key>
+
+    @classmethod
+    def for_store(cls, store_root: Path, repo: str) -> Mirror:
+        return cls(normalize_repo(repo), Path(store_root) / "gitops" / source_key(repo))
+
+    @property
+    def git_dir(self) -> Path:
+        return self.root / "mirror.git"
+
+    def fetch(self) -> None:
+        """Fetch every branch and tag; remote branches land in refs/remotes/origin/."""
+        if not (self.git_dir / "HEAD").is_file():
+            self.git_dir.mkdir(parents=True, exist_ok=True)
+            _run(["init", "--quiet", "--bare", str(self.git_dir)])
+        _run(["--git-dir", str(self.git_dir), "fetch", "--quiet", "--prune", "--force", "--tags", self.repo,
+              "+refs/heads/*:refs/remotes/origin/*"], what=f" for {self.repo}")
+
+    def resolve(self, ref: str) -> str:
+        """The commit SHA of a branch, tag or (abbreviated) SHA, after fetch()."""
+        for candidate in (f"refs/remotes/origin/{ref}", f"refs/tags/{ref}", ref):
+            try:
+                out = _run(["--git-dir", str(self.git_dir), "rev-parse", "--verify", "--quiet",
+                            f"{candidate}^{{commit}}"])
+            except GitError:
+                continue
+            return out.decode().strip()
+        raise InvalidInput(f"no branch, tag or commit named {ref!r} in {self.repo}; check the name "
+                           "(`git ls-remote` lists branches)", value=ref)
+
+    def export(self, sha: str) -> Path:
+        """Exactly the files of `sha`, extracted once into exports/<sha>/ (reused afterwards)."""
+        dest = self.root / "exports" / sha
+        if dest.is_dir():
+            return dest
+        data = _run(["--git-dir", str(self.git_dir), "archive", "--format=tar", sha], what=f" for {sha[:12]}")
+        staging = dest.with_name(f".staging-{sha}-{os.getpid()}")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            tar.extractall(staging, filter="data")  # refuses absolute paths and links out of the tree
+        os.replace(staging, dest)  # readers see a complete export or none
+        return dest
+
+    def prune_exports(self, keep: set[str]) -> None:
+        """Drop old exports, keeping `keep` and the newest few."""
+        base = self.root / "exports"
+        if not base.is_dir():
+            return
+        dirs = sorted((d for d in base.iterdir() if not d.name.startswith(".")),
+                      key=lambda d: d.stat().st_mtime, reverse=True)
+        for d in dirs[KEEP_EXPORTS:]:
+            if d.name not in keep:
+                shutil.rmtree(d, ignore_errors=True)
+
+    def changed_files(self, base: str, head: str) -> list[str]:
+        out = _run(["--git-dir", str(self.git_dir), "diff", "--name-only", base, head])
+        return [line for line in out.decode().splitlines() if line]
+
+
+def subdir(export: Path, path: str | None, sha: str) -> Path:
+    """The manifest directory inside an export; refuses paths that leave it."""
+    target = (export / (path or ".")).resolve()
+    if not target.is_relative_to(export.resolve()):
+        raise InvalidInput(f"--path {path!r} points outside the repository", field="--path", value=path)
+    if not target.exists():
+        raise InvalidInput(f"--path {path!r} does not exist at commit {sha[:12]}", field="--path", value=path)
+    return target

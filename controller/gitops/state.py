@@ -1,0 +1,108 @@
+"""What GitOps mode records in the store, and how `status` reads it back.
+
+    <store>/gitops/sources/<key>.json    per Git source: the branch head last fetched,
+                                         the commit last applied, the last error
+    <store>/indexes/<name>/sync.json     per index: the commit and manifest digest applied
+    <store>/indexes/<name>/suspend.json  present while `controller suspend NAME` holds it
+
+Plain JSON written with temp + fsync + rename like the rest of the store, so a
+crash never leaves half a record and `cat` shows it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from controller.store import atomic
+from controller.store.fs import Store
+
+SYNC_FILE = "sync.json"
+SUSPEND_FILE = "suspend.json"
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def source_state_path(store: Store, key: str) -> Path:
+    return store.root / "gitops" / "sources" / f"{key}.json"
+
+
+def read_source_state(store: Store, key: str) -> dict[str, Any]:
+    return atomic.read_json(source_state_path(store, key)) or {}
+
+
+def write_source_state(store: Store, key: str, **fields: Any) -> dict[str, Any]:
+    """Merge `fields` into the source state (read-modify-write; one sync loop per source)."""
+    state = {**read_source_state(store, key), **fields}
+    atomic.write_json(source_state_path(store, key), state)
+    return state
+
+
+def index_sync(store: Store, name: str) -> dict[str, Any] | None:
+    return atomic.read_json(store.index_dir(name) / SYNC_FILE)
+
+
+def write_index_sync(store: Store, name: str, record: dict[str, Any]) -> None:
+    if index_sync(store, name) != record:  # one write per change, like status.json
+        atomic.write_json(store.index_dir(name) / SYNC_FILE, record)
+
+
+# ---- suspend / resume --------------------------------------------------------------
+
+def suspension(store: Store, name: str) -> dict[str, Any] | None:
+    return atomic.read_json(store.index_dir(name) / SUSPEND_FILE)
+
+
+def suspend(store: Store, name: str, reason: str = "") -> dict[str, Any]:
+    """Hold an index: sync and watch skip it until resume(). The index must exist."""
+    store.require_index(name)
+    record = {"suspended": True, "since": utc_now(), "reason": reason}
+    atomic.write_json(store.index_dir(name) / SUSPEND_FILE, record)
+    return record
+
+
+def resume(store: Store, name: str) -> bool:
+    """Release an index; returns whether it was suspended."""
+    store.require_index(name)
+    path = store.index_dir(name) / SUSPEND_FILE
+    if not path.exists():
+        return False
+    path.unlink()
+    atomic.fsync_dir(path.parent)
+    return True
+
+
+# ---- what status shows -----------------------------------------------------------------
+
+def sync_state(store: Store, name: str) -> dict[str, Any] | None:
+    """The Git sync state of one index, or None when no sync ever applied it.
+
+    `inSync` is False when the branch head last fetched is not the applied
+    commit: the branch moved and the new commit is not applied yet (a sync has
+    not run, the new manifests are invalid, a reconcile failed, or the index is
+    suspended). Read-only and offline: it reports the head the last sync saw.
+    """
+    applied = index_sync(store, name)
+    if applied is None:
+        return None
+    source = read_source_state(store, applied.get("source", ""))
+    head = source.get("head") or applied["commit"]
+    suspended = suspension(store, name) is not None
+    error = (source.get("indexErrors") or {}).get(name) or source.get("error")
+    in_sync = head == applied["commit"]
+    if in_sync:
+        message = f"in sync with {applied['branch']} at {applied['commit'][:12]}"
+    else:
+        message = (f"out of sync: {applied['branch']} is at {head[:12]}, applied {applied['commit'][:12]}")
+        if suspended:
+            message += " (suspended: run `controller resume " + name + "`)"
+        elif error:
+            message += f" (last error: {error})"
+    if applied.get("orphaned"):
+        message += (f"; its manifest was deleted at {applied['orphaned'][:12]}, the index keeps serving "
+                    "(sync with --prune to delete it)")
+    return {**applied, "head": head, "inSync": in_sync, "suspended": suspended,
+            "error": None if in_sync else error, "fetchedAt": source.get("fetchedAt"), "message": message}

@@ -1,0 +1,180 @@
+"""Git sync: apply exactly the manifests of a branch's head commit, and record which commit.
+
+One pass (sync_once):
+  fetch the branch into the store's mirror -> export that commit -> load and
+  validate every manifest under --path (all or nothing: one invalid manifest
+  and nothing is applied, the previous commit stays applied) -> reconcile each
+  index with journal_extra {commit, repo, branch} so every alias or weight
+  change in the history journal names its commit -> record the applied commit
+  per index (indexes/<name>/sync.json) and per source (gitops/<key>/state.json).
+
+An index whose manifest disappears from the branch keeps serving unless
+prune=True; only indexes this source applied before can be pruned.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from controller.engine.reconcile import Hooks, remove_index
+from controller.errors import ControllerError, InvalidInput
+from controller.gitops.git import Mirror, normalize_repo, subdir
+from controller.gitops.notify import Notifier, webhook_targets
+from controller.gitops.runner import Outcome, reconcile_all
+from controller.gitops.state import index_sync, utc_now, write_index_sync, write_source_state
+from controller.progress import Progress, silent
+from controller.spec.load import MANIFEST_SUFFIXES, LoadedManifest, load_manifests
+from controller.store.fs import Store
+
+
+@dataclass(frozen=True)
+class SyncSource:
+    repo: str
+    branch: str
+    path: str = "."
+
+    @property
+    def key(self) -> str:
+        """One state record per (repository, branch, directory)."""
+        raw = f"{normalize_repo(self.repo)}#{self.branch}#{self.path.strip('/') or '.'}"
+        return hashlib.sha256(raw.encode()).hexdigest()[:12]
+
+
+@dataclass
+class SyncReport:
+    commit: str | None
+    outcomes: list[Outcome] = field(default_factory=list)
+    error: str | None = None  # the commit could not be applied at all (fetch, invalid manifests)
+    error_exit: int = 0
+    pruned: list[str] = field(default_factory=list)
+    orphaned: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and all(o.error is None for o in self.outcomes)
+
+    @property
+    def exit_code(self) -> int:
+        if self.error:
+            return self.error_exit or 1
+        return 0 if self.ok else 1
+
+    def lines(self) -> list[str]:
+        head = f"commit {self.commit[:12]}" if self.commit else "no commit"
+        if self.error:
+            return [f"{head}: error: {self.error}"]
+        out = [f"{head}:"] + ["  " + o.line() for o in self.outcomes]
+        out += [f"  index {n}: pruned (its manifest was deleted)" for n in self.pruned]
+        out += [f"  index {n}: its manifest was deleted; still serving (use --prune to delete it)"
+                for n in self.orphaned]
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"commit": self.commit, "error": self.error, "pruned": self.pruned, "orphaned": self.orphaned,
+                "indexes": [o.to_dict() for o in self.outcomes]}
+
+
+def sync_once(source: SyncSource, store: Store, *, prune: bool = False, data_roots: Iterable[str | Path] = (),
+              webhook: str | None = None, notifier_factory: Callable[..., Notifier] | None = None,
+              progress: Callable[[str], Progress] = lambda label: silent) -> SyncReport:
+    mirror = Mirror.for_store(store.root, source.repo)
+    key = source.key
+    common = {"repo": mirror.repo, "branch": source.branch, "path": source.path}
+    try:
+        mirror.fetch()
+        head = mirror.resolve(source.branch)
+    except ControllerError as exc:
+        write_source_state(store, key, **common, error=str(exc), errorAt=utc_now())
+        return SyncReport(None, error=str(exc), error_exit=exc.exit_code)
+    write_source_state(store, key, **common, head=head, fetchedAt=utc_now())
+    try:
+        directory = subdir(mirror.export(head), source.path, head)
+        loaded = _load(directory, data_roots)
+    except ControllerError as exc:
+        # all or nothing: the previously applied commit stays applied
+        message = f"commit {head[:12]} not applied: {exc}"
+        write_source_state(store, key, error=message, errorAt=utc_now())
+        return SyncReport(head, error=message, error_exit=exc.exit_code)
+    extra = {"commit": head, "repo": mirror.repo, "branch": source.branch}
+    notifier = (notifier_factory or _default_notifier)(store, webhook, loaded, extra)
+    hooks = Hooks(progress=progress, journal_extra=extra, on_transition=notifier)
+    try:
+        outcomes = reconcile_all(loaded, store, hooks)
+    finally:
+        notifier.close()
+    report = SyncReport(head, outcomes)
+    for o in outcomes:
+        if o.ok:
+            digest = next(m.digest for m in loaded if m.name == o.name)
+            write_index_sync(store, o.name, {**common, "source": key, "commit": head, "manifestDigest": digest,
+                                             "appliedAt": _applied_at(store, o.name, head)})
+    _handle_deleted(store, key, {m.name for m in loaded}, head, prune, report)
+    errors = {o.name: o.error for o in outcomes if o.error}
+    write_source_state(store, key, applied=head if report.ok else None, error=None, indexErrors=errors)
+    mirror.prune_exports(keep={head})
+    return report
+
+
+def _load(directory: Path, data_roots: Iterable[str | Path]) -> list[LoadedManifest]:
+    """Every manifest under `directory`; a directory with no manifest at all is an empty set,
+    so deleting the last manifest is a change like any other (prunable with --prune)."""
+    if directory.is_dir() and not any(p.suffix in MANIFEST_SUFFIXES for p in directory.rglob("*")):
+        return []
+    return load_manifests(directory, data_roots)
+
+
+def _default_notifier(store: Store, webhook: str | None, loaded, extra: dict[str, Any]) -> Notifier:
+    from controller.gitops.notify import make_notifier
+    return make_notifier(store.root, webhook, loaded, extra)
+
+
+def _applied_at(store: Store, name: str, head: str) -> str:
+    """Keep the first time a commit was applied, so re-syncing the same commit writes nothing."""
+    previous = index_sync(store, name) or {}
+    return previous["appliedAt"] if previous.get("commit") == head and "appliedAt" in previous else utc_now()
+
+
+def _handle_deleted(store: Store, key: str, present: set[str], head: str, prune: bool, report: SyncReport) -> None:
+    for name in store.indexes():
+        record = index_sync(store, name)
+        if name in present or record is None or record.get("source") != key:
+            continue  # never touch an index another source (or a human) manages
+        if prune:
+            remove_index(store, name)
+            report.pruned.append(name)
+        else:
+            if record.get("orphaned") is None:
+                write_index_sync(store, name, {**record, "orphaned": head})
+            report.orphaned.append(name)
+
+
+def parse_interval(text: str) -> float:
+    """'60s', '5m', '1h' or a plain number of seconds."""
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+    raw = text.strip().lower()
+    for suffix in ("ms", "s", "m", "h"):
+        if raw.endswith(suffix):
+            number, scale = raw[: -len(suffix)], units[suffix]
+            break
+    else:
+        number, scale = raw, 1
+    try:
+        seconds = float(number) * scale
+    except ValueError:
+        seconds = -1
+    if seconds <= 0:
+        raise InvalidInput(f"expected a positive duration such as 30s, 5m or 1h, got {text!r}",
+                           field="--interval", value=text)
+    return seconds
+
+
+def sync_loop(source: SyncSource, store: Store, interval: float, stop: threading.Event,
+              on_report: Callable[[SyncReport], None], **kwargs: Any) -> None:
+    """Sync every `interval` seconds until `stop` is set; errors are reported and retried."""
+    while not stop.is_set():
+        on_report(sync_once(source, store, **kwargs))
+        stop.wait(interval)
