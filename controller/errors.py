@@ -37,6 +37,8 @@ class InvalidInput(ControllerError):
             parts.append(self.file)
         if field:
             parts.append(f"field {field}")
+        if value is not None and not isinstance(value, (dict, list)) and str(value) not in message:
+            message = f"{message} (got {value!r})"
         prefix = ": ".join(parts)
         super().__init__(f"{prefix}: {message}" if prefix else message)
 

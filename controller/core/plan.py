@@ -117,8 +117,9 @@ def _build(desired: Desired, observed: Observed, version_id: str) -> Action:
         R.NEW_VERSION: f"the manifest asks for index version {desired.label}",
         R.CORPUS_CHANGED: f"the corpus changed under index version {desired.label}",
     }[reason]
+    verb = "read precomputed vectors of" if desired.fingerprint.get("provider") == "precomputed" else "embed"
     return Action("build", version_id, reason,
-                  f"build {version_id} ({desired.factory}, {desired.metric}): {why}; embed "
+                  f"build {version_id} ({desired.factory}, {desired.metric}): {why}; {verb} "
                   f"{observed.to_embed} of {observed.documents} documents{source}",
                   embed=observed.to_embed, reuse=reused, label=desired.label)
 

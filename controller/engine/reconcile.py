@@ -93,16 +93,43 @@ def observe(loaded: LoadedManifest, store: Store) -> Observation:
     validate_inputs(loaded, corpus)
     versions = tuple(store.versions(loaded.name))
     source, reusable = _reuse_source(store, loaded, corpus, versions, desired)
-    observed = Observed(versions=versions, routing=store.routing(loaded.name), corpus_digest=corpus.digest,
+    observed = Observed(versions=versions, routing=effective_routing(store, loaded), corpus_digest=corpus.digest,
                         documents=len(corpus), to_embed=len(corpus) - reusable,
                         reuse_from=source if reusable else None)
     return Observation(desired, observed, corpus)
+
+
+def effective_routing(store: Store, loaded: LoadedManifest) -> Routing:
+    """Holds from a manual rollback last only while the manifest stays as it was."""
+    routing = store.routing(loaded.name)
+    if routing.held and manifest_changed(store, loaded):
+        return replace(routing, held=())
+    return routing
+
+
+def manifest_changed(store: Store, loaded: LoadedManifest) -> bool:
+    status = store.status(loaded.name) or {}
+    return status.get("observedManifestDigest") not in (None, loaded.digest)
+
+
+def _release_holds(store: Store, loaded: LoadedManifest, hooks: Hooks) -> None:
+    routing = store.routing(loaded.name)
+    if not routing.held or not manifest_changed(store, loaded):
+        return
+    action = Action("abort", ",".join(routing.held), R.MANIFEST_CHANGED,
+                    f"the manifest changed: versions held by a manual rollback ({', '.join(routing.held)}) "
+                    "are released")
+    _write_routing(store, loaded, routing, replace(routing, held=()), action, hooks, event="HoldReleased")
 
 
 def validate_inputs(loaded: LoadedManifest, corpus: Corpus) -> None:
     """Refuse bad vectors and golden files before anything is written (dry runs report them too)."""
     spec = loaded.manifest.spec
     embedder = make_embedder(spec.model.model_dump(mode="json", by_alias=True), loaded.paths, loaded.source)
+    try:
+        faiss_index.validate_factory(spec.index.factory, spec.model.dim, spec.index.metric)
+    except InvalidInput as exc:
+        raise InvalidInput(exc.reason, file=loaded.source, field=exc.field, value=exc.value) from exc
     validate = getattr(embedder, "validate", None)
     if validate is not None:
         validate(corpus.ids)
@@ -144,6 +171,7 @@ def reconcile_index(loaded: LoadedManifest, store: Store, *, dry_run: bool = Fal
     if dry_run:
         return result
     with store.lock():
+        _release_holds(store, loaded, hooks)
         current = first
         for _ in range(MAX_PASSES):
             if not current.changes:

@@ -21,6 +21,17 @@ def _prepare(x: np.ndarray, metric: str) -> np.ndarray:
     return l2_normalize(x.copy()) if metric == "cosine" else x
 
 
+def validate_factory(factory: str, dim: int, metric: str) -> None:
+    """Fail early (before any write) on a factory string FAISS cannot parse."""
+    faiss_metric = faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
+    try:
+        faiss.index_factory(dim, factory, faiss_metric)
+    except RuntimeError as exc:
+        raise InvalidInput(f"FAISS cannot build index_factory({dim}, {factory!r}): "
+                           f"{str(exc).strip().splitlines()[-1]}",
+                           field="spec.index.factory", value=factory) from exc
+
+
 def build_index(vectors: np.ndarray, factory: str, metric: str, *, seed: int = 1234) -> faiss.Index:
     """Train (when the factory needs it) and add every vector; row i = document i."""
     faiss_metric = faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT

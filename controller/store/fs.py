@@ -62,6 +62,7 @@ class Store:
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
         """Exclusive writer lock; a second writer fails fast instead of interleaving."""
+        existed = self.root.exists()
         self.root.mkdir(parents=True, exist_ok=True)
         handle = open(self.root / ".lock", "w")
         try:
@@ -73,6 +74,10 @@ class Store:
             yield
         finally:
             handle.close()
+            if not existed and os.listdir(self.root) == [".lock"]:
+                # nothing was written (e.g. bad input found mid-build): leave no trace
+                os.unlink(self.root / ".lock")
+                self.root.rmdir()
 
     # ---- versions -----------------------------------------------------------
     def versions(self, name: str) -> list[VersionInfo]:

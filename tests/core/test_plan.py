@@ -1,0 +1,141 @@
+"""Table-driven tests of the pure plan function."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+
+from controller.core import reasons as R
+from controller.core.plan import next_version_id, plan, versions_to_delete
+from controller.core.types import Desired, Observed, Routing, VersionInfo
+
+FP1 = {"provider": "hashing", "name": "m", "version": "1", "dim": 8, "normalize": True, "optionsHash": "a"}
+FP2 = {**FP1, "version": "2", "optionsHash": "b"}
+
+
+def version(vid, fp=FP1, *, label=None, factory="Flat", corpus="c1", created=None, verdict="passed", msg=""):
+    return VersionInfo(id=vid, label=label or vid.split(".")[0], fingerprint=fp, factory=factory, metric="cosine",
+                       corpus_digest=corpus, created=created or f"2026-01-0{vid[1]}T00:00:00Z",
+                       documents=10, verdict=verdict, verdict_message=msg)
+
+
+def desired(label="v1", fp=FP1, *, factory="Flat", pct=100.0, keep=3, suspend=False):
+    return Desired(name="idx", alias="idx", label=label, fingerprint=fp, factory=factory, metric="cosine",
+                   percentage=pct, keep=keep, suspend=suspend)
+
+
+def observed(*versions, stable=None, candidate=None, weight=0.0, held=(), corpus="c1", to_embed=10):
+    return Observed(versions=tuple(versions), routing=Routing(stable, candidate, weight, tuple(held)),
+                    corpus_digest=corpus, documents=10, to_embed=to_embed)
+
+
+@dataclass
+class Case:
+    id: str
+    desired: Desired
+    observed: Observed
+    kinds: list[str]
+    reasons: list[str] = field(default_factory=list)
+    blocked: str | None = None
+    target: str | None = None
+    conditional: list[bool] | None = None
+
+
+V1 = version("v1")
+V2_25 = version("v2", FP2)
+
+CASES = [
+    Case("first version", desired(), observed(), ["build", "check", "promote"],
+         [R.FIRST_VERSION, R.CHECKS_PENDING, R.FIRST_VERSION], target="v1", conditional=[False, False, True]),
+    Case("nothing changed", desired(), observed(V1, stable="v1"), [], target="v1"),
+    Case("model changed, new version", desired("v2", FP2, pct=25), observed(V1, stable="v1"),
+         ["build", "check", "setWeight"], [R.NEW_VERSION, R.CHECKS_PENDING, R.WEIGHT_CHANGED], target="v2",
+         conditional=[False, False, True]),
+    Case("model changed at 100%", desired("v2", FP2), observed(V1, stable="v1"), ["build", "check", "promote"],
+         [R.NEW_VERSION, R.CHECKS_PENDING, R.ROLLOUT_COMPLETE], target="v2"),
+    Case("model changed under the same index.version", desired("v1", FP2), observed(V1, stable="v1"), [],
+         blocked=R.INDEX_VERSION_IMMUTABLE),
+    Case("index factory changed, new version", desired("v2", factory="HNSW32"), observed(V1, stable="v1"),
+         ["build", "check", "promote"], [R.NEW_VERSION, R.CHECKS_PENDING, R.ROLLOUT_COMPLETE], target="v2"),
+    Case("index factory changed under the same index.version", desired("v1", factory="HNSW32"),
+         observed(V1, stable="v1"), [], blocked=R.INDEX_VERSION_IMMUTABLE),
+    Case("percentage changed", desired("v2", FP2, pct=50), observed(V1, V2_25, stable="v1", candidate="v2",
+                                                                    weight=25), ["setWeight"], [R.WEIGHT_CHANGED],
+         target="v2", conditional=[False]),
+    Case("percentage unchanged", desired("v2", FP2, pct=25),
+         observed(V1, V2_25, stable="v1", candidate="v2", weight=25), [], target="v2"),
+    Case("percentage raised to 100", desired("v2", FP2), observed(V1, V2_25, stable="v1", candidate="v2",
+                                                                  weight=25), ["promote"], [R.ROLLOUT_COMPLETE]),
+    Case("gate failed, already rolled back", desired("v2", FP2),
+         observed(V1, version("v2", FP2, verdict="failed", msg="ndcg@10 0.2 < min 0.5"), stable="v1"), [],
+         target="v2"),
+    Case("gate failed while candidate", desired("v2", FP2),
+         observed(V1, version("v2", FP2, verdict="failed"), stable="v1", candidate="v2", weight=10),
+         ["abort"], [R.GATE_FAILED]),
+    Case("built but not checked", desired("v2", FP2, pct=10), observed(V1, version("v2", FP2, verdict=None),
+                                                                       stable="v1"),
+         ["check", "setWeight"], [R.CHECKS_PENDING, R.WEIGHT_CHANGED], conditional=[False, True]),
+    Case("manifest back on stable", desired("v1"), observed(V1, V2_25, stable="v1", candidate="v2", weight=25),
+         ["abort"], [R.BACK_ON_STABLE]),
+    Case("corpus changed under the same version", desired("v1"), observed(V1, stable="v1", corpus="c2",
+                                                                          to_embed=3),
+         ["build", "check", "promote"], [R.CORPUS_CHANGED, R.CHECKS_PENDING, R.ROLLOUT_COMPLETE], target="v1.r2"),
+    Case("held after a manual rollback", desired("v2", FP2), observed(V1, V2_25, stable="v1", held=["v2"]), [],
+         target="v2"),
+    Case("suspended", desired("v2", FP2, suspend=True), observed(V1, stable="v1"), []),
+    Case("a version beyond history.keep", desired("v4", FP2, keep=2),
+         observed(version("v1"), version("v2"), version("v3"), version("v4", FP2), stable="v4"),
+         ["delete", "delete"], [R.HISTORY_LIMIT, R.HISTORY_LIMIT]),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_plan(case: Case) -> None:
+    p = plan(case.desired, case.observed)
+    assert [a.kind for a in p.actions] == case.kinds, p
+    if case.reasons:
+        assert [a.reason for a in p.actions] == case.reasons
+    assert p.blocked == case.blocked
+    if case.target:
+        assert p.target == case.target
+    if case.conditional is not None:
+        assert [a.if_gates_pass for a in p.actions] == case.conditional
+    assert all(a.message for a in p.actions)
+    if not p.actions:
+        assert p.message, "a plan with nothing to do still says why"
+
+
+def test_build_counts_reused_documents() -> None:
+    p = plan(desired("v1"), observed(V1, stable="v1", corpus="c2", to_embed=3))
+    build = p.actions[0]
+    assert (build.embed, build.reuse) == (3, 7)
+    assert "embed 3 of 10 documents" in build.message
+
+
+def test_immutable_message_names_both_models() -> None:
+    p = plan(desired("v1", FP2), observed(V1, stable="v1"))
+    assert "hashing/m@1" in p.message and "hashing/m@2" in p.message and "index.version" in p.message
+
+
+def test_gc_never_deletes_stable_or_candidate() -> None:
+    vs = [version(f"v{i}") for i in range(1, 6)]
+    doomed = versions_to_delete(observed(*vs, stable="v1", candidate="v2", weight=10), keep=1, protect={"v5"})
+    assert {v.id for v in doomed} == {"v3", "v4"}
+
+
+def test_gc_keeps_the_newest() -> None:
+    vs = [version(f"v{i}") for i in range(1, 6)]
+    doomed = versions_to_delete(observed(*vs, stable="v5"), keep=3, protect={"v5"})
+    assert [v.id for v in doomed] == ["v2", "v1"]
+
+
+def test_next_version_id() -> None:
+    assert next_version_id("v1", ()) == "v1"
+    assert next_version_id("v1", (version("v1"),)) == "v1.r2"
+    assert next_version_id("v1", (version("v1"), version("v1.r2", label="v1"))) == "v1.r3"
+
+
+def test_plan_is_deterministic() -> None:
+    d, o = desired("v2", FP2, pct=25), observed(V1, stable="v1")
+    assert plan(d, o) == plan(d, o)
