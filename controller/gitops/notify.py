@@ -86,6 +86,11 @@ class Notifier:
         self.sent: list[dict[str, Any]] = []  # delivered payloads, for callers and tests
         self.failed: list[dict[str, Any]] = []
 
+    def retarget(self, loaded: Iterable[LoadedManifest], extra: dict[str, Any] | None = None) -> None:
+        """Per-index URLs and payload extras of the manifests about to be reconciled."""
+        self.per_index = webhook_targets(loaded)
+        self.extra = dict(extra or {})
+
     @property
     def enabled(self) -> bool:
         return bool(self.global_url or self.per_index)

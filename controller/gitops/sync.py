@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterable
 from controller.engine.reconcile import Hooks, remove_index
 from controller.errors import ControllerError, InvalidInput
 from controller.gitops.git import Mirror, normalize_repo, subdir
-from controller.gitops.notify import Notifier, webhook_targets
+from controller.gitops.notify import Notifier, make_notifier
 from controller.gitops.runner import Outcome, reconcile_all
 from controller.gitops.state import index_sync, utc_now, write_index_sync, write_source_state
 from controller.progress import Progress, silent
@@ -79,8 +79,10 @@ class SyncReport:
 
 
 def sync_once(source: SyncSource, store: Store, *, prune: bool = False, data_roots: Iterable[str | Path] = (),
-              webhook: str | None = None, notifier_factory: Callable[..., Notifier] | None = None,
+              webhook: str | None = None, notifier: Notifier | None = None,
               progress: Callable[[str], Progress] = lambda label: silent) -> SyncReport:
+    """One pass. A long-running caller passes its own `notifier` so webhook retries outlive
+    the pass; without one, pending notifications are flushed before returning."""
     mirror = Mirror.for_store(store.root, source.repo)
     key = source.key
     common = {"repo": mirror.repo, "branch": source.branch, "path": source.path}
@@ -100,12 +102,15 @@ def sync_once(source: SyncSource, store: Store, *, prune: bool = False, data_roo
         write_source_state(store, key, error=message, errorAt=utc_now())
         return SyncReport(head, error=message, error_exit=exc.exit_code)
     extra = {"commit": head, "repo": mirror.repo, "branch": source.branch}
-    notifier = (notifier_factory or _default_notifier)(store, webhook, loaded, extra)
+    own = notifier is None
+    notifier = notifier or make_notifier(store.root, webhook)
+    notifier.retarget(loaded, extra)
     hooks = Hooks(progress=progress, journal_extra=extra, on_transition=notifier)
     try:
         outcomes = reconcile_all(loaded, store, hooks)
     finally:
-        notifier.close()
+        if own:
+            notifier.close()
     report = SyncReport(head, outcomes)
     for o in outcomes:
         if o.ok:
@@ -125,11 +130,6 @@ def _load(directory: Path, data_roots: Iterable[str | Path]) -> list[LoadedManif
     if directory.is_dir() and not any(p.suffix in MANIFEST_SUFFIXES for p in directory.rglob("*")):
         return []
     return load_manifests(directory, data_roots)
-
-
-def _default_notifier(store: Store, webhook: str | None, loaded, extra: dict[str, Any]) -> Notifier:
-    from controller.gitops.notify import make_notifier
-    return make_notifier(store.root, webhook, loaded, extra)
 
 
 def _applied_at(store: Store, name: str, head: str) -> str:
@@ -152,7 +152,7 @@ def _handle_deleted(store: Store, key: str, present: set[str], head: str, prune:
             report.orphaned.append(name)
 
 
-def parse_interval(text: str) -> float:
+def parse_interval(text: str, flag: str = "--interval") -> float:
     """'60s', '5m', '1h' or a plain number of seconds."""
     units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
     raw = text.strip().lower()
@@ -168,13 +168,17 @@ def parse_interval(text: str) -> float:
         seconds = -1
     if seconds <= 0:
         raise InvalidInput(f"expected a positive duration such as 30s, 5m or 1h, got {text!r}",
-                           field="--interval", value=text)
+                           field=flag, value=text)
     return seconds
 
 
 def sync_loop(source: SyncSource, store: Store, interval: float, stop: threading.Event,
               on_report: Callable[[SyncReport], None], **kwargs: Any) -> None:
     """Sync every `interval` seconds until `stop` is set; errors are reported and retried."""
-    while not stop.is_set():
-        on_report(sync_once(source, store, **kwargs))
-        stop.wait(interval)
+    notifier = make_notifier(store.root, kwargs.pop("webhook", None))
+    try:
+        while not stop.is_set():
+            on_report(sync_once(source, store, notifier=notifier, **kwargs))
+            stop.wait(interval)
+    finally:
+        notifier.close(timeout=5.0)

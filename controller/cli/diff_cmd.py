@@ -1,0 +1,59 @@
+"""`controller diff --repo R --ref REF`: the plan that merging REF would cause (writes nothing)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from controller.cli.common import add_data_root_arg, add_output_arg, add_store_arg, print_json, resolve_store
+from controller.cli.reconcile_cmd import render_dry_run
+from controller.engine.reconcile import IndexResult
+from controller.errors import InvalidInput
+from controller.gitops.diff import DiffReport, diff_ref
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("diff", help="show the plan that merging a Git ref would cause",
+                       description=("Observe the store as it is now and plan with the manifests at REF (a branch, "
+                                    "tag or commit; e.g. a pull request head). Nothing is built or switched. "
+                                    "Exit 0: no changes, 2: changes, 1: error."))
+    p.add_argument("--repo", required=True, metavar="PATH_OR_URL", help="Git repository (path or URL)")
+    p.add_argument("--ref", required=True, help="branch, tag or commit to plan with")
+    p.add_argument("--base", help="compare the manifests with this ref too (e.g. main)")
+    p.add_argument("--path", default=".", metavar="DIR", help="manifest directory inside the repository")
+    p.add_argument("--detailed-exitcode", action="store_true",
+                   help="exit 2 when changes are pending, 0 when none (invalid manifests at REF then exit 1)")
+    add_output_arg(p)
+    add_store_arg(p)
+    add_data_root_arg(p)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        report = diff_ref(args.repo, args.ref, resolve_store(args), path=args.path, base=args.base,
+                          data_roots=args.data_root)
+    except InvalidInput as exc:
+        if not args.detailed_exitcode:
+            raise
+        # with --detailed-exitcode, 2 means "changes": an invalid manifest must not look like one
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if args.output == "json":
+        print_json(report.to_dict())
+    else:
+        print(render(report))
+    return 2 if (args.detailed_exitcode and report.changes) else 0
+
+
+def render(report: DiffReport) -> str:
+    against = f" (base {report.base} at {report.base_commit[:12]})" if report.base and report.base_commit else ""
+    lines = [f"plan for {report.ref} at {report.commit[:12]}{against}:"]
+    for d in report.indexes:
+        label = f"  [{d.manifest} {d.source}]" if d.manifest else f"  [{d.source}]"
+        lines.append(render_dry_run(IndexResult(d.name, d.plan)) + ("\n" + label if label else ""))
+    for name in report.removed:
+        lines.append(f"index {name}:\n  - manifest deleted: the index keeps serving unless sync runs with --prune")
+    if not report.changes:
+        lines.append("No changes.")
+    return "\n".join(lines)

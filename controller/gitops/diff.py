@@ -1,0 +1,77 @@
+"""What merging a ref would do: observe the store now, plan with the manifests at REF.
+
+Read-only towards the store's indexes: only the Git mirror cache under
+<store>/gitops/ is updated. With a base ref, the manifests are also compared
+(added, changed, removed) so a reviewer sees which files the plan comes from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from controller.core.types import Plan
+from controller.engine.reconcile import plan_index
+from controller.gitops.git import Mirror, subdir
+from controller.spec.load import LoadedManifest, load_manifests
+from controller.store.fs import Store
+
+
+@dataclass
+class IndexDiff:
+    name: str
+    manifest: str  # added | changed | unchanged (versus base) | "" without a base
+    plan: Plan
+    source: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "manifest": self.manifest or None, "source": self.source,
+                "plan": self.plan.to_dict()}
+
+
+@dataclass
+class DiffReport:
+    repo: str
+    ref: str
+    commit: str
+    base: str | None = None
+    base_commit: str | None = None
+    indexes: list[IndexDiff] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)  # manifests present at base, deleted at ref
+
+    @property
+    def changes(self) -> bool:
+        return bool(self.removed) or any(d.plan.changes for d in self.indexes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"repo": self.repo, "ref": self.ref, "commit": self.commit, "base": self.base,
+                "baseCommit": self.base_commit, "changes": self.changes,
+                "indexes": [d.to_dict() for d in self.indexes], "removed": self.removed}
+
+
+def manifests_at(mirror: Mirror, sha: str, path: str, data_roots: Iterable[str | Path]) -> list[LoadedManifest]:
+    return load_manifests(subdir(mirror.export(sha), path, sha), data_roots)
+
+
+def diff_ref(repo: str, ref: str, store: Store, *, path: str = ".", base: str | None = None,
+             data_roots: Iterable[str | Path] = ()) -> DiffReport:
+    roots = list(data_roots)
+    mirror = Mirror.for_store(store.root, repo)
+    mirror.fetch()
+    sha = mirror.resolve(ref)
+    loaded = manifests_at(mirror, sha, path, roots)
+    report = DiffReport(mirror.repo, ref, sha)
+    before: dict[str, str] = {}
+    if base is not None:
+        report.base = base
+        report.base_commit = mirror.resolve(base)
+        before = {m.name: m.digest for m in manifests_at(mirror, report.base_commit, path, roots)}
+        report.removed = sorted(set(before) - {m.name for m in loaded})
+    for item in loaded:
+        _, plan = plan_index(item, store)
+        state = "" if base is None else ("added" if item.name not in before else
+                                         "changed" if before[item.name] != item.digest else "unchanged")
+        rel = str(item.source.relative_to(mirror.export(sha).resolve()))
+        report.indexes.append(IndexDiff(item.name, state, plan, rel))
+    return report

@@ -1,0 +1,169 @@
+"""Reviewed plans: save what a dry run would do, apply exactly that later or refuse.
+
+`controller reconcile PATH --dry-run --out plan.json` writes, per index, the
+plan, the manifest (its digest and full spec, plus digests of the files it
+points to) and a summary of the observed state (routing, versions with their
+verdicts, corpus digest). `controller apply plan.json` loads the same
+manifest files and observes the store again; if any of that differs it
+raises StalePlan naming what changed, and applies nothing (all indexes are
+checked before the first is touched). Like Terraform, a plan is a promise
+about inputs: the same inputs give the same plan because core.plan is pure.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Iterable
+
+from controller.core.plan import plan as make_plan
+from controller.engine.reconcile import Hooks, IndexResult, Observation, observe, reconcile_index, utc_now
+from controller.errors import InvalidInput, StalePlan
+from controller.spec.load import LoadedManifest, load_manifests
+from controller.store import atomic
+from controller.store.fs import Store
+
+FORMAT = "indexops.dev/plan/v1"
+
+
+def _sha(payload: Any) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def manifest_summary(loaded: LoadedManifest) -> dict[str, Any]:
+    """The manifest as the plan saw it: the spec and the content of every file it names.
+
+    The corpus is left to the observed corpus digest; golden files and
+    precomputed vectors are hashed here because the checks read them.
+    """
+    files = {key: _file_digest(p) for key, p in sorted(loaded.paths.items()) if key != "corpus"}
+    return {"source": str(loaded.source), "digest": loaded.digest, "files": files,
+            "spec": loaded.manifest.model_dump(mode="json", by_alias=True)}
+
+
+def observed_summary(obs: Observation) -> dict[str, Any]:
+    o = obs.observed
+    r = o.routing
+    return {"routing": {"stable": r.stable, "candidate": r.candidate, "weight": r.weight, "held": list(r.held)},
+            "versions": [{"id": v.id, "verdict": v.verdict} for v in o.versions],
+            "corpusDigest": o.corpus_digest}
+
+
+def write_plan_file(results: Iterable[IndexResult], loaded_list: Iterable[LoadedManifest], store: Store,
+                    path: str | Path, data_roots: Iterable[str | Path] = ()) -> dict[str, Any]:
+    """Save the dry-run plans of `results` with digests of their inputs; returns the document."""
+    by_name = {m.name: m for m in loaded_list}
+    entries = []
+    for result in results:
+        loaded = by_name[result.name]
+        observed = observed_summary(observe(loaded, store))
+        manifest = manifest_summary(loaded)
+        entries.append({"name": result.name, "manifest": manifest, "observed": observed,
+                        "digest": _sha([manifest, observed]), "plan": result.plan.to_dict()})
+    doc = {"format": FORMAT, "createdAt": utc_now(), "store": str(store.root.resolve()),
+           "dataRoots": [str(Path(r).resolve()) for r in data_roots], "indexes": entries,
+           "changes": any(e["plan"]["changes"] for e in entries)}
+    atomic.write_json(Path(path), doc)
+    return doc
+
+
+def read_plan_file(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise InvalidInput("no such plan file; write one with `controller reconcile PATH --dry-run --out "
+                           f"{path}`", file=path) from exc
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidInput(f"not a readable plan file: {exc}", file=path) from exc
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(doc.get("indexes"), list):
+        raise InvalidInput(f"not a plan file (expected format {FORMAT!r})", file=path, field="format",
+                           value=doc.get("format") if isinstance(doc, dict) else None)
+    return doc
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: value}
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any], limit: int = 3) -> str:
+    a, b = _flatten(old), _flatten(new)
+    changed = [f"{k} {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    more = f" and {len(changed) - limit} more" if len(changed) > limit else ""
+    return "; ".join(changed[:limit]) + more
+
+
+def _load_current(entry: dict[str, Any], roots: list[str], plan_path: Path) -> LoadedManifest:
+    source = Path(entry["manifest"]["source"])
+    if not source.is_file():
+        raise StalePlan(f"{plan_path}: the manifest {source} of index {entry['name']!r} no longer exists; "
+                        "make a new plan")
+    try:
+        found = [m for m in load_manifests(source, roots) if m.name == entry["name"]]
+    except InvalidInput as exc:
+        raise StalePlan(f"{plan_path}: the manifest of index {entry['name']!r} changed since the plan and is "
+                        f"now invalid: {exc}") from exc
+    if not found:
+        raise StalePlan(f"{plan_path}: {source} no longer defines index {entry['name']!r}; make a new plan")
+    return found[0]
+
+
+def check_entry(entry: dict[str, Any], store: Store, roots: list[str], plan_path: Path
+                ) -> tuple[LoadedManifest, Observation]:
+    """Raise StalePlan naming what changed, or return the inputs the plan was made from."""
+    name = entry["name"]
+    loaded = _load_current(entry, roots, plan_path)
+    manifest = manifest_summary(loaded)
+    if manifest != entry["manifest"]:
+        what = _differences(entry["manifest"], manifest)
+        raise StalePlan(f"{plan_path}: the manifest of index {name!r} ({loaded.source}) changed since the plan "
+                        f"was made: {what}. Review a new plan (`controller reconcile --dry-run --out`)")
+    obs = observe(loaded, store)
+    observed = observed_summary(obs)
+    if observed != entry["observed"]:
+        what = _differences(entry["observed"], observed)
+        raise StalePlan(f"{plan_path}: the state of index {name!r} in {store.root} changed since the plan was "
+                        f"made: {what}. Review a new plan (`controller reconcile --dry-run --out`)")
+    now = make_plan(obs.desired, obs.observed).to_dict()
+    if now != entry["plan"]:  # same inputs, pure planner: only a controller upgrade gets here
+        raise StalePlan(f"{plan_path}: planning index {name!r} again gives a different plan "
+                        f"({_differences(entry['plan'], now)}); make a new plan")
+    return loaded, obs
+
+
+def apply_plan_file(path: str | Path, store: Store | None = None, hooks: Hooks | None = None
+                    ) -> list[IndexResult]:
+    """Apply a saved plan exactly, or raise StalePlan before touching anything."""
+    path = Path(path)
+    doc = read_plan_file(path)
+    store = store or Store(Path(doc["store"]))
+    roots = list(doc.get("dataRoots") or [])
+    checked = [check_entry(entry, store, roots, path) for entry in doc["indexes"]]
+    # The window between this check and reconcile_index taking the store lock is
+    # small; reconcile_index plans again under its own observation and we compare below.
+    results = []
+    for (loaded, obs), entry in zip(checked, doc["indexes"]):
+        if not entry["plan"]["changes"]:
+            results.append(IndexResult(loaded.name, make_plan(obs.desired, obs.observed)))
+            continue
+        result = reconcile_index(loaded, store, hooks=hooks)
+        if result.plan.to_dict() != entry["plan"]:
+            raise StalePlan(f"{path}: index {loaded.name!r} changed while the plan was being applied "
+                            f"({_differences(entry['plan'], result.plan.to_dict())}); check `controller status`")
+        results.append(result)
+    return results
+
