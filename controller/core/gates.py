@@ -34,6 +34,11 @@ class Context:
         return "(" + ", ".join(parts) + ")"
 
 
+def default_gates(k: int) -> list[GateSpec]:
+    """Used when a golden set declares no gates: no more than 2 points lost versus stable."""
+    return [GateSpec(f"ndcg@{k}", max_drop=0.02), GateSpec(f"recall@{k}", max_drop=0.02)]
+
+
 def evaluate_gates(gates: list[GateSpec], new: dict[str, float], old: dict[str, float] | None,
                    ctx: Context, drop_cis: dict[str, tuple[float, float]] | None = None) -> list[GateResult]:
     """One result per (gate, threshold kind); maxDrop is skipped without a stable version."""

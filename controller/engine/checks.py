@@ -15,7 +15,7 @@ import numpy as np
 from controller.checks import golden as G
 from controller.checks.drift import NormCache, calibrate, run_drift
 from controller.checks.stats import most_regressed, paired_bootstrap
-from controller.core.gates import Context, GateSpec, evaluate_gates
+from controller.core.gates import Context, GateSpec, default_gates, evaluate_gates
 from controller.core.types import CheckReport, GateResult
 from controller.embed import make_embedder
 from controller.errors import CheckError, ControllerError, InvalidInput
@@ -48,8 +48,9 @@ def run_checks(store: Store, loaded: LoadedManifest, version: str, baseline: str
         return report
     golden = _load_golden(loaded)
     metrics = _metric_names(golden_spec)
-    new = _golden_run(store, name, version, golden, metrics, golden_spec.k)
-    old = _golden_run(store, name, baseline, golden, metrics, golden_spec.k) if baseline else None
+    cutoffs = _ann_cutoffs(golden_spec)
+    new = _golden_run(store, name, version, golden, metrics, golden_spec.k, cutoffs)
+    old = _golden_run(store, name, baseline, golden, metrics, golden_spec.k, cutoffs) if baseline else None
     report.golden_digest = golden.digest
     report.queries = len(golden.query_ids)
     report.metrics = {**new.evaluation.metrics, **new.ann_recall}
@@ -59,11 +60,20 @@ def run_checks(store: Store, loaded: LoadedManifest, version: str, baseline: str
     cis = _drop_intervals(new, old, golden_spec) if old is not None else {}
     ctx = Context(golden.digest, len(golden.query_ids), golden_spec.confidence or 0.95,
                   non_inferiority=golden_spec.confidence is not None)
-    gates = [GateSpec(g.metric, g.min, g.max_drop) for g in golden_spec.gates]
+    gates = gate_specs(golden_spec)
+    if not golden_spec.gates:
+        report.notes.append("no gates declared: default gates " + ", ".join(
+            f"{g.metric} maxDrop {g.max_drop}" for g in gates))
     report.gates += evaluate_gates(gates, report.metrics, report.baseline_metrics or None, ctx, cis)
     if old is not None:
         report.regressed = _regressed(golden, old, new, golden_spec.k)
     return report
+
+
+def gate_specs(golden_spec: Any) -> list[GateSpec]:
+    if not golden_spec.gates:
+        return default_gates(golden_spec.k)
+    return [GateSpec(g.metric, g.min, g.max_drop) for g in golden_spec.gates]
 
 
 def _drift(store: Store, name: str, version: str, baseline: str,
@@ -96,12 +106,18 @@ def _load_golden(loaded: LoadedManifest) -> G.GoldenSet:
 
 def _metric_names(golden_spec: Any) -> list[str]:
     names = {f"{m}@{golden_spec.k}" for m in BASE_METRICS}
-    names |= {g.metric for g in golden_spec.gates if not g.metric.startswith(ANN_PREFIX)}
+    names |= {g.metric for g in gate_specs(golden_spec) if not g.metric.startswith(ANN_PREFIX)}
     return sorted(names)
 
 
+def _ann_cutoffs(golden_spec: Any) -> list[int]:
+    """annRecall@k for the evaluation depth and every annRecall gate."""
+    gated = [int(g.metric[len(ANN_PREFIX):]) for g in gate_specs(golden_spec) if g.metric.startswith(ANN_PREFIX)]
+    return sorted({golden_spec.k, *gated})
+
+
 def _golden_run(store: Store, name: str, version: str, golden: G.GoldenSet, metrics: list[str],
-                k: int) -> GoldenRun:
+                k: int, ann_cutoffs: list[int]) -> GoldenRun:
     meta = store.meta(name, version)
     qids, queries = query_vectors(store, name, version, golden)
     index = store.index(name, version)
@@ -112,7 +128,7 @@ def _golden_run(store: Store, name: str, version: str, golden: G.GoldenSet, metr
     ids = np.asarray(doc_ids, dtype=object)
     run_docs = np.where(rows >= 0, ids[np.maximum(rows, 0)], "")
     evaluation = G.evaluate(golden, qids, run_docs, scores, metrics, corpus_ids=set(doc_ids))
-    ann = _ann_recall(index, np.asarray(vectors), queries, metric, meta["index"]["factory"], k)
+    ann = _ann_recall(index, np.asarray(vectors), queries, metric, meta["index"]["factory"], ann_cutoffs)
     return GoldenRun(evaluation, ann)
 
 
@@ -154,21 +170,31 @@ def stored_embedder(store: Store, name: str, version: str):
 
 
 def _ann_recall(index, vectors: np.ndarray, queries: np.ndarray, metric: str, factory: str,
-                k: int) -> dict[str, float]:
-    """Share of the exact top-k the index returns: 'the index is too approximate' vs 'the model is worse'."""
+                cutoffs: list[int]) -> dict[str, float]:
+    """Share of the exact top-k the index returns: 'the index is too approximate' vs 'the model is worse'.
+
+    Flat is exact by construction, so it is not searched twice.
+    """
     if factory.strip() == "Flat":
-        return {f"{ANN_PREFIX}{k}": 1.0}
-    _, ann = faiss_index.search(index, queries, k, metric)
-    _, exact = faiss_index.exact_search(vectors, queries, k, metric)
-    hits = (ann[:, :, None] == exact[:, None, :]) & (exact[:, None, :] >= 0)
-    return {f"{ANN_PREFIX}{k}": float(hits.any(axis=2).sum() / max((exact >= 0).sum(), 1))}
+        return {f"{ANN_PREFIX}{k}": 1.0 for k in cutoffs}
+    depth = max(cutoffs)
+    _, ann = faiss_index.search(index, queries, depth, metric)
+    _, exact = faiss_index.exact_search(vectors, queries, depth, metric)
+    return {f"{ANN_PREFIX}{k}": overlap_at(ann[:, :k], exact[:, :k]) for k in cutoffs}
+
+
+def overlap_at(ann: np.ndarray, exact: np.ndarray) -> float:
+    """|ANN top-k ∩ exact top-k| / |exact top-k|, over all queries."""
+    valid = exact >= 0
+    hits = (ann[:, :, None] == exact[:, None, :]) & valid[:, None, :]
+    return float(hits.any(axis=1).sum() / max(valid.sum(), 1))
 
 
 def _drop_intervals(new: GoldenRun, old: GoldenRun, golden_spec: Any) -> dict[str, tuple[float, float]]:
     """Paired bootstrap interval of the drop (old - new) for each gated metric."""
     confidence = golden_spec.confidence or 0.95
     out = {}
-    for gate in golden_spec.gates:
+    for gate in gate_specs(golden_spec):
         if gate.metric not in new.evaluation.per_query:
             continue
         cmp = paired_bootstrap(old.evaluation.per_query[gate.metric], new.evaluation.per_query[gate.metric],
