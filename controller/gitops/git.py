@@ -48,12 +48,28 @@ def _run(args: list[str], cwd: Path | None = None, what: str = "") -> bytes:
     except FileNotFoundError as exc:
         raise GitError("the git command is not installed or not on PATH; install git to use GitOps mode") from exc
     except subprocess.TimeoutExpired as exc:
-        raise GitError(f"git {args[0]} timed out after {GIT_TIMEOUT_S}s{what}") from exc
+        raise GitError(f"git {_verb(args)} timed out after {GIT_TIMEOUT_S}s{what}") from exc
     if proc.returncode != 0:
-        detail = proc.stderr.decode(errors="replace").strip().splitlines()
-        last = detail[-1] if detail else f"exit code {proc.returncode}"
-        raise GitError(f"git {args[0]} failed{what}: {last}")
+        raise GitError(f"git {_verb(args)} failed{what}: {_first_error(proc.stderr, proc.returncode)}")
     return proc.stdout
+
+
+def _verb(args: list[str]) -> str:
+    """The git subcommand, skipping global options such as `--git-dir DIR`."""
+    rest = list(args)
+    while rest and rest[0].startswith("-"):
+        rest = rest[2:] if rest[0] == "--git-dir" else rest[1:]
+    return rest[0] if rest else "command"
+
+
+def _first_error(stderr: bytes, code: int) -> str:
+    """git's first `fatal:`/`error:` line says what went wrong; the rest is advice."""
+    lines = [l.strip() for l in stderr.decode(errors="replace").splitlines() if l.strip()]
+    for line in lines:
+        for prefix in ("fatal: ", "error: "):
+            if line.startswith(prefix):
+                return line[len(prefix):]
+    return lines[0] if lines else f"exit code {code}"
 
 
 @dataclass(frozen=True)

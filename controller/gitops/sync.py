@@ -64,10 +64,9 @@ class SyncReport:
         return 0 if self.ok else 1
 
     def lines(self) -> list[str]:
-        head = f"commit {self.commit[:12]}" if self.commit else "no commit"
         if self.error:
-            return [f"{head}: error: {self.error}"]
-        out = [f"{head}:"] + ["  " + o.line() for o in self.outcomes]
+            return [f"error: {self.error}"]
+        out = [f"commit {self.commit[:12] if self.commit else '-'}:"] + ["  " + o.line() for o in self.outcomes]
         out += [f"  index {n}: pruned (its manifest was deleted)" for n in self.pruned]
         out += [f"  index {n}: its manifest was deleted; still serving (use --prune to delete it)"
                 for n in self.orphaned]
