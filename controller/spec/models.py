@@ -70,8 +70,9 @@ class ModelSpec(Model):
     options: dict[str, Any] = Field(
         default_factory=dict,
         description=(
-            "Provider-specific options. hashing: ngrams, charNgrams, seed, ... ; precomputed: "
-            "vectors (.npy), ids (text file of ids, one per line, optional), queryVectors, queryIds."
+            "Provider-specific options. hashing: wordNgrams (1), charNgrams ([]), seed (0), buckets "
+            "(2^20), projections (2), sublinearTf (true). precomputed: vectors (.npy, row i = document i), "
+            "ids (text file, one id per line, optional), queryVectors (.npy) and queryIds for golden queries."
         ),
     )
 
@@ -121,7 +122,10 @@ class RolloutSpec(Model):
 
 class DriftCheck(Model):
     metric: str = Field(
-        description="Drift statistic: psi, kl, normShift, cosineShift (see `controller schema` for the full list)."
+        description=(
+            "Drift statistic: psi, kl, js, wasserstein, normShift (norm distributions); cosineShift, "
+            "pairCosineShift (similarity distributions, valid across models); ksDims, mmd (same model only)."
+        )
     )
     max: float | Literal["auto"] | None = Field(
         default=None,
@@ -138,7 +142,10 @@ class DriftCheck(Model):
 
 class GoldenGate(Model):
     metric: str = Field(
-        description="Metric at a cutoff: ndcg@10, recall@10, mrr@10, precision@10, hitrate@10.",
+        description=(
+            "Metric at a cutoff: ndcg@K, recall@K, mrr@K, precision@K, hitrate@K (trec_eval definitions), "
+            "or annRecall@K (share of the exact top-K the index returns)."
+        ),
         pattern=GATE_METRIC_PATTERN,
     )
     min: float | None = Field(default=None, description="Absolute floor for the new version.")
@@ -159,12 +166,18 @@ class GoldenSpec(Model):
     )
     qrels: str = Field(description="Qrels TSV (query-id corpus-id score) or TREC qrels file.")
     k: int = Field(default=10, gt=0, le=10000, description="Retrieval depth for evaluation.")
-    gates: list[GoldenGate] = Field(default_factory=list, description="Quality gates.")
+    gates: list[GoldenGate] = Field(
+        default_factory=list,
+        description="Quality gates; when empty: ndcg@K and recall@K with maxDrop 0.02 versus stable.",
+    )
     confidence: float | None = Field(
         default=None,
         gt=0,
         lt=1,
-        description="When set, maxDrop is tested against the lower bound of a paired bootstrap interval.",
+        description=(
+            "When set (e.g. 0.95), maxDrop is tested on the upper end of the paired bootstrap interval "
+            "of the drop (non-inferiority) instead of the point estimate."
+        ),
     )
 
 
