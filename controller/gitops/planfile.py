@@ -107,6 +107,12 @@ def _differences(old: dict[str, Any], new: dict[str, Any], limit: int = 3) -> st
     return "; ".join(changed[:limit]) + more
 
 
+def _readable(summary: dict[str, Any]) -> dict[str, Any]:
+    """Manifest fields at their YAML paths (spec.rollout.percentage), files as files.<key>;
+    the digest is left out because it only restates the spec."""
+    return {"source": summary.get("source"), "files": summary.get("files"), **(summary.get("spec") or {})}
+
+
 def _load_current(entry: dict[str, Any], roots: list[str], plan_path: Path) -> LoadedManifest:
     source = Path(entry["manifest"]["source"])
     if not source.is_file():
@@ -129,7 +135,7 @@ def check_entry(entry: dict[str, Any], store: Store, roots: list[str], plan_path
     loaded = _load_current(entry, roots, plan_path)
     manifest = manifest_summary(loaded)
     if manifest != entry["manifest"]:
-        what = _differences(entry["manifest"], manifest)
+        what = _differences(_readable(entry["manifest"]), _readable(manifest))
         raise StalePlan(f"{plan_path}: the manifest of index {name!r} ({loaded.source}) changed since the plan "
                         f"was made: {what}. Review a new plan (`controller reconcile --dry-run --out`)")
     obs = observe(loaded, store)
