@@ -6,8 +6,6 @@ import argparse
 import sys
 
 from controller.cli.common import add_data_root_arg, add_output_arg, add_store_arg, print_json, resolve_store
-from controller.cli.reconcile_cmd import render_dry_run
-from controller.engine.reconcile import IndexResult
 from controller.errors import InvalidInput
 from controller.gitops.diff import DiffReport, diff_ref
 
@@ -49,11 +47,24 @@ def run(args: argparse.Namespace) -> int:
 def render(report: DiffReport) -> str:
     against = f" (base {report.base} at {report.base_commit[:12]})" if report.base and report.base_commit else ""
     lines = [f"plan for {report.ref} at {report.commit[:12]}{against}:"]
+    count = 0
     for d in report.indexes:
-        label = f"  [{d.manifest} {d.source}]" if d.manifest else f"  [{d.source}]"
-        lines.append(render_dry_run(IndexResult(d.name, d.plan)) + ("\n" + label if label else ""))
+        origin = f"{d.manifest} {d.source}" if d.manifest else d.source
+        lines.append(f"index {d.name}  [{origin}]")
+        if d.plan.blocked:
+            lines.append(f"  ! blocked ({d.plan.blocked}): {d.plan.message}")
+        elif not d.plan.actions:
+            lines.append(f"  no changes. {d.plan.message}".rstrip())
+        for a in d.plan.actions:
+            cond = "  (if the gates pass)" if a.if_gates_pass else ""
+            lines.append(f"  + {a.kind:<9} {a.version:<10} {a.message}{cond}")
+        count += len(d.plan.actions)
     for name in report.removed:
-        lines.append(f"index {name}:\n  - manifest deleted: the index keeps serving unless sync runs with --prune")
-    if not report.changes:
+        lines.append(f"index {name}  [deleted]")
+        lines.append("  - manifest deleted: the index keeps serving unless sync runs with --prune")
+    if report.changes:
+        lines.append(f"Plan: {count} action(s), {len(report.removed)} deleted manifest(s). Merging "
+                     f"{report.ref} and syncing applies it.")
+    else:
         lines.append("No changes.")
     return "\n".join(lines)

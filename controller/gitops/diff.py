@@ -7,6 +7,7 @@ Read-only towards the store's indexes: only the Git mirror cache under
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -56,8 +57,15 @@ def manifests_at(mirror: Mirror, sha: str, path: str, data_roots: Iterable[str |
 
 def diff_ref(repo: str, ref: str, store: Store, *, path: str = ".", base: str | None = None,
              data_roots: Iterable[str | Path] = ()) -> DiffReport:
-    roots = list(data_roots)
-    mirror = Mirror.for_store(store.root, repo)
+    if not store.root.is_dir():
+        # no store yet (a first deployment, or a mistyped --store): cache the mirror in a
+        # temporary directory so a diff never creates a store as a side effect
+        with tempfile.TemporaryDirectory(prefix="controller-diff-") as cache:
+            return _diff(Mirror.for_store(Path(cache), repo), ref, store, path, base, list(data_roots))
+    return _diff(Mirror.for_store(store.root, repo), ref, store, path, base, list(data_roots))
+
+
+def _diff(mirror: Mirror, ref: str, store: Store, path: str, base: str | None, roots: list) -> DiffReport:
     mirror.fetch()
     sha = mirror.resolve(ref)
     loaded = manifests_at(mirror, sha, path, roots)
