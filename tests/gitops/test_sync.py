@@ -114,3 +114,19 @@ def test_parse_interval_refuses_nonsense():
     from controller.errors import InvalidInput
     with pytest.raises(InvalidInput, match="'soon'"):
         parse_interval("soon")
+
+
+def test_data_outside_the_repository_needs_a_data_root(git_repo: GitRepo, tmp_path: Path):
+    import shutil
+    import yaml
+    big = tmp_path / "bulk"  # e.g. a mounted volume holding a corpus too large for Git
+    shutil.copytree(git_repo.path / "indexes" / "data", big)
+    doc = yaml.safe_load(manifest("v1"))
+    doc["spec"]["corpus"]["path"] = str(big / "corpus.jsonl")
+    git_repo.commit(yaml.safe_dump(doc, sort_keys=False), "corpus on the data volume")
+    store = Store(tmp_path / "store")
+    source = SyncSource(str(git_repo.path), "main", "indexes")
+    report = sync_once(source, store)
+    assert not report.ok and "--data-root" in report.error and "spec.corpus.path" in report.error
+    report = sync_once(source, store, data_roots=[big])
+    assert report.ok and store.routing("quickstart").stable == "v1"
