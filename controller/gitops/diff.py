@@ -14,7 +14,8 @@ from typing import Any, Iterable
 
 from controller.core.types import Plan
 from controller.engine.reconcile import plan_index
-from controller.gitops.git import Mirror, subdir
+from controller.errors import InvalidInput
+from controller.gitops.git import Mirror, strip_export, subdir
 from controller.spec.load import LoadedManifest, load_manifests
 from controller.store.fs import Store
 
@@ -52,7 +53,11 @@ class DiffReport:
 
 
 def manifests_at(mirror: Mirror, sha: str, path: str, data_roots: Iterable[str | Path]) -> list[LoadedManifest]:
-    return load_manifests(subdir(mirror.export(sha), path, sha), data_roots)
+    export = mirror.export(sha)
+    try:
+        return load_manifests(subdir(export, path, sha), data_roots)
+    except InvalidInput as exc:
+        raise InvalidInput(f"at commit {sha[:12]}: {strip_export(str(exc), export)}") from exc
 
 
 def diff_ref(repo: str, ref: str, store: Store, *, path: str = ".", base: str | None = None,

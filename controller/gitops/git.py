@@ -145,3 +145,10 @@ def subdir(export: Path, path: str | None, sha: str) -> Path:
     if not target.exists():
         raise InvalidInput(f"--path {path!r} does not exist at commit {sha[:12]}", field="--path", value=path)
     return target
+
+
+def strip_export(text: str, export: Path) -> str:
+    """Messages name files by their path in the repository, not in the store's export cache."""
+    for prefix in {str(export.resolve()), str(export)}:
+        text = text.replace(prefix + os.sep, "")
+    return text

@@ -32,8 +32,11 @@ class Outcome:
             return f"index {self.name}: skipped: {self.skipped}"
         assert self.result is not None
         done = ", ".join(f"{a.kind} {a.version}" for a in self.result.executed)
-        status = self.result.status or {}
-        where = (f"; phase {status.get('phase')}, weight {status.get('weight', 0):g}%" if status else "")
+        s = self.result.status or {}
+        stable = (s.get("stable") or {}).get("version", "-")
+        candidate = s.get("candidate")
+        routed = f", candidate {candidate['version']} at {s.get('weight', 0):g}%" if candidate else ""
+        where = f"; phase {s.get('phase')}: stable {stable}{routed}" if s else ""
         return f"index {self.name}: {done or 'no changes'}{where}"
 
     def to_dict(self) -> dict[str, Any]:

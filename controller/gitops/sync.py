@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable
 
 from controller.engine.reconcile import Hooks, remove_index
 from controller.errors import ControllerError, InvalidInput
-from controller.gitops.git import Mirror, normalize_repo, subdir
+from controller.gitops.git import Mirror, normalize_repo, strip_export, subdir
 from controller.gitops.notify import Notifier, make_notifier
 from controller.gitops.runner import Outcome, reconcile_all
 from controller.gitops.state import index_sync, utc_now, write_index_sync, write_source_state
@@ -92,12 +92,13 @@ def sync_once(source: SyncSource, store: Store, *, prune: bool = False, data_roo
         write_source_state(store, key, **common, error=str(exc), errorAt=utc_now())
         return SyncReport(None, error=str(exc), error_exit=exc.exit_code)
     write_source_state(store, key, **common, head=head, fetchedAt=utc_now())
+    export = mirror.root / "exports" / head
     try:
         directory = subdir(mirror.export(head), source.path, head)
         loaded = _load(directory, data_roots)
     except ControllerError as exc:
         # all or nothing: the previously applied commit stays applied
-        message = f"commit {head[:12]} not applied: {exc}"
+        message = f"commit {head[:12]} not applied: {strip_export(str(exc), export)}"
         write_source_state(store, key, error=message, errorAt=utc_now())
         return SyncReport(head, error=message, error_exit=exc.exit_code)
     extra = {"commit": head, "repo": mirror.repo, "branch": source.branch}
@@ -110,6 +111,9 @@ def sync_once(source: SyncSource, store: Store, *, prune: bool = False, data_roo
     finally:
         if own:
             notifier.close()
+    for o in outcomes:
+        if o.error:
+            o.error = strip_export(o.error, export)
     report = SyncReport(head, outcomes)
     for o in outcomes:
         if o.ok:

@@ -130,3 +130,23 @@ def test_data_outside_the_repository_needs_a_data_root(git_repo: GitRepo, tmp_pa
     assert not report.ok and "--data-root" in report.error and "spec.corpus.path" in report.error
     report = sync_once(source, store, data_roots=[big])
     assert report.ok and store.routing("quickstart").stable == "v1"
+
+
+def test_the_sync_loop_keeps_retrying_after_errors_and_stops_on_its_event(git_repo: GitRepo, tmp_path: Path):
+    import threading
+    from controller.gitops.sync import sync_loop
+    git_repo.commit(manifest("v1", broken=True), "broken")
+    reports = []
+    stop = threading.Event()
+
+    def on_report(report):
+        reports.append(report)
+        if len(reports) == 2:
+            stop.set()
+
+    thread = threading.Thread(target=sync_loop, args=(SyncSource(str(git_repo.path), "main", "indexes"),
+                                                      Store(tmp_path / "store"), 0.05, stop, on_report))
+    thread.start()
+    thread.join(timeout=20)
+    assert not thread.is_alive() and len(reports) == 2
+    assert all("spec.rollout.percentage" in r.error for r in reports)
