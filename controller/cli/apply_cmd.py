@@ -8,9 +8,11 @@ from pathlib import Path
 from controller.cli.common import add_output_arg, print_json
 from controller.cli.reconcile_cmd import render_result
 from controller.engine.reconcile import Hooks
+from controller.errors import ControllerError
 from controller.gitops.notify import make_notifier
 from controller.gitops.planfile import apply_plan_file, read_plan_file
 from controller.progress import terminal_bar
+from controller.spec.load import load_manifests
 from controller.store.fs import Store
 
 
@@ -29,6 +31,7 @@ def run(args: argparse.Namespace) -> int:
     doc = read_plan_file(args.plan)
     store = Store(Path(args.store or doc["store"]))
     notifier = make_notifier(store.root, args.webhook)
+    notifier.retarget(_manifests_for_webhooks(doc))
     hooks = Hooks(progress=terminal_bar, on_transition=notifier)
     try:
         results = apply_plan_file(args.plan, store, hooks)
@@ -40,3 +43,15 @@ def run(args: argparse.Namespace) -> int:
         for r in results:
             print(render_result(r))
     return 0
+
+
+def _manifests_for_webhooks(doc: dict) -> list:
+    """Per-index webhook annotations; a manifest that no longer loads is reported by the stale check."""
+    out = []
+    for entry in doc["indexes"]:
+        try:
+            out += [m for m in load_manifests(entry["manifest"]["source"], doc.get("dataRoots") or [])
+                    if m.name == entry["name"]]
+        except ControllerError:
+            continue
+    return out
