@@ -92,8 +92,14 @@ def sync_state(store: Store, name: str) -> dict[str, Any] | None:
     head = source.get("head") or applied["commit"]
     suspended = suspension(store, name) is not None
     error = (source.get("indexErrors") or {}).get(name) or source.get("error")
-    in_sync = head == applied["commit"]
-    if in_sync:
+    live = (store.status(name) or {}).get("observedManifestDigest")
+    by_hand = live is not None and live != applied.get("manifestDigest")
+    in_sync = head == applied["commit"] and not by_hand
+    if by_hand:
+        # someone ran `controller reconcile` with other manifests after the sync applied its commit
+        message = (f"out of sync: reconciled from another manifest (digest {live}) after "
+                   f"{applied['commit'][:12]} was applied; the next sync restores the branch's manifest")
+    elif in_sync:
         message = f"in sync with {applied['branch']} at {applied['commit'][:12]}"
     else:
         message = (f"out of sync: {applied['branch']} is at {head[:12]}, applied {applied['commit'][:12]}")

@@ -150,3 +150,17 @@ def test_the_sync_loop_keeps_retrying_after_errors_and_stops_on_its_event(git_re
     thread.join(timeout=20)
     assert not thread.is_alive() and len(reports) == 2
     assert all("spec.rollout.percentage" in r.error for r in reports)
+
+
+def test_status_notices_a_hand_reconcile_over_a_synced_index(git_repo: GitRepo, tmp_path: Path):
+    from controller.engine.reconcile import reconcile_index
+    from controller.spec.load import load_manifests
+    store = Store(tmp_path / "store")
+    git_repo.commit(manifest("v1"), "v1")
+    assert sync_once(SyncSource(str(git_repo.path), "main", "indexes"), store).ok
+    assert sync_state(store, "quickstart")["inSync"]
+    local = git_repo.path / "indexes" / "quickstart.yaml"
+    local.write_text(manifest("v1", 40))  # an uncommitted edit, reconciled by hand
+    reconcile_index(load_manifests(local)[0], store)
+    state = sync_state(store, "quickstart")
+    assert not state["inSync"] and "another manifest" in state["message"]
