@@ -217,7 +217,8 @@ def _build(action: Action, obs: Observation, loaded: LoadedManifest, store: Stor
     embed_s = time.monotonic() - started
     started = time.monotonic()
     try:
-        index = faiss_index.build_index(vectors, spec.index.factory, spec.index.metric)
+        index = faiss_index.build_index(vectors, spec.index.factory, spec.index.metric,
+                                        progress=hooks.progress("building"))
     except InvalidInput as exc:
         raise InvalidInput(exc.reason, file=loaded.source, field=exc.field, value=exc.value) from exc
     build_s = time.monotonic() - started

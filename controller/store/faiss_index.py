@@ -14,6 +14,7 @@ import numpy as np
 
 from controller.embed.base import l2_normalize
 from controller.errors import InvalidInput, StoreError
+from controller.progress import Progress, silent
 
 
 def _prepare(x: np.ndarray, metric: str) -> np.ndarray:
@@ -32,8 +33,15 @@ def validate_factory(factory: str, dim: int, metric: str) -> None:
                            field="spec.index.factory", value=factory) from exc
 
 
-def build_index(vectors: np.ndarray, factory: str, metric: str, *, seed: int = 1234) -> faiss.Index:
-    """Train (when the factory needs it) and add every vector; row i = document i."""
+ADD_CHUNK = 20_000
+
+
+def build_index(vectors: np.ndarray, factory: str, metric: str, *, seed: int = 1234,
+                progress: Progress = silent) -> faiss.Index:
+    """Train (when the factory needs it) and add every vector; row i = document i.
+
+    Vectors are added in chunks so a progress bar can follow large builds.
+    """
     faiss_metric = faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
     dim = vectors.shape[1]
     try:
@@ -45,7 +53,9 @@ def build_index(vectors: np.ndarray, factory: str, metric: str, *, seed: int = 1
     data = _prepare(vectors, metric)
     if not index.is_trained:
         _train(index, data, factory, seed)
-    index.add(data)
+    for start in range(0, data.shape[0], ADD_CHUNK):
+        index.add(data[start:start + ADD_CHUNK])
+        progress(min(start + ADD_CHUNK, data.shape[0]), data.shape[0])
     return index
 
 
