@@ -1,0 +1,88 @@
+"""`controller operator`: run the Kubernetes operator for EmbeddingIndex resources (kopf)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from controller.errors import InvalidInput
+from controller.store.fs import STORE_ENV
+
+DATA_DIR_ENV = "CONTROLLER_DATA_DIR"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("operator", help="run the Kubernetes operator (watches EmbeddingIndex resources)",
+                       description="Reconcile EmbeddingIndex custom resources with the same loop as `reconcile`.")
+    scope = p.add_mutually_exclusive_group()
+    scope.add_argument("-n", "--namespace", action="append", default=[], metavar="NS",
+                       help="watch NS (repeatable or comma-separated; default: the current namespace)")
+    scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace")
+    p.add_argument("--store", metavar="DIR", help=f"store directory (default: ${STORE_ENV})")
+    p.add_argument("--data-dir", metavar="DIR", help=(
+        f"directory the paths in a resource resolve against (default: ${DATA_DIR_ENV}, else the current one)"))
+    p.add_argument("--data-root", action="append", default=[], metavar="DIR",
+                   help="also allow paths under DIR (repeatable; also $CONTROLLER_DATA_ROOTS)")
+    p.add_argument("--interval", type=float, default=300.0, metavar="SECONDS",
+                   help="re-reconcile every index this often, also without events (default: 300)")
+    p.add_argument("--on-delete", choices=("retain", "delete"), default="retain",
+                   help="what deleting a resource does to its built versions when it has no "
+                        "indexops.dev/on-delete annotation (default: retain)")
+    p.add_argument("--health-port", type=int, metavar="PORT", help="serve /healthz and /readyz on PORT")
+    p.add_argument("--metrics-port", type=int, metavar="PORT", help="serve Prometheus /metrics on PORT")
+    p.add_argument("--log-format", choices=("json", "text"), default="json", help="log format (default: json)")
+    p.add_argument("--verbose", action="store_true", help="debug logging")
+    p.add_argument("--leader-elect", action="store_true",
+                   help="run only while holding a coordination.k8s.io Lease (for more than one replica)")
+    p.add_argument("--lease-name", default="embedding-index-controller", help="name of the Lease")
+    p.add_argument("--lease-namespace", help="namespace of the Lease (default: the first watched namespace)")
+    p.add_argument("--lease-duration", type=int, default=15, metavar="SECONDS", help="lease duration (15)")
+    p.add_argument("--renew-deadline", type=float, default=10.0, metavar="SECONDS",
+                   help="step down when the lease could not be renewed for this long (10)")
+    p.set_defaults(run=run)
+
+
+def namespaces_of(values: list[str]) -> tuple[str, ...]:
+    out = [ns.strip() for value in values for ns in value.split(",") if ns.strip()]
+    return tuple(dict.fromkeys(out))
+
+
+def current_namespace() -> str:
+    """The pod's namespace in a cluster, else `default` (kubectl's fallback)."""
+    path = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+    return path.read_text().strip() if path.is_file() else "default"
+
+
+def run(args: argparse.Namespace) -> int:
+    from controller.operator.handlers import OperatorConfig, Runtime  # kopf is the operator extra
+    from controller.operator.main import OperatorOptions, kube_api_client, run as run_operator, setup_logging
+    from controller.operator.routing import KubePublisher
+    from controller.operator.statuswriter import KubeStatusWriter
+
+    store = args.store or os.environ.get(STORE_ENV)
+    if not store:
+        raise InvalidInput(f"the operator needs a store directory: pass --store DIR or set ${STORE_ENV}",
+                           field="--store")
+    data_dir = Path(args.data_dir or os.environ.get(DATA_DIR_ENV) or Path.cwd())
+    if not data_dir.is_dir():
+        raise InvalidInput(f"data directory {str(data_dir)!r} does not exist; pass --data-dir or set "
+                           f"${DATA_DIR_ENV}", field="--data-dir", value=str(data_dir))
+    if args.lease_duration <= args.renew_deadline:
+        raise InvalidInput(f"--lease-duration ({args.lease_duration}) must exceed --renew-deadline "
+                           f"({args.renew_deadline:g}) so a leader steps down before another takes over",
+                           field="--lease-duration", value=args.lease_duration)
+    namespaces = () if args.all_namespaces else (namespaces_of(args.namespace) or (current_namespace(),))
+    setup_logging(args.log_format, args.verbose)
+    config = OperatorConfig(store_root=Path(store), data_dir=data_dir,
+                            data_roots=tuple(Path(p) for p in args.data_root), interval=args.interval,
+                            on_delete_default=args.on_delete)
+    api = kube_api_client()
+    rt = Runtime(config=config, publisher=KubePublisher(api), status_writer=KubeStatusWriter(api))
+    options = OperatorOptions(namespaces=namespaces, all_namespaces=args.all_namespaces,
+                              health_port=args.health_port, metrics_port=args.metrics_port,
+                              leader_elect=args.leader_elect, lease_name=args.lease_name,
+                              lease_namespace=args.lease_namespace or (namespaces[0] if namespaces
+                                                                       else current_namespace()),
+                              lease_duration=args.lease_duration, renew_deadline=args.renew_deadline)
+    return run_operator(rt, options)

@@ -1,0 +1,256 @@
+"""kopf handlers: parse the resource, call engine.reconcile_index, write status once.
+
+Level-based: the same cycle runs on create, on resume (operator restart), on a
+spec change and on a timer, so a store changed behind the operator's back (or a
+missed event) is corrected at the next tick. Every decision (phase, conditions,
+gates, rollback) comes from the engine; this module maps its outcome to
+Kubernetes: a status patch, Events, a routing ConfigMap, metrics, and kopf's
+error classes (InvalidInput -> PermanentError, anything else -> TemporaryError
+with exponential backoff).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import kopf
+
+from controller.core.status import compute_status
+from controller.core.types import Plan
+from controller.engine.reconcile import Hooks, remove_index, reconcile_index, utc_now
+from controller.errors import InvalidInput
+from controller.operator.body import (ON_DELETE_ANNOTATION, loaded_from_body, on_delete_policy, plain,
+                                      resource_ref, store_for)
+from controller.operator.metrics import Metrics
+from controller.operator.routing import NullPublisher, RoutingPublisher, owner_reference, routing_record
+from controller.operator.statuswriter import MemoryStatusWriter, StatusWriter
+from controller.spec.crd import GROUP, PLURAL, VERSION
+
+log = logging.getLogger("controller.operator")
+
+FINALIZER = "indexops.dev/finalizer"
+WARNING_EVENTS = {"GateFailed", "RolledBack"}
+MAX_BACKOFF_S = 300.0
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    store_root: Path
+    data_dir: Path
+    data_roots: tuple[Path, ...] = ()
+    interval: float = 300.0  # seconds between level-based re-reconciles
+    on_delete_default: str = "retain"
+    base_backoff: float = 5.0  # first retry delay after a temporary error; doubles per retry
+    api_backoffs: tuple[float, ...] = (1, 1, 2, 3, 5, 8, 13, 21)  # kopf's retries of failed API calls
+    watch_timeout: float = 300.0  # server-side watch timeout: watches are re-established at least this often
+
+
+@dataclass
+class Runtime:
+    """What the handlers share: configuration, metrics, the ConfigMap publisher, per-namespace locks."""
+
+    config: OperatorConfig
+    metrics: Metrics = field(default_factory=Metrics)
+    publisher: RoutingPublisher = field(default_factory=NullPublisher)
+    status_writer: StatusWriter = field(default_factory=MemoryStatusWriter)
+    post_event: Callable[..., None] = kopf.event  # replaced in unit tests
+    _locks: dict[str, threading.Lock] = field(default_factory=lambda: defaultdict(threading.Lock))
+    _guard: threading.Lock = field(default_factory=threading.Lock)
+    ready: threading.Event = field(default_factory=threading.Event)
+    last_cycle: float = field(default_factory=time.monotonic)
+
+    def lock_for(self, namespace: str | None) -> threading.Lock:
+        # One store per namespace and one writer per store: serialise here rather than fail on the flock.
+        with self._guard:
+            return self._locks[namespace or ""]
+
+
+def backoff(retry: int, base: float) -> float:
+    return min(MAX_BACKOFF_S, base * (2 ** max(0, retry)))
+
+
+def cr_status(status: dict[str, Any], generation: int | None) -> dict[str, Any]:
+    """The engine's status plus what Kubernetes clients expect: observedGeneration, also per condition."""
+    out = dict(status)
+    out["observedGeneration"] = generation
+    out["conditions"] = [{**c, "observedGeneration": generation} for c in status.get("conditions", [])]
+    return out
+
+
+def error_status(rt: Runtime, body: dict[str, Any], message: str) -> dict[str, Any]:
+    """Stalled status for a cycle that could not run, computed by the same core function."""
+    meta = body.get("metadata", {})
+    name = meta.get("name", "")
+    store = store_for(rt.config.store_root, meta.get("namespace"))
+    alias = (body.get("spec") or {}).get("alias") or name
+    status = compute_status(name=name, alias=alias, routing=store.routing(name), versions=store.versions(name),
+                            plan=Plan(name), verdicts={}, manifest_digest="",
+                            previous=body.get("status") or None, now=utc_now(), error=message)
+    return cr_status(status, meta.get("generation"))
+
+
+def event_message(event: dict[str, Any]) -> str:
+    if event.get("message"):
+        return str(event["message"])
+    if event.get("event") == "ShadowBuilt":
+        return (f"built shadow version {event.get('version')} from {event.get('documents')} documents "
+                f"({event.get('embedded')} embedded, the rest reused)")
+    return f"{event.get('event')} {event.get('version')}"
+
+
+def make_hooks(rt: Runtime, body: dict[str, Any]) -> Hooks:
+    meta = body.get("metadata", {})
+    namespace, name = meta.get("namespace") or "", meta.get("name", "")
+
+    def on_transition(_index: str, event: dict[str, Any]) -> None:
+        kind = str(event.get("event"))
+        rt.metrics.transitions.labels(namespace, name, kind).inc()
+        event_type = "Warning" if kind in WARNING_EVENTS else "Normal"
+        try:
+            rt.post_event(body, type=event_type, reason=kind, message=event_message(event)[:1024])
+        except Exception as exc:  # an Event is a notification: never fail the cycle over one
+            log.warning("could not post the %s event for %s: %s", kind, resource_ref(namespace, name), exc)
+
+    return Hooks(journal_extra={"resource": f"{namespace}/{name}", "generation": meta.get("generation")},
+                 on_transition=on_transition)
+
+
+def reconcile_resource(rt: Runtime, body: dict[str, Any]) -> dict[str, Any]:
+    """One cycle for one resource; returns the status to patch. Raises the engine's errors."""
+    meta = body.get("metadata", {})
+    namespace = meta.get("namespace")
+    loaded = loaded_from_body(body, rt.config.data_dir, rt.config.data_roots)
+    with rt.lock_for(namespace):
+        result = reconcile_index(loaded, store_for(rt.config.store_root, namespace), hooks=make_hooks(rt, body))
+    status = cr_status(result.status or {}, meta.get("generation"))
+    rt.publisher.publish(namespace or "default", loaded.name, owner_reference(body), routing_record(status))
+    return status
+
+
+def run_cycle(rt: Runtime, body: Any, retry: int, trigger: str) -> None:
+    """The handler body shared by create/resume/update/timer: errors become kopf's error classes."""
+    raw = plain(body)
+    meta = raw.get("metadata", {})
+    namespace, name = meta.get("namespace") or "", meta.get("name", "")
+    ref = resource_ref(namespace, name)
+    started = time.monotonic()
+    result = "error"
+    try:
+        try:
+            status = reconcile_resource(rt, raw)
+        except InvalidInput as exc:
+            result = "invalid"
+            rt.status_writer.write(raw, error_status(rt, raw, str(exc)))
+            raise kopf.PermanentError(f"{exc} (fix the resource; it is retried when its spec changes)") from exc
+        rt.status_writer.write(raw, status)
+        result = "ok"
+    except kopf.PermanentError:
+        raise
+    except Exception as exc:  # ControllerError, OSError, API errors: all may pass on a later try
+        delay = backoff(retry, rt.config.base_backoff)
+        if retry >= 2:  # a blip (store busy, API hiccup) should not flip the phase; a repeat should
+            try:
+                rt.status_writer.write(raw, error_status(rt, raw, f"{type(exc).__name__}: {exc}"))
+            except Exception:  # noqa: S110 - the API is failing too; the retry below reports it
+                pass
+        raise kopf.TemporaryError(f"{ref}: {exc}; retry {retry + 1} in {delay:g}s", delay=delay) from exc
+    finally:
+        rt.metrics.reconciles.labels(namespace, name, result).inc()
+        rt.metrics.duration.labels(namespace, name).observe(time.monotonic() - started)
+        rt.last_cycle = time.monotonic()
+    rt.metrics.observe_status(namespace, name, status)
+    log.info("%s reconciled (%s): phase %s, stable %s, candidate %s at %g%%", ref, trigger, status.get("phase"),
+             (status.get("stable") or {}).get("version"), (status.get("candidate") or {}).get("version"),
+             status.get("weight") or 0.0)
+
+
+def finalize(rt: Runtime, body: Any, retry: int) -> None:
+    """On delete: keep or remove the store's versions per the annotation, drop the ConfigMap and series."""
+    raw = plain(body)
+    meta = raw.get("metadata", {})
+    namespace, name = meta.get("namespace"), meta.get("name", "")
+    try:
+        policy = on_delete_policy(raw, rt.config.on_delete_default)
+    except InvalidInput as exc:
+        # Never block a deletion on a typo: keeping data is the safe reading of an unclear wish.
+        log.warning("%s; retaining the built versions", exc)
+        policy = "retain"
+    try:
+        store = store_for(rt.config.store_root, namespace)
+        with rt.lock_for(namespace):
+            if policy == "delete":
+                remove_index(store, name)
+        rt.publisher.remove(namespace or "default", name)
+    except Exception as exc:
+        delay = backoff(retry, rt.config.base_backoff)
+        raise kopf.TemporaryError(f"{resource_ref(namespace, name)}: cleanup failed: {exc}", delay=delay) from exc
+    rt.metrics.forget(namespace or "", name)
+    where = store.index_dir(name)
+    message = (f"deleted every version of {name} from the store ({where})" if policy == "delete" else
+               f"kept the built versions of {name} in the store ({where}); set the annotation "
+               f"{ON_DELETE_ANNOTATION}=delete to remove them with the resource")
+    log.info("%s finalized: %s", resource_ref(namespace, name), message)
+    try:
+        rt.post_event(raw, type="Normal", reason="IndexDeleted" if policy == "delete" else "IndexRetained",
+                      message=message)
+    except Exception as exc:
+        log.warning("could not post the deletion event for %s: %s", resource_ref(namespace, name), exc)
+
+
+def configure_settings(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration")
+    # Only our explicit lifecycle Events and warnings reach `kubectl describe`, not every handler log line.
+    settings.posting.level = logging.WARNING
+    settings.networking.error_backoffs = config.api_backoffs
+    settings.watching.server_timeout = config.watch_timeout
+    settings.watching.client_timeout = config.watch_timeout + 30
+    settings.execution.max_workers = 4
+    # The CRD is installed with the chart and the namespaces are given: no need to list and watch
+    # namespaces or CRDs, which would also need cluster-wide RBAC the chart does not grant.
+    settings.scanning.disabled = True
+
+
+def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
+    """A fresh registry with every handler bound to `rt` (tests run several operators in one process)."""
+    registry = kopf.OperatorRegistry()
+    resource = (GROUP, VERSION, PLURAL)
+
+    @kopf.on.startup(registry=registry)
+    def _configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        configure_settings(settings, rt.config)
+        rt.ready.set()
+
+    @kopf.on.probe(id="lastCycleAgeSeconds", registry=registry)
+    def _probe(**_: Any) -> float:
+        return round(time.monotonic() - rt.last_cycle, 1)
+
+    @kopf.on.resume(*resource, registry=registry)
+    def _on_resume(body: Any, retry: int, **_: Any) -> None:
+        run_cycle(rt, body, retry, "resume")
+
+    @kopf.on.create(*resource, registry=registry)
+    def _on_create(body: Any, retry: int, **_: Any) -> None:
+        run_cycle(rt, body, retry, "create")
+
+    @kopf.on.update(*resource, field="spec", registry=registry)
+    def _on_update(body: Any, retry: int, **_: Any) -> None:
+        run_cycle(rt, body, retry, "update")
+
+    @kopf.timer(*resource, interval=rt.config.interval, initial_delay=rt.config.interval, registry=registry)
+    def _on_timer(body: Any, retry: int, **_: Any) -> None:
+        run_cycle(rt, body, retry, "timer")
+
+    @kopf.on.delete(*resource, registry=registry)
+    def _on_delete(body: Any, retry: int, **_: Any) -> None:
+        finalize(rt, body, retry)
+
+    return registry

@@ -1,0 +1,127 @@
+"""The real kopf operator, in-process, against the stateful kmock Kubernetes emulator.
+
+The scenario follows a user: apply an index (a real FAISS build of the quickstart
+corpus), change the rollout percentage, apply a model that fails its golden
+gate, delete the resource. A second test injects API faults (409 conflicts,
+500s, dropped watches) and shows the level-based operator converges anyway.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.operator.conftest import NAMESPACE, Api, eventually, example
+from tests.operator.kmock_state import StatefulEmulator
+
+pytestmark = [pytest.mark.operator, pytest.mark.asyncio, pytest.mark.kmock(cls=StatefulEmulator)]
+
+
+def phase(api: Api, name: str, wanted: str, generation: int | None = None):
+    def check():
+        body = api.get(name) or {}
+        status = body.get("status") or {}
+        ok = status.get("phase") == wanted
+        if generation is not None:
+            ok = ok and status.get("observedGeneration") == generation
+        return status if ok else None
+    return check
+
+
+async def test_lifecycle_create_weight_rollback_delete(cluster: Api, operator, tmp_path: Path) -> None:
+    rt, _ = operator
+    await cluster.create(example("quickstart-v1.yaml", **{"indexops.dev/on-delete": "delete"}))
+    status = await eventually(phase(cluster, "quickstart", "Healthy", 1), 15, "v1 Healthy")
+    assert status["stable"]["version"] == "v1" and status.get("candidate") is None
+    ready = {c["type"]: c for c in status["conditions"]}["Ready"]
+    assert ready["status"] == "True" and ready["observedGeneration"] == 1
+    assert {g["metric"] for g in status["gates"]} >= {"ndcg@10", "recall@10"}
+    assert all(g["value"] is not None and g["threshold"] is not None for g in status["gates"])
+    cm = await eventually(lambda: cluster.configmap("quickstart"), 10, "routing ConfigMap")
+    assert cm["data"]["stable"] == "v1" and cm["data"]["weight"] == "0"
+    assert cm["metadata"]["ownerReferences"][0]["kind"] == "EmbeddingIndex"
+    assert "indexops.dev/finalizer" in cluster.get("quickstart")["metadata"]["finalizers"]
+    reasons = {e["reason"] for e in cluster.events("quickstart")}
+    assert "ShadowBuilt" in reasons
+
+    # A new model at 25%: built, checked, weighted.
+    canary = example("quickstart-v2-canary.yaml")
+    await cluster.patch("quickstart", {"spec": canary["spec"]})
+    status = await eventually(phase(cluster, "quickstart", "Progressing", 2), 60, "v2 at 25%")
+    assert (status["candidate"]["version"], status["weight"]) == ("v2", 25.0)
+
+    # Only the percentage changes: the weight follows, nothing is rebuilt.
+    await cluster.patch("quickstart", {"spec": {"rollout": {"percentage": 60}}})
+    status = await eventually(phase(cluster, "quickstart", "Progressing", 3), 30, "weight 60")
+    assert status["weight"] == 60.0 and status["versions"] == ["v1", "v2"]
+    await eventually(lambda: cluster.configmap("quickstart")["data"]["weight"] == "60", 10, "ConfigMap weight")
+    metrics = rt.metrics.exposition().decode()
+    assert 'embeddingindex_candidate_weight_percent{name="quickstart",namespace="search"} 60.0' in metrics
+    assert "embeddingindex_gate_value{" in metrics and "embeddingindex_reconcile_duration_seconds" in metrics
+
+    await cluster.patch("quickstart", {"spec": {"rollout": {"percentage": 100}}})
+    status = await eventually(phase(cluster, "quickstart", "Healthy", 4), 30, "v2 stable")
+    assert status["stable"]["version"] == "v2"
+    assert "AliasSwitched" in {e["reason"] for e in cluster.events("quickstart")}
+
+    # v3 squeezes features into 64 buckets: its golden gates fail, it is rolled back.
+    bad = example("quickstart-v3.yaml")
+    await cluster.patch("quickstart", {"spec": bad["spec"]})
+    status = await eventually(phase(cluster, "quickstart", "RolledBack", 5), 60, "v3 rolled back")
+    assert status["stable"]["version"] == "v2" and status.get("candidate") is None
+    degraded = {c["type"]: c for c in status["conditions"]}["Degraded"]
+    assert degraded["status"] == "True" and degraded["reason"] == "GateFailed"
+    assert "< min 0.5" in degraded["message"] or "< min 0.6" in degraded["message"], degraded["message"]
+    failed = [g for g in status["gates"] if not g["passed"]]
+    assert failed and all(g["value"] < g["threshold"] for g in failed if g["kind"] == "min")
+    warnings = [e for e in cluster.events("quickstart") if e["type"] == "Warning"]
+    assert {"GateFailed", "RolledBack"} <= {e["reason"] for e in warnings}
+    assert any("min" in e["message"] for e in warnings if e["reason"] == "GateFailed")
+    assert cluster.configmap("quickstart")["data"]["stable"] == "v2"
+
+    # Delete: the finalizer removes the versions (annotation on-delete=delete) and the ConfigMap.
+    index_dir = rt.config.store_root / NAMESPACE / "indexes" / "quickstart"
+    assert index_dir.is_dir()
+    await cluster.delete("quickstart")
+    await eventually(lambda: cluster.get("quickstart") is None, 30, "the finalizer to release the resource")
+    assert not index_dir.exists()
+    assert cluster.configmap("quickstart") is None
+    assert "IndexDeleted" in {e["reason"] for e in cluster.events("quickstart")}
+
+
+async def test_invalid_spec_is_a_permanent_error_with_a_stalled_status(cluster: Api, operator) -> None:
+    body = example("quickstart-v1.yaml")
+    body["metadata"]["name"] = "broken"
+    body["spec"]["corpus"]["path"] = "data/missing.jsonl"
+    await cluster.create(body)
+    status = await eventually(phase(cluster, "broken", "Stalled"), 30, "Stalled")
+    stalled = {c["type"]: c for c in status["conditions"]}["Stalled"]
+    assert "spec.corpus.path" in stalled["message"] and "missing.jsonl" in stalled["message"]
+    assert "EmbeddingIndex search/broken" in stalled["message"]
+    # Fixing the spec recovers without a restart.
+    await cluster.patch("broken", {"spec": {"corpus": {"path": "data/corpus.jsonl"}}})
+    await eventually(phase(cluster, "broken", "Healthy"), 60, "Healthy after the fix")
+
+
+async def test_converges_despite_conflicts_server_errors_and_dropped_watches(cluster: Api, operator) -> None:
+    emulator = cluster.emulator
+    status_path = r"/embeddingindexes/faulty/status$"
+    emulator.fail("PATCH", status_path, 500, times=2)   # retried inside kopf's API client
+    emulator.fail("PATCH", status_path, 409, times=1)   # surfaces: the timer/next event redoes it
+    emulator.fail("PATCH", r"/embeddingindexes/faulty$", 409, times=1)
+    body = example("quickstart-v1.yaml")
+    body["metadata"]["name"] = "faulty"
+    await cluster.create(body)
+    await eventually(phase(cluster, "faulty", "Healthy", 1), 60, "Healthy despite faults")
+
+    # The API server "restarts": every watch ends and the next two watch attempts fail with 500.
+    emulator.fail("GET", r"/embeddingindexes$", 500, times=2, watch=True)
+    await emulator.drop_watches()
+    canary = example("quickstart-v2-canary.yaml")
+    await cluster.patch("faulty", {"spec": canary["spec"]})
+    status = await eventually(phase(cluster, "faulty", "Progressing", 2), 90, "v2 at 25% after the drop")
+    assert status["weight"] == 25.0
+    injected = {(path.rsplit("/", 1)[-1], code) for _, path, code in emulator.injected}
+    assert {("status", 500), ("status", 409), ("faulty", 409)} <= injected
+    assert ("embeddingindexes", 500) in injected
