@@ -92,7 +92,8 @@ def _fp(fp: dict) -> str:
 def _target(desired: Desired, observed: Observed) -> VersionInfo | None:
     """The built version that matches the manifest and the current corpus, if any."""
     matches = [v for v in observed.versions
-               if v.label == desired.label and v.corpus_digest == observed.corpus_digest]
+               if v.label == desired.label and v.corpus_digest == observed.corpus_digest
+               and not (v.stale and desired.retrain_stale)]  # a stale trained index is rebuilt when asked
     return max(matches, key=lambda v: v.created) if matches else None
 
 
@@ -111,11 +112,17 @@ def _build(desired: Desired, observed: Observed, version_id: str) -> Action:
     reused = observed.documents - observed.to_embed
     source = f", reusing {reused} vectors of {observed.reuse_from}" if reused else ""
     same_label = any(v.label == desired.label for v in observed.versions)
+    stale = [v.id for v in observed.versions if v.label == desired.label and v.stale
+             and v.corpus_digest == observed.corpus_digest]
     reason = R.CORPUS_CHANGED if same_label else (R.FIRST_VERSION if not observed.versions else R.NEW_VERSION)
+    if stale and desired.retrain_stale:
+        reason = R.RETRAINED
     why = {
         R.FIRST_VERSION: "first version of this index",
         R.NEW_VERSION: f"the manifest asks for index version {desired.label}",
         R.CORPUS_CHANGED: f"the corpus changed under index version {desired.label}",
+        R.RETRAINED: (f"{', '.join(stale)} kept centroids/codebooks trained before the corpus drifted "
+                      "(IndexStale) and spec.checks.corpusDrift.retrain is true: retrain"),
     }[reason]
     verb = "read precomputed vectors of" if desired.fingerprint.get("provider") == "precomputed" else "embed"
     return Action("build", version_id, reason,

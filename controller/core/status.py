@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from controller.core import reasons as R
+from controller.core.stale import stale_condition
 from controller.core.types import Condition, Plan, Routing, VersionInfo
 
 PHASES = ("Healthy", "Progressing", "RolledBack", "Stalled", "Suspended", "Paused", "Pending")
@@ -18,7 +19,10 @@ PHASES = ("Healthy", "Progressing", "RolledBack", "Stalled", "Suspended", "Pause
 def compute_status(*, name: str, alias: str, routing: Routing, versions: list[VersionInfo],
                    plan: Plan, verdicts: dict[str, dict[str, Any]], manifest_digest: str,
                    previous: dict[str, Any] | None, now: str, error: str | None = None,
-                   extra: dict[str, Any] | None = None) -> dict[str, Any]:
+                   extra: dict[str, Any] | None = None,
+                   corpus_drift: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``corpus_drift`` is the target's build-time corpus drift record (meta.json ``corpusDrift``);
+    when present the status carries it and an IndexStale condition."""
     by_id = {v.id: v for v in versions}
     target = by_id.get(plan.target) if plan.target else None
     phase, reason, message = _phase(routing, target, plan, error)
@@ -44,8 +48,11 @@ def compute_status(*, name: str, alias: str, routing: Routing, versions: list[Ve
         "goldenDigest": report.get("goldenDigest"),
         "versions": [v.id for v in versions],
         "observedManifestDigest": manifest_digest,
-        "conditions": _conditions(phase, reason, message, previous, now),
+        "conditions": _conditions(phase, reason, message, previous, now,
+                                  stale_condition((corpus_drift or {}).get("assessment"))),
     }
+    if corpus_drift:
+        status["corpusDrift"] = corpus_drift
     if extra:
         status.update(extra)
     return status
@@ -86,13 +93,15 @@ def _phase(routing: Routing, target: VersionInfo | None, plan: Plan,
 
 
 def _conditions(phase: str, reason: str, message: str, previous: dict[str, Any] | None,
-                now: str) -> list[dict[str, Any]]:
+                now: str, stale: Condition | None = None) -> list[dict[str, Any]]:
     wanted = [
         Condition("Ready", "True" if phase == "Healthy" else "False", reason, message),
         Condition("Progressing", "True" if phase in ("Progressing", "Pending") else "False", reason, message),
         Condition("Degraded", "True" if phase == "RolledBack" else "False", reason, message),
         Condition("Stalled", "True" if phase == "Stalled" else "False", reason, message),
     ]
+    if stale is not None:  # only indexes whose corpus drift was measured carry IndexStale
+        wanted.append(stale)
     before = {c["type"]: c for c in (previous or {}).get("conditions", [])}
     out = []
     for cond in wanted:

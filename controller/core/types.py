@@ -25,6 +25,7 @@ class VersionInfo:
     documents: int = 0
     verdict: Verdict | None = None
     verdict_message: str = ""
+    stale: bool = False  # trained index kept its centroids/codebooks although the corpus drifted
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class Desired:
     keep: int
     suspend: bool = False
     manifest_digest: str = ""
+    retrain_stale: bool = False  # spec.checks.corpusDrift.retrain: rebuild a stale trained index
 
 
 @dataclass(frozen=True)

@@ -13,11 +13,12 @@ from typing import Any
 import numpy as np
 
 from controller.checks import golden as G
-from controller.checks.drift import NormCache, calibrate, run_drift
+from controller.checks.drift import NormCache, run_drift
 from controller.checks.stats import most_regressed, paired_bootstrap
 from controller.core.gates import Context, GateSpec, default_gates, evaluate_gates
 from controller.core.types import CheckReport, GateResult
 from controller.embed import make_embedder
+from controller.engine.drift import resolve_threshold
 from controller.errors import CheckError, ControllerError, InvalidInput
 from controller.spec.load import LoadedManifest
 from controller.store import faiss_index
@@ -85,14 +86,14 @@ def _drift(store: Store, name: str, version: str, baseline: str,
     cache = NormCache()
     results, gates = [], []
     for check in checks:
-        threshold = check.max
-        if threshold == "auto":
-            threshold = calibrate(check.metric, ref)
+        # auto: the stored `controller calibrate` thresholds of this baseline, else calibrated now
+        threshold, source = resolve_threshold(store, name, baseline, check.metric, check.max, ref)
         try:
             result = run_drift(check.metric, ref, cur, threshold=threshold, same_space=same_space, cache=cache)
         except InvalidInput as exc:
             raise InvalidInput(exc.reason, field="spec.checks.drift.metric", value=check.metric) from exc
-        results.append({**result.to_dict(), "enforced": check.enforce})
+        results.append({**result.to_dict(), "enforced": check.enforce,
+                        "thresholdSource": source or ("max" if check.max is not None else "default")})
         if check.enforce and result.informative:
             gates.append(GateResult(result.statistic, "drift", result.value, result.threshold,
                                     not result.drifted, result.detail))

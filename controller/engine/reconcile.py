@@ -26,6 +26,7 @@ from controller.embed.base import check_finite
 from controller.errors import EmbedError, InvalidInput
 from controller.checks.golden import load_golden
 from controller.engine.checks import run_checks
+from controller.engine.drift import corpus_drift_for_build, corpus_drift_of, reuse_training
 from controller.progress import Progress, silent
 from controller.spec.load import LoadedManifest
 from controller.store import faiss_index
@@ -82,7 +83,8 @@ def desired_of(loaded: LoadedManifest) -> Desired:
     s = m.spec
     return Desired(name=m.name, alias=m.alias, label=s.index.version, fingerprint=s.model.fingerprint(),
                    factory=s.index.factory, metric=s.index.metric, percentage=s.rollout.percentage,
-                   keep=s.history.keep, suspend=s.suspend, manifest_digest=loaded.digest)
+                   keep=s.history.keep, suspend=s.suspend, manifest_digest=loaded.digest,
+                   retrain_stale=bool(s.checks.corpus_drift and s.checks.corpus_drift.retrain))
 
 
 def observe(loaded: LoadedManifest, store: Store) -> Observation:
@@ -215,9 +217,12 @@ def _build(action: Action, obs: Observation, loaded: LoadedManifest, store: Stor
     except EmbedError as exc:
         raise InvalidInput(str(exc), file=loaded.source, field="spec.model", value=spec.model.name) from exc
     embed_s = time.monotonic() - started
+    # corpus drift under the same model decides whether a trained index keeps its training
+    corpus_drift = corpus_drift_for_build(store, loaded, corpus, vectors)
     started = time.monotonic()
+    reused = reuse_training(store, loaded, corpus_drift, vectors)
     try:
-        index = faiss_index.build_index(vectors, spec.index.factory, spec.index.metric,
+        index = reused if reused is not None else faiss_index.build_index(vectors, spec.index.factory, spec.index.metric,
                                         progress=hooks.progress("building"))
     except InvalidInput as exc:
         raise InvalidInput(exc.reason, file=loaded.source, field=exc.field, value=exc.value) from exc
@@ -236,6 +241,9 @@ def _build(action: Action, obs: Observation, loaded: LoadedManifest, store: Stor
                   "embedSeconds": round(embed_s, 3), "buildSeconds": round(build_s, 3)},
         "manifestDigest": loaded.digest,
     }
+    if corpus_drift is not None:
+        meta["corpusDrift"] = {**corpus_drift.to_dict(),
+                               "trainedOn": corpus_drift.reference if reused is not None else action.version}
     store.write_version(loaded.name, action.version, index=index, vectors=vectors, ids=corpus.ids,
                         hashes=corpus.hashes, meta=meta, extra_files=_query_files(loaded))
     result.built += 1
@@ -251,9 +259,11 @@ def _created_stamp() -> str:
 
 def _query_files(loaded: LoadedManifest) -> dict[str, Path]:
     """Precomputed query vectors travel with the version so later checks need no old manifest."""
+    # golden query texts too: query drift embeds them later with the version's own model
+    files = {"queries/golden.jsonl": loaded.paths["queries"]} if "queries" in loaded.paths else {}
     if "queryVectors" not in loaded.paths:
-        return {}
-    files = {"queries/vectors.npy": loaded.paths["queryVectors"]}
+        return files
+    files["queries/vectors.npy"] = loaded.paths["queryVectors"]
     if "queryIds" in loaded.paths:
         files["queries/ids.txt"] = loaded.paths["queryIds"]
     return files
@@ -360,7 +370,8 @@ def _persist_status(loaded: LoadedManifest, store: Store, plan: Plan, error: str
     previous = store.status(name)
     status = compute_status(name=name, alias=loaded.manifest.alias, routing=store.routing(name),
                             versions=versions, plan=plan, verdicts=verdicts, manifest_digest=loaded.digest,
-                            previous=previous, now=utc_now(), error=error)
+                            previous=previous, now=utc_now(), error=error,
+                            corpus_drift=corpus_drift_of(store, name, plan.target, store.routing(name).stable))
     store.write_status(name, status)
     return status
 

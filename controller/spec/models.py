@@ -181,8 +181,48 @@ class GoldenSpec(Model):
     )
 
 
+class CorpusDriftMetric(Model):
+    metric: str = Field(
+        description="Drift statistic (any of spec.checks.drift[].metric; ksDims and mmd apply: same model)."
+    )
+    max: float | Literal["auto"] | None = Field(
+        default=None,
+        description="Threshold; default: the statistic's own; auto: calibrated on the reference version.",
+    )
+
+
+def _default_corpus_metrics() -> list[dict[str, str]]:
+    # plain dicts (validated into models by validate_default) keep the default JSON-printable
+    return [{"metric": m} for m in ("mmd", "ksDims", "cosineShift")]
+
+
+class CorpusDriftSpec(Model):
+    metrics: list[CorpusDriftMetric] = Field(
+        default_factory=_default_corpus_metrics,
+        validate_default=True,
+        min_length=1,
+        description="Statistics comparing new or changed documents with the stable version (default: mmd, ksDims, cosineShift).",
+    )
+    compare: Literal["changed", "all"] = Field(
+        default="changed",
+        description="changed: only new or changed documents vs the stable version's vectors; all: the whole new corpus.",
+    )
+    retrain: bool = Field(
+        default=False,
+        description=(
+            "When the corpus drifted and the index is trained (IVF, PQ): true retrains it on the new corpus; "
+            "false keeps the stable version's centroids/codebooks and sets IndexStale=True. Without drift "
+            "the trained structures are always reused (vectors are only added)."
+        ),
+    )
+
+
 class ChecksSpec(Model):
     drift: list[DriftCheck] = Field(default_factory=list, description="Drift statistics stable vs shadow.")
+    corpus_drift: CorpusDriftSpec | None = Field(
+        default=None,
+        description="Corpus drift under the same model, measured when the corpus changes (see docs/drift.md).",
+    )
     golden: GoldenSpec | None = Field(default=None, description="Golden query->docs evaluation.")
 
 

@@ -9,6 +9,8 @@ Layout, per index:
         routing.json          alias -> stable, candidate, weight, held
         status.json           the last computed status (written when it changes)
         history.jsonl         append-only journal of alias and weight changes
+        calibration.json      drift thresholds from `controller calibrate` (used by max: auto)
+        queries/<fp>.npz      reservoir of served query vectors per model fingerprint
 
 Why plain files and not SQLite: every record is small, read whole and written
 whole, so temp-file + fsync + rename gives atomic replacement with no server
@@ -100,6 +102,7 @@ class Store:
             corpus_digest=meta["corpus"]["digest"], created=meta["created"],
             documents=meta["corpus"]["documents"], verdict=verdict.get("verdict"),
             verdict_message=verdict.get("message", ""),
+            stale=bool(((meta.get("corpusDrift") or {}).get("assessment") or {}).get("stale", False)),
         )
 
     def meta(self, name: str, version: str) -> dict[str, Any]:
@@ -200,6 +203,13 @@ class Store:
             return False
         atomic.write_json(self.index_dir(name) / "status.json", status)
         return True
+
+    def calibration(self, name: str) -> dict[str, Any] | None:
+        """Stored drift calibration (`controller calibrate`): thresholds per statistic for one version."""
+        return atomic.read_json(self.index_dir(name) / "calibration.json")
+
+    def write_calibration(self, name: str, calibration: dict[str, Any]) -> None:
+        atomic.write_json(self.index_dir(name) / "calibration.json", calibration)
 
     def journal(self, name: str) -> list[dict[str, Any]]:
         return atomic.read_lines(self.index_dir(name) / "history.jsonl")

@@ -81,6 +81,10 @@ class NormCache:
         """Row L2 norms of ``x`` as float64, computed once per matrix."""
         return self._memo(self._norms, x, row_norms)
 
+    def put(self, x: np.ndarray, norms: np.ndarray) -> None:
+        """Record norms already known for ``x`` (e.g. rows indexed out of a larger matrix)."""
+        self._norms[id(x)] = (x, norms)
+
     def sorted_norms(self, x: np.ndarray) -> np.ndarray:
         """Sorted row norms (for binning-free 1-D distances), sorted once per matrix."""
         return self._memo(self._sorted, x, lambda a: np.sort(self.norms(a)))

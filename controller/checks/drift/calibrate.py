@@ -4,39 +4,96 @@ The reference is split at random into two halves ``splits`` times; the
 statistic on half vs half is what "no drift" looks like at this sample size.
 The (1 - false_alarm) quantile of those values is a threshold with about that
 false-alarm rate on undrifted data of half the reference's size.
+
+Why halves: it is the largest split that keeps both sides the same size. A
+comparison of larger samples (the full reference vs a full new version) has a
+narrower null, so the threshold is conservative there, never permissive.
 """
 
 from __future__ import annotations
+
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from controller.errors import CheckError, InvalidInput
 
-from .base import as_matrix
+from .base import NormCache, as_matrix
 
 
-def calibrate(name: str, reference: np.ndarray, *, splits: int = 100, false_alarm: float = 0.05,
-              seed: int = 0) -> float:
-    """(1 - false_alarm) quantile of ``name`` over random reference half-vs-half splits."""
-    from . import get_statistic  # late import: the registry imports this module
+@dataclass(frozen=True)
+class NullCalibration:
+    """The null distribution of one statistic and the threshold taken from it.
 
-    stat = get_statistic(name)
+    ``effect_null`` is the (1 - false_alarm) quantile of |effect size| under
+    the null: an observed effect above it is larger than reference noise.
+    """
+
+    statistic: str
+    threshold: float
+    false_alarm: float
+    splits: int
+    sample_size: int
+    default_threshold: float
+    null_median: float
+    null_max: float
+    default_false_alarm: float  # share of null splits the default threshold flags
+    effect_null: float | None
+
+    def to_dict(self) -> dict:
+        """Plain JSON-serialisable dict."""
+        return asdict(self)
+
+
+def _validate(false_alarm: float, splits: int) -> None:
     if not 0.0 < false_alarm < 1.0:
         raise InvalidInput(f"false_alarm must be in (0, 1), got {false_alarm!r}", field="false_alarm",
                            value=false_alarm)
     if splits < 1:
         raise InvalidInput(f"splits must be >= 1, got {splits!r}", field="splits", value=splits)
+
+
+def calibrate_null(name: str, reference: np.ndarray, *, splits: int = 100, false_alarm: float = 0.05,
+                   seed: int = 0) -> NullCalibration:
+    """Null distribution of ``name`` over random reference half-vs-half splits."""
+    from . import get_statistic  # late import: the registry imports this module
+
+    stat = get_statistic(name)
+    _validate(false_alarm, splits)
     ref = as_matrix(reference, "reference")
     if ref.shape[0] < 4:
         raise CheckError(f"calibration needs at least 4 reference rows to split, got {ref.shape[0]}")
     rng = np.random.default_rng(seed)
     half = ref.shape[0] // 2
     values: list[float] = []
+    effects: list[float] = []
+    detail = ""
+    cache = NormCache()  # norms of the full reference are computed once, then indexed per split
+    norms = cache.norms(ref)
     for i in range(splits):
         perm = rng.permutation(ref.shape[0])
-        r = stat.compute(ref[perm[:half]], ref[perm[half:]], stat.default_threshold, seed + i)
+        a, b = ref[perm[:half]], ref[perm[half:]]
+        split_cache = NormCache()
+        split_cache.put(a, norms[perm[:half]])
+        split_cache.put(b, norms[perm[half:]])
+        r = stat.compute(a, b, stat.default_threshold, seed + i, split_cache)
+        detail = r.detail
         if r.value is not None:
             values.append(r.value)
+            if r.effect_size is not None:
+                effects.append(abs(r.effect_size))
     if not values:
-        raise CheckError(f"{name} is not informative on this reference ({r.detail}); it cannot be calibrated")
-    return float(np.quantile(values, 1.0 - false_alarm))
+        raise CheckError(f"{name} is not informative on this reference ({detail}); it cannot be calibrated")
+    v = np.asarray(values)
+    return NullCalibration(
+        statistic=name, threshold=float(np.quantile(v, 1.0 - false_alarm)), false_alarm=false_alarm,
+        splits=len(values), sample_size=half, default_threshold=stat.default_threshold,
+        null_median=float(np.median(v)), null_max=float(v.max()),
+        default_false_alarm=float(np.mean(v > stat.default_threshold)),
+        effect_null=float(np.quantile(effects, 1.0 - false_alarm)) if effects else None)
+
+
+def calibrate(name: str, reference: np.ndarray, *, splits: int = 100, false_alarm: float = 0.05,
+              seed: int = 0) -> float:
+    """(1 - false_alarm) quantile of ``name`` over random reference half-vs-half splits."""
+    return calibrate_null(name, reference, splits=splits, false_alarm=false_alarm, seed=seed).threshold
