@@ -85,8 +85,9 @@ def test_a_deleted_manifest_keeps_serving_unless_prune(git_repo: GitRepo, tmp_pa
     assert report.ok and report.orphaned == ["quickstart"]
     assert store.routing("quickstart").stable == "v1"
     assert "deleted" in sync_state(store, "quickstart")["message"] and gone[:12] in sync_state(store, "quickstart")["message"]
+    store.index_dir("handmade").mkdir(parents=True)  # an index no sync applied: never pruned
     report = sync_once(source, store, prune=True)
-    assert report.pruned == ["quickstart"] and store.indexes() == []
+    assert report.pruned == ["quickstart"] and store.indexes() == ["handmade"]
 
 
 def test_sync_cli_once_reports_errors_in_one_line(git_repo: GitRepo, tmp_path: Path, capsys):
