@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import random
+import sys
 
 import numpy as np
 
 from controller.cli.common import add_output_arg, add_store_arg, print_json, resolve_store
 from controller.core.routing import choose_version
 from controller.engine.checks import stored_embedder
+from controller.engine.drift import record_served_query
 from controller.errors import ControllerError, NotFound
 from controller.store import faiss_index
 
@@ -20,6 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("text", help="query text")
     p.add_argument("-k", type=int, default=10, help="number of results (default 10)")
     p.add_argument("--key", help="routing key (e.g. a user id): the same key always hits the same version")
+    p.add_argument("--no-record", action="store_true",
+                   help="do not add the query vector to the reservoir that `controller drift --recorded` reads")
     add_output_arg(p)
     add_store_arg(p)
     p.set_defaults(run=run)
@@ -38,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
                               "free text in that model's space; query it from the pipeline that made them")
     embedder = stored_embedder(store, args.name, version)
     vector = embedder.embed_queries(["query"], [args.text])
+    if not args.no_record:
+        _record(store, args.name, version, vector)
     scores, rows = faiss_index.search(store.index(args.name, version), vector, max(args.k, 1),
                                       meta["index"]["metric"])
     ids, _ = store.vectors(args.name, version)
@@ -51,3 +57,11 @@ def run(args: argparse.Namespace) -> int:
     for h in hits:
         print(f"{h['rank']:>3}. {h['id']:<20} {h['score']:.4f}")
     return 0
+
+
+def _record(store, name: str, version: str, vector: np.ndarray) -> None:
+    """Keep the served query for query drift; a read-only store must not fail the query itself."""
+    try:
+        record_served_query(store, name, version, vector)
+    except (OSError, ControllerError) as exc:
+        print(f"warning: query not recorded for drift monitoring: {exc}", file=sys.stderr)

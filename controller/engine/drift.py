@@ -169,7 +169,13 @@ def build_on_trained(store: Store, name: str, reference: str, vectors: np.ndarra
 
 # ---- query drift (on demand) ---------------------------------------------------------------------
 def reference_queries(store: Store, name: str, version: str) -> tuple[np.ndarray, str]:
-    """Golden query vectors in the version's own space, and where they came from.
+    """Golden query vectors in the version's own space, and where they came from."""
+    _, vectors, source = golden_queries(store, name, version)
+    return vectors, source
+
+
+def golden_queries(store: Store, name: str, version: str) -> tuple[list[str], np.ndarray, str]:
+    """(query ids, vectors, source) of the golden queries in the version's own space.
 
     Precomputed models carry their query vectors (versions/<v>/queries/vectors.npy); other models
     embed the golden query texts copied at build time (versions/<v>/queries/golden.jsonl) with the
@@ -183,7 +189,10 @@ def reference_queries(store: Store, name: str, version: str) -> tuple[np.ndarray
         meta = store.meta(name, version)
         if meta["model"].get("normalize", True):
             vectors = l2_normalize(np.ascontiguousarray(vectors, dtype=np.float32))
-        return vectors, f"precomputed golden query vectors of {version}"
+        ids_file = d / "queries" / "ids.txt"
+        qids = ([l.strip() for l in ids_file.read_text(encoding="utf-8").splitlines() if l.strip()]
+                if ids_file.is_file() else [str(i) for i in range(vectors.shape[0])])
+        return qids, vectors, f"precomputed golden query vectors of {version}"
     texts_file = d / "queries" / "golden.jsonl"
     if not texts_file.is_file():
         raise NotFound(f"{name}/{version} has no golden queries to compare with (no queries/ in the version; "
@@ -197,7 +206,7 @@ def reference_queries(store: Store, name: str, version: str) -> tuple[np.ndarray
     if len(qids) < 2:
         raise CheckError(f"{texts_file} has {len(qids)} queries; query drift needs at least 2")
     vectors = stored_embedder(store, name, version).embed_queries(qids, texts)
-    return vectors, f"{len(qids)} golden query texts of {version} embedded with its model"
+    return qids, vectors, f"{len(qids)} golden query texts of {version} embedded with its model"
 
 
 def record_served_query(store: Store, name: str, version: str, vectors: np.ndarray) -> Q.Reservoir:

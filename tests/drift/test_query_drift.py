@@ -1,0 +1,85 @@
+"""Query drift: served queries recorded in a bounded reservoir, compared with the golden queries."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from controller.cli.main import main
+from controller.engine.drift import reference_queries
+from controller.store import queries as Q
+from controller.store.fs import Store
+from tests.helpers import manifest, workspace, write_manifest
+
+
+def test_reservoir_is_bounded_uniform_and_per_fingerprint(tmp_path: Path) -> None:
+    fp_a, fp_b = {"name": "a", "version": "1"}, {"name": "b", "version": "1"}
+    rng = np.random.default_rng(0)
+    for start in range(0, 1000, 100):
+        rows = np.arange(start, start + 100, dtype=np.float32)[:, None].repeat(4, axis=1)
+        res = Q.record_queries(tmp_path, fp_a, rows, capacity=50, rng=rng)
+    assert res.seen == 1000 and res.vectors.shape == (50, 4)
+    kept = res.vectors[:, 0]
+    assert kept.max() > 500 and kept.min() < 500  # a sample of everything, not the last 50
+    assert Q.read_reservoir(tmp_path, fp_b) is None
+    Q.record_queries(tmp_path, fp_b, np.ones((3, 8), dtype=np.float32))
+    assert Q.read_reservoir(tmp_path, fp_b).vectors.shape == (3, 8)
+    assert Q.read_reservoir(tmp_path, fp_a).seen == 1000
+    assert not list((tmp_path / "queries").glob(".*.tmp-*"))  # atomic writes leave no temp files
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory) -> tuple[Path, Path]:
+    ws = workspace(tmp_path_factory.mktemp("q"))
+    path = write_manifest(ws, manifest("v1"))
+    store = ws / "store"
+    assert main(["reconcile", str(path), "--store", str(store)]) == 0
+    return ws, store
+
+
+def test_recorded_queries_vs_golden(served, capsys) -> None:
+    ws, store = served
+    texts = [json.loads(l)["text"] for l in (ws / "data" / "queries.jsonl").read_text().splitlines()]
+    for text in texts[:40]:
+        assert main(["query", "qs", text, "--store", str(store), "-o", "json"]) == 0
+    assert main(["query", "qs", "not recorded", "--store", str(store), "--no-record"]) == 0
+    capsys.readouterr()
+    assert main(["drift", "qs", "--recorded", "--store", str(store), "-o", "json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    print(json.dumps({r["statistic"]: r["value"] for r in report["results"]}))
+    assert report["currentRows"] == 40 and "40 recorded queries (of 40 served)" in report["current"]
+    assert report["referenceRows"] == len(texts) and "golden query texts of v1" in report["reference"]
+    assert {r["statistic"] for r in report["results"]} == {"cosineShift", "pairCosineShift", "mmd", "ksDims"}
+    # the served queries are golden queries: same distribution, no alarm
+    assert not report["drifted"], report["results"]
+    assert main(["drift", "qs", "--recorded", "--store", str(store)]) == 0
+    assert "query drift: no drift" in capsys.readouterr().out
+
+
+def test_supplied_query_vectors_shifted_are_flagged(served, tmp_path: Path, capsys) -> None:
+    ws, store = served
+    golden, _ = reference_queries(Store(store), "qs", "v1")
+    rng = np.random.default_rng(1)
+    direction = rng.standard_normal(golden.shape[1]).astype(np.float32)
+    direction /= np.linalg.norm(direction)
+    shifted = golden + 0.5 * direction
+    shifted /= np.linalg.norm(shifted, axis=1, keepdims=True)
+    np.save(tmp_path / "recent.npy", shifted.astype(np.float32))
+    capsys.readouterr()
+    assert main(["drift", "qs", "--queries", str(tmp_path / "recent.npy"), "--store", str(store), "-o", "json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    print({r["statistic"]: (r["value"], r["drifted"]) for r in report["results"]})
+    assert report["drifted"] and {"mmd", "ksDims"} <= set(report["driftedStatistics"])
+
+
+def test_query_drift_bad_input(served, tmp_path: Path, capsys) -> None:
+    _, store = served
+    np.save(tmp_path / "wrong.npy", np.zeros((5, 7), dtype=np.float32))
+    assert main(["drift", "qs", "--queries", str(tmp_path / "wrong.npy"), "--store", str(store)]) == 2
+    assert "has 384 dimensions" in capsys.readouterr().err
+    (tmp_path / "junk.npy").write_text("nope")
+    assert main(["drift", "qs", "--queries", str(tmp_path / "junk.npy"), "--store", str(store)]) == 2
+    assert "cannot read" in capsys.readouterr().err
