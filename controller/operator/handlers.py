@@ -229,10 +229,6 @@ def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
         configure_settings(settings, rt.config)
         rt.ready.set()
 
-    @kopf.on.probe(id="lastCycleAgeSeconds", registry=registry)
-    def _probe(**_: Any) -> float:
-        return round(time.monotonic() - rt.last_cycle, 1)
-
     @kopf.on.resume(*resource, registry=registry)
     def _on_resume(body: Any, retry: int, **_: Any) -> None:
         run_cycle(rt, body, retry, "resume")
