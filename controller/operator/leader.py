@@ -79,6 +79,21 @@ class LeaseElector:
             log.info("became the leader (lease %s/%s, identity %s)", self.namespace, self.name, self.identity)
         return True
 
+    def release(self) -> None:
+        """Give the lease up if we hold it (best effort: on failure it simply expires)."""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            lease = self._api.read_namespaced_lease(self.name, self.namespace)
+            if lease.spec.holder_identity != self.identity:
+                return
+            lease.spec.holder_identity = None
+            lease.spec.renew_time = None
+            self._api.replace_namespaced_lease(self.name, self.namespace, lease)
+            log.info("released lease %s/%s", self.namespace, self.name)
+        except ApiException as exc:
+            log.warning("could not release lease %s/%s: %s", self.namespace, self.name, exc.reason)
+
     def _create(self, now: datetime) -> bool:
         from kubernetes.client.exceptions import ApiException
 

@@ -124,35 +124,46 @@ def kube_api_client() -> Any:
     return client.ApiClient()
 
 
-def run(rt: Runtime, options: OperatorOptions) -> int:
-    """Blocks until the operator stops; 1 when it stopped because the lease was lost."""
-    stop = threading.Event()
+def run(rt: Runtime, options: OperatorOptions, *, registry: kopf.OperatorRegistry | None = None,
+        api_client: Any = None, stop: threading.Event | None = None) -> int:
+    """Blocks until the operator stops (or `stop` is set); 1 when it stopped because the lease was lost."""
+    stop = stop or threading.Event()
     loop_alive = threading.Event()
     lost = threading.Event()
+    servers = []
     if options.health_port:
-        serve_http(options.health_port, health_routes(rt, lambda: loop_alive.is_set() or not rt.ready.is_set()))
+        servers.append(serve_http(options.health_port,
+                                  health_routes(rt, lambda: loop_alive.is_set() or not rt.ready.is_set())))
     if options.metrics_port:
-        serve_http(options.metrics_port, metrics_routes(rt))
-    if options.leader_elect:
-        elector = LeaseElector(kube_api_client(), options.lease_namespace, options.lease_name, options.identity,
-                               options.lease_duration, options.renew_deadline)
-        log.info("waiting for lease %s/%s as %s", options.lease_namespace, options.lease_name, options.identity)
-        if not elector.wait_for_leadership(stop):
-            return 0
-
-        def step_down() -> None:
-            lost.set()
-            stop.set()
-
-        threading.Thread(target=elector.keep_renewing, args=(stop, step_down), name="lease", daemon=True).start()
-    loop_alive.set()
+        servers.append(serve_http(options.metrics_port, metrics_routes(rt)))
+    elector: LeaseElector | None = None
     try:
-        asyncio.run(run_kopf(rt, options, stop_flag=stop))
-    except KeyboardInterrupt:
-        pass
+        if options.leader_elect:
+            elector = LeaseElector(api_client or kube_api_client(), options.lease_namespace, options.lease_name,
+                                   options.identity, options.lease_duration, options.renew_deadline)
+            log.info("waiting for lease %s/%s as %s", options.lease_namespace, options.lease_name,
+                     options.identity)
+            if not elector.wait_for_leadership(stop):
+                return 0
+
+            def step_down() -> None:
+                lost.set()
+                stop.set()
+
+            threading.Thread(target=elector.keep_renewing, args=(stop, step_down), name="lease",
+                             daemon=True).start()
+        loop_alive.set()
+        try:
+            asyncio.run(run_kopf(rt, options, stop_flag=stop, registry=registry))
+        except KeyboardInterrupt:
+            pass
     finally:
         loop_alive.clear()
         stop.set()
+        if elector is not None and not lost.is_set():
+            elector.release()  # a clean shutdown hands over at once instead of after the lease duration
+        for server in servers:
+            server.shutdown()
     return 1 if lost.is_set() else 0
 
 

@@ -131,18 +131,24 @@ async def cluster(kmock: StatefulEmulator) -> AsyncIterator[Api]:
     yield Api(kmock)
 
 
-@pytest_asyncio.fixture
-async def operator(cluster: Api, operator_config: OperatorConfig) -> AsyncIterator[tuple[Runtime, OperatorThread]]:
+def wire(cluster: Api, config: OperatorConfig) -> tuple[Runtime, Any, Any]:
+    """A runtime with the real Kubernetes publisher and status writer, and a registry logged in to kmock."""
     conf = kubernetes.client.Configuration()
     conf.host = cluster.url
     api = kubernetes.client.ApiClient(conf)
-    rt = Runtime(config=operator_config, publisher=KubePublisher(api), status_writer=KubeStatusWriter(api))
+    rt = Runtime(config=config, publisher=KubePublisher(api), status_writer=KubeStatusWriter(api))
     registry = build_registry(rt)
 
     @kopf.on.login(registry=registry)
     def _login(**_: Any) -> kopf.ConnectionInfo:
         return kopf.ConnectionInfo(server=cluster.url, insecure=True)
 
+    return rt, registry, api
+
+
+@pytest_asyncio.fixture
+async def operator(cluster: Api, operator_config: OperatorConfig) -> AsyncIterator[tuple[Runtime, OperatorThread]]:
+    rt, registry, _ = wire(cluster, operator_config)
     handle = start_in_thread(rt, OperatorOptions(namespaces=(NAMESPACE,)), registry=registry)
     await eventually(lambda: handle.ready_flag.is_set() or handle.errors, 20, "the operator to start")
     assert not handle.errors, handle.errors

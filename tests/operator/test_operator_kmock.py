@@ -12,7 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.operator.conftest import NAMESPACE, Api, eventually, example
+import asyncio
+import socket
+import threading
+import urllib.error
+import urllib.request
+
+from controller.operator.handlers import OperatorConfig
+from controller.operator.main import OperatorOptions, run
+from tests.operator.conftest import NAMESPACE, Api, eventually, example, wire
 from tests.operator.kmock_state import StatefulEmulator
 
 pytestmark = [pytest.mark.operator, pytest.mark.asyncio, pytest.mark.kmock(cls=StatefulEmulator)]
@@ -126,3 +134,63 @@ async def test_converges_despite_conflicts_server_errors_and_dropped_watches(clu
     injected = {(path.rsplit("/", 1)[-1], code) for _, path, code in emulator.injected}
     assert {("status", 500), ("status", 409), ("faulty", 409)} <= injected
     assert ("embeddingindexes", 500) in injected
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _http_status(port: int, path: str) -> int:
+    try:
+        return urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2).status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+async def test_only_the_lease_holder_reconciles_and_a_standby_takes_over(
+        cluster: Api, operator_config: OperatorConfig) -> None:
+    """`controller operator --leader-elect` as two replicas sharing one store: the process entry point."""
+    loop = asyncio.get_running_loop()
+    replicas = {}
+    for identity in ("pod-a", "pod-b"):
+        rt, registry, api = wire(cluster, operator_config)
+        options = OperatorOptions(namespaces=(NAMESPACE,), leader_elect=True, lease_name="eic",
+                                  lease_namespace=NAMESPACE, lease_duration=3, renew_deadline=2,
+                                  identity=identity, health_port=_free_port())
+        stop, codes = threading.Event(), []
+        thread = threading.Thread(target=lambda rt=rt, options=options, registry=registry, api=api, stop=stop,
+                                  codes=codes: codes.append(run(rt, options, registry=registry, api_client=api,
+                                                                stop=stop)), daemon=True)
+        replicas[identity] = (rt, options, stop, thread, codes)
+        thread.start()
+        if identity == "pod-a":
+            await eventually(rt.ready.is_set, 20, "pod-a to lead and start")
+
+    a_rt, a_opts, a_stop, a_thread, a_codes = replicas["pod-a"]
+    b_rt, b_opts, b_stop, b_thread, b_codes = replicas["pod-b"]
+    try:
+        await cluster.create(example("quickstart-v1.yaml") | {"metadata": {"name": "ha", "namespace": NAMESPACE}})
+        await eventually(phase(cluster, "ha", "Healthy", 1), 60, "Healthy via the leader")
+        assert cluster.emulator.body("leases", NAMESPACE, "eic")["spec"]["holderIdentity"] == "pod-a"
+        assert not b_rt.ready.is_set()  # the standby waits for the lease and reconciles nothing
+        assert "embeddingindex_reconcile_total{" not in b_rt.metrics.exposition().decode()
+        assert await loop.run_in_executor(None, _http_status, a_opts.health_port, "/readyz") == 200
+        assert await loop.run_in_executor(None, _http_status, b_opts.health_port, "/readyz") == 503
+        assert await loop.run_in_executor(None, _http_status, b_opts.health_port, "/healthz") == 200
+
+        a_stop.set()  # a rolling update stops the leader: it releases the lease on the way out
+        await loop.run_in_executor(None, a_thread.join, 30)
+        assert a_codes == [0]
+        await eventually(b_rt.ready.is_set, 20, "pod-b to take over")
+        canary = example("quickstart-v2-canary.yaml")
+        await cluster.patch("ha", {"spec": canary["spec"]})
+        status = await eventually(phase(cluster, "ha", "Progressing", 2), 60, "v2 at 25% via the new leader")
+        assert status["weight"] == 25.0
+        assert "embeddingindex_reconcile_total{" in b_rt.metrics.exposition().decode()
+    finally:
+        for _, _, stop, thread, _ in replicas.values():
+            stop.set()
+        for _, _, _, thread, _ in replicas.values():
+            await loop.run_in_executor(None, thread.join, 30)
