@@ -61,3 +61,7 @@ class CheckError(ControllerError):
 
 class EmbedError(ControllerError):
     """An embedder could not produce vectors."""
+
+
+class GitError(ControllerError):
+    """A git command failed: unreachable remote, unknown branch or ref, timeout."""

@@ -7,6 +7,9 @@ from pathlib import Path
 
 from controller.cli.common import add_data_root_arg, add_output_arg, add_store_arg, print_json, resolve_store
 from controller.engine.reconcile import Hooks, IndexResult, reconcile_index
+from controller.errors import InvalidInput
+from controller.gitops.notify import make_notifier
+from controller.gitops.planfile import write_plan_file
 from controller.progress import terminal_bar
 from controller.spec.load import load_manifests
 
@@ -18,6 +21,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dry-run", action="store_true", help="print the plan and change nothing")
     p.add_argument("--detailed-exitcode", action="store_true",
                    help="with --dry-run: exit 2 when changes are pending, 0 when none")
+    p.add_argument("--out", type=Path, metavar="FILE",
+                   help="with --dry-run: save the plan for `controller apply FILE`")
+    p.add_argument("--webhook", metavar="URL",
+                   help="POST a JSON event on each transition (also $CONTROLLER_WEBHOOK)")
     add_output_arg(p)
     add_store_arg(p)
     add_data_root_arg(p)
@@ -25,10 +32,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.out is not None and not args.dry_run:
+        raise InvalidInput("--out saves a plan for review and needs --dry-run", field="--out", value=str(args.out))
     manifests = load_manifests(args.path, args.data_root)
     store = resolve_store(args, args.path)
-    hooks = Hooks(progress=terminal_bar)
-    results = [reconcile_index(m, store, dry_run=args.dry_run, hooks=hooks) for m in manifests]
+    notifier = make_notifier(store.root, args.webhook, manifests)
+    hooks = Hooks(progress=terminal_bar, on_transition=notifier)
+    try:
+        results = [reconcile_index(m, store, dry_run=args.dry_run, hooks=hooks) for m in manifests]
+    finally:
+        notifier.close()
+    if args.out is not None:
+        write_plan_file(results, manifests, store, args.out, args.data_root)
     if args.output == "json":
         print_json({"dryRun": args.dry_run, "store": str(store.root), "indexes": [r.to_dict() for r in results]})
     else:

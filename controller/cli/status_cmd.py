@@ -7,6 +7,7 @@ from typing import Any
 
 from controller.cli.common import add_output_arg, add_store_arg, print_json, resolve_store
 from controller.errors import NotFound
+from controller.gitops.state import sync_state
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,7 +27,8 @@ def run(args: argparse.Namespace) -> int:
         status = store.status(name)
         if status is None:
             raise NotFound(f"index {name!r} has never been reconciled in {store.root}")
-        statuses.append(status)
+        sync = sync_state(store, name)
+        statuses.append({**status, "sync": sync} if sync else status)
     if args.output == "json":
         print_json(statuses[0] if args.name else statuses)
         return 0
@@ -52,6 +54,8 @@ def render(s: dict[str, Any]) -> str:
         f"  candidate  {_version(s.get('candidate'))}  weight {s.get('weight', 0):g}%",
         f"  message    {s.get('message', '')}",
     ]
+    if s.get("sync"):
+        lines.append(f"  sync       {s['sync']['message']}")
     if s.get("metrics"):
         checked = s.get("checkedVersion")
         nums = ", ".join(f"{k} {v:.4f}" for k, v in sorted(s["metrics"].items()))

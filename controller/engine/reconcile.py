@@ -23,7 +23,7 @@ from controller.core.status import compute_status
 from controller.core.types import Action, CheckReport, Desired, Observed, Plan, Routing
 from controller.embed import make_embedder
 from controller.embed.base import check_finite
-from controller.errors import EmbedError, InvalidInput
+from controller.errors import EmbedError, InvalidInput, StalePlan
 from controller.checks.golden import load_golden
 from controller.engine.checks import run_checks
 from controller.engine.drift import corpus_drift_for_build, corpus_drift_of, reuse_training
@@ -166,13 +166,25 @@ def plan_index(loaded: LoadedManifest, store: Store) -> tuple[Observation, Plan]
 
 
 def reconcile_index(loaded: LoadedManifest, store: Store, *, dry_run: bool = False,
-                    hooks: Hooks | None = None) -> IndexResult:
+                    hooks: Hooks | None = None, expect: dict[str, Any] | None = None) -> IndexResult:
+    """Observe, plan and (unless a dry run) execute until nothing is left to do.
+
+    `expect` is a reviewed plan (Plan.to_dict()): it is compared with a fresh
+    plan made under the store lock, so nothing else can change the store between
+    the check and the first action.
+    """
     hooks = hooks or Hooks()
     obs, first = plan_index(loaded, store)
     result = IndexResult(loaded.name, first)
     if dry_run:
         return result
     with store.lock():
+        if expect is not None:
+            obs, first = plan_index(loaded, store)
+            result.plan = first
+            if first.to_dict() != expect:
+                raise StalePlan(f"index {loaded.name!r}: the plan made under the store lock differs from the "
+                                "reviewed plan; make a new plan (`controller reconcile --dry-run --out`)")
         _release_holds(store, loaded, hooks)
         current = first
         for _ in range(MAX_PASSES):

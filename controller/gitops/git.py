@@ -18,15 +18,11 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from controller.errors import ControllerError, InvalidInput
+from controller.errors import GitError, InvalidInput
 
 GIT_TIMEOUT_S = 300
 KEEP_EXPORTS = 3  # the applied commit and a couple before it stay readable for rollbacks
 
-# A failed git command is an operational error (exit 1), not bad input. It is raised as
-# the base ControllerError because the tree lives in controller/errors.py (a GitError
-# subclass there is proposed in docs/gitops.md).
-GitError = ControllerError
 
 
 def source_key(repo: str) -> str:

@@ -159,17 +159,16 @@ def apply_plan_file(path: str | Path, store: Store | None = None, hooks: Hooks |
     store = store or Store(Path(doc["store"]))
     roots = list(doc.get("dataRoots") or [])
     checked = [check_entry(entry, store, roots, path) for entry in doc["indexes"]]
-    # The window between this check and reconcile_index taking the store lock is
-    # small; reconcile_index plans again under its own observation and we compare below.
+    # reconcile_index re-plans under the store lock and refuses if that differs from the reviewed plan
     results = []
     for (loaded, obs), entry in zip(checked, doc["indexes"]):
         if not entry["plan"]["changes"]:
             results.append(IndexResult(loaded.name, make_plan(obs.desired, obs.observed)))
             continue
-        result = reconcile_index(loaded, store, hooks=hooks)
-        if result.plan.to_dict() != entry["plan"]:
-            raise StalePlan(f"{path}: index {loaded.name!r} changed while the plan was being applied "
-                            f"({_differences(entry['plan'], result.plan.to_dict())}); check `controller status`")
+        try:
+            result = reconcile_index(loaded, store, hooks=hooks, expect=entry["plan"])
+        except StalePlan as exc:
+            raise StalePlan(f"{path}: {exc}") from exc
         results.append(result)
     return results
 
