@@ -114,6 +114,7 @@ async def test_invalid_spec_is_a_permanent_error_with_a_stalled_status(cluster: 
 
 
 async def test_converges_despite_conflicts_server_errors_and_dropped_watches(cluster: Api, operator) -> None:
+    rt, _ = operator
     emulator = cluster.emulator
     status_path = r"/embeddingindexes/faulty/status$"
     emulator.fail("PATCH", status_path, 500, times=2)   # retried inside kopf's API client
@@ -134,6 +135,19 @@ async def test_converges_despite_conflicts_server_errors_and_dropped_watches(clu
     injected = {(path.rsplit("/", 1)[-1], code) for _, path, code in emulator.injected}
     assert {("status", 500), ("status", 409), ("faulty", 409)} <= injected
     assert ("embeddingindexes", 500) in injected
+
+    # Level-based: the timer re-reconciles with no event at all.
+    def cycles() -> float:
+        return sum(s.value for m in rt.metrics.reconciles.collect() for s in m.samples
+                   if s.name.endswith("_total") and s.labels["name"] == "faulty")
+    before = cycles()
+    await eventually(lambda: cycles() > before, 3 * rt.config.interval + 5, "a timer cycle")
+
+    # Delete without the annotation: the versions are retained in the store.
+    await cluster.delete("faulty")
+    await eventually(lambda: cluster.get("faulty") is None, 30, "the finalizer")
+    assert (rt.config.store_root / NAMESPACE / "indexes" / "faulty" / "versions" / "v2").is_dir()
+    assert "IndexRetained" in {e["reason"] for e in cluster.events("faulty")}
 
 
 def _free_port() -> int:
