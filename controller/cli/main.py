@@ -13,7 +13,8 @@ from importlib import import_module
 from controller import __version__
 from controller.errors import ControllerError, InvalidInput
 
-VERBS = ("reconcile", "status", "history", "rollback", "query", "schema", "drift", "calibrate", "report", "sync", "watch", "diff", "apply", "suspend")
+VERBS = ("reconcile", "status", "history", "rollback", "query", "schema", "drift", "calibrate", "report", "sync", "watch", "diff", "apply", "suspend",
+         "operator", "crd")
 
 
 def build_parser() -> argparse.ArgumentParser:

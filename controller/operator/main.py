@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 import kopf
 
+from controller.errors import ControllerError
 from controller.operator.handlers import OperatorConfig, Runtime, build_registry
 from controller.operator.leader import LeaseElector
 
@@ -120,7 +121,12 @@ def kube_api_client() -> Any:
     try:
         config.load_incluster_config()
     except config.ConfigException:
-        config.load_kube_config()
+        try:
+            config.load_kube_config()
+        except (config.ConfigException, OSError) as exc:
+            raise ControllerError(
+                "no Kubernetes API to talk to: not running in a cluster and no usable kubeconfig "
+                f"({exc}); set KUBECONFIG or run the operator in a pod") from exc
     return client.ApiClient()
 
 
