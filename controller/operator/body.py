@@ -69,20 +69,22 @@ def loaded_from_body(body: Mapping[str, Any], data_dir: Path,
     name, namespace = meta.get("name", ""), meta.get("namespace")
     pseudo = pseudo_manifest_path(data_dir, namespace, name)
     try:
-        return load._validate(manifest_document(body), pseudo, data_roots_from_env(data_roots))
+        return load.validate_document(manifest_document(body), pseudo, data_roots_from_env(data_roots))
     except InvalidInput as exc:
         raise InvalidInput(exc.reason, file=resource_ref(namespace, name), field=exc.field,
                            value=exc.value) from exc
 
 
 def on_delete_policy(body: Mapping[str, Any], default: str) -> str:
-    """retain (keep built versions in the store) or delete, from the resource's annotation."""
+    """retain (keep built versions in the store) or delete: spec.onDelete, else the annotation, else default."""
     meta = body.get("metadata", {})
-    value = (meta.get("annotations") or {}).get(ON_DELETE_ANNOTATION, default)
+    spec_value = (body.get("spec") or {}).get("onDelete")
+    field = "spec.onDelete" if spec_value is not None else f"metadata.annotations[{ON_DELETE_ANNOTATION}]"
+    value = spec_value if spec_value is not None else (meta.get("annotations") or {}).get(ON_DELETE_ANNOTATION, default)
     if value not in ON_DELETE_CHOICES:
         raise InvalidInput(f"expected one of {', '.join(ON_DELETE_CHOICES)}, got {value!r}",
                            file=resource_ref(meta.get("namespace"), meta.get("name", "")),
-                           field=f"metadata.annotations[{ON_DELETE_ANNOTATION}]", value=value)
+                           field=field, value=value)
     return value
 
 

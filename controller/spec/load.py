@@ -69,7 +69,7 @@ def load_manifests(path: str | Path, data_roots: Iterable[str | Path] = ()) -> l
         for doc in _yaml_documents(file):
             if not _is_embedding_index(doc):
                 continue
-            item = _validate(doc, file, roots)
+            item = validate_document(doc, file, roots)
             if item.name in seen:
                 raise InvalidInput(
                     f"duplicate index name {item.name!r}, already defined in {seen[item.name]}",
@@ -103,7 +103,8 @@ def _is_embedding_index(doc: Any) -> bool:
     return doc.get("kind", KIND) == KIND
 
 
-def _validate(doc: Any, file: Path, roots: list[Path]) -> LoadedManifest:
+def validate_document(doc: Any, file: Path, roots: list[Path]) -> LoadedManifest:
+    """Validate one parsed document as if it were read from `file` (the operator passes a pseudo path)."""
     if not isinstance(doc, dict):
         raise InvalidInput(
             f"expected a mapping (an {KIND} manifest), got {type(doc).__name__}", file=file, value=doc

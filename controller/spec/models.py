@@ -241,6 +241,13 @@ class IndexSpecRoot(Model):
     checks: ChecksSpec = Field(default_factory=ChecksSpec, description="Drift and quality checks.")
     history: HistorySpec = Field(default_factory=HistorySpec, description="Version retention.")
     suspend: bool = Field(default=False, description="When true the reconciler leaves this index alone.")
+    on_delete: Literal["retain", "delete"] | None = Field(
+        default=None,
+        description=(
+            "Kubernetes operator: what deleting the resource does to the store, retain (keep every built "
+            "version) or delete; default: the operator's setting (retain)."
+        ),
+    )
 
 
 class EmbeddingIndex(Model):

@@ -30,10 +30,6 @@ NAMESPACE = "search"
 EIDX = "/apis/indexops.dev/v1alpha1/namespaces/{ns}/embeddingindexes"
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "operator: runs the kopf operator against the kmock API emulator")
-
-
 def example(name: str, **annotations: str) -> dict[str, Any]:
     body = yaml.safe_load((EXAMPLES / name).read_text())
     body["metadata"]["namespace"] = NAMESPACE

@@ -72,6 +72,14 @@ def test_on_delete_policy(annotation: str | None, expected: str) -> None:
     assert on_delete_policy(b, "retain") == expected
 
 
+def test_spec_on_delete_wins_over_the_annotation() -> None:
+    b = body()
+    b["spec"]["onDelete"] = "delete"
+    b["metadata"]["annotations"]["indexops.dev/on-delete"] = "retain"
+    assert on_delete_policy(b, "retain") == "delete"
+    loaded_from_body(b, DATA_DIR)  # the field is part of the manifest schema
+
+
 def test_on_delete_policy_rejects_a_typo() -> None:
     b = body()
     b["metadata"]["annotations"]["indexops.dev/on-delete"] = "purge"
