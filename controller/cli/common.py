@@ -39,6 +39,13 @@ def resolve_store(args: argparse.Namespace, manifests: Path | None = None) -> St
     return Store(Path.cwd() / ".controller")
 
 
+def index_store(args: argparse.Namespace) -> Store:
+    """The store of a verb that names one index (args.name), which must exist."""
+    store = resolve_store(args)
+    store.require_index(args.name)
+    return store
+
+
 def print_json(payload: Any) -> None:
     json.dump(payload, sys.stdout, indent=2, sort_keys=False, default=str)
     sys.stdout.write("\n")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from controller.cli.common import add_output_arg, add_store_arg, print_json, resolve_store
+from controller.cli.common import add_output_arg, add_store_arg, index_store, print_json
 from controller.engine.drift import query_drift
 from controller.errors import InvalidInput, NotFound
 from controller.store import queries as Q
@@ -50,8 +50,7 @@ def parse_metrics(text: str | None) -> list[tuple[str, None]] | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    store = resolve_store(args)
-    store.require_index(args.name)
+    store = index_store(args)
     version = args.version or store.routing(args.name).stable
     if version is None:
         raise NotFound(f"{args.name} has no stable version; run `controller reconcile` first")

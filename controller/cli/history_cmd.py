@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from controller.cli.common import add_output_arg, add_store_arg, print_json, resolve_store
+from controller.cli.common import add_output_arg, add_store_arg, index_store, print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,8 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    store = resolve_store(args)
-    store.require_index(args.name)
+    store = index_store(args)
     records = store.journal(args.name)
     versions = [{"version": v.id, "label": v.label, "created": v.created, "verdict": v.verdict,
                  "documents": v.documents} for v in store.versions(args.name)]

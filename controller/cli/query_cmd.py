@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 
-from controller.cli.common import add_output_arg, add_store_arg, print_json, resolve_store
+from controller.cli.common import add_output_arg, add_store_arg, index_store, print_json
 from controller.core.routing import choose_version
 from controller.engine.checks import stored_embedder
 from controller.engine.drift import record_served_query
@@ -30,8 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    store = resolve_store(args)
-    store.require_index(args.name)
+    store = index_store(args)
     routing = store.routing(args.name)
     version = choose_version(routing, key=args.key, draw=random.uniform(0, 100))
     if version is None:

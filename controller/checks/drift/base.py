@@ -286,3 +286,27 @@ class Statistic:
             threshold,
             f"norms are constant ({_fmt(float(np.mean(ref_norms)))} in both samples, unit-norm model): "
             f"{self.name} on norms is not informative")
+
+
+class BinnedNormStatistic(Statistic):
+    """A divergence of the two norm distributions on shared reference-decile bins.
+
+    PSI, KL and JS differ only in the score of the two proportion vectors;
+    the norms, the unit-norm refusal, the shared bins and the effect size are
+    the same, so they live here once.
+    """
+
+    epsilon: ClassVar[float] = BIN_EPSILON
+
+    def _score(self, ref_p: np.ndarray, cur_p: np.ndarray, bins: int) -> tuple[float, str]:
+        """(value, detail format with {value} {op} {threshold})."""
+        raise NotImplementedError
+
+    def _compute(self, ref: np.ndarray, cur: np.ndarray, threshold: float, seed: int,
+                 cache: NormCache) -> DriftResult:
+        rn, cn = cache.norms(ref), cache.norms(cur)
+        if norms_degenerate(rn, cn):
+            return self.constant_norms(threshold, rn)
+        rp, cp, bins = shared_binned(rn, cn, epsilon=self.epsilon)
+        value, detail = self._score(rp, cp, bins)
+        return self.result(value, threshold, detail, effect_size=cohens_d(rn, cn))

@@ -10,25 +10,21 @@ from __future__ import annotations
 
 from scipy.spatial.distance import jensenshannon
 
-from .base import DriftResult, NormCache, Statistic, cohens_d, norms_degenerate, shared_binned
+import numpy as np
+
+from .base import BinnedNormStatistic
 
 
-class JS(Statistic):
+class JS(BinnedNormStatistic):
     """Jensen-Shannon distance (base 2) of norms on shared reference-decile bins."""
 
     name = "js"
     default_threshold = 0.1
     space_free = True
     description = "Jensen-Shannon distance (base 2) of row norms on shared reference-decile bins"
+    epsilon = 0.0  # bounded divergence: raw proportions, exactly scipy's semantics
 
-    def _compute(self, ref, cur, threshold: float, seed: int, cache: NormCache) -> DriftResult:
-        rn, cn = cache.norms(ref), cache.norms(cur)
-        if norms_degenerate(rn, cn):
-            return self.constant_norms(threshold, rn)
-        rp, cp, bins = shared_binned(rn, cn, epsilon=0.0)
-        value = float(jensenshannon(cp, rp, base=2))
-        return self.result(
-            value, threshold,
+    def _score(self, ref_p: np.ndarray, cur_p: np.ndarray, bins: int) -> tuple[float, str]:
+        return float(jensenshannon(cur_p, ref_p, base=2)), (
             "Jensen-Shannon distance of norms {value} {op} max {threshold} "
-            f"(base 2, {bins} bins on reference quantiles)",
-            effect_size=cohens_d(rn, cn))
+            f"(base 2, {bins} bins on reference quantiles)")

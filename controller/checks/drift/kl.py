@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import BIN_EPSILON, DriftResult, NormCache, Statistic, _fmt, cohens_d, norms_degenerate, shared_binned
+from .base import BIN_EPSILON, BinnedNormStatistic, _fmt
 
 
 def kl(p: np.ndarray, q: np.ndarray) -> float:
@@ -18,7 +18,7 @@ def kl(p: np.ndarray, q: np.ndarray) -> float:
     return float(np.sum(p * np.log(p / q)))
 
 
-class KL(Statistic):
+class KL(BinnedNormStatistic):
     """KL(current || reference) of norms on shared reference-decile bins."""
 
     name = "kl"
@@ -26,16 +26,8 @@ class KL(Statistic):
     space_free = True
     description = "KL(current||reference) of row norms on shared reference-decile bins"
 
-    def _compute(self, ref: np.ndarray, cur: np.ndarray, threshold: float, seed: int,
-                 cache: NormCache) -> DriftResult:
-        rn, cn = cache.norms(ref), cache.norms(cur)
-        if norms_degenerate(rn, cn):
-            return self.constant_norms(threshold, rn)
-        rp, cp, bins = shared_binned(rn, cn)
-        forward, backward = kl(cp, rp), kl(rp, cp)
-        return self.result(
-            forward, threshold,
+    def _score(self, ref_p: np.ndarray, cur_p: np.ndarray, bins: int) -> tuple[float, str]:
+        return kl(cur_p, ref_p), (
             "KL(current||reference) of norms {value} {op} max {threshold} "
-            f"(KL(reference||current) {_fmt(backward)}; {bins} bins on reference quantiles, "
-            f"empty bins floored at {BIN_EPSILON:g})",
-            effect_size=cohens_d(rn, cn))
+            f"(KL(reference||current) {_fmt(kl(ref_p, cur_p))}; {bins} bins on reference quantiles, "
+            f"empty bins floored at {BIN_EPSILON:g})")

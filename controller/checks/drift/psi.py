@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import BIN_EPSILON, DriftResult, NormCache, Statistic, cohens_d, norms_degenerate, shared_binned
+from .base import BIN_EPSILON, BinnedNormStatistic
 
 
 def psi(ref_p: np.ndarray, cur_p: np.ndarray) -> float:
@@ -18,7 +18,7 @@ def psi(ref_p: np.ndarray, cur_p: np.ndarray) -> float:
     return float(np.sum((cur_p - ref_p) * np.log(cur_p / ref_p)))
 
 
-class PSI(Statistic):
+class PSI(BinnedNormStatistic):
     """PSI of the norm distributions on 10 reference-decile bins shared by both samples."""
 
     name = "psi"
@@ -26,15 +26,6 @@ class PSI(Statistic):
     space_free = True
     description = "population stability index of row norms on shared reference-decile bins"
 
-    def _compute(self, ref: np.ndarray, cur: np.ndarray, threshold: float, seed: int,
-                 cache: NormCache) -> DriftResult:
-        rn, cn = cache.norms(ref), cache.norms(cur)
-        if norms_degenerate(rn, cn):
-            return self.constant_norms(threshold, rn)
-        rp, cp, bins = shared_binned(rn, cn)
-        value = psi(rp, cp)
-        return self.result(
-            value, threshold,
-            "psi of norms {value} {op} max {threshold} "
-            f"({bins} bins on reference quantiles, empty bins floored at {BIN_EPSILON:g})",
-            effect_size=cohens_d(rn, cn))
+    def _score(self, ref_p: np.ndarray, cur_p: np.ndarray, bins: int) -> tuple[float, str]:
+        return psi(ref_p, cur_p), ("psi of norms {value} {op} max {threshold} "
+                                   f"({bins} bins on reference quantiles, empty bins floored at {BIN_EPSILON:g})")
