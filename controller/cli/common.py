@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
+from controller.errors import ControllerError
 from controller.store.fs import STORE_ENV, Store
 
 
@@ -37,6 +39,17 @@ def resolve_store(args: argparse.Namespace, manifests: Path | None = None) -> St
         base = manifests if manifests.is_dir() else manifests.parent
         return Store(base / ".controller")
     return Store(Path.cwd() / ".controller")
+
+
+@contextlib.contextmanager
+def extra_required(extra: str, verb: str) -> Iterator[None]:
+    """Turn a missing optional dependency into a sentence that says what to install."""
+    try:
+        yield
+    except ModuleNotFoundError as exc:
+        raise ControllerError(
+            f"`controller {verb}` needs the {extra!r} extra ({exc.name} is not installed): "
+            f"pip install 'embedding-index-controller[{extra}]'") from exc
 
 
 def index_store(args: argparse.Namespace) -> Store:

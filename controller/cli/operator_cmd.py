@@ -6,6 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
+from controller.cli.common import extra_required
 from controller.errors import InvalidInput
 from controller.store.fs import STORE_ENV
 
@@ -55,10 +56,11 @@ def current_namespace() -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from controller.operator.handlers import OperatorConfig, Runtime  # kopf is the operator extra
-    from controller.operator.main import OperatorOptions, kube_api_client, run as run_operator, setup_logging
-    from controller.operator.routing import KubePublisher
-    from controller.operator.statuswriter import KubeStatusWriter
+    with extra_required("operator", "operator"):  # kopf, kubernetes, prometheus-client
+        from controller.operator.handlers import OperatorConfig, Runtime
+        from controller.operator.main import OperatorOptions, kube_api_client, run as run_operator, setup_logging
+        from controller.operator.routing import KubePublisher
+        from controller.operator.statuswriter import KubeStatusWriter
 
     store = args.store or os.environ.get(STORE_ENV)
     if not store:

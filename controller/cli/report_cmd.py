@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from controller.cli.common import add_store_arg, resolve_store
+from controller.cli.common import add_store_arg, extra_required, resolve_store
 from controller.errors import InvalidInput
 
 
@@ -26,7 +26,8 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidInput("say where to write the report: --html FILE and/or --md FILE", field="--html")
     if args.k < 1:
         raise InvalidInput(f"-k must be a positive integer, got {args.k}", field="-k", value=args.k)
-    from controller.report import gather, render_html, render_markdown  # late: matplotlib is an extra
+    with extra_required("report", "report"):  # matplotlib
+        from controller.report import gather, render_html, render_markdown
 
     data = gather(resolve_store(args), args.name, old=args.old, new=args.new, k=args.k)
     if args.html:

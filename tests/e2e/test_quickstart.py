@@ -49,3 +49,14 @@ def test_schema_is_json_schema(capsys):
     code, out = run(capsys, "schema")
     schema = json.loads(out)
     assert code == 0 and schema["title"] == "EmbeddingIndex" and "spec" in schema["properties"]
+
+
+def test_a_missing_extra_is_a_sentence_not_a_traceback():
+    import pytest
+
+    from controller.cli.common import extra_required
+    from controller.errors import ControllerError
+
+    with pytest.raises(ControllerError, match=r"pip install 'embedding-index-controller\[report\]'"):
+        with extra_required("report", "report"):
+            raise ModuleNotFoundError("No module named 'matplotlib'", name="matplotlib")
