@@ -115,7 +115,6 @@ def test_an_unreachable_receiver_never_blocks_and_is_dropped_after_retries(tmp_p
     logs: list[str] = []
     notifier = Notifier(global_url="http://127.0.0.1:9/nothing-listens", first_backoff=0.01, log=logs.append)
     notifier("idx", {"event": "AliasSwitched", "version": "v2", "weight": 0.0})
-    assert notifier.failed == []  # the call only queued it; retries happen in the background
     assert notifier.flush(timeout=20)
     assert len(notifier.failed) == 1 and any("dropped" in line for line in logs)
 
