@@ -14,7 +14,7 @@ from controller.store.fs import Store
 
 from .conftest import manifest
 
-DEBOUNCE = 0.3
+DEBOUNCE = 0.8  # wide enough that a loaded CI machine keeps a burst of saves inside one window
 
 
 class Watcher:
