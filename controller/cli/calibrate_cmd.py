@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from controller.cli.common import add_output_arg, add_store_arg, print_json, resolve_store
+from controller.checks.drift import DEFAULT_SPLITS
 from controller.engine.drift import calibrate_index
 from controller.errors import InvalidInput
 
@@ -13,7 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("calibrate", help="drift thresholds for a false-alarm rate, from the stable version's vectors")
     p.add_argument("name", help="index name")
     p.add_argument("--false-alarm", type=float, default=0.05, help="target false-alarm rate (default 0.05)")
-    p.add_argument("--splits", type=int, default=100, help="random half-vs-half splits (default 100)")
+    p.add_argument("--splits", type=int, default=DEFAULT_SPLITS,
+                   help=f"random half-vs-half splits (default {DEFAULT_SPLITS})")
     p.add_argument("--metrics", help="comma-separated statistics (default: every registered one)")
     p.add_argument("--version", help="version to calibrate on (default: stable)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random splits (default 0)")

@@ -18,7 +18,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from controller.checks.drift import REGISTRY, NormCache, calibrate_null, run_drift
+from controller.checks.drift import DEFAULT_SPLITS, REGISTRY, NormCache, calibrate_null, run_drift
 from controller.core.stale import StaleAssessment, assess, is_trained_factory
 from controller.embed.base import l2_normalize
 from controller.errors import CheckError, InvalidInput, NotFound
@@ -64,7 +64,7 @@ def run_battery(store: Store, name: str, reference_version: str, reference: np.n
 
 # ---- calibration -------------------------------------------------------------------------------
 def calibrate_index(store: Store, name: str, *, version: str | None = None, metrics: list[str] | None = None,
-                    splits: int = 100, false_alarm: float = 0.05, seed: int = 0,
+                    splits: int = DEFAULT_SPLITS, false_alarm: float = 0.05, seed: int = 0,
                     save: bool = True) -> dict[str, Any]:
     """Null distributions of each statistic on the stable version's vectors; stored for ``max: auto``."""
     store.require_index(name)

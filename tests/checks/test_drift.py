@@ -291,3 +291,12 @@ def test_scifact_norm_scaling_flagged(scifact) -> None:
         r = run_drift(name, x, x * np.float32(1.2))
         print(r.detail)
         assert r.informative and r.drifted
+
+
+def test_tolerance_rank_is_the_wilks_bound():
+    from controller.checks.drift.calibrate import tolerance_rank
+
+    assert tolerance_rank(100, 0.05, 0.95) == (99, True)  # beta.sf(0.95, 99, 2) = 0.963 >= 0.95 > 0.882
+    assert tolerance_rank(200, 0.05, 0.99) == (197, True)  # the default: 200 splits, 99% confidence
+    assert tolerance_rank(59, 0.05, 0.95) == (59, True)  # the classic n = 59 for a 95/95 bound
+    assert tolerance_rank(20, 0.05, 0.95) == (20, False)  # too few splits: the maximum, flagged

@@ -13,7 +13,7 @@ import numpy as np
 from controller.errors import InvalidInput
 
 from .base import DriftResult, NormCache, Statistic
-from .calibrate import NullCalibration, calibrate, calibrate_null
+from .calibrate import DEFAULT_SPLITS, NullCalibration, calibrate, calibrate_null
 from .cosine_shift import CosineShift
 from .js import JS
 from .kl import KL
@@ -67,6 +67,6 @@ def run_drift(name: str, reference: np.ndarray, current: np.ndarray, *, threshol
     return stat.compute(reference, current, thr, seed, cache)
 
 
-__all__ = ["REGISTRY", "DriftResult", "NormCache", "NullCalibration", "Statistic", "calibrate", "calibrate_null",
+__all__ = ["DEFAULT_SPLITS", "REGISTRY", "DriftResult", "NormCache", "NullCalibration", "Statistic", "calibrate", "calibrate_null",
            "get_statistic",
            "neighbour_overlap", "run_drift"]
