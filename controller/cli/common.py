@@ -62,7 +62,3 @@ def index_store(args: argparse.Namespace) -> Store:
 def print_json(payload: Any) -> None:
     json.dump(payload, sys.stdout, indent=2, sort_keys=False, default=str)
     sys.stdout.write("\n")
-
-
-def fmt_pct(weight: float) -> str:
-    return f"{weight:g}%"

@@ -13,9 +13,6 @@ from controller.core import reasons as R
 from controller.core.stale import stale_condition
 from controller.core.types import Condition, Plan, Routing, VersionInfo
 
-PHASES = ("Healthy", "Progressing", "RolledBack", "Stalled", "Suspended", "Paused", "Pending")
-
-
 def compute_status(*, name: str, alias: str, routing: Routing, versions: list[VersionInfo],
                    plan: Plan, verdicts: dict[str, dict[str, Any]], manifest_digest: str,
                    previous: dict[str, Any] | None, now: str, error: str | None = None,
@@ -33,8 +30,8 @@ def compute_status(*, name: str, alias: str, routing: Routing, versions: list[Ve
         "alias": alias,
         "phase": phase,
         "message": message,
-        "stable": _ref(by_id.get(routing.stable)) if routing.stable else None,
-        "candidate": _ref(by_id.get(routing.candidate)) if routing.candidate else None,
+        "stable": version_ref(by_id.get(routing.stable)) if routing.stable else None,
+        "candidate": version_ref(by_id.get(routing.candidate)) if routing.candidate else None,
         "weight": routing.weight,
         "target": plan.target,
         "held": list(routing.held),
@@ -58,7 +55,7 @@ def compute_status(*, name: str, alias: str, routing: Routing, versions: list[Ve
     return status
 
 
-def _ref(version: VersionInfo | None) -> dict[str, Any] | None:
+def version_ref(version: VersionInfo | None) -> dict[str, Any] | None:
     if version is None:
         return None
     return {"version": version.id, "label": version.label, "fingerprint": version.fingerprint,

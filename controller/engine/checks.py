@@ -47,7 +47,7 @@ def run_checks(store: Store, loaded: LoadedManifest, version: str, baseline: str
     if golden_spec is None:
         report.notes.append("no golden set configured: quality is not gated")
         return report
-    golden = _load_golden(loaded)
+    golden = G.load_golden(loaded.paths["qrels"], loaded.paths.get("queries"))
     metrics = _metric_names(golden_spec)
     cutoffs = _ann_cutoffs(golden_spec)
     new = _golden_run(store, name, version, golden, metrics, golden_spec.k, cutoffs)
@@ -98,11 +98,6 @@ def _drift(store: Store, name: str, version: str, baseline: str,
             gates.append(GateResult(result.statistic, "drift", result.value, result.threshold,
                                     not result.drifted, result.detail))
     return results, gates
-
-
-def _load_golden(loaded: LoadedManifest) -> G.GoldenSet:
-    golden = G.load_golden(loaded.paths["qrels"], loaded.paths.get("queries"))
-    return golden
 
 
 def _metric_names(golden_spec: Any) -> list[str]:

@@ -11,6 +11,7 @@ from dataclasses import replace
 from typing import Any
 
 from controller.core import reasons as R
+from controller.core.status import version_ref
 from controller.core.types import Routing, VersionInfo
 from controller.engine.reconcile import journal_record, utc_now
 from controller.errors import ControllerError, NotFound
@@ -78,11 +79,7 @@ def _patch_status(store: Store, name: str, routing: Routing, versions: dict[str,
     status = store.status(name) or {"name": name, "alias": name, "conditions": []}
 
     def ref(v: str | None) -> dict[str, Any] | None:
-        if v is None or v not in versions:
-            return None
-        info = versions[v]
-        return {"version": info.id, "label": info.label, "fingerprint": info.fingerprint,
-                "factory": info.factory, "metric": info.metric, "documents": info.documents}
+        return version_ref(versions.get(v)) if v else None
 
     status.update(stable=ref(routing.stable), candidate=ref(routing.candidate), weight=routing.weight,
                   held=list(routing.held), phase="Paused", message=message, lastManualChange=utc_now())

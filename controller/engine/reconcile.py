@@ -45,6 +45,7 @@ class Observation:
     desired: Desired
     observed: Observed
     corpus: Corpus
+    reuse_rows: np.ndarray | None = None  # row of each document in observed.reuse_from, -1 to embed
 
 
 @dataclass
@@ -94,11 +95,12 @@ def observe(loaded: LoadedManifest, store: Store) -> Observation:
     desired = desired_of(loaded)
     validate_inputs(loaded, corpus)
     versions = tuple(store.versions(loaded.name))
-    source, reusable = _reuse_source(store, loaded, corpus, versions, desired)
+    source, rows = _reuse_source(store, loaded, corpus, versions, desired)
+    reusable = int((rows >= 0).sum()) if rows is not None else 0
     observed = Observed(versions=versions, routing=effective_routing(store, loaded), corpus_digest=corpus.digest,
                         documents=len(corpus), to_embed=len(corpus) - reusable,
                         reuse_from=source if reusable else None)
-    return Observation(desired, observed, corpus)
+    return Observation(desired, observed, corpus, rows if reusable else None)
 
 
 def effective_routing(store: Store, loaded: LoadedManifest) -> Routing:
@@ -144,20 +146,22 @@ def validate_inputs(loaded: LoadedManifest, corpus: Corpus) -> None:
 
 
 def _reuse_source(store: Store, loaded: LoadedManifest, corpus: Corpus, versions, desired: Desired
-                  ) -> tuple[str | None, int]:
-    """The newest version of the same model whose vectors cover unchanged documents.
+                  ) -> tuple[str | None, np.ndarray | None]:
+    """The newest version of the same model, and the row of each unchanged document in it (-1: embed).
 
     Precomputed vectors are read, not computed, so they are never reused.
     """
     if loaded.manifest.spec.model.provider == "precomputed":
-        return None, 0
+        return None, None
     same = [v for v in versions if v.fingerprint == desired.fingerprint]
     if not same:
-        return None, 0
+        return None, None
     source = max(same, key=lambda v: v.created)
-    old = set(zip(store.vectors(loaded.name, source.id)[0], store.hashes(loaded.name, source.id)))
-    reusable = sum((i, h) in old for i, h in zip(corpus.ids, corpus.hashes))
-    return source.id, reusable
+    old_ids, _ = store.vectors(loaded.name, source.id)
+    position = {key: row for row, key in enumerate(zip(old_ids, store.hashes(loaded.name, source.id)))}
+    rows = np.fromiter((position.get(key, -1) for key in zip(corpus.ids, corpus.hashes)),
+                       dtype=np.int64, count=len(corpus))
+    return source.id, rows
 
 
 def plan_index(loaded: LoadedManifest, store: Store) -> tuple[Observation, Plan]:
@@ -223,7 +227,7 @@ def _build(action: Action, obs: Observation, loaded: LoadedManifest, store: Stor
     corpus = obs.corpus
     started = time.monotonic()
     embedder = make_embedder(spec.model.model_dump(mode="json", by_alias=True), loaded.paths, loaded.source)
-    vectors, embedded = _vectors_for(store, loaded, corpus, embedder, obs.observed.reuse_from, hooks)
+    vectors, embedded = _vectors_for(store, loaded, obs, embedder, hooks)
     try:
         check_finite(vectors, f"vectors of {action.version}")
     except EmbedError as exc:
@@ -233,11 +237,13 @@ def _build(action: Action, obs: Observation, loaded: LoadedManifest, store: Stor
     corpus_drift = corpus_drift_for_build(store, loaded, corpus, vectors)
     started = time.monotonic()
     reused = reuse_training(store, loaded, corpus_drift, vectors)
-    try:
-        index = reused if reused is not None else faiss_index.build_index(vectors, spec.index.factory, spec.index.metric,
-                                        progress=hooks.progress("building"))
-    except InvalidInput as exc:
-        raise InvalidInput(exc.reason, file=loaded.source, field=exc.field, value=exc.value) from exc
+    index = reused
+    if index is None:
+        try:
+            index = faiss_index.build_index(vectors, spec.index.factory, spec.index.metric,
+                                            progress=hooks.progress("building"))
+        except InvalidInput as exc:
+            raise InvalidInput(exc.reason, file=loaded.source, field=exc.field, value=exc.value) from exc
     build_s = time.monotonic() - started
     meta = {
         "name": loaded.name,
@@ -281,22 +287,20 @@ def _query_files(loaded: LoadedManifest) -> dict[str, Path]:
     return files
 
 
-def _vectors_for(store: Store, loaded: LoadedManifest, corpus: Corpus, embedder, reuse_from: str | None,
-                 hooks: Hooks) -> tuple[np.ndarray, int]:
+def _vectors_for(store: Store, loaded: LoadedManifest, obs: Observation, embedder, hooks: Hooks
+                 ) -> tuple[np.ndarray, int]:
     """Embed only documents with no vector of the same model and content; reuse the rest."""
-    todo = list(range(len(corpus)))
+    corpus, rows = obs.corpus, obs.reuse_rows
     out: np.ndarray | None = None
-    if reuse_from is not None:
-        old_ids, old_vecs = store.vectors(loaded.name, reuse_from)
-        old_hashes = store.hashes(loaded.name, reuse_from)
-        position = {(i, h): row for row, (i, h) in enumerate(zip(old_ids, old_hashes))}
-        rows = [position.get((i, h), -1) for i, h in zip(corpus.ids, corpus.hashes)]
+    todo = list(range(len(corpus)))
+    if rows is not None:
+        _, old_vecs = store.vectors(loaded.name, obs.observed.reuse_from)
+        have = rows >= 0
         out = np.zeros((len(corpus), old_vecs.shape[1]), dtype=np.float32)
-        have = [r >= 0 for r in rows]
-        out[np.flatnonzero(have)] = np.asarray(old_vecs)[[r for r in rows if r >= 0]]
-        todo = [i for i, ok in enumerate(have) if not ok]
-    if out is not None and not todo:
-        return out, 0
+        out[have] = np.asarray(old_vecs)[rows[have]]
+        todo = np.flatnonzero(~have).tolist()
+        if not todo:
+            return out, 0
     fresh = embedder.embed_documents([corpus.ids[i] for i in todo], [corpus.texts[i] for i in todo],
                                      progress=hooks.progress("embedding"))
     if fresh.ndim != 2 or fresh.shape[0] != len(todo):

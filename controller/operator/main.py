@@ -20,7 +20,7 @@ from typing import Any, Callable
 import kopf
 
 from controller.errors import ControllerError
-from controller.operator.handlers import OperatorConfig, Runtime, build_registry
+from controller.operator.handlers import Runtime, build_registry
 from controller.operator.leader import LeaseElector
 
 log = logging.getLogger("controller.operator")

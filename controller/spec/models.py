@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -273,13 +272,3 @@ def options_hash(options: dict[str, Any]) -> str:
     """Stable short hash of provider options (key order does not matter)."""
     canonical = json.dumps(options, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
-
-
-def spec_digest(manifest: EmbeddingIndex) -> str:
-    """Digest of the desired state, recorded with every alias or weight change."""
-    canonical = json.dumps(manifest.model_dump(mode="json", by_alias=True), sort_keys=True)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
-
-
-def is_valid_name(name: str) -> bool:
-    return re.fullmatch(NAME_PATTERN, name) is not None
