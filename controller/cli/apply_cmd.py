@@ -12,7 +12,7 @@ from controller.errors import ControllerError
 from controller.gitops.notify import make_notifier
 from controller.gitops.planfile import apply_plan_file, read_plan_file
 from controller.progress import terminal_bar
-from controller.spec.load import load_manifests
+from controller.manifest.load import load_manifests
 from controller.store.fs import Store
 
 

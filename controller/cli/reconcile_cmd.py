@@ -11,7 +11,7 @@ from controller.errors import InvalidInput
 from controller.gitops.notify import make_notifier
 from controller.gitops.planfile import write_plan_file
 from controller.progress import terminal_bar
-from controller.spec.load import load_manifests
+from controller.manifest.load import load_manifests
 
 
 def register(sub: argparse._SubParsersAction) -> None:

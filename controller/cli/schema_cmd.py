@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from controller.cli.common import print_json
-from controller.spec.models import EmbeddingIndex
-from controller.spec.reference import markdown_reference
+from controller.manifest.models import EmbeddingIndex
+from controller.manifest.reference import markdown_reference
 
 
 def register(sub: argparse._SubParsersAction) -> None:

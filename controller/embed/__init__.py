@@ -19,7 +19,7 @@ def make_embedder(model: dict[str, Any], paths: dict[str, Path], manifest: Path 
     `paths` holds resolved file options (precomputed vectors); a stored version
     passes the copies kept in its own directory.
     """
-    from controller.spec.models import ModelSpec
+    from controller.manifest.models import ModelSpec
 
     spec = ModelSpec.model_validate(model)
     fingerprint = spec.fingerprint()

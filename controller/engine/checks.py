@@ -20,7 +20,7 @@ from controller.core.types import CheckReport, GateResult
 from controller.embed import make_embedder
 from controller.engine.drift import resolve_threshold
 from controller.errors import CheckError, ControllerError, InvalidInput
-from controller.spec.load import LoadedManifest
+from controller.manifest.load import LoadedManifest
 from controller.store import faiss_index
 from controller.store.fs import Store
 

@@ -28,7 +28,7 @@ from controller.checks.golden import load_golden
 from controller.engine.checks import run_checks
 from controller.engine.drift import corpus_drift_for_build, corpus_drift_of, reuse_training
 from controller.progress import Progress, silent
-from controller.spec.load import LoadedManifest
+from controller.manifest.load import LoadedManifest
 from controller.store import faiss_index
 from controller.store.corpus import Corpus, read_corpus
 from controller.store.fs import Store

@@ -16,7 +16,7 @@ from controller.core.types import Plan
 from controller.engine.reconcile import plan_index
 from controller.errors import InvalidInput
 from controller.gitops.git import Mirror, strip_export, subdir
-from controller.spec.load import LoadedManifest, load_manifests
+from controller.manifest.load import LoadedManifest, load_manifests
 from controller.store.fs import Store
 
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from controller.spec.load import LoadedManifest
+from controller.manifest.load import LoadedManifest
 from controller.store import atomic
 
 WEBHOOK_ENV = "CONTROLLER_WEBHOOK"

@@ -20,7 +20,7 @@ from typing import Any, Iterable
 from controller.core.plan import plan as make_plan
 from controller.engine.reconcile import Hooks, IndexResult, Observation, observe, reconcile_index, utc_now
 from controller.errors import InvalidInput, StalePlan
-from controller.spec.load import LoadedManifest, load_manifests
+from controller.manifest.load import LoadedManifest, load_manifests
 from controller.store import atomic
 from controller.store.fs import Store
 

@@ -8,7 +8,7 @@ from typing import Any, Callable
 from controller.engine.reconcile import Hooks, IndexResult, reconcile_index
 from controller.errors import ControllerError
 from controller.gitops.state import suspension
-from controller.spec.load import LoadedManifest
+from controller.manifest.load import LoadedManifest
 from controller.store.fs import Store
 
 

@@ -27,7 +27,7 @@ from controller.gitops.notify import Notifier, make_notifier
 from controller.gitops.runner import Outcome, reconcile_all
 from controller.gitops.state import index_sync, utc_now, write_index_sync, write_source_state
 from controller.progress import Progress, silent
-from controller.spec.load import MANIFEST_SUFFIXES, LoadedManifest, load_manifests
+from controller.manifest.load import MANIFEST_SUFFIXES, LoadedManifest, load_manifests
 from controller.store.fs import Store
 
 

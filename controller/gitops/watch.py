@@ -31,7 +31,7 @@ from controller.errors import ControllerError
 from controller.gitops.notify import Notifier, make_notifier
 from controller.gitops.runner import Outcome, reconcile_all
 from controller.progress import Progress, silent
-from controller.spec.load import load_manifests
+from controller.manifest.load import load_manifests
 from controller.store.fs import Store
 
 IGNORED_EVENTS = {"opened", "closed_no_write"}

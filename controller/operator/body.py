@@ -4,7 +4,7 @@ A custom resource has no file, but the engine resolves corpus and golden paths
 relative to a manifest file. The operator therefore pretends the resource lives
 in a pseudo manifest file at the top of its data directory (--data-dir): paths
 in the resource resolve against that directory with exactly the rules of
-`spec.load` (no escape outside it unless the location is an allowed data root).
+`manifest.load` (no escape outside it unless the location is an allowed data root).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from controller.errors import InvalidInput
-from controller.spec import load
-from controller.spec.load import LoadedManifest, data_roots_from_env
+from controller.manifest import load
+from controller.manifest.load import LoadedManifest, data_roots_from_env
 from controller.store.fs import Store
 
 ON_DELETE_ANNOTATION = "indexops.dev/on-delete"

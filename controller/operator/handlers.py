@@ -30,7 +30,7 @@ from controller.operator.body import (ON_DELETE_ANNOTATION, loaded_from_body, on
 from controller.operator.metrics import Metrics
 from controller.operator.routing import NullPublisher, RoutingPublisher, owner_reference, routing_record
 from controller.operator.statuswriter import MemoryStatusWriter, StatusWriter
-from controller.spec.crd import GROUP, PLURAL, VERSION
+from controller.manifest.crd import GROUP, PLURAL, VERSION
 
 log = logging.getLogger("controller.operator")
 

@@ -3,7 +3,7 @@
     python -m controller.operator.render          # write
     python -m controller.operator.render --check  # exit 1 when a committed file is stale
 
-The CRD comes from the pydantic models (controller.spec.crd); manifests/ is the
+The CRD comes from the pydantic models (controller.manifest.crd); manifests/ is the
 chart rendered with its default values, split by concern, so `kubectl apply -f
 manifests/` installs the same thing as `helm install`. Rendering needs the
 helm-python-sdk package (a dev dependency), imported lazily for that reason.

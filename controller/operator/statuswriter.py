@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from controller.spec.crd import GROUP, PLURAL, VERSION
+from controller.manifest.crd import GROUP, PLURAL, VERSION
 
 
 def without_nulls(value: Any) -> Any:

@@ -13,7 +13,7 @@ import yaml
 
 from controller.core.stale import assess, is_trained_factory
 from controller.engine.reconcile import reconcile_index
-from controller.spec.load import load_manifests
+from controller.manifest.load import load_manifests
 from controller.store.fs import Store
 
 pytestmark = pytest.mark.scifact

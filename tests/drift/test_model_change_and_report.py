@@ -20,7 +20,7 @@ import yaml
 from controller.checks.drift import REGISTRY
 from controller.cli.main import main
 from controller.engine.reconcile import reconcile_index
-from controller.spec.load import load_manifests
+from controller.manifest.load import load_manifests
 from controller.store.fs import Store
 from tests.e2e.test_scifact import scifact_manifest
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from controller.spec.reference import BEGIN, END, markdown_reference
+from controller.manifest.reference import BEGIN, END, markdown_reference
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from controller.engine.reconcile import reconcile_index
-from controller.spec.load import load_manifests
+from controller.manifest.load import load_manifests
 from controller.store.fs import Store
 from tests.e2e.test_scifact import scifact_manifest
 

@@ -11,7 +11,7 @@ from controller.engine.manual import rollback
 from controller.engine.reconcile import reconcile_index
 from controller.errors import ControllerError, StoreError
 from controller.core.types import Routing
-from controller.spec.load import load_manifests
+from controller.manifest.load import load_manifests
 from controller.store.fs import Store
 from tests.helpers import BAD_OPTIONS, V2_OPTIONS, manifest, tree_snapshot, workspace, write_manifest
 

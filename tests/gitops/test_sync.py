@@ -155,7 +155,7 @@ def test_the_sync_loop_keeps_retrying_after_errors_and_stops_on_its_event(git_re
 
 def test_status_notices_a_hand_reconcile_over_a_synced_index(git_repo: GitRepo, tmp_path: Path):
     from controller.engine.reconcile import reconcile_index
-    from controller.spec.load import load_manifests
+    from controller.manifest.load import load_manifests
     store = Store(tmp_path / "store")
     git_repo.commit(manifest("v1"), "v1")
     assert sync_once(SyncSource(str(git_repo.path), "main", "indexes"), store).ok

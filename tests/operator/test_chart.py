@@ -21,8 +21,8 @@ kubernetes_validate = pytest.importorskip("kubernetes_validate")
 
 from controller.cli.crd_cmd import render as render_crd  # noqa: E402
 from controller.operator import render  # noqa: E402
-from controller.spec.crd import crd  # noqa: E402
-from controller.spec.models import EmbeddingIndex  # noqa: E402
+from controller.manifest.crd import crd  # noqa: E402
+from controller.manifest.models import EmbeddingIndex  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "embedding-index-controller"

@@ -18,7 +18,7 @@ import yaml
 from pydantic import ValidationError
 
 from controller.errors import InvalidInput
-from controller.spec.models import API_VERSION, KIND, EmbeddingIndex
+from controller.manifest.models import API_VERSION, KIND, EmbeddingIndex
 
 DATA_ROOTS_ENV = "CONTROLLER_DATA_ROOTS"
 MANIFEST_SUFFIXES = (".yaml", ".yml")

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from controller.spec.models import EmbeddingIndex
+from controller.manifest.models import EmbeddingIndex
 
 BEGIN = "<!-- manifest-reference:begin -->"
 END = "<!-- manifest-reference:end -->"

@@ -29,7 +29,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from controller.spec.models import API_VERSION, KIND, IndexSpecRoot
+from controller.manifest.models import API_VERSION, KIND, IndexSpecRoot
 
 GROUP, VERSION = API_VERSION.split("/")
 PLURAL = "embeddingindexes"
