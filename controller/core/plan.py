@@ -9,12 +9,24 @@ The lifecycle of a version, as a level-based controller sees it:
   passed   -> weight = rollout.percentage; at 100 the alias switches (promote)
   failed   -> rolled back: weight 0, the alias stays on stable; nothing more
              until the manifest changes
+
+Serving state is a function of the manifest and the kept versions, so Git
+reverts go back:
+  stable asked for at P < 100%  -> it returns to a P% candidate beside its
+             previous stable (RevertedToCanary), if that version is kept and
+             passed its gates; otherwise the plan is blocked and says why
+  an older kept version at 100% -> the alias goes back to it (Rollback)
 """
 
 from __future__ import annotations
 
 from controller.core import reasons as R
+from typing import Any, Iterable
+
 from controller.core.types import Action, Desired, Observed, Plan, VersionInfo
+
+# journal reasons of moves back: they do not make the version moved to a fresh promotion
+_BACKWARD_REASONS = frozenset({R.MANUAL_ROLLBACK, R.ROLLBACK, R.REVERTED_TO_CANARY})
 
 
 def plan(desired: Desired, observed: Observed) -> Plan:
@@ -37,6 +49,8 @@ def _plan_existing(desired: Desired, observed: Observed, target: VersionInfo) ->
     routing = observed.routing
     name = desired.name
     if target.id == routing.stable:
+        if desired.percentage < 100 and observed.previous_stable is not None:
+            return _revert_to_candidate(desired, observed, target)
         if routing.candidate is not None:
             return Plan(name, (Action("abort", routing.candidate, R.BACK_ON_STABLE,
                                       f"the manifest asks for the stable version {target.id} again: "
@@ -62,6 +76,58 @@ def _plan_existing(desired: Desired, observed: Observed, target: VersionInfo) ->
     actions += _rollout(desired, observed, target.id, if_gates_pass=pending_check)
     message = "" if actions else _steady_message(target.id, observed)
     return Plan(name, tuple(actions), target=target.id, message=message)
+
+
+def _revert_to_candidate(desired: Desired, observed: Observed, target: VersionInfo) -> Plan:
+    """The manifest asks for the stable at less than 100%: what it asked before its promotion."""
+    routing = observed.routing
+    previous = observed.previous_stable
+    pct = desired.percentage
+    problem = _unusable_previous(observed, previous, desired.keep)
+    if problem is not None:
+        return Plan(desired.name, target=target.id, blocked=R.PREVIOUS_STABLE_UNAVAILABLE, message=(
+            f"the manifest asks for {target.id} at {pct:g}%, which returns it to a candidate beside the "
+            f"version stable before it, {previous}, but {problem}; {target.id} stays stable at 100%. "
+            "Set rollout.percentage to 100, or name a kept version in spec.index.version"))
+    actions = []
+    if routing.candidate not in (None, previous):
+        actions.append(Action("abort", routing.candidate, R.BACK_ON_STABLE, (
+            f"candidate {routing.candidate} is withdrawn ({routing.weight:g}% -> 0%): the manifest asks "
+            f"for {target.id} at {pct:g}%")))
+    actions.append(Action("rollback", target.id, R.REVERTED_TO_CANARY, (
+        f"roll alias {desired.alias} back to {previous}: {target.id} returns to a {pct:g}% candidate "
+        f"(the manifest asks for {target.id} at {pct:g}%; {previous} was stable before it)"),
+        weight=pct, baseline=previous))
+    return Plan(desired.name, tuple(actions), target=target.id)
+
+
+def _unusable_previous(observed: Observed, previous: str | None, keep: int) -> str | None:
+    """Why the previous stable cannot serve again, or None when it can."""
+    kept = next((v for v in observed.versions if v.id == previous), None)
+    if kept is None:
+        return f"{previous} was garbage-collected (history.keep is {keep})"
+    if kept.verdict == "failed":
+        return f"{previous} failed its gates ({kept.verdict_message})"
+    if kept.verdict is None:
+        return f"{previous} has no gate verdict"
+    return None
+
+
+def previous_stable_of(journal: Iterable[dict[str, Any]], stable: str | None) -> str | None:
+    """The version that was stable before `stable` was last promoted forward, from the history journal.
+
+    Moves back (manual rollback, Rollback, RevertedToCanary) do not count: after rolling back from v2
+    to v1, v1's previous stable is still the one before v1, not v2. None for a first version or an
+    index whose journal never saw the promotion.
+    """
+    if stable is None:
+        return None
+    for record in reversed(list(journal)):
+        before, after = record.get("from") or {}, record.get("to") or {}
+        if (after.get("stable") == stable and before.get("stable") != stable
+                and record.get("reason") not in _BACKWARD_REASONS):
+            return before.get("stable")
+    return None
 
 
 def _steady_message(version: str, observed: Observed) -> str:
@@ -147,6 +213,11 @@ def _rollout(desired: Desired, observed: Observed, version_id: str, *, if_gates_
                        f"point alias {desired.alias} at {version_id}: the first version becomes stable",
                        weight=100, if_gates_pass=if_gates_pass)]
     if desired.percentage >= 100:
+        if _older_than_stable(observed, version_id):
+            return [Action("promote", version_id, R.ROLLBACK,
+                           f"roll alias {desired.alias} back from {routing.stable} to the older kept version "
+                           f"{version_id} (the manifest names it at 100%)", weight=100, baseline=routing.stable,
+                           if_gates_pass=if_gates_pass)]
         return [Action("promote", version_id, R.ROLLOUT_COMPLETE,
                        f"switch alias {desired.alias} from {routing.stable} to {version_id} "
                        "(rollout.percentage is 100)", weight=100, baseline=routing.stable,
@@ -160,9 +231,15 @@ def _rollout(desired: Desired, observed: Observed, version_id: str, *, if_gates_
                    baseline=routing.stable, if_gates_pass=if_gates_pass)]
 
 
+def _older_than_stable(observed: Observed, version_id: str) -> bool:
+    by_id = {v.id: v for v in observed.versions}
+    version, stable = by_id.get(version_id), by_id.get(observed.routing.stable or "")
+    return version is not None and stable is not None and version.created < stable.created
+
+
 def _with_gc(p: Plan, desired: Desired, observed: Observed, target_id: str) -> Plan:
     doomed = versions_to_delete(observed, desired.keep, protect={target_id})
-    if not doomed:
+    if not doomed or p.blocked:  # a manifest that cannot be applied changes nothing, not even history
         return p
     gc = tuple(Action("delete", v.id, R.HISTORY_LIMIT,
                       f"delete {v.id}: beyond history.keep={desired.keep}") for v in doomed)

@@ -27,3 +27,7 @@ CORPUS_DRIFT = "CorpusDrift"
 NO_CORPUS_DRIFT = "NoCorpusDrift"
 RETRAINED = "Retrained"
 INDEX_NOT_TRAINED = "IndexNotTrained"
+REVERTED_TO_CANARY = "RevertedToCanary"  # the manifest asks for the stable below 100%: back beside its previous stable
+ROLLBACK = "Rollback"  # the manifest names a version older than the stable: the alias goes back to it
+PREVIOUS_STABLE_UNAVAILABLE = "PreviousStableUnavailable"  # such a revert, but the earlier stable is gone or failed
+RESUMED = "Resumed"

@@ -6,9 +6,29 @@ Nothing here touches disk, FAISS or the clock; the engine fills these in.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from enum import Enum
 from typing import Any, Literal
 
 Verdict = Literal["passed", "failed"]
+
+
+class Phase(str, Enum):
+    """The one-word state of an index; status, metrics, exit codes and health checks match on these.
+
+    A str Enum so comparisons with the plain strings in stored JSON and CR status hold; status
+    dicts carry ``.value`` so they serialise to JSON and YAML as plain strings.
+    """
+
+    HEALTHY = "Healthy"  # the manifest is applied, the target serves
+    PROGRESSING = "Progressing"  # the target serves a share as candidate beside the stable
+    PENDING = "Pending"  # actions are planned but not executed (or a resume awaits the next pass)
+    PAUSED = "Paused"  # a manual rollback holds a version the manifest asks for
+    ROLLED_BACK = "RolledBack"  # the target failed its gates; the alias stays on stable
+    STALLED = "Stalled"  # an error, or a manifest that cannot be applied as written
+    SUSPENDED = "Suspended"  # spec.suspend or `controller suspend`: nothing is reconciled
+
+    def __str__(self) -> str:
+        return self.value
 
 
 @dataclass(frozen=True)
@@ -65,9 +85,13 @@ class Observed:
     documents: int
     to_embed: int  # documents with no reusable vector of the desired fingerprint
     reuse_from: str | None = None  # version whose vectors are reused, when any
+    # the version that was stable before the current stable was promoted (from the journal):
+    # what a manifest asking for the stable at less than 100% goes back to
+    previous_stable: str | None = None
 
 
-ActionKind = Literal["build", "check", "setWeight", "promote", "abort", "delete"]
+# rollback: the stable goes back to being a candidate at `weight` beside `baseline` (its previous stable)
+ActionKind = Literal["build", "check", "setWeight", "promote", "abort", "rollback", "delete"]
 
 
 @dataclass(frozen=True)

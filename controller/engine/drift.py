@@ -280,16 +280,3 @@ def reuse_training(store: Store, loaded: Any, record: CorpusDriftRecord | None, 
     spec = loaded.manifest.spec
     return build_on_trained(store, loaded.name, record.reference, vectors, spec.index.factory, spec.index.metric)
 
-
-def corpus_drift_of(store: Store, name: str, target: str | None, stable: str | None) -> dict[str, Any] | None:
-    """The build-time corpus drift record of the target version (else the stable one), if any."""
-    for version in (target, stable):
-        if not version:
-            continue
-        try:
-            record = store.meta(name, version).get("corpusDrift")
-        except NotFound:
-            continue
-        if record:
-            return {"version": version, **record}
-    return None

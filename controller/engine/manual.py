@@ -11,9 +11,9 @@ from dataclasses import replace
 from typing import Any
 
 from controller.core import reasons as R
-from controller.core.status import version_ref
 from controller.core.types import Routing, VersionInfo
-from controller.engine.reconcile import journal_record, utc_now
+from controller.engine.reconcile import journal_record
+from controller.engine.status import persist_status
 from controller.errors import ControllerError, NotFound
 from controller.store.fs import Store
 
@@ -29,7 +29,7 @@ def rollback(store: Store, name: str, to: str | None = None) -> dict[str, Any]:
                                 manifest_digest=None, source="controller rollback")
         store.write_routing(name, alias, new)
         store.append_journal(name, record)
-        _patch_status(store, name, new, versions, message)
+        persist_status(store, name, manual=message, extra={"lastManualChange": record["time"]})
     return record
 
 
@@ -73,14 +73,3 @@ def _previous_stable(routing: Routing, versions: dict[str, VersionInfo]) -> str 
     older = [v for v in versions.values() if v.created < current.created and v.verdict != "failed"]
     return max(older, key=lambda v: v.created).id if older else None
 
-
-def _patch_status(store: Store, name: str, routing: Routing, versions: dict[str, VersionInfo],
-                  message: str) -> None:
-    status = store.status(name) or {"name": name, "alias": name, "conditions": []}
-
-    def ref(v: str | None) -> dict[str, Any] | None:
-        return version_ref(versions.get(v)) if v else None
-
-    status.update(stable=ref(routing.stable), candidate=ref(routing.candidate), weight=routing.weight,
-                  held=list(routing.held), phase="Paused", message=message, lastManualChange=utc_now())
-    store.write_status(name, status)

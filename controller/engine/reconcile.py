@@ -18,15 +18,15 @@ import numpy as np
 
 from controller.core import reasons as R
 from controller.core.gates import summarize_failures
-from controller.core.plan import plan as make_plan
-from controller.core.status import compute_status
+from controller.core.plan import plan as make_plan, previous_stable_of
 from controller.core.types import Action, CheckReport, Desired, Observed, Plan, Routing
 from controller.embed import make_embedder
 from controller.embed.base import check_finite
-from controller.errors import EmbedError, InvalidInput, StalePlan
+from controller.errors import ControllerError, EmbedError, InvalidInput, StalePlan
 from controller.checks.golden import load_golden
 from controller.engine.checks import run_checks
-from controller.engine.drift import corpus_drift_for_build, corpus_drift_of, reuse_training
+from controller.engine.drift import corpus_drift_for_build, reuse_training
+from controller.engine.status import persist_status, utc_now
 from controller.progress import Progress, silent
 from controller.manifest.load import LoadedManifest
 from controller.store import faiss_index
@@ -34,10 +34,6 @@ from controller.store.corpus import Corpus, read_corpus
 from controller.store.fs import Store
 
 MAX_PASSES = 6  # build -> check -> weight -> gc needs at most four; more means a bug
-
-
-def utc_now() -> str:
-    return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 @dataclass
@@ -97,9 +93,11 @@ def observe(loaded: LoadedManifest, store: Store) -> Observation:
     versions = tuple(store.versions(loaded.name))
     source, rows = _reuse_source(store, loaded, corpus, versions, desired)
     reusable = int((rows >= 0).sum()) if rows is not None else 0
-    observed = Observed(versions=versions, routing=effective_routing(store, loaded), corpus_digest=corpus.digest,
+    routing = effective_routing(store, loaded)
+    observed = Observed(versions=versions, routing=routing, corpus_digest=corpus.digest,
                         documents=len(corpus), to_embed=len(corpus) - reusable,
-                        reuse_from=source if reusable else None)
+                        reuse_from=source if reusable else None,
+                        previous_stable=previous_stable_of(store.journal(loaded.name), routing.stable))
     return Observation(desired, observed, corpus, rows if reusable else None)
 
 
@@ -189,14 +187,28 @@ def reconcile_index(loaded: LoadedManifest, store: Store, *, dry_run: bool = Fal
             if first.to_dict() != expect:
                 raise StalePlan(f"index {loaded.name!r}: the plan made under the store lock differs from the "
                                 "reviewed plan; make a new plan (`controller reconcile --dry-run --out`)")
-        _release_holds(store, loaded, hooks)
-        current = first
-        for _ in range(MAX_PASSES):
-            if not current.changes:
-                break
-            _execute(current, obs, loaded, store, hooks, result)
-            obs, current = plan_index(loaded, store)
-        result.status = _persist_status(loaded, store, current)
+        try:
+            _release_holds(store, loaded, hooks)
+            current = first
+            for _ in range(MAX_PASSES):
+                if not current.changes:
+                    break
+                _execute(current, obs, loaded, store, hooks, result)
+                obs, current = plan_index(loaded, store)
+        except InvalidInput:
+            raise  # found before anything was written: the status stays as it was
+        except Exception as exc:
+            # A failed cycle says so in status (Stalled, with the error) before the caller reports it.
+            # The manifest digest stays the last applied one: this manifest was not applied.
+            error = str(exc) if isinstance(exc, ControllerError) else f"{type(exc).__name__}: {exc}"
+            try:
+                persist_status(store, loaded.name, alias=loaded.manifest.alias, error=error,
+                               reports=result.reports)
+            except (OSError, ControllerError):  # the store fails too: report the first error, not this one
+                pass
+            raise
+        result.status = persist_status(store, loaded.name, plan=current, alias=loaded.manifest.alias,
+                                       manifest_digest=loaded.digest, reports=result.reports)
     return result
 
 
@@ -350,6 +362,10 @@ def _route(action: Action, store: Store, loaded: LoadedManifest, hooks: Hooks) -
     elif action.kind == "abort":
         new = replace(routing, candidate=None, weight=0.0)
         event = "RolledBack"
+    elif action.kind == "rollback":  # the stable steps back to a candidate beside its previous stable
+        new = Routing(stable=action.baseline, candidate=action.version, weight=float(action.weight or 0),
+                      held=routing.held)
+        event = "RevertedToCanary"
     else:
         raise AssertionError(f"unknown action {action.kind}")
     _write_routing(store, loaded, routing, new, action, hooks, event)
@@ -376,20 +392,6 @@ def journal_record(name: str, alias: str, old: Routing, new: Routing, reason: st
         "to": {"stable": new.stable, "candidate": new.candidate, "weight": new.weight},
         "manifestDigest": manifest_digest, "source": source, **(extra or {}),
     }
-
-
-def _persist_status(loaded: LoadedManifest, store: Store, plan: Plan, error: str | None = None
-                    ) -> dict[str, Any]:
-    name = loaded.name
-    versions = store.versions(name)
-    verdicts = {v.id: store.verdict(name, v.id) for v in versions if v.verdict}
-    previous = store.status(name)
-    status = compute_status(name=name, alias=loaded.manifest.alias, routing=store.routing(name),
-                            versions=versions, plan=plan, verdicts=verdicts, manifest_digest=loaded.digest,
-                            previous=previous, now=utc_now(), error=error,
-                            corpus_drift=corpus_drift_of(store, name, plan.target, store.routing(name).stable))
-    store.write_status(name, status)
-    return status
 
 
 def remove_index(store: Store, name: str) -> None:

@@ -15,11 +15,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from controller.engine.suspend import SUSPEND_FILE, resume, suspend, suspension
 from controller.store import atomic
 from controller.store.fs import Store
 
+__all__ = ["SUSPEND_FILE", "SYNC_FILE", "index_sync", "read_source_state", "resume", "source_state_path",
+           "suspend", "suspension", "sync_state", "utc_now", "write_index_sync", "write_source_state"]
+
 SYNC_FILE = "sync.json"
-SUSPEND_FILE = "suspend.json"
 
 
 def utc_now() -> str:
@@ -50,30 +53,8 @@ def write_index_sync(store: Store, name: str, record: dict[str, Any]) -> None:
         atomic.write_json(store.index_dir(name) / SYNC_FILE, record)
 
 
-# ---- suspend / resume --------------------------------------------------------------
-
-def suspension(store: Store, name: str) -> dict[str, Any] | None:
-    return atomic.read_json(store.index_dir(name) / SUSPEND_FILE)
-
-
-def suspend(store: Store, name: str, reason: str = "") -> dict[str, Any]:
-    """Hold an index: sync and watch skip it until resume(). The index must exist."""
-    store.require_index(name)
-    record = {"suspended": True, "since": utc_now(), "reason": reason}
-    atomic.write_json(store.index_dir(name) / SUSPEND_FILE, record)
-    return record
-
-
-def resume(store: Store, name: str) -> bool:
-    """Release an index; returns whether it was suspended."""
-    store.require_index(name)
-    path = store.index_dir(name) / SUSPEND_FILE
-    if not path.exists():
-        return False
-    path.unlink()
-    atomic.fsync_dir(path.parent)
-    return True
-
+# ---- suspend / resume: engine.suspend owns the flag, so status reports it ---------------
+# re-exported for the verbs and sync/watch that import them from here
 
 # ---- what status shows -----------------------------------------------------------------
 

@@ -21,9 +21,8 @@ from typing import Any, Callable
 
 import kopf
 
-from controller.core.status import compute_status
-from controller.core.types import Plan
-from controller.engine.reconcile import Hooks, remove_index, reconcile_index, utc_now
+from controller.engine.reconcile import Hooks, remove_index, reconcile_index
+from controller.engine.status import persist_status
 from controller.errors import InvalidInput
 from controller.operator.body import (ON_DELETE_ANNOTATION, loaded_from_body, on_delete_policy, plain,
                                       resource_ref, store_for)
@@ -83,15 +82,18 @@ def cr_status(status: dict[str, Any], generation: int | None) -> dict[str, Any]:
     return out
 
 
-def error_status(rt: Runtime, body: dict[str, Any], message: str) -> dict[str, Any]:
-    """Stalled status for a cycle that could not run, computed by the same core function."""
+def error_status(rt: Runtime, body: dict[str, Any], message: str, *, invalid: bool = False) -> dict[str, Any]:
+    """Stalled status for a cycle that could not run, from the engine's one status function.
+
+    The store's status says Stalled too, except for an invalid spec: as with the CLI, bad input
+    writes nothing to the store, and only the resource's status names it.
+    """
     meta = body.get("metadata", {})
     name = meta.get("name", "")
     store = store_for(rt.config.store_root, meta.get("namespace"))
     alias = (body.get("spec") or {}).get("alias") or name
-    status = compute_status(name=name, alias=alias, routing=store.routing(name), versions=store.versions(name),
-                            plan=Plan(name), verdicts={}, manifest_digest="",
-                            previous=body.get("status") or None, now=utc_now(), error=message)
+    status = persist_status(store, name, alias=alias, error=message, previous=body.get("status") or None,
+                            write=not invalid)
     return cr_status(status, meta.get("generation"))
 
 
@@ -146,7 +148,7 @@ def run_cycle(rt: Runtime, body: Any, retry: int, trigger: str) -> None:
             status = reconcile_resource(rt, raw)
         except InvalidInput as exc:
             result = "invalid"
-            rt.status_writer.write(raw, error_status(rt, raw, str(exc)))
+            rt.status_writer.write(raw, error_status(rt, raw, str(exc), invalid=True))
             raise kopf.PermanentError(f"{exc} (fix the resource; it is retried when its spec changes)") from exc
         rt.status_writer.write(raw, status)
         result = "ok"

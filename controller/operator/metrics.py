@@ -7,6 +7,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from controller.engine.status import Phase
+
 LABELS = ("namespace", "name")
 
 
@@ -35,8 +37,8 @@ class Metrics:
 
     def observe_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         self.weight.labels(namespace, name).set(float(status.get("weight") or 0.0))
-        for phase in ("Healthy", "Progressing", "RolledBack", "Stalled", "Suspended", "Paused", "Pending"):
-            self.phase.labels(namespace, name, phase).set(1.0 if status.get("phase") == phase else 0.0)
+        for phase in Phase:
+            self.phase.labels(namespace, name, phase.value).set(1.0 if status.get("phase") == phase else 0.0)
         for gate in status.get("gates") or []:
             key = (namespace, name, gate["metric"], gate["kind"])
             if gate.get("value") is not None:
