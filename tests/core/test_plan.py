@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from controller.core import reasons as R
-from controller.core.plan import next_version_id, plan, versions_to_delete
+from controller.core.plan import next_version_id, plan, previous_stable_of, versions_to_delete
 from controller.core.types import Desired, Observed, Routing, VersionInfo
 
 FP1 = {"provider": "hashing", "name": "m", "version": "1", "dim": 8, "normalize": True, "optionsHash": "a"}
@@ -25,9 +25,10 @@ def desired(label="v1", fp=FP1, *, factory="Flat", pct=100.0, keep=3, suspend=Fa
                    percentage=pct, keep=keep, suspend=suspend)
 
 
-def observed(*versions, stable=None, candidate=None, weight=0.0, held=(), corpus="c1", to_embed=10):
+def observed(*versions, stable=None, candidate=None, weight=0.0, held=(), corpus="c1", to_embed=10,
+             previous=None):
     return Observed(versions=tuple(versions), routing=Routing(stable, candidate, weight, tuple(held)),
-                    corpus_digest=corpus, documents=10, to_embed=to_embed)
+                    corpus_digest=corpus, documents=10, to_embed=to_embed, previous_stable=previous)
 
 
 @dataclass
@@ -84,6 +85,26 @@ CASES = [
     Case("held after a manual rollback", desired("v2", FP2), observed(V1, V2_25, stable="v1", held=["v2"]), [],
          target="v2"),
     Case("suspended", desired("v2", FP2, suspend=True), observed(V1, stable="v1"), []),
+    # Git revert semantics: the serving state is a function of the manifest and the kept versions
+    Case("stable asked for at 25% goes back beside its previous stable", desired("v2", FP2, pct=25),
+         observed(V1, V2_25, stable="v2", previous="v1"), ["rollback"], [R.REVERTED_TO_CANARY], target="v2"),
+    Case("stable at 25% with a foreign candidate: withdraw it, then go back", desired("v2", FP2, pct=25),
+         observed(V1, V2_25, version("v3", FP2), stable="v2", candidate="v3", weight=10, previous="v1"),
+         ["abort", "rollback"], [R.BACK_ON_STABLE, R.REVERTED_TO_CANARY], target="v2"),
+    Case("stable at 25%, previous stable garbage-collected", desired("v2", FP2, pct=25, keep=1),
+         observed(V2_25, stable="v2", previous="v1"), [], blocked=R.PREVIOUS_STABLE_UNAVAILABLE, target="v2"),
+    Case("stable at 25%, previous stable failed its gates", desired("v2", FP2, pct=25),
+         observed(version("v1", verdict="failed", msg="ndcg@10 0.1 < min 0.5"), V2_25, stable="v2",
+                  previous="v1"), [], blocked=R.PREVIOUS_STABLE_UNAVAILABLE, target="v2"),
+    Case("first version at 25% has nothing to go back to", desired("v1", pct=25), observed(V1, stable="v1"), [],
+         target="v1"),
+    Case("stable at 100% stays, whatever came before", desired("v2", FP2), observed(V1, V2_25, stable="v2",
+                                                                                 previous="v1"), [], target="v2"),
+    Case("an older kept version at 100% is a rollback", desired("v1"), observed(V1, V2_25, stable="v2",
+                                                                            previous="v1"),
+         ["promote"], [R.ROLLBACK], target="v1"),
+    Case("a newer version at 100% is a rollout", desired("v2", FP2), observed(V1, V2_25, stable="v1"),
+         ["promote"], [R.ROLLOUT_COMPLETE], target="v2"),
     Case("a version beyond history.keep", desired("v4", FP2, keep=2),
          observed(version("v1"), version("v2"), version("v3"), version("v4", FP2), stable="v4"),
          ["delete", "delete"], [R.HISTORY_LIMIT, R.HISTORY_LIMIT]),
@@ -139,3 +160,53 @@ def test_next_version_id() -> None:
 def test_plan_is_deterministic() -> None:
     d, o = desired("v2", FP2, pct=25), observed(V1, stable="v1")
     assert plan(d, o) == plan(d, o)
+
+
+def test_revert_to_candidate_routes_back_beside_the_previous_stable() -> None:
+    p = plan(desired("v2", FP2, pct=25), observed(V1, V2_25, stable="v2", previous="v1"))
+    [action] = p.actions
+    assert (action.version, action.baseline, action.weight) == ("v2", "v1", 25)
+    assert "back to v1" in action.message and "25% candidate" in action.message
+
+
+@pytest.mark.parametrize("previous_versions,why", [
+    ((), "v1 was garbage-collected (history.keep is 1)"),
+    ((version("v1", verdict="failed", msg="ndcg@10 0.1 < min 0.5"),), "v1 failed its gates (ndcg@10 0.1 < min 0.5)"),
+    ((version("v1", verdict=None),), "v1 has no gate verdict"),
+])
+def test_a_revert_that_cannot_go_back_says_why_and_stays(previous_versions, why) -> None:
+    p = plan(desired("v2", FP2, pct=25, keep=1), observed(*previous_versions, V2_25, stable="v2", previous="v1"))
+    assert p.blocked == R.PREVIOUS_STABLE_UNAVAILABLE and not p.actions
+    assert why in p.message and "v2 stays stable at 100%" in p.message
+
+
+def test_a_blocked_revert_collects_no_garbage() -> None:
+    vs = (version("v3", FP2), version("v4", FP2), version("v5", FP2))
+    p = plan(desired("v5", FP2, pct=25, keep=1), observed(*vs, stable="v5", previous="v1"))
+    assert p.blocked and p.actions == ()
+
+
+def journal(*moves):
+    """(from stable, to stable, reason) -> journal records"""
+    return [{"from": {"stable": a}, "to": {"stable": b}, "reason": r} for a, b, r in moves]
+
+
+@pytest.mark.parametrize("records,stable,expected", [
+    ([], "v1", None),
+    (journal((None, "v1", R.FIRST_VERSION)), "v1", None),
+    (journal((None, "v1", R.FIRST_VERSION), ("v1", "v1", R.WEIGHT_CHANGED), ("v1", "v2", R.ROLLOUT_COMPLETE)),
+     "v2", "v1"),
+    # after a revert and a second promotion, v2's previous stable is still v1
+    (journal((None, "v1", R.FIRST_VERSION), ("v1", "v2", R.ROLLOUT_COMPLETE), ("v2", "v1", R.REVERTED_TO_CANARY),
+             ("v1", "v2", R.ROLLOUT_COMPLETE)), "v2", "v1"),
+    # moves back do not make a fresh promotion: v1's previous stable stays what preceded v1
+    (journal((None, "v1", R.FIRST_VERSION), ("v1", "v2", R.ROLLOUT_COMPLETE), ("v2", "v1", R.MANUAL_ROLLBACK)),
+     "v1", None),
+    (journal((None, "v1", R.FIRST_VERSION), ("v1", "v2", R.ROLLOUT_COMPLETE), ("v2", "v3", R.ROLLOUT_COMPLETE),
+             ("v3", "v1", R.ROLLBACK)), "v1", None),
+    (journal((None, "v1", R.FIRST_VERSION), ("v1", "v2", R.ROLLOUT_COMPLETE), ("v2", "v3", R.ROLLOUT_COMPLETE)),
+     "v3", "v2"),
+    (journal((None, "v1", R.FIRST_VERSION)), None, None),
+])
+def test_previous_stable_of(records, stable, expected) -> None:
+    assert previous_stable_of(records, stable) == expected
