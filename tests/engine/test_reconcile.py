@@ -13,22 +13,12 @@ from controller.errors import ControllerError, StoreError
 from controller.core.types import Routing
 from controller.manifest.load import load_manifests
 from controller.store.fs import Store
-from tests.helpers import BAD_OPTIONS, V2_OPTIONS, manifest, tree_snapshot, workspace, write_manifest
+from tests.helpers import BAD_OPTIONS, V2_OPTIONS, manifest, tree_snapshot, write_manifest
 
 
 def apply(ws: Path, doc: dict, store: Store, **kw):
     [loaded] = load_manifests(write_manifest(ws, doc))
     return reconcile_index(loaded, store, **kw)
-
-
-@pytest.fixture
-def ws(tmp_path: Path) -> Path:
-    return workspace(tmp_path)
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
-    return Store(tmp_path / "store")
 
 
 def test_first_version_becomes_stable(ws, store):

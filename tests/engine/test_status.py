@@ -3,24 +3,16 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
-
 import pytest
 
 from controller.cli.main import main as cli
 from controller.engine.manual import rollback
-from controller.engine.reconcile import Hooks, reconcile_index
+from controller.engine.reconcile import Hooks
 from controller.engine.suspend import resume, suspend
-from controller.manifest.load import load_manifests
-from controller.store.fs import Store
-from tests.helpers import BAD_OPTIONS, V2_OPTIONS, manifest, workspace, write_manifest
+from tests.engine.test_reconcile import apply
+from tests.helpers import BAD_OPTIONS, V2_OPTIONS, manifest
 
 CONDITIONS = ("Ready", "Progressing", "Degraded", "Stalled")
-
-
-def apply(ws: Path, doc: dict, store: Store, **kw):
-    [loaded] = load_manifests(write_manifest(ws, doc))
-    return reconcile_index(loaded, store, **kw)
 
 
 def conditions(status: dict) -> dict[str, dict]:
@@ -37,16 +29,6 @@ def assert_agrees(status: dict, phase: str, reason: str, text: str) -> None:
     for kind in CONDITIONS:
         assert conds[kind]["status"] == ("True" if kind == wanted_true else "False"), (kind, conds[kind])
         assert conds[kind]["reason"] == reason and conds[kind]["message"] == status["message"]
-
-
-@pytest.fixture
-def ws(tmp_path: Path) -> Path:
-    return workspace(tmp_path)
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
-    return Store(tmp_path / "store")
 
 
 def test_manual_rollback_is_paused_with_its_reason_in_the_store_and_the_cli(ws, store, capsys):
