@@ -20,13 +20,15 @@ reverts go back:
 
 from __future__ import annotations
 
-from controller.core import reasons as R
-from typing import Any, Iterable
+import re
+from typing import Any, Iterable, Mapping
 
+from controller.core import reasons as R
 from controller.core.types import Action, Desired, Observed, Plan, VersionInfo
 
 # journal reasons of moves back: they do not make the version moved to a fresh promotion
 _BACKWARD_REASONS = frozenset({R.MANUAL_ROLLBACK, R.ROLLBACK, R.REVERTED_TO_CANARY})
+_REVISION = re.compile(r"\.r\d+$")  # next_version_id's suffix for a corpus revision of a label
 
 
 def plan(desired: Desired, observed: Observed) -> Plan:
@@ -113,18 +115,28 @@ def _unusable_previous(observed: Observed, previous: str | None, keep: int) -> s
     return None
 
 
-def previous_stable_of(journal: Iterable[dict[str, Any]], stable: str | None) -> str | None:
-    """The version that was stable before `stable` was last promoted forward, from the history journal.
+def previous_stable_of(journal: Iterable[dict[str, Any]], stable: str | None,
+                       labels: Mapping[str, str] | None = None) -> str | None:
+    """The version that was stable before `stable`'s label was last promoted forward, from the journal.
 
     Moves back (manual rollback, Rollback, RevertedToCanary) do not count: after rolling back from v2
-    to v1, v1's previous stable is still the one before v1, not v2. None for a first version or an
-    index whose journal never saw the promotion.
+    to v1, v1's previous stable is still the one before v1, not v2. Nor do corpus revisions of the
+    same label (v2 -> v2.r2): a manifest asking for v2 at 25% means beside what preceded v2.
+    `labels` maps kept version ids to their index.version; ids of deleted versions fall back to
+    their name without the `.rN` revision suffix. None for a first version or an index whose
+    journal never saw the promotion.
     """
     if stable is None:
         return None
+
+    def label(version: str | None) -> str | None:
+        if version is None:
+            return None
+        return (labels or {}).get(version) or _REVISION.sub("", version)
+
     for record in reversed(list(journal)):
         before, after = record.get("from") or {}, record.get("to") or {}
-        if (after.get("stable") == stable and before.get("stable") != stable
+        if (label(after.get("stable")) == label(stable) and label(before.get("stable")) != label(stable)
                 and record.get("reason") not in _BACKWARD_REASONS):
             return before.get("stable")
     return None

@@ -97,7 +97,8 @@ def observe(loaded: LoadedManifest, store: Store) -> Observation:
     observed = Observed(versions=versions, routing=routing, corpus_digest=corpus.digest,
                         documents=len(corpus), to_embed=len(corpus) - reusable,
                         reuse_from=source if reusable else None,
-                        previous_stable=previous_stable_of(store.journal(loaded.name), routing.stable))
+                        previous_stable=previous_stable_of(store.journal(loaded.name), routing.stable,
+                                                           {v.id: v.label for v in versions}))
     return Observation(desired, observed, corpus, rows if reusable else None)
 
 

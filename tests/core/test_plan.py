@@ -207,6 +207,15 @@ def journal(*moves):
     (journal((None, "v1", R.FIRST_VERSION), ("v1", "v2", R.ROLLOUT_COMPLETE), ("v2", "v3", R.ROLLOUT_COMPLETE)),
      "v3", "v2"),
     (journal((None, "v1", R.FIRST_VERSION)), None, None),
+    # a corpus revision of the stable label is no new promotion: v2.r2's previous stable is v1
+    (journal((None, "v1", R.FIRST_VERSION), ("v1", "v2", R.ROLLOUT_COMPLETE), ("v2", "v2.r2", R.ROLLOUT_COMPLETE)),
+     "v2.r2", "v1"),
 ])
 def test_previous_stable_of(records, stable, expected) -> None:
     assert previous_stable_of(records, stable) == expected
+
+
+def test_previous_stable_of_reads_labels_of_kept_versions() -> None:
+    records = journal((None, "a", R.FIRST_VERSION), ("a", "b", R.ROLLOUT_COMPLETE), ("b", "c", R.ROLLOUT_COMPLETE))
+    assert previous_stable_of(records, "c") == "b"
+    assert previous_stable_of(records, "c", {"b": "v2", "c": "v2"}) == "a"  # c rebuilt b's label
