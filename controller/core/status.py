@@ -27,7 +27,7 @@ def compute_status(*, name: str, alias: str, routing: Routing, versions: list[Ve
     """``corpus_drift`` is the target's build-time corpus drift record (meta.json ``corpusDrift``);
     when present the status carries it and an IndexStale condition.
 
-    ``last_cycle`` summarises the reconcile that just ran (see `last_cycle`); paths that are no
+    ``last_cycle`` summarises the reconcile that just ran (see `summarize_cycle`); paths that are no
     reconcile (a manual rollback, suspend, resume) keep the previous one. ``suspended``,
     ``manual`` and ``resumed`` are the messages of states no plan shows: the store's suspend flag,
     a manual rollback that holds a version, a resume waiting for its next pass.
