@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from controller.core import reasons as R
 from controller.core.types import Action, Desired, Observed, Plan, VersionInfo
+from controller.manifest.providers import capabilities
 
 
 def plan(desired: Desired, observed: Observed) -> Plan:
@@ -124,7 +125,8 @@ def _build(desired: Desired, observed: Observed, version_id: str) -> Action:
         R.RETRAINED: (f"{', '.join(stale)} kept centroids/codebooks trained before the corpus drifted "
                       "(IndexStale) and spec.checks.corpusDrift.retrain is true: retrain"),
     }[reason]
-    verb = "read precomputed vectors of" if desired.fingerprint.get("provider") == "precomputed" else "embed"
+    provider = desired.fingerprint.get("provider", "")
+    verb = "embed" if capabilities(provider).embeds_text else f"read {provider} vectors of"
     return Action("build", version_id, reason,
                   f"build {version_id} ({desired.factory}, {desired.metric}): {why}; {verb} "
                   f"{observed.to_embed} of {observed.documents} documents{source}",

@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from controller.naming import camel
+
 Verdict = Literal["passed", "failed"]
 
 
@@ -84,7 +86,7 @@ class Action:
     if_gates_pass: bool = False  # runs only when the checks earlier in the plan pass
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v not in (None, False) or k == "kind"}
+        return {camel(k): v for k, v in asdict(self).items() if v not in (None, False) or k == "kind"}
 
 
 @dataclass(frozen=True)

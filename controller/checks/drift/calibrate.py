@@ -21,6 +21,7 @@ import numpy as np
 from scipy.stats import beta
 
 from controller.errors import CheckError, InvalidInput
+from controller.naming import camel_keys
 
 from .base import NormCache, as_matrix
 
@@ -52,7 +53,7 @@ class NullCalibration:
 
     def to_dict(self) -> dict:
         """Plain JSON-serialisable dict."""
-        return asdict(self)
+        return camel_keys(asdict(self))
 
 
 def _validate(false_alarm: float, splits: int) -> None:
