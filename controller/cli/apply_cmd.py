@@ -37,7 +37,6 @@ def run(args: argparse.Namespace) -> int:
 
     doc = read_plan_file(args.plan)
     store = open_store(args.store or doc["store"])
-    stores_into(store)
     notifier = make_notifier(store.root, args.webhook)
     notifier.retarget(_manifests_for_webhooks(doc, args.data_root))
     hooks = Hooks(progress=terminal_bar, on_transition=notifier)
@@ -49,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
                 args.output):
         for r in results:
             print(render_result(r))
+        stores_into(store)
     return exit_code(results, dry_run=False, detailed=False)
 
 

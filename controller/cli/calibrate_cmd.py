@@ -41,8 +41,6 @@ def run(args: argparse.Namespace) -> int:
     if args.splits < 2:
         raise InvalidInput(f"--splits must be at least 2, got {args.splits}", field="--splits", value=args.splits)
     store = resolve_store(args)
-    if not args.no_save:
-        stores_into(store)
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
     record = calibrate_index(store, args.name, version=args.version, metrics=metrics, splits=args.splits,
                              false_alarm=args.false_alarm, seed=args.seed, save=not args.no_save,
@@ -61,4 +59,5 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {name:<16} skipped: {why}")
     if not args.no_save:
         print(f"stored in {store.index_dir(args.name) / 'calibration.json'}; gates with max: auto use it")
+        stores_into(store)
     return 0

@@ -103,6 +103,6 @@ def emit(payload: Any, output: str) -> bool:
 
 
 def stores_into(store: "Store") -> None:
-    """Say on stderr where a writing verb writes, so a default location is never a surprise."""
-    print(f"store: {store.root}", file=sys.stderr)
+    """The last line of a writing verb's text output: where it wrote, so a default is never a surprise."""
+    print(f"store: {store.root}")
 

@@ -74,7 +74,6 @@ def _run(args: argparse.Namespace) -> int:
     if args.dry_run:
         results = api.plan(manifests, store)
     else:
-        stores_into(store)
         notifier = make_notifier(store.root, args.webhook, manifests)
         try:
             results = api.reconcile(manifests, store, hooks=Hooks(progress=terminal_bar, on_transition=notifier))
@@ -86,6 +85,8 @@ def _run(args: argparse.Namespace) -> int:
     if not emit(payload, args.output):
         for r in results:
             print(render_dry_run(r) if args.dry_run else render_result(r))
+        if not args.dry_run:
+            stores_into(store)
     return exit_code(results, dry_run=args.dry_run, detailed=args.detailed_exitcode)
 
 

@@ -27,8 +27,8 @@ def run(args: argparse.Namespace) -> int:
     import controller as api
 
     store = resolve_store(args)
-    stores_into(store)
     record = api.rollback(args.name, args.to, store)
     if not emit(record, args.output):
         print(record["message"])
+        stores_into(store)
     return 0
