@@ -30,14 +30,15 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
-from controller.core.types import Routing, VersionInfo
 from controller.errors import NotFound, StoreError
 from controller.paths import STORE_ENV  # noqa: F401  (re-exported: one definition)
 from controller.store import atomic
 
-if TYPE_CHECKING:  # numpy and faiss load on first use, so `controller status` starts fast
+if TYPE_CHECKING:  # numpy, faiss and the core types load on first use, so `controller status` starts fast
     import faiss
     import numpy as np
+
+    from controller.core.types import Routing, VersionInfo
 
 
 
@@ -95,6 +96,8 @@ class Store:
 
     def _version_info(self, name: str, version: str) -> VersionInfo:
         meta = self.meta(name, version)
+        from controller.core.types import VersionInfo
+
         verdict = atomic.read_json(self.version_dir(name, version) / "verdict.json") or {}
         return VersionInfo(
             id=version, label=meta["label"], fingerprint=meta["fingerprint"],
@@ -175,6 +178,8 @@ class Store:
     # ---- routing, status, journal --------------------------------------------
     def routing(self, name: str) -> Routing:
         data = atomic.read_json(self.index_dir(name) / "routing.json") or {}
+        from controller.core.types import Routing
+
         return Routing(stable=data.get("stable"), candidate=data.get("candidate"),
                        weight=float(data.get("weight", 0.0)), held=tuple(data.get("held", [])))
 
