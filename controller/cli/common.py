@@ -49,8 +49,11 @@ def add_verb(sub: argparse._SubParsersAction, name: str, *, help: str, descripti
              examples: str) -> argparse.ArgumentParser:
     """A verb's parser with an Examples section in its --help."""
     epilog = "examples:\n" + textwrap.indent(textwrap.dedent(examples).strip("\n"), "  ")
-    return sub.add_parser(name, help=help, description=description or help[:1].upper() + help[1:] + ".",
-                          epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
+    text = description or help[:1].upper() + help[1:] + "."
+    # raw formatting keeps the examples' layout; wrap long description lines ourselves
+    text = "\n".join(textwrap.fill(line, 100) if line else line for line in text.split("\n"))
+    return sub.add_parser(name, help=help, description=text, epilog=epilog,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def resolve_store(args: argparse.Namespace) -> "Store":

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from controller.cli.common import add_store_arg, add_verb, resolve_store
+from controller.cli.common import add_store_arg, add_verb, resolve_store, stores_into
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,13 +38,16 @@ def run_suspend(args: argparse.Namespace) -> int:
     record = suspend(store, args.name, args.reason)
     print(f"index {args.name} suspended since {record['since']}: sync and watch leave it alone "
           f"(`controller resume {args.name}` releases it)")
+    stores_into(store)
     return 0
 
 
 def run_resume(args: argparse.Namespace) -> int:
     from controller.gitops.state import resume
 
-    was = resume(resolve_store(args), args.name)
+    store = resolve_store(args)
+    was = resume(store, args.name)
     print(f"index {args.name} resumed: the next sync or watch pass reconciles it" if was
           else f"index {args.name} was not suspended; nothing to do")
+    stores_into(store)
     return 0
