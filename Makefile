@@ -26,6 +26,7 @@ test: install-dev
 bench: install-dev
 	$(BIN)/python bench/bench_metrics.py
 	$(BIN)/python bench/bench_drift.py
+	$(BIN)/python bench/bench_cli.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache out

@@ -49,18 +49,12 @@ from pathlib import Path
 import numpy as np
 
 from controller.errors import InvalidInput
+from controller.manifest.defaults import GOLDEN_METRIC_ALIASES, GOLDEN_METRICS
 
 log = logging.getLogger(__name__)
 
-METRICS = ("ndcg", "recall", "mrr", "precision", "hitrate")
-
-_ALIASES = {
-    "ndcg": "ndcg", "ndcg_cut": "ndcg",
-    "recall": "recall", "r": "recall",
-    "mrr": "mrr", "recip_rank": "mrr",
-    "precision": "precision", "p": "precision",
-    "hitrate": "hitrate", "hit_rate": "hitrate", "success": "hitrate",
-}
+METRICS = GOLDEN_METRICS
+_ALIASES = GOLDEN_METRIC_ALIASES
 _METRIC_RE = re.compile(r"^\s*([a-z_]+)\s*[@_.]\s*(\d+)\s*$", re.IGNORECASE)
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from controller.errors import CheckError, InvalidInput
+from controller.manifest.defaults import DEFAULT_CONFIDENCE
 
 # Bound the (draws x n) index matrix to ~4M cells (32 MB) per chunk so a
 # 10k-query set with 10k draws does not allocate gigabytes at once.
@@ -36,7 +37,7 @@ class PairedComparison:
     seed: int
 
 
-def paired_bootstrap(old: np.ndarray, new: np.ndarray, confidence: float = 0.95,
+def paired_bootstrap(old: np.ndarray, new: np.ndarray, confidence: float = DEFAULT_CONFIDENCE,
                      n_boot: int = 2000, seed: int = 0) -> PairedComparison:
     """Percentile bootstrap CI of mean(new - old), resampling queries in pairs.
 

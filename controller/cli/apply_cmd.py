@@ -5,52 +5,62 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from controller.cli.common import add_output_arg, print_json
-from controller.cli.reconcile_cmd import render_result
-from controller.engine.reconcile import Hooks
-from controller.errors import ControllerError
-from controller.gitops.notify import make_notifier
-from controller.gitops.planfile import apply_plan_file, read_plan_file
-from controller.progress import terminal_bar
-from controller.manifest.load import load_manifests
-from controller.store.fs import Store
+from controller.cli.common import add_data_root_arg, add_output_arg, add_verb, emit, stores_into
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("apply", help="apply a plan saved by `reconcile --dry-run --out`",
-                       description=("Apply exactly the saved plan. Refuses (exit 1, StalePlan) when the manifests, "
-                                    "the files they name or the store changed since the plan was made."))
+    p = add_verb(sub, "apply", help="apply a plan saved by `reconcile --dry-run --out`",
+                 description=("Apply exactly the saved plan. Refuses (exit 1, StalePlan) when the manifests, "
+                              "the files they name or the store changed since the plan was made. Exit codes "
+                              "as reconcile: 0 ok, 1 error or stale, 2 invalid input, 3 a candidate failed "
+                              "its gates and was rolled back."),
+                 examples="""
+                     controller reconcile v2.yaml --dry-run --out plan.json
+                     controller apply plan.json
+                     controller apply plan.json --data-root /mnt/corpora
+                 """)
     p.add_argument("plan", type=Path, help="plan file written by `controller reconcile PATH --dry-run --out FILE`")
     p.add_argument("--store", metavar="DIR", help="store directory (default: the one recorded in the plan)")
     p.add_argument("--webhook", metavar="URL", help="POST JSON on each transition (also $CONTROLLER_WEBHOOK)")
-    add_output_arg(p)
+    add_data_root_arg(p)
     p.set_defaults(run=run)
+    add_output_arg(p)
 
 
 def run(args: argparse.Namespace) -> int:
+    from controller.api import open_store
+    from controller.cli.reconcile_cmd import exit_code, render_result
+    from controller.engine.reconcile import Hooks
+    from controller.gitops.notify import make_notifier
+    from controller.gitops.planfile import apply_plan_file, read_plan_file
+    from controller.progress import terminal_bar
+
     doc = read_plan_file(args.plan)
-    store = Store(Path(args.store or doc["store"]))
+    store = open_store(args.store or doc["store"])
     notifier = make_notifier(store.root, args.webhook)
-    notifier.retarget(_manifests_for_webhooks(doc))
+    notifier.retarget(_manifests_for_webhooks(doc, args.data_root))
     hooks = Hooks(progress=terminal_bar, on_transition=notifier)
     try:
-        results = apply_plan_file(args.plan, store, hooks)
+        results = apply_plan_file(args.plan, store, hooks, data_roots=args.data_root or None)
     finally:
         notifier.close()
-    if args.output == "json":
-        print_json({"plan": str(args.plan), "store": str(store.root), "indexes": [r.to_dict() for r in results]})
-    else:
+    if not emit({"plan": str(args.plan), "store": str(store.root), "indexes": [r.to_dict() for r in results]},
+                args.output):
         for r in results:
             print(render_result(r))
-    return 0
+        stores_into(store)
+    return exit_code(results, dry_run=False, detailed=False)
 
 
-def _manifests_for_webhooks(doc: dict) -> list:
+def _manifests_for_webhooks(doc: dict, data_roots: list[str]) -> list:
     """Per-index webhook annotations; a manifest that no longer loads is reported by the stale check."""
+    from controller.errors import ControllerError
+    from controller.manifest.load import load_manifests
+
     out = []
     for entry in doc["indexes"]:
         try:
-            out += [m for m in load_manifests(entry["manifest"]["source"], doc.get("dataRoots") or [])
+            out += [m for m in load_manifests(entry["manifest"]["source"], data_roots or doc.get("dataRoots") or [])
                     if m.name == entry["name"]]
         except ControllerError:
             continue

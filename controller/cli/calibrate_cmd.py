@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import argparse
 
-from controller.cli.common import add_output_arg, add_store_arg, print_json, resolve_store
-from controller.checks.drift import DEFAULT_SPLITS
-from controller.engine.drift import calibrate_index
+from controller.cli.common import add_output_arg, add_store_arg, add_verb, emit, resolve_store, stores_into
 from controller.errors import InvalidInput
+
+#: kept equal to controller.checks.drift.DEFAULT_SPLITS by a test (importing it here would load scipy)
+DEFAULT_SPLITS = 200
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("calibrate", help="drift thresholds for a false-alarm rate, from the stable version's vectors")
+    p = add_verb(sub, "calibrate",
+                 help="drift thresholds for a false-alarm rate, from the stable version's vectors",
+                 examples="""
+                     controller calibrate quickstart
+                     controller calibrate quickstart --metrics psi,mmd --splits 100 --no-save -o json
+                 """)
     p.add_argument("name", help="index name")
     p.add_argument("--false-alarm", type=float, default=0.05, help="target false-alarm rate (default 0.05)")
     p.add_argument("--splits", type=int, default=DEFAULT_SPLITS,
@@ -26,6 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from controller.engine.drift import calibrate_index
+    from controller.progress import terminal_bar
+
     if not 0.0 < args.false_alarm < 1.0:
         raise InvalidInput(f"--false-alarm must be between 0 and 1 (exclusive), got {args.false_alarm}",
                            field="--false-alarm", value=args.false_alarm)
@@ -34,20 +43,21 @@ def run(args: argparse.Namespace) -> int:
     store = resolve_store(args)
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
     record = calibrate_index(store, args.name, version=args.version, metrics=metrics, splits=args.splits,
-                             false_alarm=args.false_alarm, seed=args.seed, save=not args.no_save)
-    if args.output == "json":
-        print_json(record)
+                             false_alarm=args.false_alarm, seed=args.seed, save=not args.no_save,
+                             progress=terminal_bar("calibrate"))
+    if emit(record, args.output):
         return 0
     print(f"{args.name}/{record['version']}: {record['splits']} random halves of {record['rows']} vectors, "
           f"false alarm {record['falseAlarm']:g}")
     print(f"  {'statistic':<16} {'threshold':>10} {'default':>9} {'null median':>12} {'null max':>10} "
           f"{'default FA':>10} {'|effect| null':>14}")
     for name, c in record["statistics"].items():
-        effect = "-" if c["effect_null"] is None else f"{c['effect_null']:.4g}"
-        print(f"  {name:<16} {c['threshold']:>10.4g} {c['default_threshold']:>9.4g} {c['null_median']:>12.4g} "
-              f"{c['null_max']:>10.4g} {c['default_false_alarm']:>10.0%} {effect:>14}")
+        effect = "-" if c["effectNull"] is None else f"{c['effectNull']:.4g}"
+        print(f"  {name:<16} {c['threshold']:>10.4g} {c['defaultThreshold']:>9.4g} {c['nullMedian']:>12.4g} "
+              f"{c['nullMax']:>10.4g} {c['defaultFalseAlarm']:>10.0%} {effect:>14}")
     for name, why in record["skipped"].items():
         print(f"  {name:<16} skipped: {why}")
     if not args.no_save:
         print(f"stored in {store.index_dir(args.name) / 'calibration.json'}; gates with max: auto use it")
+        stores_into(store)
     return 0

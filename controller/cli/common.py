@@ -1,28 +1,43 @@
-"""What every verb shares: store resolution and output formatting."""
+"""What every verb shares: store resolution, output formats, exit codes, help epilogs.
+
+Light on purpose: building the parser imports this module for every verb, so
+nothing here may import numpy, faiss, pydantic or the engine.
+"""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
 import json
-import os
 import sys
+import textwrap
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, TYPE_CHECKING
 
 from controller.errors import ControllerError
-from controller.store.fs import STORE_ENV, Store
+from controller.paths import STORE_ENV, store_help
+
+if TYPE_CHECKING:
+    from controller.store.fs import Store
+
+#: Exit codes of every verb (the README table is checked against this by a test).
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_INVALID = 2
+EXIT_DEGRADED = 3  # applied, but a candidate failed its gates / an index is Stalled or Degraded
+#: --detailed-exitcode (Terraform): 0 no changes, 1 error (invalid input included), 2 changes pending
+EXIT_CHANGES = 2
+
+OUTPUT_FORMATS = ("text", "json", "yaml")
 
 
 def add_store_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--store", metavar="DIR", help=(
-        f"store directory (default: ${STORE_ENV}, else .controller/ next to the manifests for "
-        "reconcile, or in the current directory for the other verbs)"))
+    parser.add_argument("--store", metavar="DIR", help=f"store directory (default: {store_help()})")
 
 
-def add_output_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-o", "--output", choices=("text", "json"), default="text",
-                        help="output format (default: text)")
+def add_output_arg(parser: argparse.ArgumentParser, formats: tuple[str, ...] = OUTPUT_FORMATS) -> None:
+    parser.add_argument("-o", "--output", choices=formats, default=formats[0],
+                        help=f"output format: {'|'.join(formats)} (default: {formats[0]})")
 
 
 def add_data_root_arg(parser: argparse.ArgumentParser) -> None:
@@ -30,15 +45,22 @@ def add_data_root_arg(parser: argparse.ArgumentParser) -> None:
                         help="allow manifest paths under DIR (repeatable; also $CONTROLLER_DATA_ROOTS)")
 
 
-def resolve_store(args: argparse.Namespace, manifests: Path | None = None) -> Store:
-    if getattr(args, "store", None):
-        return Store(Path(args.store))
-    if os.environ.get(STORE_ENV):
-        return Store(Path(os.environ[STORE_ENV]))
-    if manifests is not None:
-        base = manifests if manifests.is_dir() else manifests.parent
-        return Store(base / ".controller")
-    return Store(Path.cwd() / ".controller")
+def add_verb(sub: argparse._SubParsersAction, name: str, *, help: str, description: str | None = None,
+             examples: str) -> argparse.ArgumentParser:
+    """A verb's parser with an Examples section in its --help."""
+    epilog = "examples:\n" + textwrap.indent(textwrap.dedent(examples).strip("\n"), "  ")
+    text = description or help[:1].upper() + help[1:] + "."
+    # raw formatting keeps the examples' layout; wrap long description lines ourselves
+    text = "\n".join(textwrap.fill(line, 100) if line else line for line in text.split("\n"))
+    return sub.add_parser(name, help=help, description=text, epilog=epilog,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def resolve_store(args: argparse.Namespace) -> "Store":
+    """--store, then $CONTROLLER_STORE, then the per-user default: the same for every verb and directory."""
+    from controller.api import open_store
+
+    return open_store(getattr(args, "store", None))
 
 
 @contextlib.contextmanager
@@ -52,7 +74,7 @@ def extra_required(extra: str, verb: str) -> Iterator[None]:
             f"pip install 'embedding-index-controller[{extra}]'") from exc
 
 
-def index_store(args: argparse.Namespace) -> Store:
+def index_store(args: argparse.Namespace) -> "Store":
     """The store of a verb that names one index (args.name), which must exist."""
     store = resolve_store(args)
     store.require_index(args.name)
@@ -62,3 +84,28 @@ def index_store(args: argparse.Namespace) -> Store:
 def print_json(payload: Any) -> None:
     json.dump(payload, sys.stdout, indent=2, sort_keys=False, default=str)
     sys.stdout.write("\n")
+
+
+def print_yaml(payload: Any) -> None:
+    import yaml
+
+    # through JSON first so tuples, paths and dates print as plain YAML scalars and lists
+    plain = json.loads(json.dumps(payload, default=str))
+    sys.stdout.write(yaml.safe_dump(plain, sort_keys=False, width=120, allow_unicode=True))
+
+
+def emit(payload: Any, output: str) -> bool:
+    """Print payload as JSON or YAML when asked; False means the verb prints its text form."""
+    if output == "json":
+        print_json(payload)
+        return True
+    if output == "yaml":
+        print_yaml(payload)
+        return True
+    return False
+
+
+def stores_into(store: "Store") -> None:
+    """The last line of a writing verb's text output: where it wrote, so a default is never a surprise."""
+    print(f"store: {store.root}")
+

@@ -4,17 +4,27 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
-from controller.cli.common import add_data_root_arg, add_output_arg, add_store_arg, print_json, resolve_store
+from controller.cli.common import (EXIT_CHANGES, EXIT_ERROR, EXIT_OK, add_data_root_arg, add_output_arg,
+                                   add_store_arg, add_verb, emit, resolve_store)
 from controller.errors import InvalidInput
-from controller.gitops.diff import DiffReport, diff_ref
+
+if TYPE_CHECKING:
+    from controller.gitops.diff import DiffReport
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("diff", help="show the plan that merging a Git ref would cause",
-                       description=("Observe the store as it is now and plan with the manifests at REF (a branch, "
-                                    "tag or commit; e.g. a pull request head). Nothing is built or switched. "
-                                    "Exit 0: no changes, 2: changes, 1: error."))
+    p = add_verb(sub, "diff", help="show the plan that merging a Git ref would cause",
+                 description=("Observe the store as it is now and plan with the manifests at REF (a branch, "
+                              "tag or commit; e.g. a pull request head). Nothing is built or switched.\n"
+                              "exit codes: without --detailed-exitcode 0 (changes or not), 1 error, 2 invalid "
+                              "manifests at REF; with --detailed-exitcode 0 no changes, 1 error (invalid "
+                              "manifests included), 2 changes pending."),
+                 examples="""
+                     controller diff --repo . --ref feature/e5 --base main
+                     controller diff --repo . --ref "$GITHUB_HEAD_REF" --detailed-exitcode -o json
+                 """)
     p.add_argument("--repo", required=True, metavar="PATH_OR_URL", help="Git repository (path or URL)")
     p.add_argument("--ref", required=True, help="branch, tag or commit to plan with")
     p.add_argument("--base", help="compare the manifests with this ref too (e.g. main)")
@@ -28,6 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from controller.gitops.diff import diff_ref
+
     try:
         report = diff_ref(args.repo, args.ref, resolve_store(args), path=args.path, base=args.base,
                           data_roots=args.data_root)
@@ -36,12 +48,10 @@ def run(args: argparse.Namespace) -> int:
             raise
         # with --detailed-exitcode, 2 means "changes": an invalid manifest must not look like one
         print(f"error: {exc}", file=sys.stderr)
-        return 1
-    if args.output == "json":
-        print_json(report.to_dict())
-    else:
+        return EXIT_ERROR
+    if not emit(report.to_dict(), args.output):
         print(render(report))
-    return 2 if (args.detailed_exitcode and report.changes) else 0
+    return EXIT_CHANGES if (args.detailed_exitcode and report.changes) else EXIT_OK
 
 
 def render(report: DiffReport) -> str:

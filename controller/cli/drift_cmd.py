@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-
-from controller.cli.common import add_output_arg, add_store_arg, index_store, print_json
-from controller.engine.drift import query_drift
+from controller.cli.common import EXIT_DEGRADED, EXIT_OK, add_output_arg, add_store_arg, add_verb, emit, index_store
 from controller.errors import InvalidInput, NotFound
-from controller.store import queries as Q
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("drift", help="query drift: recent or supplied query vectors vs the golden queries")
+    p = add_verb(sub, "drift", help="query drift: recent or supplied query vectors vs the golden queries",
+                 description=("Compare recent (or supplied) query vectors with the version's golden queries.\n"
+                              "exit codes: 0 no drift; 3 drift detected; 1 error; 2 invalid input."),
+                 examples="""
+                     controller drift quickstart --recorded
+                     controller drift quickstart --queries today.npy -o json
+                     controller drift quickstart --recorded || alert "query drift"
+                 """)
     p.add_argument("name", help="index name")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--queries", type=Path, metavar="FILE.npy", help="query vectors (rows, dim) to compare")
@@ -31,6 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def load_npy(path: Path, flag: str) -> np.ndarray:
     """A 2-D float matrix from .npy, or an InvalidInput naming the flag and the file."""
+    import numpy as np
+
     try:
         m = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exc:
@@ -50,6 +59,9 @@ def parse_metrics(text: str | None) -> list[tuple[str, None]] | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from controller.engine.drift import query_drift
+    from controller.store import queries as Q
+
     store = index_store(args)
     version = args.version or store.routing(args.name).stable
     if version is None:
@@ -63,9 +75,9 @@ def run(args: argparse.Namespace) -> int:
     reference = load_npy(args.reference, "--reference") if args.reference else None
     report = query_drift(store, args.name, current, source=source, version=version, reference=reference,
                          metrics=parse_metrics(args.metrics))
-    if args.output == "json":
-        print_json(report)
-        return 0
+    code = EXIT_DEGRADED if report["drifted"] else EXIT_OK
+    if emit(report, args.output):
+        return code
     verdict = "DRIFT" if report["drifted"] else "no drift"
     print(f"{args.name}/{report['version']} query drift: {verdict}")
     print(f"  reference  {report['reference']} ({report['referenceRows']} rows)")
@@ -73,4 +85,4 @@ def run(args: argparse.Namespace) -> int:
     for r in report["results"]:
         flag = "DRIFT" if r["drifted"] else ("ok   " if r["informative"] else "n/a  ")
         print(f"  {flag} {r['statistic']:<16} {r['detail']}")
-    return 0
+    return code

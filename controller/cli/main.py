@@ -1,49 +1,151 @@
 """`controller`: the command line. One module per verb; this file only dispatches.
 
-Exit codes: 0 ok / no changes, 1 error, 2 invalid input; with
-`reconcile --dry-run --detailed-exitcode`, 2 means changes are pending.
+Start-up stays fast because only the chosen verb's module is imported (the
+others appear in `--help` from the light table below), and verb modules
+import the engine (numpy, faiss, scipy, pydantic) inside `run`, not at import.
+
+Exit codes (the README table is the reference; tests/e2e/test_exit_codes.py has one test per row):
+  0 ok / no changes; 1 error; 2 invalid input or usage; 3 applied, but a candidate failed its
+  gates and was rolled back, or an index is Stalled/Degraded, or `drift` found drift.
+  With `reconcile --dry-run --detailed-exitcode` (Terraform): 0 no changes; 1 error, invalid input
+  included; 2 changes pending.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from importlib import import_module
 
 from controller import __version__
+from controller.cli.common import EXIT_ERROR, EXIT_INVALID
 from controller.errors import ControllerError, InvalidInput
+from controller.paths import store_help
 
-VERBS = ("reconcile", "status", "history", "rollback", "query", "schema", "drift", "calibrate", "report", "sync", "watch", "diff", "apply", "suspend",
-         "operator", "crd")
+#: verb -> (module under controller.cli, one-line help). Order is the order of `controller --help`.
+VERBS: dict[str, tuple[str, str]] = {
+    "reconcile": ("reconcile_cmd", "reconcile manifests (a file, multi-document file or directory)"),
+    "get": ("get_cmd", "one line per index: NAME PHASE STABLE CANDIDATE WEIGHT STEP AGE"),
+    "status": ("status_cmd", "show the status of one index or all"),
+    "wait": ("wait_cmd", "wait until an index has a condition or a phase (like kubectl wait)"),
+    "history": ("history_cmd", "show every alias and weight change of an index"),
+    "rollback": ("rollback_cmd", "withdraw the candidate, or move the alias to an earlier version"),
+    "query": ("query_cmd", "search an index through its alias"),
+    "drift": ("drift_cmd", "query drift: recent or supplied query vectors vs the golden queries"),
+    "calibrate": ("calibrate_cmd", "drift thresholds for a false-alarm rate, from the stable version's vectors"),
+    "report": ("report_cmd", "drift report (norms, PSI per bin, cosines, neighbour overlap, golden metrics)"),
+    "sync": ("sync_cmd", "reconcile the manifests of a Git branch, once or every --interval"),
+    "watch": ("watch_cmd", "reconcile a manifest directory on every change"),
+    "diff": ("diff_cmd", "show the plan that merging a Git ref would cause"),
+    "apply": ("apply_cmd", "apply a plan saved by `reconcile --dry-run --out`"),
+    "suspend": ("suspend_cmd", "stop sync and watch from changing an index until `resume`"),
+    "resume": ("suspend_cmd", "let sync and watch reconcile a suspended index again"),
+    "schema": ("schema_cmd", "print the JSON Schema of the manifest (or its field table)"),
+    "crd": ("crd_cmd", "print the EmbeddingIndex CustomResourceDefinition"),
+    "operator": ("operator_cmd", "run the Kubernetes operator (watches EmbeddingIndex resources)"),
+    "completion": ("completion_cmd", "print a bash or zsh completion script"),
+}
+
+DESCRIPTION = f"""\
+Declarative lifecycle controller for vector-search indexes under embedding drift.
+
+store: --store DIR, else {store_help()}
+       (the same for every verb, whatever the current directory).
+exit codes: 0 ok; 1 error; 2 invalid input; 3 applied, but a candidate failed its gates
+       and was rolled back, or an index is Stalled/Degraded (drift: drift detected).
+       reconcile --dry-run --detailed-exitcode: 0 no changes, 1 error, 2 changes pending.
+"""
+
+EPILOG = """\
+examples:
+  controller reconcile examples/quickstart/v1.yaml
+  controller get
+  controller wait quickstart --for=condition=Ready --timeout 5m
+  controller VERB --help
+"""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="controller",
-        description="Declarative lifecycle controller for vector-search indexes under embedding drift.")
+def _top_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
+    parser = argparse.ArgumentParser(prog="controller", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"controller {__version__}")
-    sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
-    for verb in VERBS:
-        module = import_module(f"controller.cli.{verb}_cmd")
-        module.register(sub)
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    return parser, sub
+
+
+def build_parser(verbs: list[str] | None = None, placeholders: bool = True) -> argparse.ArgumentParser:
+    """The parser with the named verbs fully registered (None: every verb, e.g. for completion);
+    with ``placeholders`` the others only carry their help line (for `controller --help`)."""
+    parser, sub = _top_parser()
+    wanted = list(VERBS) if verbs is None else verbs
+    modules = dict.fromkeys(VERBS[v][0] for v in wanted if v in VERBS)
+    for module in modules:
+        import_module(f"controller.cli.{module}").register(sub)
+    for verb, (_, help_text) in VERBS.items():
+        if placeholders and verb not in sub.choices:
+            sub.add_parser(verb, help=help_text, add_help=False)
+    # argparse lists choices in insertion order; keep the table's order in --help
+    sub._choices_actions.sort(key=lambda a: list(VERBS).index(a.dest) if a.dest in VERBS else 99)
     return parser
 
 
+def _chosen_verb(argv: list[str]) -> str | None:
+    for arg in argv:
+        if not arg.startswith("-"):
+            return arg
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verb = _chosen_verb(argv)
+    # a known verb needs only its own parser (20 placeholder parsers cost ~20 ms of start-up)
+    parser = build_parser([verb], placeholders=False) if verb in VERBS else build_parser([])
+    if not argv:
+        parser.print_help()
+        return 0
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: --help/--version exit 0, usage errors exit 2
+        return int(exc.code or 0)
+    if getattr(args, "run", None) is None:
+        parser.print_help()
+        return 0
     try:
         return int(args.run(args) or 0)
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
     except InvalidInput as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_INVALID
     except ControllerError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return exc.exit_code or EXIT_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
 
 
+def _quiet_broken_pipe() -> int:
+    """`controller status | head`: the reader left; exit quietly instead of a traceback at shutdown."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def entry() -> None:
+    """The console script: main() with BrokenPipe quiet also while flushing at exit."""
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        code = _quiet_broken_pipe()
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -6,16 +6,20 @@ import argparse
 import os
 from pathlib import Path
 
-from controller.cli.common import extra_required
+from controller.cli.common import add_verb, extra_required
 from controller.errors import InvalidInput
-from controller.store.fs import STORE_ENV
+from controller.paths import STORE_ENV
 
 DATA_DIR_ENV = "CONTROLLER_DATA_DIR"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("operator", help="run the Kubernetes operator (watches EmbeddingIndex resources)",
-                       description="Reconcile EmbeddingIndex custom resources with the same loop as `reconcile`.")
+    p = add_verb(sub, "operator", help="run the Kubernetes operator (watches EmbeddingIndex resources)",
+                 description="Reconcile EmbeddingIndex custom resources with the same loop as `reconcile`.",
+                 examples="""
+                     controller operator --namespace search --store /var/lib/eic --data-dir /data
+                     controller operator -A --leader-elect --health-port 8080 --metrics-port 9090
+                 """)
     scope = p.add_mutually_exclusive_group()
     scope.add_argument("-n", "--namespace", action="append", default=[], metavar="NS",
                        help="watch NS (repeatable or comma-separated; default: the current namespace)")

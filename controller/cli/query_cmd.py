@@ -5,19 +5,21 @@ from __future__ import annotations
 import argparse
 import random
 import sys
+from typing import TYPE_CHECKING
 
-import numpy as np
-
-from controller.cli.common import add_output_arg, add_store_arg, index_store, print_json
-from controller.core.routing import choose_version
-from controller.engine.checks import stored_embedder
-from controller.engine.drift import record_served_query
+from controller.cli.common import add_output_arg, add_store_arg, add_verb, emit, index_store
 from controller.errors import ControllerError, NotFound
-from controller.store import faiss_index
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("query", help="search an index through its alias")
+    p = add_verb(sub, "query", help="search an index through its alias",
+                 examples="""
+                     controller query quickstart "vitamin D deficiency" -k 3
+                     controller query quickstart "vitamin D deficiency" --key alice -o json
+                 """)
     p.add_argument("name", help="index name")
     p.add_argument("text", help="query text")
     p.add_argument("-k", type=int, default=10, help="number of results (default 10)")
@@ -30,15 +32,21 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from controller.core.routing import choose_version
+    from controller.embed import capabilities
+    from controller.engine.embedders import stored_embedder
+    from controller.store import faiss_index
+
     store = index_store(args)
     routing = store.routing(args.name)
     version = choose_version(routing, key=args.key, draw=random.uniform(0, 100))
     if version is None:
         raise NotFound(f"{args.name} serves no version yet; run `controller reconcile` first")
     meta = store.meta(args.name, version)
-    if meta["model"]["provider"] == "precomputed":
-        raise ControllerError(f"{args.name}/{version} serves precomputed vectors: the controller cannot embed "
-                              "free text in that model's space; query it from the pipeline that made them")
+    if not capabilities(meta["model"]["provider"]).embeds_text:
+        raise ControllerError(f"{args.name}/{version} serves {meta['model']['provider']} vectors: the controller "
+                              "cannot embed free text in that model's space; query it from the pipeline that "
+                              "made them")
     embedder = stored_embedder(store, args.name, version)
     vector = embedder.embed_queries(["query"], [args.text])
     if not args.no_record:
@@ -49,8 +57,8 @@ def run(args: argparse.Namespace) -> int:
     hits = [{"rank": r + 1, "id": ids[int(row)], "score": float(score)}
             for r, (row, score) in enumerate(zip(rows[0], scores[0])) if row >= 0]
     role = "candidate" if version == routing.candidate else "stable"
-    if args.output == "json":
-        print_json({"name": args.name, "version": version, "role": role, "weight": routing.weight, "hits": hits})
+    if emit({"name": args.name, "version": version, "role": role, "weight": routing.weight, "hits": hits},
+            args.output):
         return 0
     print(f"served by {version} ({role}; candidate weight {routing.weight:g}%)")
     for h in hits:
@@ -60,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _record(store, name: str, version: str, vector: np.ndarray) -> None:
     """Keep the served query for query drift; a read-only store must not fail the query itself."""
+    from controller.engine.drift import record_served_query
+
     try:
         record_served_query(store, name, version, vector)
     except (OSError, ControllerError) as exc:

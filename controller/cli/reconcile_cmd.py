@@ -3,24 +3,38 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from controller.cli.common import add_data_root_arg, add_output_arg, add_store_arg, print_json, resolve_store
-from controller.engine.reconcile import Hooks, IndexResult, reconcile_index
+from controller.cli.common import (EXIT_CHANGES, EXIT_DEGRADED, EXIT_ERROR, EXIT_OK, add_data_root_arg,
+                                   add_output_arg, add_store_arg, add_verb, emit, resolve_store, stores_into)
 from controller.errors import InvalidInput
-from controller.gitops.notify import make_notifier
-from controller.gitops.planfile import write_plan_file
-from controller.progress import terminal_bar
-from controller.manifest.load import load_manifests
+
+if TYPE_CHECKING:
+    from controller.engine.reconcile import IndexResult
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("reconcile", help="reconcile manifests (a file, multi-document file or directory)",
-                       description="Build, check, weight and switch versions until the store matches the manifests.")
+    p = add_verb(sub, "reconcile", help="reconcile manifests (a file, multi-document file or directory)",
+                 description=(
+                     "Build, check, weight and switch versions until the store matches the manifests.\n\n"
+                     "exit codes: 0 ok; 1 error; 2 invalid input; 3 applied, but a candidate failed its gates\n"
+                     "and was rolled back, or an index is Stalled (e.g. IndexVersionImmutable) or Degraded.\n"
+                     "--dry-run alone: 0 (3 when a manifest is blocked). --dry-run --detailed-exitcode\n"
+                     "(Terraform): 0 no changes, 1 error (invalid input and blocked plans included),\n"
+                     "2 changes pending."),
+                 examples="""
+                     controller reconcile v1.yaml
+                     controller reconcile manifests/ --dry-run
+                     controller reconcile v2.yaml --dry-run --detailed-exitcode; echo $?   # 2: changes
+                     controller reconcile v2.yaml --dry-run --out plan.json && controller apply plan.json
+                     controller reconcile v3.yaml || echo "exit $?: rolled back"           # 3
+                 """)
     p.add_argument("path", type=Path, help="manifest file or directory")
     p.add_argument("--dry-run", action="store_true", help="print the plan and change nothing")
     p.add_argument("--detailed-exitcode", action="store_true",
-                   help="with --dry-run: exit 2 when changes are pending, 0 when none")
+                   help="needs --dry-run: exit 0 no changes, 1 error (invalid input included), 2 changes pending")
     p.add_argument("--out", type=Path, metavar="FILE",
                    help="with --dry-run: save the plan for `controller apply FILE`")
     p.add_argument("--webhook", metavar="URL",
@@ -32,25 +46,63 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.detailed_exitcode and not args.dry_run:
+        raise InvalidInput("--detailed-exitcode describes a plan (0 no changes, 2 changes pending) and needs "
+                           "--dry-run; without --dry-run the exit code already says 0 ok, 3 rolled back or "
+                           "degraded", field="--detailed-exitcode")
     if args.out is not None and not args.dry_run:
         raise InvalidInput("--out saves a plan for review and needs --dry-run", field="--out", value=str(args.out))
-    manifests = load_manifests(args.path, args.data_root)
-    store = resolve_store(args, args.path)
-    notifier = make_notifier(store.root, args.webhook, manifests)
-    hooks = Hooks(progress=terminal_bar, on_transition=notifier)
     try:
-        results = [reconcile_index(m, store, dry_run=args.dry_run, hooks=hooks) for m in manifests]
-    finally:
-        notifier.close()
+        return _run(args)
+    except InvalidInput as exc:
+        if not args.detailed_exitcode:
+            raise
+        # with --detailed-exitcode, 2 means "changes pending": invalid input must not look like that
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _run(args: argparse.Namespace) -> int:
+    import controller as api
+    from controller.engine.reconcile import Hooks
+    from controller.gitops.notify import make_notifier
+    from controller.gitops.planfile import write_plan_file
+    from controller.progress import terminal_bar
+
+    manifests = api.load_manifests(args.path, args.data_root)
+    store = resolve_store(args)
+    if args.dry_run:
+        results = api.plan(manifests, store)
+    else:
+        notifier = make_notifier(store.root, args.webhook, manifests)
+        try:
+            results = api.reconcile(manifests, store, hooks=Hooks(progress=terminal_bar, on_transition=notifier))
+        finally:
+            notifier.close()
     if args.out is not None:
         write_plan_file(results, manifests, store, args.out, args.data_root)
-    if args.output == "json":
-        print_json({"dryRun": args.dry_run, "store": str(store.root), "indexes": [r.to_dict() for r in results]})
-    else:
+    payload = {"dryRun": args.dry_run, "store": str(store.root), "indexes": [r.to_dict() for r in results]}
+    if not emit(payload, args.output):
         for r in results:
             print(render_dry_run(r) if args.dry_run else render_result(r))
-    pending = any(r.plan.changes for r in results)
-    return 2 if (args.dry_run and args.detailed_exitcode and pending) else 0
+        if not args.dry_run:
+            stores_into(store)
+    return exit_code(results, dry_run=args.dry_run, detailed=args.detailed_exitcode)
+
+
+def exit_code(results: list[IndexResult], *, dry_run: bool, detailed: bool) -> int:
+    """The exit-code table of the README, for one reconcile or plan."""
+    import controller as api
+
+    if dry_run and detailed:
+        if any(r.plan.blocked for r in results):
+            return EXIT_ERROR  # a plan that cannot be applied is an error, not "changes pending"
+        return EXIT_CHANGES if any(r.plan.changes for r in results) else EXIT_OK
+    problems = api.unhealthy(results) if not dry_run else [
+        f"{r.name}: blocked ({r.plan.blocked}): {r.plan.message}" for r in results if r.plan.blocked]
+    for problem in problems:
+        print(f"not healthy: {problem}", file=sys.stderr)
+    return EXIT_DEGRADED if problems else EXIT_OK
 
 
 def render_dry_run(r: IndexResult) -> str:
@@ -80,7 +132,9 @@ def render_result(r: IndexResult) -> str:
             lines.append(f"    {flag} {d['detail']}")
     for a in r.executed:
         lines.append(f"  done {a.kind:<9} {a.version:<10} {a.message}")
-    if not r.executed and not r.reports:
+    if r.plan.blocked and not r.executed:
+        lines.append(f"  ! blocked ({r.plan.blocked}): {r.plan.message}")
+    elif not r.executed and not r.reports:
         lines.append(f"  no changes. {r.plan.message}".rstrip())
     if r.status:
         s = r.status

@@ -5,12 +5,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from controller.cli.common import add_store_arg, extra_required, resolve_store
+from controller.cli.common import add_store_arg, add_verb, extra_required, resolve_store
 from controller.errors import InvalidInput
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("report", help="drift report (norms, PSI per bin, cosines, neighbour overlap, golden metrics)")
+    p = add_verb(sub, "report",
+                 help="drift report (norms, PSI per bin, cosines, neighbour overlap, golden metrics)",
+                 examples="""
+                     controller report quickstart --html report.html
+                     controller report quickstart --md report.md --old v1 --new v2
+                 """)
     p.add_argument("name", help="index name")
     p.add_argument("--html", type=Path, metavar="FILE", help="write one self-contained HTML file")
     p.add_argument("--md", type=Path, metavar="FILE", help="write Markdown, PNGs in FILE_files/ next to it")

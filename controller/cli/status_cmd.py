@@ -5,13 +5,20 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from controller.cli.common import add_output_arg, add_store_arg, print_json, resolve_store
-from controller.errors import NotFound
-from controller.gitops.state import sync_state
+from controller.cli.common import add_output_arg, add_store_arg, add_verb, emit, resolve_store
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("status", help="show the status of one index or all")
+    p = add_verb(sub, "status", help="show the status of one index or all",
+                 description=("Phase, alias, stable and candidate (version and model fingerprint), weight, "
+                              "gate values, metrics, drift, most regressed queries and conditions.\n"
+                              "-o json|yaml: an object for NAME, a list without. Exit 0 (also for a degraded "
+                              "index: use `controller wait` to gate on health), 1 unknown index."),
+                 examples="""
+                     controller status
+                     controller status quickstart -o yaml
+                     controller status quickstart -o json | jq .conditions
+                 """)
     p.add_argument("name", nargs="?", help="index name (default: every index in the store)")
     add_output_arg(p)
     add_store_arg(p)
@@ -19,18 +26,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import controller as api
+    from controller.gitops.state import sync_state
+
     store = resolve_store(args)
     names = [args.name] if args.name else store.indexes()
     statuses = []
     for name in names:
-        store.require_index(name)
-        status = store.status(name)
-        if status is None:
-            raise NotFound(f"index {name!r} has never been reconciled in {store.root}")
+        status = api.status(name, store)
         sync = sync_state(store, name)
         statuses.append({**status, "sync": sync} if sync else status)
-    if args.output == "json":
-        print_json(statuses[0] if args.name else statuses)
+    if emit(statuses[0] if args.name else statuses, args.output):
         return 0
     if not statuses:
         print(f"no indexes in {store.root}")
@@ -66,4 +72,7 @@ def render(s: dict[str, Any]) -> str:
         lines.append(f"  drift      {d['detail']}")
     for q in s.get("regressed", []):
         lines.append(f"  regressed  {q['query']} {q['metric']} {q['old']:.3f} -> {q['new']:.3f}  {q['text'][:70]}")
+    for c in s.get("conditions", []):
+        if c.get("status") == "True":
+            lines.append(f"  condition  {c['type']}=True ({c['reason']})")
     return "\n".join(lines)

@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import argparse
 import signal
-import sys
 import threading
 
-from controller.cli.common import add_data_root_arg, add_output_arg, add_store_arg, print_json, resolve_store
-from controller.gitops.sync import SyncReport, SyncSource, parse_interval, sync_loop, sync_once
-from controller.progress import terminal_bar
+from controller.cli.common import (add_data_root_arg, add_output_arg, add_store_arg, add_verb, emit,
+                                   resolve_store)
+from controller.cli.loopout import LOG_FORMATS, LoopPrinter
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("sync", help="reconcile the manifests of a Git branch, once or every --interval",
-                       description=("Fetch BRANCH of REPO (a path or any URL your git can reach), export "
-                                    "exactly its head commit and reconcile the manifests under --path. The "
-                                    "applied commit is recorded in the status and in the history journal."))
+    p = add_verb(sub, "sync", help="reconcile the manifests of a Git branch, once or every --interval",
+                 description=("Fetch BRANCH of REPO (a path or any URL your git can reach), export "
+                              "exactly its head commit and reconcile the manifests under --path. The "
+                              "applied commit is recorded in the status and in the history journal.\n"
+                              "--once exits 0 ok, 1 error, 2 invalid manifests at the head commit."),
+                 examples="""
+                     controller sync --repo https://git.example.com/search/indexes.git --branch main --path prod
+                     controller sync --repo . --branch main --once -o json
+                     controller sync --repo . --branch main --interval 30s --log-format json --heartbeat 5m
+                 """)
     p.add_argument("--repo", required=True, metavar="PATH_OR_URL", help="Git repository (path or URL)")
     p.add_argument("--branch", required=True, help="branch to follow")
     p.add_argument("--path", default=".", metavar="DIR", help="manifest directory inside the repository")
@@ -25,6 +30,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prune", action="store_true",
                    help="delete indexes whose manifest was deleted from the branch (default: keep serving)")
     p.add_argument("--webhook", metavar="URL", help="POST JSON on each transition (also $CONTROLLER_WEBHOOK)")
+    p.add_argument("--log-format", choices=LOG_FORMATS, default="text",
+                   help="loop output: timestamped text lines or one JSON object per line (default: text)")
+    p.add_argument("--heartbeat", default="10m",
+                   help="print an unchanged pass at most this often (default 10m); changes always print")
     add_output_arg(p)
     add_store_arg(p)
     add_data_root_arg(p)
@@ -32,28 +41,27 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    interval = parse_interval(args.interval)
+    from controller.durations import parse_duration
+    from controller.gitops.sync import SyncSource, sync_loop, sync_once
+    from controller.progress import terminal_bar
+
+    interval = parse_duration(args.interval, "--interval")
+    heartbeat = parse_duration(args.heartbeat, "--heartbeat")
     store = resolve_store(args)
     source = SyncSource(args.repo, args.branch, args.path)
     kwargs = dict(prune=args.prune, data_roots=args.data_root, webhook=args.webhook)
     if args.once:
         report = sync_once(source, store, progress=terminal_bar, **kwargs)
-        _print(report, args.output)
+        if not emit(report.to_dict(), args.output):
+            LoopPrinter("sync", "text", heartbeat).emit(report)
         return report.exit_code
     stop = threading.Event()
     # SIGTERM (systemd, Kubernetes) ends the loop between passes, never mid-reconcile
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    print(f"syncing {args.repo} {args.branch}:{args.path} every {interval:g}s into {store.root}", file=sys.stderr)
+    printer = LoopPrinter("sync", "json" if args.output == "json" else args.log_format, heartbeat)
+    printer.info(f"syncing {args.repo} {args.branch}:{args.path} every {interval:g}s into {store.root}")
     try:
-        sync_loop(source, store, interval, stop, lambda r: _print(r, args.output), **kwargs)
+        sync_loop(source, store, interval, stop, printer, **kwargs)
     except KeyboardInterrupt:
         pass
     return 0
-
-
-def _print(report: SyncReport, output: str) -> None:
-    if output == "json":
-        print_json(report.to_dict())
-    else:
-        stream = sys.stderr if report.error else sys.stdout
-        print("\n".join(report.lines()), file=stream, flush=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from controller.core.types import GateResult
+from controller.manifest.defaults import DEFAULT_MAX_DROP
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,7 @@ class Context:
 
 def default_gates(k: int) -> list[GateSpec]:
     """Used when a golden set declares no gates: no more than 2 points lost versus stable."""
-    return [GateSpec(f"ndcg@{k}", max_drop=0.02), GateSpec(f"recall@{k}", max_drop=0.02)]
+    return [GateSpec(f"ndcg@{k}", max_drop=DEFAULT_MAX_DROP), GateSpec(f"recall@{k}", max_drop=DEFAULT_MAX_DROP)]
 
 
 def evaluate_gates(gates: list[GateSpec], new: dict[str, float], old: dict[str, float] | None,

@@ -25,6 +25,7 @@ from typing import Any, Iterable, Mapping
 
 from controller.core import reasons as R
 from controller.core.types import Action, Desired, Observed, Plan, VersionInfo
+from controller.manifest.providers import capabilities
 
 # journal reasons of moves back: they do not make the version moved to a fresh promotion
 _BACKWARD_REASONS = frozenset({R.MANUAL_ROLLBACK, R.ROLLBACK, R.REVERTED_TO_CANARY})
@@ -202,7 +203,8 @@ def _build(desired: Desired, observed: Observed, version_id: str) -> Action:
         R.RETRAINED: (f"{', '.join(stale)} kept centroids/codebooks trained before the corpus drifted "
                       "(IndexStale) and spec.checks.corpusDrift.retrain is true: retrain"),
     }[reason]
-    verb = "read precomputed vectors of" if desired.fingerprint.get("provider") == "precomputed" else "embed"
+    provider = desired.fingerprint.get("provider", "")
+    verb = "embed" if capabilities(provider).embeds_text else f"read {provider} vectors of"
     return Action("build", version_id, reason,
                   f"build {version_id} ({desired.factory}, {desired.metric}): {why}; {verb} "
                   f"{observed.to_embed} of {observed.documents} documents{source}",

@@ -9,6 +9,8 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any, Literal
 
+from controller.naming import camel
+
 Verdict = Literal["passed", "failed"]
 
 
@@ -108,7 +110,7 @@ class Action:
     if_gates_pass: bool = False  # runs only when the checks earlier in the plan pass
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v not in (None, False) or k == "kind"}
+        return {camel(k): v for k, v in asdict(self).items() if v not in (None, False) or k == "kind"}
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from typing import Any, Protocol, Sequence
 import numpy as np
 
 from controller.errors import EmbedError
+from controller.manifest.providers import Capabilities
 from controller.progress import Progress, silent
 
 
@@ -15,6 +16,7 @@ class Embedder(Protocol):
 
     fingerprint: dict[str, Any]
     dim: int
+    capabilities: Capabilities  # what the engine may ask of it (controller.manifest.providers)
 
     def embed_documents(self, ids: Sequence[str], texts: Sequence[str],
                         progress: Progress = silent) -> np.ndarray: ...

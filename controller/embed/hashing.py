@@ -22,6 +22,7 @@ import numpy as np
 
 from controller.embed.base import l2_normalize
 from controller.errors import InvalidInput
+from controller.manifest.providers import capabilities
 from controller.progress import Progress, silent
 
 TOKEN = re.compile(r"\w+", re.UNICODE)
@@ -37,6 +38,8 @@ _MASK = np.uint64(0xFFFFFFFF)
 
 
 class HashingEmbedder:
+    capabilities = capabilities("hashing")
+
     def __init__(self, dim: int, normalize: bool, options: dict[str, Any],
                  fingerprint: dict[str, Any]) -> None:
         self.dim = dim

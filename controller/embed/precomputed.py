@@ -15,12 +15,15 @@ import numpy as np
 
 from controller.embed.base import l2_normalize
 from controller.errors import EmbedError, InvalidInput
+from controller.manifest.providers import capabilities
 from controller.progress import Progress, silent
 
 KNOWN_OPTIONS = {"vectors", "ids", "queryVectors", "queryIds"}
 
 
 class PrecomputedEmbedder:
+    capabilities = capabilities("precomputed")
+
     def __init__(self, dim: int, normalize: bool, paths: dict[str, Path],
                  fingerprint: dict[str, Any], manifest: Path | None = None) -> None:
         self.dim = dim

@@ -7,7 +7,6 @@ from the pure functions in core.gates and checks/.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,15 +16,16 @@ from controller.checks.drift import NormCache, run_drift
 from controller.checks.stats import most_regressed, paired_bootstrap
 from controller.core.gates import Context, GateSpec, default_gates, evaluate_gates
 from controller.core.types import CheckReport, GateResult
-from controller.embed import make_embedder
+from controller.embed import capabilities
 from controller.engine.drift import resolve_threshold
-from controller.errors import CheckError, ControllerError, InvalidInput
+from controller.engine.embedders import EmbedderCache
+from controller.errors import CheckError, InvalidInput
+from controller.manifest.defaults import ANN_RECALL, DEFAULT_CONFIDENCE, REPORTED_METRICS
 from controller.manifest.load import LoadedManifest
 from controller.store import faiss_index
 from controller.store.fs import Store
 
-BASE_METRICS = ("ndcg", "recall", "mrr")
-ANN_PREFIX = "annRecall@"
+ANN_PREFIX = f"{ANN_RECALL}@"
 
 
 @dataclass
@@ -50,8 +50,10 @@ def run_checks(store: Store, loaded: LoadedManifest, version: str, baseline: str
     golden = G.load_golden(loaded.paths["qrels"], loaded.paths.get("queries"))
     metrics = _metric_names(golden_spec)
     cutoffs = _ann_cutoffs(golden_spec)
-    new = _golden_run(store, name, version, golden, metrics, golden_spec.k, cutoffs)
-    old = _golden_run(store, name, baseline, golden, metrics, golden_spec.k, cutoffs) if baseline else None
+    embedders = EmbedderCache()
+    new = _golden_run(store, name, version, golden, metrics, golden_spec.k, cutoffs, embedders)
+    old = (_golden_run(store, name, baseline, golden, metrics, golden_spec.k, cutoffs, embedders)
+           if baseline else None)
     report.golden_digest = golden.digest
     report.queries = len(golden.query_ids)
     report.metrics = {**new.evaluation.metrics, **new.ann_recall}
@@ -59,7 +61,7 @@ def run_checks(store: Store, loaded: LoadedManifest, version: str, baseline: str
     if old is not None:
         report.baseline_metrics = {**old.evaluation.metrics, **old.ann_recall}
     cis = _drop_intervals(new, old, golden_spec) if old is not None else {}
-    ctx = Context(golden.digest, len(golden.query_ids), golden_spec.confidence or 0.95,
+    ctx = Context(golden.digest, len(golden.query_ids), golden_spec.confidence or DEFAULT_CONFIDENCE,
                   non_inferiority=golden_spec.confidence is not None)
     gates = gate_specs(golden_spec)
     if not golden_spec.gates:
@@ -101,7 +103,7 @@ def _drift(store: Store, name: str, version: str, baseline: str,
 
 
 def _metric_names(golden_spec: Any) -> list[str]:
-    names = {f"{m}@{golden_spec.k}" for m in BASE_METRICS}
+    names = {f"{m}@{golden_spec.k}" for m in REPORTED_METRICS}
     names |= {g.metric for g in gate_specs(golden_spec) if not g.metric.startswith(ANN_PREFIX)}
     return sorted(names)
 
@@ -113,9 +115,9 @@ def _ann_cutoffs(golden_spec: Any) -> list[int]:
 
 
 def _golden_run(store: Store, name: str, version: str, golden: G.GoldenSet, metrics: list[str],
-                k: int, ann_cutoffs: list[int]) -> GoldenRun:
+                k: int, ann_cutoffs: list[int], embedders: EmbedderCache | None = None) -> GoldenRun:
     meta = store.meta(name, version)
-    qids, queries = query_vectors(store, name, version, golden)
+    qids, queries = query_vectors(store, name, version, golden, embedders)
     index = store.index(name, version)
     doc_ids, vectors = store.vectors(name, version)
     metric = meta["index"]["metric"]
@@ -128,10 +130,11 @@ def _golden_run(store: Store, name: str, version: str, golden: G.GoldenSet, metr
     return GoldenRun(evaluation, ann)
 
 
-def query_vectors(store: Store, name: str, version: str, golden: G.GoldenSet) -> tuple[list[str], np.ndarray]:
+def query_vectors(store: Store, name: str, version: str, golden: G.GoldenSet,
+                  embedders: EmbedderCache | None = None) -> tuple[list[str], np.ndarray]:
     """Golden queries embedded in the version's own space (its model, or its copied query vectors)."""
     meta = store.meta(name, version)
-    embedder = stored_embedder(store, name, version)
+    embedder = (embedders or EmbedderCache()).get(store, name, version)
     available = getattr(embedder, "query_ids", lambda: None)()
     if available is not None:
         have = set(available)
@@ -140,8 +143,8 @@ def query_vectors(store: Store, name: str, version: str, golden: G.GoldenSet) ->
             raise CheckError(f"none of the {len(golden.query_ids)} golden queries has a vector in the "
                              f"precomputed query vectors of {version}")
         return qids, embedder.embed_queries(qids, [])
-    if meta["model"]["provider"] == "precomputed":
-        raise CheckError(f"{version} uses precomputed vectors without options.queryVectors: "
+    if not capabilities(meta["model"]["provider"]).embeds_text:
+        raise CheckError(f"{version} uses {meta['model']['provider']} vectors without options.queryVectors: "
                          "golden queries cannot be embedded")
     missing = [q for q in golden.query_ids if q not in golden.query_texts]
     if missing:
@@ -149,20 +152,6 @@ def query_vectors(store: Store, name: str, version: str, golden: G.GoldenSet) ->
                          "set spec.checks.golden.queries to a queries.jsonl with their texts")
     texts = [golden.query_texts[q] for q in golden.query_ids]
     return list(golden.query_ids), embedder.embed_queries(golden.query_ids, texts)
-
-
-def stored_embedder(store: Store, name: str, version: str):
-    """The embedder a stored version was built with, independent of today's manifest."""
-    d = store.version_dir(name, version)
-    meta = store.meta(name, version)
-    paths: dict[str, Path] = {"vectors": d / "vectors.npy"}
-    if (d / "queries" / "vectors.npy").is_file():
-        paths["queryVectors"] = d / "queries" / "vectors.npy"
-        paths["queryIds"] = d / "queries" / "ids.txt"
-    try:
-        return make_embedder(meta["model"], paths)
-    except ControllerError as exc:
-        raise CheckError(f"cannot recreate the embedder of {name}/{version}: {exc}") from exc
 
 
 def _ann_recall(index, vectors: np.ndarray, queries: np.ndarray, metric: str, factory: str,
@@ -188,7 +177,7 @@ def overlap_at(ann: np.ndarray, exact: np.ndarray) -> float:
 
 def _drop_intervals(new: GoldenRun, old: GoldenRun, golden_spec: Any) -> dict[str, tuple[float, float]]:
     """Paired bootstrap interval of the drop (old - new) for each gated metric."""
-    confidence = golden_spec.confidence or 0.95
+    confidence = golden_spec.confidence or DEFAULT_CONFIDENCE
     out = {}
     for gate in gate_specs(golden_spec):
         if gate.metric not in new.evaluation.per_query:

@@ -21,7 +21,9 @@ import numpy as np
 from controller.checks.drift import DEFAULT_SPLITS, REGISTRY, NormCache, calibrate_null, run_drift
 from controller.core.stale import StaleAssessment, assess, is_trained_factory
 from controller.embed.base import l2_normalize
+from controller.engine.embedders import stored_embedder
 from controller.errors import CheckError, InvalidInput, NotFound
+from controller.progress import Progress, silent
 from controller.store import queries as Q
 from controller.store.fs import Store
 
@@ -65,7 +67,7 @@ def run_battery(store: Store, name: str, reference_version: str, reference: np.n
 # ---- calibration -------------------------------------------------------------------------------
 def calibrate_index(store: Store, name: str, *, version: str | None = None, metrics: list[str] | None = None,
                     splits: int = DEFAULT_SPLITS, false_alarm: float = 0.05, seed: int = 0,
-                    save: bool = True) -> dict[str, Any]:
+                    save: bool = True, progress: Progress = silent) -> dict[str, Any]:
     """Null distributions of each statistic on the stable version's vectors; stored for ``max: auto``."""
     store.require_index(name)
     version = version or store.routing(name).stable
@@ -76,14 +78,17 @@ def calibrate_index(store: Store, name: str, *, version: str | None = None, metr
     names = metrics or sorted(REGISTRY)
     stats: dict[str, Any] = {}
     skipped: dict[str, str] = {}
-    for metric in names:
-        if metric not in REGISTRY:
-            raise InvalidInput(f"unknown drift statistic {metric!r}; valid names: {', '.join(sorted(REGISTRY))}",
-                               field="--metrics", value=metric)
+    unknown = [m for m in names if m not in REGISTRY]
+    if unknown:
+        raise InvalidInput(f"unknown drift statistic {unknown[0]!r}; valid names: {', '.join(sorted(REGISTRY))}",
+                           field="--metrics", value=unknown[0])
+    for done, metric in enumerate(names):
+        progress(done, len(names))
         try:
             stats[metric] = calibrate_null(metric, ref, splits=splits, false_alarm=false_alarm, seed=seed).to_dict()
         except CheckError as exc:  # e.g. norms of a unit-norm model: nothing to calibrate
             skipped[metric] = str(exc)
+    progress(len(names), len(names))
     meta = store.meta(name, version)
     record = {"name": name, "version": version, "fingerprint": meta["fingerprint"],
               "corpusDigest": meta["corpus"]["digest"], "rows": int(ref.shape[0]), "splits": splits,
@@ -142,7 +147,7 @@ def measure_corpus_drift(store: Store, name: str, reference: str, ids: list[str]
         note = (f"only {len(rows)} new or changed document(s): too few to measure corpus drift "
                 f"({removed} removed)")
         results.append({"statistic": "corpus", "value": None, "threshold": 0.0, "drifted": False,
-                        "informative": False, "detail": note, "effect_size": None, "p_value": None})
+                        "informative": False, "detail": note, "effectSize": None, "pValue": None})
     else:
         cur = np.ascontiguousarray(vectors[rows])
         results = run_battery(store, name, reference, ref, cur, [(m.metric, m.max) for m in spec.metrics])
@@ -181,8 +186,6 @@ def golden_queries(store: Store, name: str, version: str) -> tuple[list[str], np
     embed the golden query texts copied at build time (versions/<v>/queries/golden.jsonl) with the
     version's stored embedder.
     """
-    from controller.engine.checks import stored_embedder  # late: checks imports this module
-
     d = store.version_dir(name, version)
     if (d / "queries" / "vectors.npy").is_file():
         vectors = np.load(d / "queries" / "vectors.npy")

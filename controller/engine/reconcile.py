@@ -29,6 +29,7 @@ from controller.engine.drift import corpus_drift_for_build, reuse_training
 from controller.engine.status import persist_status, utc_now
 from controller.progress import Progress, silent
 from controller.manifest.load import LoadedManifest
+from controller.manifest.providers import capabilities
 from controller.store import faiss_index
 from controller.store.corpus import Corpus, read_corpus
 from controller.store.fs import Store
@@ -150,7 +151,7 @@ def _reuse_source(store: Store, loaded: LoadedManifest, corpus: Corpus, versions
 
     Precomputed vectors are read, not computed, so they are never reused.
     """
-    if loaded.manifest.spec.model.provider == "precomputed":
+    if not capabilities(loaded.manifest.spec.model.provider).reusable:
         return None, None
     same = [v for v in versions if v.fingerprint == desired.fingerprint]
     if not same:

@@ -121,8 +121,9 @@ def _load_current(entry: dict[str, Any], roots: list[str], plan_path: Path) -> L
     try:
         found = [m for m in load_manifests(source, roots) if m.name == entry["name"]]
     except InvalidInput as exc:
-        raise StalePlan(f"{plan_path}: the manifest of index {entry['name']!r} changed since the plan and is "
-                        f"now invalid: {exc}") from exc
+        # not "the manifest changed": a moved data file or a data root missing here fail the same way
+        raise StalePlan(f"{plan_path}: the manifest of index {entry['name']!r} no longer loads as it did "
+                        f"when the plan was made: {exc}") from exc
     if not found:
         raise StalePlan(f"{plan_path}: {source} no longer defines index {entry['name']!r}; make a new plan")
     return found[0]
@@ -151,13 +152,20 @@ def check_entry(entry: dict[str, Any], store: Store, roots: list[str], plan_path
     return loaded, obs
 
 
-def apply_plan_file(path: str | Path, store: Store | None = None, hooks: Hooks | None = None
-                    ) -> list[IndexResult]:
-    """Apply a saved plan exactly, or raise StalePlan before touching anything."""
+def apply_plan_file(path: str | Path, store: Store | None = None, hooks: Hooks | None = None,
+                    data_roots: Iterable[str | Path] | None = None) -> list[IndexResult]:
+    """Apply a saved plan exactly, or raise StalePlan before touching anything.
+
+    ``data_roots`` replaces the data roots recorded in the plan (the data may live elsewhere here)."""
     path = Path(path)
     doc = read_plan_file(path)
     store = store or Store(Path(doc["store"]))
-    roots = list(doc.get("dataRoots") or [])
+    roots = [str(r) for r in data_roots] if data_roots else list(doc.get("dataRoots") or [])
+    missing = [r for r in roots if not Path(r).is_dir()]
+    if missing:
+        where = "passed with --data-root" if data_roots else f"recorded in {path}"
+        raise InvalidInput(f"data root {missing[0]} ({where}) does not exist here; pass --data-root DIR "
+                           "naming where the data lives", field="--data-root", value=missing[0])
     checked = [check_entry(entry, store, roots, path) for entry in doc["indexes"]]
     # reconcile_index re-plans under the store lock and refuses if that differs from the reviewed plan
     results = []

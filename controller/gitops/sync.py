@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from controller.engine.reconcile import Hooks, remove_index
+from controller.durations import parse_duration
 from controller.errors import ControllerError, InvalidInput
 from controller.gitops.git import Mirror, normalize_repo, strip_export, subdir
 from controller.gitops.notify import Notifier, make_notifier
@@ -156,23 +157,8 @@ def _handle_deleted(store: Store, key: str, present: set[str], head: str, prune:
 
 
 def parse_interval(text: str, flag: str = "--interval") -> float:
-    """'60s', '5m', '1h' or a plain number of seconds."""
-    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
-    raw = text.strip().lower()
-    for suffix in ("ms", "s", "m", "h"):
-        if raw.endswith(suffix):
-            number, scale = raw[: -len(suffix)], units[suffix]
-            break
-    else:
-        number, scale = raw, 1
-    try:
-        seconds = float(number) * scale
-    except ValueError:
-        seconds = -1
-    if seconds <= 0:
-        raise InvalidInput(f"expected a positive duration such as 30s, 5m or 1h, got {text!r}",
-                           field=flag, value=text)
-    return seconds
+    """'60s', '5m', '1h' or a plain number of seconds (one parser for every CLI flag)."""
+    return parse_duration(text, flag)
 
 
 def sync_loop(source: SyncSource, store: Store, interval: float, stop: threading.Event,

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from controller.errors import InvalidInput
 from controller.manifest.models import API_VERSION, KIND, EmbeddingIndex
+from controller.manifest.providers import capabilities
 
 DATA_ROOTS_ENV = "CONTROLLER_DATA_ROOTS"
 MANIFEST_SUFFIXES = (".yaml", ".yml")
@@ -139,10 +140,9 @@ def _one_line(exc: ValidationError, file: Path, doc: dict) -> InvalidInput:
 def _resolve_paths(manifest: EmbeddingIndex, file: Path, roots: list[Path]) -> dict[str, Path]:
     spec = manifest.spec
     wanted: dict[str, tuple[str, Any]] = {"corpus": ("spec.corpus.path", spec.corpus.path)}
-    if spec.model.provider == "precomputed":
-        for key in ("vectors", "ids", "queryVectors", "queryIds"):
-            if key in spec.model.options:
-                wanted[key] = (f"spec.model.options.{key}", spec.model.options[key])
+    for key in capabilities(spec.model.provider).file_options:
+        if key in spec.model.options:
+            wanted[key] = (f"spec.model.options.{key}", spec.model.options[key])
     if spec.checks.golden is not None:
         wanted["qrels"] = ("spec.checks.golden.qrels", spec.checks.golden.qrels)
         if spec.checks.golden.queries:

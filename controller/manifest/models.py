@@ -14,11 +14,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from controller.manifest.defaults import DEFAULT_MAX_DROP, GATE_METRIC_PATTERN
+
 API_VERSION = "indexops.dev/v1alpha1"
 KIND = "EmbeddingIndex"
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 VERSION_PATTERN = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
-GATE_METRIC_PATTERN = r"^(ndcg|recall|mrr|precision|p|hitrate|success|annRecall)@[1-9][0-9]*$"
 
 
 class Model(BaseModel):
@@ -130,9 +131,6 @@ class DriftCheck(Model):
         default=None,
         description="Threshold above which the statistic counts as drift; default: the statistic's own.",
     )
-    on: Literal["norms", "vectors"] | None = Field(
-        default=None, description="Informational: what the statistic reads (norms or vectors)."
-    )
     enforce: bool = Field(
         default=False,
         description="When true a drifted statistic fails the rollout like a golden gate; by default drift is reported, not gated.",
@@ -167,7 +165,7 @@ class GoldenSpec(Model):
     k: int = Field(default=10, gt=0, le=10000, description="Retrieval depth for evaluation.")
     gates: list[GoldenGate] = Field(
         default_factory=list,
-        description="Quality gates; when empty: ndcg@K and recall@K with maxDrop 0.02 versus stable.",
+        description=f"Quality gates; when empty: ndcg@K and recall@K with maxDrop {DEFAULT_MAX_DROP} versus stable.",
     )
     confidence: float | None = Field(
         default=None,

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from controller.cli.crd_cmd import render as render_crd
+from controller.manifest.crd import render_yaml as render_crd
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "embedding-index-controller"

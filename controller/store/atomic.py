@@ -8,9 +8,10 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:  # numpy loads on first use, so read-only verbs start fast
+    import numpy as np
 
 
 def fsync_dir(path: Path) -> None:
@@ -45,6 +46,8 @@ def read_json(path: Path, default: Any = None) -> Any:
 
 def write_npy(path: Path, array: np.ndarray) -> None:
     """np.save into an fsynced file (callers write inside a staging directory)."""
+    import numpy as np
+
     with open(path, "wb") as handle:
         np.save(handle, array, allow_pickle=False)
         handle.flush()

@@ -28,17 +28,18 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
-import faiss
-import numpy as np
-
-from controller.core.types import Routing, VersionInfo
 from controller.errors import NotFound, StoreError
+from controller.paths import STORE_ENV  # noqa: F401  (re-exported: one definition)
 from controller.store import atomic
-from controller.store import faiss_index
 
-STORE_ENV = "CONTROLLER_STORE"
+if TYPE_CHECKING:  # numpy, faiss and the core types load on first use, so `controller status` starts fast
+    import faiss
+    import numpy as np
+
+    from controller.core.types import Routing, VersionInfo
+
 
 
 class Store:
@@ -95,6 +96,8 @@ class Store:
 
     def _version_info(self, name: str, version: str) -> VersionInfo:
         meta = self.meta(name, version)
+        from controller.core.types import VersionInfo
+
         verdict = atomic.read_json(self.version_dir(name, version) / "verdict.json") or {}
         return VersionInfo(
             id=version, label=meta["label"], fingerprint=meta["fingerprint"],
@@ -123,18 +126,24 @@ class Store:
     def vectors(self, name: str, version: str) -> tuple[list[str], np.ndarray]:
         d = self.version_dir(name, version)
         ids = json.loads((d / "ids.json").read_text())
+        import numpy as np
+
         return ids, np.load(d / "vectors.npy", mmap_mode="r")
 
     def hashes(self, name: str, version: str) -> list[str]:
         return json.loads((self.version_dir(name, version) / "hashes.json").read_text())
 
     def index(self, name: str, version: str) -> faiss.Index:
+        from controller.store import faiss_index
+
         return faiss_index.load(self.version_dir(name, version) / "index.faiss")
 
     def write_version(self, name: str, version: str, *, index: faiss.Index, vectors: np.ndarray,
                       ids: list[str], hashes: list[str], meta: dict[str, Any],
                       extra_files: dict[str, Path] | None = None) -> Path:
         """Stage every file in a hidden directory, fsync, then rename it into place."""
+        from controller.store import faiss_index
+
         final = self.version_dir(name, version)
         if final.exists():
             raise StoreError(f"version {version!r} of {name!r} already exists; versions are immutable")
@@ -169,6 +178,8 @@ class Store:
     # ---- routing, status, journal --------------------------------------------
     def routing(self, name: str) -> Routing:
         data = atomic.read_json(self.index_dir(name) / "routing.json") or {}
+        from controller.core.types import Routing
+
         return Routing(stable=data.get("stable"), candidate=data.get("candidate"),
                        weight=float(data.get("weight", 0.0)), held=tuple(data.get("held", [])))
 

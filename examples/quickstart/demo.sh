@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The quickstart, end to end: v1 -> dry-run v2 -> v2 at 25% -> v2 at 100% ->
-# v3 rolled back on its golden numbers -> manual rollback and roll forward.
-# Offline; uses a fresh store in out/quickstart-store.
+# v3 rolled back on its golden numbers (exit 3) -> manual rollback and roll forward.
+# Offline; uses a fresh store in out/quickstart-store (without CONTROLLER_STORE or
+# --store, every verb uses ~/.local/state/embedding-index-controller).
 set -euo pipefail
 cd "$(dirname "$0")"
 export CONTROLLER_STORE="${CONTROLLER_STORE:-../../out/quickstart-store}"
@@ -16,9 +17,18 @@ controller reconcile v2-canary.yaml --dry-run --detailed-exitcode >/dev/null
 echo "(--detailed-exitcode: $? = changes pending)"
 set -e
 step controller reconcile v2-canary.yaml
+step controller wait quickstart --for=condition=Progressing --timeout 30s
+step controller get
 step controller query quickstart "vitamin D deficiency and bone health" -k 3 --key alice
 step controller reconcile v2.yaml
+step controller wait quickstart --for=phase=Healthy --timeout 30s
+set +e
 step controller reconcile v3.yaml
+code=$?
+set -e
+echo "(exit $code: v3 failed its gates and was rolled back)"
+test "$code" = 3
+step controller get
 step controller status quickstart
 step controller rollback quickstart
 step controller rollback quickstart --to v2

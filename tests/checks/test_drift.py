@@ -66,7 +66,7 @@ def test_result_fields_and_threshold_override(pair) -> None:
     assert low.drifted and low.threshold == r.value / 2
     d = r.to_dict()
     assert set(d) == {"statistic", "value", "threshold", "drifted", "informative", "detail",
-                      "effect_size", "p_value"}
+                      "effectSize", "pValue"}
 
 
 def test_coordinate_statistics_refused_across_spaces(pair) -> None:

@@ -80,8 +80,8 @@ def test_calibrate_stores_thresholds_and_auto_uses_them(swapped, tmp_path: Path,
     assert record["version"] == "v1" and record["splits"] == 20 and record["falseAlarm"] == 0.05
     psi = record["statistics"]["psi"]
     print("psi calibrated:", psi)
-    assert 0 < psi["null_median"] <= psi["threshold"] <= psi["null_max"] < psi["default_threshold"]
-    assert psi["effect_null"] is not None and psi["sample_size"] == 5183 // 2
+    assert 0 < psi["nullMedian"] <= psi["threshold"] <= psi["nullMax"] < psi["defaultThreshold"]
+    assert psi["effectNull"] is not None and psi["sampleSize"] == 5183 // 2
     assert store.calibration("scifact")["statistics"]["psi"]["threshold"] == psi["threshold"]
     # text output names every statistic with its threshold
     assert main(args[:-2] + ["--no-save"]) == 0

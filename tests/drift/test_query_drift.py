@@ -69,7 +69,7 @@ def test_supplied_query_vectors_shifted_are_flagged(served, tmp_path: Path, caps
     shifted /= np.linalg.norm(shifted, axis=1, keepdims=True)
     np.save(tmp_path / "recent.npy", shifted.astype(np.float32))
     capsys.readouterr()
-    assert main(["drift", "qs", "--queries", str(tmp_path / "recent.npy"), "--store", str(store), "-o", "json"]) == 0
+    assert main(["drift", "qs", "--queries", str(tmp_path / "recent.npy"), "--store", str(store), "-o", "json"]) == 3
     report = json.loads(capsys.readouterr().out)
     print({r["statistic"]: (r["value"], r["drifted"]) for r in report["results"]})
     assert report["drifted"] and {"mmd", "ksDims"} <= set(report["driftedStatistics"])

@@ -31,7 +31,7 @@ def test_quickstart_ends_on_v2_after_v3_rolled_back(tmp_path, capsys):
         assert json.loads(run(capsys, "query", "quickstart", "vitamin D", "--key", "user-1", "-o", "json",
                               *store)[1])["version"] == served
     assert run(capsys, "reconcile", str(QS / "v2.yaml"), *store)[0] == 0
-    assert run(capsys, "reconcile", str(QS / "v3.yaml"), *store)[0] == 0
+    assert run(capsys, "reconcile", str(QS / "v3.yaml"), *store)[0] == 3  # rolled back: exit 3
     s = json.loads(run(capsys, "status", "quickstart", "-o", "json", *store)[1])
     assert s["phase"] == "RolledBack" and s["stable"]["version"] == "v2" and s["candidate"] is None
     assert any(not g["passed"] and "ndcg@10" in g["message"] for g in s["gates"])

@@ -13,4 +13,4 @@ def test_manifest_reference_matches_the_models():
     text = README.read_text()
     embedded = text.split(BEGIN)[1].split(END)[0].strip()
     assert embedded == markdown_reference().strip(), (
-        "README manifest reference is stale: regenerate with `controller schema --format markdown`")
+        "README manifest reference is stale: regenerate with `controller schema -o markdown`")

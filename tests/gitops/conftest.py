@@ -72,15 +72,9 @@ def manifest_dir(tmp_path: Path) -> Path:
 
 
 def run_cli(argv: list[str]) -> int:
-    """The real CLI entry point, with the GitOps verbs registered even before main.VERBS lists them."""
+    """The real CLI entry point."""
     from controller.cli import main
-    verbs = tuple(dict.fromkeys(main.VERBS + ("sync", "watch", "diff", "apply", "suspend")))
-    original = main.VERBS
-    main.VERBS = verbs
-    try:
-        return main.main(argv)
-    finally:
-        main.VERBS = original
+    return main.main(argv)
 
 
 def journal_links(journal: list[dict[str, Any]]) -> list[tuple[str, str | None, float, str | None]]:

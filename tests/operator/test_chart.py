@@ -19,7 +19,7 @@ import yaml
 helm = pytest.importorskip("helm_python", reason="helm-python-sdk is a dev dependency")
 kubernetes_validate = pytest.importorskip("kubernetes_validate")
 
-from controller.cli.crd_cmd import render as render_crd  # noqa: E402
+from controller.manifest.crd import render_yaml as render_crd  # noqa: E402
 from controller.operator import render  # noqa: E402
 from controller.manifest.crd import crd  # noqa: E402
 from controller.manifest.models import EmbeddingIndex  # noqa: E402

@@ -20,6 +20,7 @@ from typing import ClassVar
 import numpy as np
 
 from controller.errors import CheckError, InvalidInput
+from controller.naming import camel_keys
 
 #: Relative spread (std / mean) under which a norm distribution is "constant".
 #: Unit-norm float32 models sit around 5e-8; real raw norms around 0.1.
@@ -52,8 +53,8 @@ class DriftResult:
     p_value: float | None = None
 
     def to_dict(self) -> dict:
-        """Plain JSON-serialisable dict (floats, bools, strings, None)."""
-        return asdict(self)
+        """Plain JSON-serialisable dict (floats, bools, strings, None), camelCase keys."""
+        return camel_keys(asdict(self))
 
 
 def _fmt(x: float | None) -> str:

@@ -21,8 +21,10 @@ import numpy as np
 from scipy.stats import beta
 
 from controller.errors import CheckError, InvalidInput
+from controller.naming import camel_keys
 
 from .base import NormCache, as_matrix
+from .registry import get_statistic
 
 #: Splits of the null distribution. Heavy-tailed nulls (MMD) need about 200 for the
 #: tolerance bound to stop swinging between runs; the norm statistics would do with fewer.
@@ -52,7 +54,7 @@ class NullCalibration:
 
     def to_dict(self) -> dict:
         """Plain JSON-serialisable dict."""
-        return asdict(self)
+        return camel_keys(asdict(self))
 
 
 def _validate(false_alarm: float, splits: int) -> None:
@@ -84,8 +86,6 @@ def tolerance_threshold(values: np.ndarray, false_alarm: float, confidence: floa
 def calibrate_null(name: str, reference: np.ndarray, *, splits: int = DEFAULT_SPLITS, false_alarm: float = 0.05,
                    seed: int = 0, confidence: float = 0.99) -> NullCalibration:
     """Null distribution of ``name`` over random reference half-vs-half splits."""
-    from . import get_statistic  # late import: the registry imports this module
-
     stat = get_statistic(name)
     _validate(false_alarm, splits)
     ref = as_matrix(reference, "reference")

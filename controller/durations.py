@@ -1,0 +1,26 @@
+"""Durations on the command line: '500ms', '30s', '5m', '1h' or plain seconds."""
+
+from __future__ import annotations
+
+from controller.errors import InvalidInput
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str, flag: str = "--interval") -> float:
+    """Seconds from '60s', '5m', '1h', '500ms' or a plain number; InvalidInput naming the flag otherwise."""
+    raw = text.strip().lower()
+    for suffix in ("ms", "s", "m", "h"):
+        if raw.endswith(suffix):
+            number, scale = raw[: -len(suffix)], _UNITS[suffix]
+            break
+    else:
+        number, scale = raw, 1.0
+    try:
+        seconds = float(number) * scale
+    except ValueError:
+        seconds = -1
+    if seconds <= 0:
+        raise InvalidInput(f"expected a positive duration such as 30s, 5m or 1h, got {text!r}",
+                           field=flag, value=text)
+    return seconds
