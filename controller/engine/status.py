@@ -17,21 +17,14 @@ from typing import Any
 from controller.core.status import compute_status, summarize_cycle
 from controller.core.types import CheckReport, Phase, Plan
 from controller.errors import NotFound
-from controller.store import atomic
 from controller.store.fs import Store
+from controller.store.flags import SUSPEND_FILE, suspension
 
 __all__ = ["Phase", "SUSPEND_FILE", "corpus_drift_of", "persist_status", "suspension", "utc_now"]
-
-SUSPEND_FILE = "suspend.json"  # <store>/indexes/<name>/suspend.json, present while suspended
 
 
 def utc_now() -> str:
     return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-
-
-def suspension(store: Store, name: str) -> dict[str, Any] | None:
-    """The `controller suspend` record of an index, or None when it is not suspended."""
-    return atomic.read_json(store.index_dir(name) / SUSPEND_FILE)
 
 
 def suspended_message(name: str, record: dict[str, Any]) -> str:

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from controller.engine.suspend import SUSPEND_FILE, resume, suspend, suspension
+from controller.store.flags import SUSPEND_FILE, suspension
 from controller.store import atomic
 from controller.store.fs import Store
 
@@ -54,7 +54,15 @@ def write_index_sync(store: Store, name: str, record: dict[str, Any]) -> None:
 
 
 # ---- suspend / resume: engine.suspend owns the flag, so status reports it ---------------
-# re-exported for the verbs and sync/watch that import them from here
+# re-exported for the verbs and sync/watch that import them from here; lazily, so that
+# `controller status` (which reads sync_state) does not import the engine
+
+
+def __getattr__(attr: str) -> Any:
+    if attr in ("suspend", "resume"):
+        from controller.engine import suspend as engine_suspend
+        return getattr(engine_suspend, attr)
+    raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
 
 # ---- what status shows -----------------------------------------------------------------
 
