@@ -60,13 +60,16 @@ def plan(manifests: Manifests, store: StoreLike = None, *,
 
 
 def reconcile(manifests: Manifests, store: StoreLike = None, *, data_roots: Iterable[str | Path] = (),
-              hooks: Hooks | None = None) -> list[IndexResult]:
-    """Make the store match the manifests: build, check, weight, switch or roll back."""
+              hooks: Hooks | None = None, lock_timeout: float | None = None) -> list[IndexResult]:
+    """Make the store match the manifests: build, check, weight, switch or roll back.
+
+    `lock_timeout`: seconds to wait for another writer (None: the store's default, 5 min; 0: fail at once)."""
     from controller.engine.reconcile import Hooks, reconcile_index
 
     st = open_store(store)
     loaded = _manifests(manifests, data_roots)  # every manifest validated before the first write
-    return [reconcile_index(m, st, dry_run=False, hooks=hooks or Hooks()) for m in loaded]
+    return [reconcile_index(m, st, dry_run=False, hooks=hooks or Hooks(), lock_timeout=lock_timeout)
+            for m in loaded]
 
 
 def unhealthy(results: Iterable[IndexResult]) -> list[str]:
@@ -144,11 +147,13 @@ def age(stamp: str | None, now: datetime) -> str:
     return f"{seconds}s"
 
 
-def rollback(name: str, to: str | None = None, store: StoreLike = None) -> dict[str, Any]:
-    """Withdraw the candidate, or move the alias to the previous (or named) version; returns the record."""
+def rollback(name: str, to: str | None = None, store: StoreLike = None, *, force: bool = False,
+             lock_timeout: float | None = None) -> dict[str, Any]:
+    """Withdraw the candidate, or move the alias to the previous (or named) version that passed its
+    checks; `force` (with `to`) routes an unchecked or failed version, journaled. Returns the record."""
     from controller.engine.manual import rollback as _rollback
 
-    return _rollback(open_store(store), name, to)
+    return _rollback(open_store(store), name, to, force=force, lock_timeout=lock_timeout)
 
 
 def history(name: str, store: StoreLike = None) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from controller.cli.common import add_data_root_arg, add_output_arg, add_verb, emit, stores_into
+from controller.cli.common import add_data_root_arg, add_lock_timeout_arg, with_lock_timeout, add_output_arg, add_verb, emit, stores_into
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,6 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--store", metavar="DIR", help="store directory (default: the one recorded in the plan)")
     p.add_argument("--webhook", metavar="URL", help="POST JSON on each transition (also $CONTROLLER_WEBHOOK)")
     add_data_root_arg(p)
+    add_lock_timeout_arg(p)
     p.set_defaults(run=run)
     add_output_arg(p)
 
@@ -36,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from controller.progress import terminal_bar
 
     doc = read_plan_file(args.plan)
-    store = open_store(args.store or doc["store"])
+    store = with_lock_timeout(open_store(args.store or doc["store"]), args)
     notifier = make_notifier(store.root, args.webhook)
     notifier.retarget(_manifests_for_webhooks(doc, args.data_root))
     hooks = Hooks(progress=terminal_bar, on_transition=notifier)

@@ -60,7 +60,31 @@ def resolve_store(args: argparse.Namespace) -> "Store":
     """--store, then $CONTROLLER_STORE, then the per-user default: the same for every verb and directory."""
     from controller.api import open_store
 
-    return open_store(getattr(args, "store", None))
+    return with_lock_timeout(open_store(getattr(args, "store", None)), args)
+
+
+def add_lock_timeout_arg(parser: argparse.ArgumentParser) -> None:
+    """Every verb that writes the store: how long to wait while another writer holds its lock."""
+    parser.add_argument("--lock-timeout", type=lock_timeout, default=None, metavar="DURATION",
+                        help=("wait at most this long for another writer holding the store lock "
+                              "(default 5m; e.g. 30s, 2m; 0 fails at once)"))
+
+
+def lock_timeout(text: str) -> float:
+    from controller.durations import parse_duration
+
+    if text.strip().lower().rstrip("mhs") in ("0", "0.0"):
+        return 0.0
+    try:
+        return parse_duration(text, "--lock-timeout")
+    except ControllerError:
+        raise argparse.ArgumentTypeError(f"expected a duration such as 30s, 5m or 0 (got {text!r})") from None
+
+
+def with_lock_timeout(store: "Store", args: argparse.Namespace) -> "Store":
+    if getattr(args, "lock_timeout", None) is not None:
+        store.lock_timeout = args.lock_timeout
+    return store
 
 
 @contextlib.contextmanager

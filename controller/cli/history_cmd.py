@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from controller.cli.common import add_output_arg, add_store_arg, add_verb, emit, resolve_store
 
@@ -22,7 +23,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import controller as api
 
-    doc = api.history(args.name, resolve_store(args))
+    store = resolve_store(args)
+    doc = api.history(args.name, store)
+    for line in store.torn_journal_lines(args.name):
+        print(f"warning: {store.index_dir(args.name) / 'history.jsonl'} line {line} is torn (a crash "
+              "mid-append) and was skipped", file=sys.stderr)
     if emit(doc, args.output):
         return 0
     print(f"{'TIME':<21} {'REASON':<22} {'STABLE':<10} {'CANDIDATE':<10} {'WEIGHT':>6}  MESSAGE")

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from controller.cli.common import (EXIT_CHANGES, EXIT_DEGRADED, EXIT_ERROR, EXIT_OK, add_data_root_arg,
+from controller.cli.common import add_lock_timeout_arg, (EXIT_CHANGES, EXIT_DEGRADED, EXIT_ERROR, EXIT_OK, add_data_root_arg,
                                    add_output_arg, add_store_arg, add_verb, emit, resolve_store, stores_into)
 from controller.errors import InvalidInput
 
@@ -41,6 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="POST a JSON event on each transition (also $CONTROLLER_WEBHOOK)")
     add_output_arg(p)
     add_store_arg(p)
+    add_lock_timeout_arg(p)
     add_data_root_arg(p)
     p.set_defaults(run=run)
 

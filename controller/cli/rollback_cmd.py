@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from controller.cli.common import add_output_arg, add_store_arg, add_verb, emit, resolve_store, stores_into
+from controller.cli.common import add_lock_timeout_arg, add_output_arg, add_store_arg, add_verb, emit, resolve_store, stores_into
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,9 +17,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                      controller rollback quickstart --to v2
                  """)
     p.add_argument("name", help="index name")
-    p.add_argument("--to", metavar="VERSION", help="version to serve (must exist and not have failed a gate)")
+    p.add_argument("--to", metavar="VERSION", help="version to serve (must exist and have passed its checks)")
+    p.add_argument("--force", action="store_true",
+                   help="with --to: route a version that failed or never finished its checks (journaled, shown in status)")
     add_output_arg(p)
     add_store_arg(p)
+    add_lock_timeout_arg(p)
     p.set_defaults(run=run)
 
 
@@ -27,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     import controller as api
 
     store = resolve_store(args)
-    record = api.rollback(args.name, args.to, store)
+    record = api.rollback(args.name, args.to, store, force=args.force)
     if not emit(record, args.output):
         print(record["message"])
         stores_into(store)

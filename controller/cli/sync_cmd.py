@@ -6,7 +6,7 @@ import argparse
 import signal
 import threading
 
-from controller.cli.common import (add_data_root_arg, add_output_arg, add_store_arg, add_verb, emit,
+from controller.cli.common import add_lock_timeout_arg, (add_data_root_arg, add_output_arg, add_store_arg, add_verb, emit,
                                    resolve_store)
 from controller.cli.loopout import LOG_FORMATS, LoopPrinter
 
@@ -36,6 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="print an unchanged pass at most this often (default 10m); changes always print")
     add_output_arg(p)
     add_store_arg(p)
+    add_lock_timeout_arg(p)
     add_data_root_arg(p)
     p.set_defaults(run=run)
 

@@ -7,7 +7,7 @@ import signal
 import threading
 from pathlib import Path
 
-from controller.cli.common import add_data_root_arg, add_store_arg, add_verb, resolve_store
+from controller.cli.common import add_lock_timeout_arg, add_data_root_arg, add_store_arg, add_verb, resolve_store
 from controller.cli.loopout import LOG_FORMATS, LoopPrinter
 from controller.errors import InvalidInput
 
@@ -26,6 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--log-format", choices=LOG_FORMATS, default="text",
                    help="timestamped text lines or one JSON object per line (default: text)")
     add_store_arg(p)
+    add_lock_timeout_arg(p)
     add_data_root_arg(p)
     p.set_defaults(run=run)
 

@@ -2,13 +2,16 @@
 
 The CLI, the watch loop, Git sync and the Kubernetes operator all call
 `reconcile_index`. Decisions come from core.plan; this module only carries
-them out. A dry run stops after the first plan and writes nothing.
+them out. A dry run stops after the first plan and writes nothing (and takes no
+lock). A real run plans once before the lock (so bad input is refused before
+waiting or writing), then observes and plans again under the lock and executes
+only that plan: another writer may have changed the store while this one waited.
 """
 
 from __future__ import annotations
 
-import shutil
 import time
+import uuid
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,7 +25,7 @@ from controller.core.plan import plan as make_plan, previous_stable_of
 from controller.core.types import Action, CheckReport, Desired, Observed, Plan, Routing
 from controller.embed import make_embedder
 from controller.embed.base import check_finite
-from controller.errors import ControllerError, EmbedError, InvalidInput, StalePlan
+from controller.errors import CheckError, ControllerError, EmbedError, InvalidInput, StalePlan
 from controller.checks.golden import load_golden
 from controller.engine.checks import run_checks
 from controller.engine.drift import corpus_drift_for_build, reuse_training
@@ -32,7 +35,7 @@ from controller.manifest.load import LoadedManifest
 from controller.manifest.providers import capabilities
 from controller.store import faiss_index
 from controller.store.corpus import Corpus, read_corpus
-from controller.store.fs import Store
+from controller.store.fs import Store, print_lock_wait
 
 MAX_PASSES = 6  # build -> check -> weight -> gc needs at most four; more means a bug
 
@@ -74,6 +77,10 @@ class Hooks:
     progress: Callable[[str], Progress] = lambda label: silent
     journal_extra: dict[str, Any] = field(default_factory=dict)
     on_transition: Callable[[str, dict[str, Any]], None] = lambda name, event: None
+    # said once when another writer holds the store lock and this one starts waiting
+    on_lock_wait: Callable[[str], None] = print_lock_wait
+    # called with the index name once the lock is held, before the plan is made again
+    on_locked: Callable[[str], None] = lambda name: None
 
 
 def desired_of(loaded: LoadedManifest) -> Desired:
@@ -170,22 +177,25 @@ def plan_index(loaded: LoadedManifest, store: Store) -> tuple[Observation, Plan]
 
 
 def reconcile_index(loaded: LoadedManifest, store: Store, *, dry_run: bool = False,
-                    hooks: Hooks | None = None, expect: dict[str, Any] | None = None) -> IndexResult:
+                    hooks: Hooks | None = None, expect: dict[str, Any] | None = None,
+                    lock_timeout: float | None = None) -> IndexResult:
     """Observe, plan and (unless a dry run) execute until nothing is left to do.
 
-    `expect` is a reviewed plan (Plan.to_dict()): it is compared with a fresh
-    plan made under the store lock, so nothing else can change the store between
-    the check and the first action.
+    The plan that is executed is made under the store lock, after recovery
+    from any crashed writer. `expect` is a reviewed plan (Plan.to_dict()): it
+    must equal that plan. `lock_timeout` (seconds; None: the store's default,
+    0: fail at once) bounds the wait for another writer.
     """
     hooks = hooks or Hooks()
-    obs, first = plan_index(loaded, store)
+    obs, first = plan_index(loaded, store)  # validates the input before any wait or write
     result = IndexResult(loaded.name, first)
     if dry_run:
         return result
-    with store.lock():
+    with store.lock(timeout=lock_timeout, on_wait=hooks.on_lock_wait):
+        hooks.on_locked(loaded.name)
+        obs, first = plan_index(loaded, store)
+        result.plan = first
         if expect is not None:
-            obs, first = plan_index(loaded, store)
-            result.plan = first
             if first.to_dict() != expect:
                 raise StalePlan(f"index {loaded.name!r}: the plan made under the store lock differs from the "
                                 "reviewed plan; make a new plan (`controller reconcile --dry-run --out`)")
@@ -223,13 +233,13 @@ def _execute(plan: Plan, obs: Observation, loaded: LoadedManifest, store: Store,
         if action.kind == "build":
             _build(action, obs, loaded, store, hooks, result)
         elif action.kind == "check":
-            report = run_checks(store, loaded, action.version, action.baseline)
-            _record_verdict(store, loaded, report, hooks)
+            report = _run_checks(store, loaded, action)
             result.reports.append(report)
             if not report.passed:
                 failed = report
                 _rollback_after_failure(store, loaded, action.version, report, hooks, result)
                 continue
+            _record_verdict(store, loaded, report, hooks)
         else:
             _route(action, store, loaded, hooks)
         result.executed.append(action)
@@ -325,25 +335,49 @@ def _vectors_for(store: Store, loaded: LoadedManifest, obs: Observation, embedde
     return out, len(todo)
 
 
-def _record_verdict(store: Store, loaded: LoadedManifest, report: CheckReport, hooks: Hooks) -> None:
-    verdict = "passed" if report.passed else "failed"
+def _run_checks(store: Store, loaded: LoadedManifest, action: Action) -> CheckReport:
+    """The checks of one version; one that cannot be computed leaves it with no verdict, so unroutable."""
+    version = action.version
+    unrouted = f"{version} has no verdict and is not routed"
+    try:
+        return run_checks(store, loaded, version, action.baseline)
+    except InvalidInput as exc:
+        raise InvalidInput(f"{exc.reason}; {unrouted}", file=exc.file, field=exc.field, value=exc.value) from exc
+    except Exception as exc:  # a drift statistic or metric that errors must not leave a routable version
+        detail = str(exc) if isinstance(exc, ControllerError) else f"{type(exc).__name__}: {exc}"
+        # reconcile_index records the error in the status (Stalled) before it reaches the caller
+        raise CheckError(f"index {loaded.name!r}: the checks of {version} could not be computed ({detail}); "
+                         f"{unrouted}") from exc
+
+
+def _verdict_record(report: CheckReport) -> dict[str, Any]:
     message = summarize_failures(report.gates) if not report.passed else "all gates passed"
-    store.write_verdict(loaded.name, report.version, {
-        "verdict": verdict, "message": message, "checkedAt": utc_now(), "report": report.to_dict(),
-    })
-    hooks.on_transition(loaded.name, {"event": "GatesPassed" if report.passed else "GateFailed",
-                                      "version": report.version, "message": message,
-                                      "gates": [g.to_dict() for g in report.gates]})
+    return {"verdict": "passed" if report.passed else "failed", "message": message, "checkedAt": utc_now(),
+            "report": report.to_dict()}
+
+
+def _verdict_event(report: CheckReport, verdict: dict[str, Any]) -> dict[str, Any]:
+    return {"event": "GatesPassed" if report.passed else "GateFailed", "version": report.version,
+            "message": verdict["message"], "gates": [g.to_dict() for g in report.gates]}
+
+
+def _record_verdict(store: Store, loaded: LoadedManifest, report: CheckReport, hooks: Hooks) -> None:
+    verdict = _verdict_record(report)
+    store.commit_transition(loaded.name, verdicts={report.version: verdict})
+    hooks.on_transition(loaded.name, _verdict_event(report, verdict))
 
 
 def _rollback_after_failure(store: Store, loaded: LoadedManifest, version: str, report: CheckReport,
                             hooks: Hooks, result: IndexResult) -> None:
+    """The failed verdict, the routing without the candidate and the journal record: one transition."""
     routing = store.routing(loaded.name)
-    message = summarize_failures(report.gates)
+    verdict = _verdict_record(report)
     new = replace(routing, candidate=None, weight=0.0) if routing.candidate else routing
     action = Action("abort", version, R.GATE_FAILED,
-                    f"roll back {version}: {message}; alias {loaded.manifest.alias} stays on {routing.stable}")
-    _write_routing(store, loaded, routing, new, action, hooks, event="RolledBack")
+                    f"roll back {version}: {verdict['message']}; alias {loaded.manifest.alias} stays on "
+                    f"{routing.stable}")
+    _write_routing(store, loaded, routing, new, action, hooks, event="RolledBack",
+                   verdicts={version: verdict}, before=(_verdict_event(report, verdict),))
     result.executed.append(action)
 
 
@@ -374,12 +408,15 @@ def _route(action: Action, store: Store, loaded: LoadedManifest, hooks: Hooks) -
 
 
 def _write_routing(store: Store, loaded: LoadedManifest, old: Routing, new: Routing, action: Action,
-                   hooks: Hooks, event: str) -> None:
+                   hooks: Hooks, event: str, verdicts: dict[str, dict[str, Any]] | None = None,
+                   before: tuple[dict[str, Any], ...] = ()) -> None:
+    """Routing, journal record (and verdicts) commit together; events go out after the commit."""
     record = journal_record(loaded.name, loaded.manifest.alias, old, new, action.reason, action.message,
                             manifest_digest=loaded.digest, source=str(loaded.source), extra=hooks.journal_extra)
-    if new != old:
-        store.write_routing(loaded.name, loaded.manifest.alias, new)
-    store.append_journal(loaded.name, record)
+    store.commit_transition(loaded.name, verdicts=verdicts, journal=record,
+                            routing=(loaded.manifest.alias, new) if new != old else None)
+    for earlier in before:
+        hooks.on_transition(loaded.name, earlier)
     hooks.on_transition(loaded.name, {"event": event, "version": action.version, "message": action.message,
                                       "stable": new.stable, "candidate": new.candidate, "weight": new.weight,
                                       **hooks.journal_extra})
@@ -389,6 +426,7 @@ def journal_record(name: str, alias: str, old: Routing, new: Routing, reason: st
                    manifest_digest: str | None, source: str | None, extra: dict[str, Any] | None = None
                    ) -> dict[str, Any]:
     return {
+        "id": uuid.uuid4().hex,  # lets recovery replay a transition without a second copy of the record
         "time": utc_now(), "index": name, "alias": alias, "reason": reason, "message": message,
         "from": {"stable": old.stable, "candidate": old.candidate, "weight": old.weight},
         "to": {"stable": new.stable, "candidate": new.candidate, "weight": new.weight},
@@ -396,7 +434,7 @@ def journal_record(name: str, alias: str, old: Routing, new: Routing, reason: st
     }
 
 
-def remove_index(store: Store, name: str) -> None:
+def remove_index(store: Store, name: str, lock_timeout: float | None = None) -> None:
     """Delete an index and every version (used by prune and the operator finalizer)."""
-    with store.lock():
-        shutil.rmtree(store.index_dir(name), ignore_errors=True)
+    with store.lock(timeout=lock_timeout):
+        store.delete_index(name)

@@ -69,6 +69,9 @@ def persist_status(store: Store, name: str, *, plan: Plan | None = None, alias: 
     routing = store.routing(name)
     versions = store.versions(name)
     flag = suspension(store, name)
+    forced = store.routing_record(name).get("forced")
+    if forced:  # a `rollback --force` target stays visible in status while it is routed
+        extra = {**(extra or {}), "forced": forced}
     status = compute_status(
         name=name, alias=alias or base.get("alias") or store.routing_record(name).get("alias") or name,
         routing=routing, versions=versions, plan=plan,

@@ -1,17 +1,70 @@
-"""Crash-safe file writes: temporary name, fsync, rename, fsync the directory.
+"""Crash-safe file-system writes: temporary name, fsync, rename, fsync the directory.
 
 A reader never sees a half-written file: either the old content or the new.
+
+Every write the store makes goes through a function of this module, for two
+reasons. Modes: files are created 0600 and directories 0700 whatever the
+process umask (CONTROLLER_UMASK widens them, e.g. 027 for a group-shared
+volume). Crash testing: `before_write` runs before each write, so a test can
+stop the process at the N-th write (CONTROLLER_CRASH_AT=N exits at once with
+status 70, the way a SIGKILL would: no cleanup, no finally) or install a hook.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:  # numpy loads on first use, so read-only verbs start fast
     import numpy as np
+
+UMASK_ENV = "CONTROLLER_UMASK"
+CRASH_ENV = "CONTROLLER_CRASH_AT"
+CRASH_EXIT = 70
+DEFAULT_UMASK = 0o077
+
+# A test replaces this to crash (raise) before a chosen write; it gets (operation, path).
+write_hook: Callable[[str, Path], None] | None = None
+_writes = 0
+
+
+def before_write(op: str, path: Path | str) -> None:
+    """Called before every file-system write of the store (see the module docstring)."""
+    global _writes
+    if write_hook is not None:
+        write_hook(op, Path(path))
+    crash_at = os.environ.get(CRASH_ENV)
+    if crash_at:
+        _writes += 1
+        if _writes == int(crash_at):
+            os._exit(CRASH_EXIT)
+
+
+def store_umask() -> int:
+    raw = os.environ.get(UMASK_ENV)
+    if not raw:
+        return DEFAULT_UMASK
+    try:
+        value = int(raw, 8)
+    except ValueError:
+        from controller.errors import InvalidInput
+        raise InvalidInput("must be an octal umask such as 077 or 027", field=f"${UMASK_ENV}", value=raw) from None
+    if not 0 <= value <= 0o777 or value & 0o700:
+        from controller.errors import InvalidInput
+        raise InvalidInput("must be an octal umask between 000 and 077 (the owner keeps rwx)",
+                           field=f"${UMASK_ENV}", value=raw)
+    return value
+
+
+def file_mode() -> int:
+    return 0o666 & ~store_umask()
+
+
+def dir_mode() -> int:
+    return 0o777 & ~store_umask()
 
 
 def fsync_dir(path: Path) -> None:
@@ -22,13 +75,37 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def make_dirs(path: Path) -> None:
+    """mkdir -p with the store's directory mode on every directory it creates."""
+    path = Path(path)
+    if path.is_dir():
+        return
+    make_dirs(path.parent)
+    before_write("mkdir", path)
+    try:
+        os.mkdir(path, dir_mode())
+    except FileExistsError:
+        if not path.is_dir():
+            raise
+        return
+    os.chmod(path, dir_mode())  # mkdir's mode is filtered by the process umask; chmod is not
+
+
+def _open_new(path: Path, flags: int = 0) -> int:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | flags, file_mode())
+    os.fchmod(fd, file_mode())
+    return fd
+
+
 def write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as handle:
+    before_write("write", tmp)
+    with os.fdopen(_open_new(tmp), "wb") as handle:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
+    before_write("replace", path)
     os.replace(tmp, path)
     fsync_dir(path.parent)
 
@@ -48,32 +125,88 @@ def write_npy(path: Path, array: np.ndarray) -> None:
     """np.save into an fsynced file (callers write inside a staging directory)."""
     import numpy as np
 
-    with open(path, "wb") as handle:
+    before_write("write", path)
+    with os.fdopen(_open_new(path), "wb") as handle:
         np.save(handle, array, allow_pickle=False)
         handle.flush()
         os.fsync(handle.fileno())
 
 
+def write_with(path: Path, writer: Callable[[Path], None]) -> None:
+    """A file written by a library (FAISS): give it the store's mode afterwards."""
+    before_write("write", path)
+    writer(path)
+    os.chmod(path, file_mode())
+
+
+def copy_file(src: Path, dst: Path) -> None:
+    make_dirs(dst.parent)
+    before_write("write", dst)
+    shutil.copyfile(src, dst)
+    os.chmod(dst, file_mode())
+
+
+def rename(src: Path, dst: Path) -> None:
+    before_write("rename", dst)
+    os.rename(src, dst)
+
+
+def remove_tree(path: Path) -> None:
+    if os.path.lexists(path):
+        before_write("rmtree", path)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def remove_file(path: Path) -> None:
+    if os.path.lexists(path):
+        before_write("unlink", path)
+        os.unlink(path)
+
+
 def append_line(path: Path, record: dict) -> None:
-    """Append one JSON line and fsync: the journal is append-only."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    line = json.dumps(record, sort_keys=True) + "\n"
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write(line)
-        handle.flush()
-        os.fsync(handle.fileno())
+    """Append one JSON line and fsync: the journal is append-only.
+
+    A crash mid-append leaves a torn last line with no newline; the next append
+    first ends it, so the torn bytes stay one unreadable line and never merge
+    with (and hide) the record written after them.
+    """
+    make_dirs(path.parent)
+    line = (json.dumps(record, sort_keys=True) + "\n").encode()
+    before_write("append", path)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, file_mode())
+    try:
+        os.fchmod(fd, file_mode())
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            line = b"\n" + line
+        os.write(fd, line)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def read_lines(path: Path) -> list[dict]:
-    """Journal records; a torn last line from a crash mid-append is skipped."""
+    """Journal records; torn lines from a crash mid-append are skipped (see read_lines_checked)."""
+    return read_lines_checked(path)[0]
+
+
+def read_lines_checked(path: Path) -> tuple[list[dict], list[int]]:
+    """Journal records and the 1-based numbers of the lines that are not a JSON record."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_bytes().decode("utf-8", errors="replace")
     except FileNotFoundError:
-        return []
-    records = []
-    for line in text.splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
+        return [], []
+    records, torn = [], []
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
             continue
-    return records
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            torn.append(number)
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+        else:
+            torn.append(number)
+    return records, torn

@@ -8,16 +8,22 @@ Layout, per index:
                               queries/ (copied precomputed query vectors)
         routing.json          alias -> stable, candidate, weight, held
         status.json           the last computed status (written when it changes)
-        history.jsonl         append-only journal of alias and weight changes
+        history.jsonl         append-only journal of alias and weight changes (each record has an id)
+        transition.json       only between the commit and the end of a state transition (see
+                              store/transition.py); recovery completes it after a crash
         calibration.json      drift thresholds from `controller calibrate` (used by max: auto)
         queries/<fp>.npz      reservoir of served query vectors per model fingerprint
 
 Why plain files and not SQLite: every record is small, read whole and written
 whole, so temp-file + fsync + rename gives atomic replacement with no server
 or schema; files stay readable with `cat` and `jq`; FAISS and numpy need
-files anyway. One writer at a time is enforced with an flock on <root>/.lock.
-A version is staged in a hidden directory and renamed into place only when
-complete, so an alias can never point at a half-built version.
+files anyway. One writer at a time is enforced with an flock on <root>/.lock;
+a second writer waits for it (bounded by the lock timeout). A version is staged
+in a hidden directory and renamed into place only when complete, so an alias
+can never point at a half-built version. Verdict, routing and journal change
+together through one transition record (store/transition.py). Only versions
+whose checks passed are routable (or ones a `rollback --to --force` recorded).
+Files are created 0600 and directories 0700 (CONTROLLER_UMASK widens them).
 """
 
 from __future__ import annotations
@@ -26,13 +32,18 @@ import contextlib
 import fcntl
 import json
 import os
-import shutil
+import socket
+import sys
+import threading
+import time
+import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from controller.errors import NotFound, StoreError
 from controller.paths import STORE_ENV  # noqa: F401  (re-exported: one definition)
 from controller.store import atomic
+from controller.store import transition
 
 if TYPE_CHECKING:  # numpy, faiss and the core types load on first use, so `controller status` starts fast
     import faiss
@@ -40,11 +51,20 @@ if TYPE_CHECKING:  # numpy, faiss and the core types load on first use, so `cont
 
     from controller.core.types import Routing, VersionInfo
 
+DEFAULT_LOCK_TIMEOUT = 300.0  # seconds a writer waits for another one; 0 fails at once
+_LOCK_POLL = 0.05
+
+
+def print_lock_wait(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 class Store:
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> None:
         self.root = Path(root)
+        self.lock_timeout = lock_timeout
+        self.recovered: list[str] = []  # what the last recovery did (for logs and tests)
+        self._holder: int | None = None  # thread holding this object's lock: re-entry must not self-deadlock
 
     # ---- layout -------------------------------------------------------------
     def index_dir(self, name: str) -> Path:
@@ -55,7 +75,8 @@ class Store:
 
     def indexes(self) -> list[str]:
         base = self.root / "indexes"
-        return sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
+        return sorted(p.name for p in base.iterdir()
+                      if p.is_dir() and not p.name.startswith(".")) if base.is_dir() else []
 
     def require_index(self, name: str) -> None:
         if not self.index_dir(name).is_dir():
@@ -63,24 +84,67 @@ class Store:
             raise NotFound(f"no index named {name!r} in the store {self.root} (known: {known})")
 
     @contextlib.contextmanager
-    def lock(self) -> Iterator[None]:
-        """Exclusive writer lock; a second writer fails fast instead of interleaving."""
+    def lock(self, timeout: float | None = None,
+             on_wait: Callable[[str], None] | None = print_lock_wait) -> Iterator[None]:
+        """Exclusive writer lock. A second writer waits up to `timeout` seconds (default: the
+        store's lock_timeout; 0 fails at once), saying once, through on_wait, who it waits for.
+
+        Holding the lock, the writer first recovers the store from any crashed writer.
+        """
+        if self._holder == threading.get_ident():
+            yield  # already held by this thread through this Store: flock would block on itself
+            return
+        timeout = self.lock_timeout if timeout is None else timeout
         existed = self.root.exists()
-        self.root.mkdir(parents=True, exist_ok=True)
-        handle = open(self.root / ".lock", "w")
+        atomic.make_dirs(self.root)
+        fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, atomic.file_mode())
+        mine = False
         try:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError as exc:
-                raise StoreError(f"the store {self.root} is locked by another controller process; "
-                                 "wait for it to finish") from exc
+            self._acquire(fd, timeout, on_wait)
+            mine = True
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                      "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}).encode(), 0)
+            self.recovered = transition.recover_root(self.root / "indexes")
+            self._holder = threading.get_ident()
             yield
         finally:
-            handle.close()
+            if mine:
+                self._holder = None
+            os.close(fd)
             if not existed and os.listdir(self.root) == [".lock"]:
                 # nothing was written (e.g. bad input found mid-build): leave no trace
-                os.unlink(self.root / ".lock")
+                atomic.remove_file(self.root / ".lock")
+                atomic.before_write("rmdir", self.root)
                 self.root.rmdir()
+
+    def _acquire(self, fd: int, timeout: float, on_wait: Callable[[str], None] | None) -> None:
+        deadline = time.monotonic() + max(timeout, 0.0)
+        waited = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                pass
+            holder = self._lock_holder(fd)
+            if timeout <= 0:
+                raise StoreError(f"the store {self.root} is locked by {holder}; not waiting (--lock-timeout 0)")
+            if time.monotonic() >= deadline:
+                raise StoreError(f"the store {self.root} is still locked by {holder} after waiting "
+                                 f"{timeout:g}s (--lock-timeout); try again when it has finished")
+            if not waited and on_wait is not None:
+                on_wait(f"waiting up to {timeout:g}s for the store lock {self.root / '.lock'}, held by {holder}")
+            waited = True
+            time.sleep(_LOCK_POLL)
+
+    @staticmethod
+    def _lock_holder(fd: int) -> str:
+        try:
+            info = json.loads(os.pread(fd, 4096, 0) or b"{}")
+            return f"pid {info['pid']} on {info['host']} since {info['since']}"
+        except (ValueError, KeyError, TypeError):
+            return "another controller process"
 
     # ---- versions -----------------------------------------------------------
     def versions(self, name: str) -> list[VersionInfo]:
@@ -121,7 +185,7 @@ class Store:
         return atomic.read_json(self.version_dir(name, version) / "verdict.json")
 
     def write_verdict(self, name: str, version: str, verdict: dict[str, Any]) -> None:
-        atomic.write_json(self.version_dir(name, version) / "verdict.json", verdict)
+        self.commit_transition(name, verdicts={version: verdict})
 
     def vectors(self, name: str, version: str) -> tuple[list[str], np.ndarray]:
         d = self.version_dir(name, version)
@@ -148,22 +212,21 @@ class Store:
         if final.exists():
             raise StoreError(f"version {version!r} of {name!r} already exists; versions are immutable")
         staging = final.parent / f".staging-{version}-{os.getpid()}"
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
+        atomic.remove_tree(staging)
+        atomic.make_dirs(staging)
         try:
-            faiss_index.save(index, staging / "index.faiss")
+            atomic.write_with(staging / "index.faiss", lambda path: faiss_index.save(index, path))
             atomic.write_npy(staging / "vectors.npy", vectors)
             atomic.write_json(staging / "ids.json", ids)
             atomic.write_json(staging / "hashes.json", hashes)
             for rel, src in (extra_files or {}).items():
-                (staging / rel).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(src, staging / rel)
+                atomic.copy_file(src, staging / rel)
             atomic.write_json(staging / "meta.json", meta)
             atomic.fsync_dir(staging)
-            os.rename(staging, final)
+            atomic.rename(staging, final)
             atomic.fsync_dir(final.parent)
         except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
+            atomic.remove_tree(staging)  # a crash instead leaves it to the next writer's recovery
             raise
         return final
 
@@ -171,9 +234,19 @@ class Store:
         """Rename away first so a crash mid-delete never leaves a half version visible."""
         d = self.version_dir(name, version)
         trash = d.parent / f".deleting-{version}-{os.getpid()}"
-        os.rename(d, trash)
+        atomic.rename(d, trash)
         atomic.fsync_dir(d.parent)
-        shutil.rmtree(trash, ignore_errors=True)
+        atomic.remove_tree(trash)
+
+    def delete_index(self, name: str) -> None:
+        """Rename away, then delete: a crash leaves `.deleting-*`, which recovery removes."""
+        d = self.index_dir(name)
+        if not d.exists():
+            return
+        trash = d.parent / f".deleting-{name}-{os.getpid()}"
+        atomic.rename(d, trash)
+        atomic.fsync_dir(d.parent)
+        atomic.remove_tree(trash)
 
     # ---- routing, status, journal --------------------------------------------
     def routing(self, name: str) -> Routing:
@@ -187,23 +260,53 @@ class Store:
         return atomic.read_json(self.index_dir(name) / "routing.json") or {}
 
     def write_routing(self, name: str, alias: str, routing: Routing) -> None:
-        self._check_routable(name, routing)
-        atomic.write_json(self.index_dir(name) / "routing.json", {
-            "alias": alias, "stable": routing.stable, "candidate": routing.candidate,
-            "weight": routing.weight, "held": list(routing.held),
-        })
+        self.commit_transition(name, routing=(alias, routing))
 
-    def _check_routable(self, name: str, routing: Routing) -> None:
-        """The store refuses to route to a missing or gate-failed version, whoever asks."""
+    def commit_transition(self, name: str, *, verdicts: dict[str, dict[str, Any]] | None = None,
+                          routing: tuple[str, Routing] | None = None, journal: dict[str, Any] | None = None,
+                          forced: dict[str, dict[str, Any]] | None = None,
+                          status: dict[str, Any] | None = None) -> None:
+        """Verdicts, routing, one journal record (and a status) as one atomic transition.
+
+        The routing is checked first (counting the verdicts of this transition):
+        a refused transition writes nothing. `forced` names versions a manual
+        `rollback --force` may route although they have no passing verdict.
+        """
+        if journal is not None and not journal.get("id"):
+            journal = {**journal, "id": uuid.uuid4().hex}  # the id makes a replayed append idempotent
+        record: dict[str, Any] = {"id": journal["id"] if journal else uuid.uuid4().hex,
+                                  "verdicts": verdicts or {}, "journal": journal, "status": status,
+                                  "routing": None}
+        if routing is not None:
+            alias, target = routing
+            allowed = self._check_routable(name, target, verdicts or {}, forced or {})
+            record["routing"] = {"alias": alias, "stable": target.stable, "candidate": target.candidate,
+                                 "weight": target.weight, "held": list(target.held)}
+            if allowed:
+                record["routing"]["forced"] = allowed
+        transition.commit(self.index_dir(name), record)
+
+    def _check_routable(self, name: str, routing: Routing, pending: dict[str, dict[str, Any]],
+                        forced: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """The store routes only to complete versions whose checks passed, whoever asks.
+
+        Returns the forced versions still routed: a forced version stays routable
+        (and shown in status) while the alias or the candidate points at it.
+        """
+        carried = {**(self.routing_record(name).get("forced") or {}), **forced}
+        still: dict[str, dict[str, Any]] = {}
         for version in (routing.stable, routing.candidate):
             if version is None:
                 continue
             if not (self.version_dir(name, version) / "meta.json").is_file():
                 raise StoreError(f"refusing to route {name!r} to {version!r}: no complete version")
-            verdict = self.verdict(name, version) or {}
-            if verdict.get("verdict") == "failed":
-                raise StoreError(f"refusing to route {name!r} to {version!r}: it failed its gates "
-                                 f"({verdict.get('message', '')})")
+            if version in carried:
+                still[version] = carried[version]
+                continue
+            refusal = unroutable_reason(pending.get(version) or self.verdict(name, version))
+            if refusal:
+                raise StoreError(f"refusing to route {name!r} to {version!r}: {refusal}")
+        return still
 
     def status(self, name: str) -> dict[str, Any] | None:
         return atomic.read_json(self.index_dir(name) / "status.json")
@@ -220,10 +323,27 @@ class Store:
         return atomic.read_json(self.index_dir(name) / "calibration.json")
 
     def write_calibration(self, name: str, calibration: dict[str, Any]) -> None:
-        atomic.write_json(self.index_dir(name) / "calibration.json", calibration)
+        with self.lock():  # `controller calibrate` writes outside any reconcile
+            atomic.write_json(self.index_dir(name) / "calibration.json", calibration)
 
     def journal(self, name: str) -> list[dict[str, Any]]:
         return atomic.read_lines(self.index_dir(name) / "history.jsonl")
 
+    def torn_journal_lines(self, name: str) -> list[int]:
+        """Line numbers of history.jsonl that a crash mid-append left unreadable (they are skipped)."""
+        return atomic.read_lines_checked(self.index_dir(name) / "history.jsonl")[1]
+
     def append_journal(self, name: str, record: dict[str, Any]) -> None:
-        atomic.append_line(self.index_dir(name) / "history.jsonl", record)
+        self.commit_transition(name, journal=record)
+
+
+def unroutable_reason(verdict: dict[str, Any] | None) -> str | None:
+    """Why a version with this recorded verdict must not serve, or None when it may."""
+    if verdict is None or verdict.get("verdict") is None:
+        return ("it has no recorded verdict: its checks never completed (a crash or an error during "
+                "the checks); reconcile again to check it")
+    if verdict.get("verdict") == "failed":
+        return f"it failed its gates ({verdict.get('message', '')})"
+    if verdict.get("verdict") != "passed":
+        return f"its verdict is {verdict.get('verdict')!r}, not 'passed'"
+    return None
