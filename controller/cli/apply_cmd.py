@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from controller.cli.common import add_data_root_arg, add_lock_timeout_arg, with_lock_timeout, add_output_arg, add_verb, emit, stores_into
+from controller.cli.common import (add_data_root_arg, add_lock_timeout_arg, add_output_arg, add_verb, emit,
+                                   stores_into, with_lock_timeout)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -7,8 +7,9 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from controller.cli.common import add_lock_timeout_arg, (EXIT_CHANGES, EXIT_DEGRADED, EXIT_ERROR, EXIT_OK, add_data_root_arg,
-                                   add_output_arg, add_store_arg, add_verb, emit, resolve_store, stores_into)
+from controller.cli.common import (EXIT_CHANGES, EXIT_DEGRADED, EXIT_ERROR, EXIT_OK, add_data_root_arg,
+                                   add_lock_timeout_arg, add_output_arg, add_store_arg, add_verb, emit,
+                                   resolve_store, stores_into)
 from controller.errors import InvalidInput
 
 if TYPE_CHECKING:

@@ -6,8 +6,8 @@ import argparse
 import signal
 import threading
 
-from controller.cli.common import add_lock_timeout_arg, (add_data_root_arg, add_output_arg, add_store_arg, add_verb, emit,
-                                   resolve_store)
+from controller.cli.common import (add_data_root_arg, add_lock_timeout_arg, add_output_arg, add_store_arg,
+                                   add_verb, emit, resolve_store)
 from controller.cli.loopout import LOG_FORMATS, LoopPrinter
 
 

@@ -7,7 +7,7 @@ import signal
 import threading
 from pathlib import Path
 
-from controller.cli.common import add_lock_timeout_arg, add_data_root_arg, add_store_arg, add_verb, resolve_store
+from controller.cli.common import add_data_root_arg, add_lock_timeout_arg, add_store_arg, add_verb, resolve_store
 from controller.cli.loopout import LOG_FORMATS, LoopPrinter
 from controller.errors import InvalidInput
 
