@@ -258,15 +258,18 @@ class VersionPool:
     def ready(self) -> tuple[bool, dict[str, str]]:
         """Ready when every served index has each routed version loaded; else why not, per index."""
         why: dict[str, str] = {}
-        for name in self._served_names():
+        names = self._served_names()
+        if not names:
+            why["*"] = f"the store {self.store.root} has no index yet"
+        for name in names:
             routed = self._routed.get(name)
             if routed is None:
                 why[name] = self._errors.get(name, "not loaded yet")
                 continue
             if routed.signature != self._signature(name):
                 why[name] = self._errors.get(name, "a newly routed version is loading")
-            elif routed.routing.stable is None and routed.routing.candidate is None:
-                why[name] = "no version routed yet"
+            # an index that routes nothing yet is ready (its searches get 503 + Retry-After): one
+            # unbuilt index must not take the others out of service
         return not why, why
 
     def snapshot(self, name: str) -> RoutedIndex | None:
