@@ -1,6 +1,6 @@
 """The append-only event log of the search service: impressions, feedback and errors.
 
-Layout: ``<events root>/<index>/segment-<UTC start stamp>-<pid>.jsonl`` (the
+Layout: ``<events root>/<index>/segment-<UTC start stamp>-<host>-<pid>.jsonl`` (the
 events root defaults to ``<store>/events``), one JSON object per line.
 
 Durability contract (docs/serving.md): `append` only queues the record; a
@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -51,7 +52,7 @@ class _Segment:
     def __init__(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-        self.path = directory / f"segment-{stamp}-{os.getpid()}.jsonl"
+        self.path = directory / f"segment-{stamp}-{socket.gethostname()}-{os.getpid()}.jsonl"
         self.handle = open(self.path, "ab")
         self.opened = time.time()
         self.size = self.handle.tell()

@@ -80,14 +80,17 @@ class Server:
 
     def __init__(self, store: Path, *extra: str) -> None:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        # stderr to a file: an unread pipe would block the server once 64 KiB of log piled up
+        self.log = store.parent / f"serve-{time.monotonic_ns()}.log"
+        self._log_handle = open(self.log, "w")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "controller.cli.main", "serve", "--store", str(store), "--port", "0",
              "--poll", "0.1", "--log-level", "warning", *extra],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+            stdout=subprocess.PIPE, stderr=self._log_handle, text=True, env=env, cwd=REPO)
         line = self.proc.stdout.readline()
         if not line.startswith("serving on "):
             self.proc.kill()
-            raise RuntimeError(f"server did not start: {line!r} {self.proc.stderr.read()}")
+            raise RuntimeError(f"server did not start: {line!r} {self.stderr()}")
         self.url = line.split()[-1]
         self.client = httpx.Client(base_url=self.url, timeout=10)
         deadline = time.monotonic() + 30
@@ -98,7 +101,13 @@ class Server:
             except httpx.TransportError:
                 pass
             time.sleep(0.05)
-        raise RuntimeError("server never became ready")
+        self.proc.kill()
+        self.proc.wait()
+        raise RuntimeError(f"server never became ready: {self.stderr()}")
+
+    def stderr(self) -> str:
+        self._log_handle.flush()
+        return self.log.read_text()[-3000:]
 
     def search(self, name: str = "quickstart", **body) -> httpx.Response:
         return self.client.post(f"/v1/indexes/{name}/search", json=body)
@@ -108,11 +117,13 @@ class Server:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
         try:
-            _, err = self.proc.communicate(timeout=20)
+            self.proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            _, err = self.proc.communicate()
-        return err
+            self.proc.wait()
+        self.proc.stdout.close()
+        self._log_handle.close()
+        return self.log.read_text()
 
 
 @pytest.fixture
