@@ -252,7 +252,7 @@ def _install_routes(app: FastAPI, state: ServeState) -> None:
               responses={404: {"description": "unknown index"}, 409: {"description": "vector of another model"},
                          413: {"description": "body too large"}, 422: {"description": "invalid field"},
                          503: {"description": "no version routed or loaded yet (Retry-After)"}})
-    async def search_index(name: str, body: SearchRequest, request: Request, response: Response) -> SearchResponse:
+    async def search_index(name: str, body: SearchRequest, request: Request) -> JSONResponse:
         routed = pool.routed(name)
         try:
             out = search(routed, text=body.query, vector=body.vector, model=body.model, k=body.k, key=body.key)
@@ -272,12 +272,14 @@ def _install_routes(app: FastAPI, state: ServeState) -> None:
                              "input": "vector" if body.vector is not None else "text"})
         metrics.requests.labels(name, out.version, out.role, "200").inc()
         metrics.latency.labels(name, out.version, out.role).observe(out.took_ms / 1000)
-        response.headers["X-Index-Version"] = out.version
-        response.headers["X-Request-Id"] = out.request_id
-        return SearchResponse(request_id=out.request_id, index=name, version=out.version, role=out.role,
-                              model=ModelOut(key=out.model_key, fingerprint=out.model),
-                              hits=[HitOut(id=h.id, score=h.score if math.isfinite(h.score) else 0.0, rank=h.rank)
-                                    for h in out.hits], took_ms=round(out.took_ms, 3))
+        # built by hand (same shape as SearchResponse, which documents it): validating and
+        # re-serialising the response model costs more than the search on small indexes
+        payload = {"requestId": out.request_id, "index": name, "version": out.version, "role": out.role,
+                   "model": {"key": out.model_key, "fingerprint": out.model},
+                   "hits": [{"id": h.id, "score": h.score if math.isfinite(h.score) else 0.0, "rank": h.rank}
+                            for h in out.hits],
+                   "tookMs": round(out.took_ms, 3)}
+        return JSONResponse(payload, headers={"X-Index-Version": out.version, "X-Request-Id": out.request_id})
 
     @app.post("/v1/indexes/{name}/feedback", response_model=FeedbackResponse, response_model_by_alias=True,
               responses={404: {"description": "unknown index or request id"}, 422: {"description": "invalid field"}})

@@ -72,7 +72,7 @@ def test_switches_under_load_fail_no_request_and_serve_only_routable_versions(tm
                 else:
                     results.append((t0, t1, r.json()["version"], t1 - t0))
                 i += 1
-                time.sleep(0.02)
+                time.sleep(0.01)
 
     threads = [threading.Thread(target=client, args=(n,), daemon=True) for n in range(4)]
     for t in threads:
