@@ -34,6 +34,7 @@ from controller.core.types import Routing
 from controller.embed import fingerprint_key, make_embedder
 from controller.engine.embedders import stored_embedder
 from controller.errors import Conflict, ControllerError, InvalidInput, NotFound, NotReady
+from controller.manifest.providers import capabilities
 from controller.store import faiss_index
 from controller.store.fs import Store
 from controller.store.queries import fingerprint_key as short_key
@@ -129,8 +130,8 @@ def _text_embedder(store: Store, name: str, version: str, meta: dict[str, Any]) 
             return make_embedder(declared, {})
         except ControllerError as exc:
             raise ControllerError(f"cannot create the query embedder of {name}/{version}: {exc}") from exc
-    if model["provider"] == "precomputed":
-        return None
+    if not capabilities(model["provider"]).embeds_text:
+        return None  # vectors only: text gets a 422 naming the query field
     return stored_embedder(store, name, version)
 
 

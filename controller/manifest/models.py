@@ -11,7 +11,7 @@ import hashlib
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 from pydantic.alias_generators import to_camel
 
 from controller.manifest.defaults import DEFAULT_MAX_DROP, GATE_METRIC_PATTERN
@@ -70,9 +70,11 @@ class QueryEmbedderSpec(Model):
 
     @field_validator("provider")
     @classmethod
-    def _not_precomputed(cls, value: str) -> str:
-        if value == "precomputed":
-            raise ValueError("a query embedder must embed text; 'precomputed' cannot")
+    def _embeds_text(cls, value: str) -> str:
+        from controller.manifest.providers import capabilities
+
+        if not capabilities(value).embeds_text:
+            raise ValueError(f"a query embedder must embed text; provider {value!r} cannot")
         return value
 
 
@@ -113,6 +115,16 @@ class ModelSpec(Model):
     def _version_as_text(cls, value: Any) -> Any:
         # YAML reads `version: 2` as an int; a model version is a label.
         return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+
+    @model_serializer(mode="wrap")
+    def _omit_absent_query_embedder(self, handler: Any) -> dict[str, Any]:
+        # without a query embedder the dump (and so the manifest digest and version meta) stays
+        # exactly what it was before the field existed
+        data = handler(self)
+        for key in ("queryEmbedder", "query_embedder"):
+            if key in data and data[key] is None:
+                del data[key]
+        return data
 
     @model_validator(mode="after")
     def _query_embedder_dim(self) -> ModelSpec:
