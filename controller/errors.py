@@ -65,3 +65,11 @@ class EmbedError(ControllerError):
 
 class GitError(ControllerError):
     """A git command failed: unreachable remote, unknown branch or ref, timeout."""
+
+
+class Conflict(ControllerError):
+    """A request mixes two things that must never meet, e.g. vectors of two model spaces."""
+
+
+class NotReady(ControllerError):
+    """Something exists but cannot answer yet (an index with no routed version loaded)."""

@@ -44,6 +44,8 @@ VERBS: dict[str, tuple[str, str]] = {
     "schema": ("schema_cmd", "print the JSON Schema of the manifest (or its field table)"),
     "crd": ("crd_cmd", "print the EmbeddingIndex CustomResourceDefinition"),
     "operator": ("operator_cmd", "run the Kubernetes operator (watches EmbeddingIndex resources)"),
+    "serve": ("serve_cmd", "run the search service (HTTP, sticky routing, feedback, metrics)"),
+    "events": ("events_cmd", "summarise served queries and feedback per version"),
     "completion": ("completion_cmd", "print a bash or zsh completion script"),
 }
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import random
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from controller.cli.common import add_output_arg, add_store_arg, add_verb, emit, index_store
-from controller.errors import ControllerError, NotFound
+from controller.errors import ControllerError, InvalidInput
 
 if TYPE_CHECKING:
     import numpy as np
@@ -21,7 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                      controller query quickstart "vitamin D deficiency" --key alice -o json
                  """)
     p.add_argument("name", help="index name")
-    p.add_argument("text", help="query text")
+    p.add_argument("text", nargs="?", help="query text (or --vector)")
+    p.add_argument("--vector", metavar="FILE.npy", help="search with this query vector (one row) instead of text")
+    p.add_argument("--model", metavar="KEY", help="fingerprint key of the --vector's model (see `controller serve`)")
     p.add_argument("-k", type=int, default=10, help="number of results (default 10)")
     p.add_argument("--key", help="routing key (e.g. a user id): the same key always hits the same version")
     p.add_argument("--no-record", action="store_true",
@@ -32,31 +34,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from controller.core.routing import choose_version
-    from controller.embed import capabilities
-    from controller.engine.embedders import stored_embedder
-    from controller.store import faiss_index
+    from controller.engine.serving import VersionPool, search
 
     store = index_store(args)
-    routing = store.routing(args.name)
-    version = choose_version(routing, key=args.key, draw=random.uniform(0, 100))
-    if version is None:
-        raise NotFound(f"{args.name} serves no version yet; run `controller reconcile` first")
-    meta = store.meta(args.name, version)
-    if not capabilities(meta["model"]["provider"]).embeds_text:
-        raise ControllerError(f"{args.name}/{version} serves {meta['model']['provider']} vectors: the controller "
-                              "cannot embed free text in that model's space; query it from the pipeline that "
-                              "made them")
-    embedder = stored_embedder(store, args.name, version)
-    vector = embedder.embed_queries(["query"], [args.text])
+    # the same in-process path as `controller serve`: route, embed with the version's model, search
+    # (a precomputed version answers text only when its manifest declares spec.model.queryEmbedder)
+    pool = VersionPool(store, [args.name])
+    pool.refresh()
+    routed = pool.routed(args.name)
+    out = search(routed, text=args.text, vector=_vector(args), model=args.model, k=max(args.k, 1), key=args.key)
+    version, routing, role = out.version, routed.routing, out.role
     if not args.no_record:
-        _record(store, args.name, version, vector)
-    scores, rows = faiss_index.search(store.index(args.name, version), vector, max(args.k, 1),
-                                      meta["index"]["metric"])
-    ids, _ = store.vectors(args.name, version)
-    hits = [{"rank": r + 1, "id": ids[int(row)], "score": float(score)}
-            for r, (row, score) in enumerate(zip(rows[0], scores[0])) if row >= 0]
-    role = "candidate" if version == routing.candidate else "stable"
+        _record(store, args.name, version, out.vector)
+    hits = [{"rank": h.rank, "id": h.id, "score": h.score} for h in out.hits]
     if emit({"name": args.name, "version": version, "role": role, "weight": routing.weight, "hits": hits},
             args.output):
         return 0
@@ -74,3 +64,20 @@ def _record(store, name: str, version: str, vector: np.ndarray) -> None:
         record_served_query(store, name, version, vector)
     except (OSError, ControllerError) as exc:
         print(f"warning: query not recorded for drift monitoring: {exc}", file=sys.stderr)
+
+
+def _vector(args: argparse.Namespace) -> np.ndarray | None:
+    import numpy as np
+
+    if args.vector is None:
+        if args.text is None:
+            raise InvalidInput("give query text or --vector FILE.npy", field="text")
+        return None
+    if args.text is not None:
+        raise InvalidInput("give query text or --vector, not both", field="--vector", value=args.vector)
+    try:
+        vector = np.load(Path(args.vector), allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise InvalidInput(f"cannot read {args.vector} as a .npy vector: {exc}", field="--vector",
+                           value=args.vector) from exc
+    return np.asarray(vector, dtype=np.float32).reshape(-1)

@@ -11,7 +11,7 @@ import hashlib
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 from pydantic.alias_generators import to_camel
 
 from controller.manifest.defaults import DEFAULT_MAX_DROP, GATE_METRIC_PATTERN
@@ -53,6 +53,31 @@ class CorpusSpec(Model):
     )
 
 
+class QueryEmbedderSpec(Model):
+    provider: str = Field(
+        description="Embedder of query text into the documents' space (any provider except precomputed)."
+    )
+    name: str = Field(min_length=1, description="Query model name.")
+    version: str = Field(min_length=1, description="Query model version.")
+    dim: int = Field(gt=0, le=65536, description="Vector dimension; must equal spec.model.dim.")
+    normalize: bool = Field(default=True, description="L2-normalise query vectors.")
+    options: dict[str, Any] = Field(default_factory=dict, description="Provider-specific options.")
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_as_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+
+    @field_validator("provider")
+    @classmethod
+    def _embeds_text(cls, value: str) -> str:
+        from controller.manifest.providers import capabilities
+
+        if not capabilities(value).embeds_text:
+            raise ValueError(f"a query embedder must embed text; provider {value!r} cannot")
+        return value
+
+
 class ModelSpec(Model):
     provider: Literal["hashing", "precomputed", "sentence-transformers", "http"] = Field(
         description=(
@@ -76,11 +101,37 @@ class ModelSpec(Model):
         ),
     )
 
+    query_embedder: QueryEmbedderSpec | None = Field(
+        default=None,
+        description=(
+            "How the search service embeds query text for this model's space (e.g. the model that "
+            "made precomputed vectors); without it a precomputed version answers vector queries only. "
+            "Not part of the fingerprint."
+        ),
+    )
+
     @field_validator("version", mode="before")
     @classmethod
     def _version_as_text(cls, value: Any) -> Any:
         # YAML reads `version: 2` as an int; a model version is a label.
         return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+
+    @model_serializer(mode="wrap")
+    def _omit_absent_query_embedder(self, handler: Any) -> dict[str, Any]:
+        # without a query embedder the dump (and so the manifest digest and version meta) stays
+        # exactly what it was before the field existed
+        data = handler(self)
+        for key in ("queryEmbedder", "query_embedder"):
+            if key in data and data[key] is None:
+                del data[key]
+        return data
+
+    @model_validator(mode="after")
+    def _query_embedder_dim(self) -> ModelSpec:
+        if self.query_embedder is not None and self.query_embedder.dim != self.dim:
+            raise ValueError(f"queryEmbedder.dim {self.query_embedder.dim} differs from dim {self.dim}: "
+                             "queries must land in the documents' space")
+        return self
 
     def fingerprint(self) -> dict[str, Any]:
         """What identifies the vector space: two sets of vectors are comparable only when equal."""

@@ -1,0 +1,222 @@
+"""Cost of serving a search over HTTP relative to raw in-process `index.search`, measured in one run.
+
+Setup: SciFact (../shared/data/scifact or $SCIFACT_DIR), the all-MiniLM-L6-v2 precomputed vectors in a
+Flat cosine version built by `controller reconcile`; queries are the 300 test query vectors
+(queries.npy), cycled. A real `controller serve` process on a loopback port.
+
+Measured:
+  raw        faiss `index.search` of one query on the loaded index, in this process
+  pool       `engine.serving.search` (the `controller query` path: route, check the model, search)
+  serial     one HTTP client, one request at a time            -> served p50 - raw p50 (goal <= 2 ms)
+  loaded     N requests at C concurrent connections (processes x threads of http.client) -> QPS (goal >= 500)
+  switch     the same load while `controller reconcile` promotes v2 (same model, HNSW32) and
+             `controller rollback` returns to v1: failed requests (goal 0), p99 during vs steady (goal <= 3x)
+
+Run: .venv/bin/python bench/bench_serve.py [--requests 20000] [--concurrency 16]
+The load generator shares the machine's cores with the server, so QPS is a floor, not a ceiling.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import multiprocessing as mp
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SCIFACT = Path(os.environ.get("SCIFACT_DIR", REPO.parent / "shared" / "data" / "scifact"))
+MODEL = "all-minilm-l6-v2"
+
+
+def manifest(version: str, factory: str) -> dict:
+    v = SCIFACT / "vectors" / MODEL
+    return {"apiVersion": "indexops.dev/v1alpha1", "kind": "EmbeddingIndex", "metadata": {"name": "scifact"},
+            "spec": {"corpus": {"path": str(SCIFACT / "corpus.jsonl"), "idField": "_id",
+                                "textFields": ["title", "text"]},
+                     "model": {"provider": "precomputed", "name": MODEL, "version": "1", "dim": 384,
+                               "options": {"vectors": str(v / "docs.npy"), "ids": str(SCIFACT / "doc_ids.txt"),
+                                           "queryVectors": str(v / "queries.npy"),
+                                           "queryIds": str(SCIFACT / "query_ids.txt")}},
+                     "index": {"version": version, "factory": factory, "metric": "cosine"},
+                     "rollout": {"percentage": 100}, "history": {"keep": 3}}}
+
+
+def controller(*args: str) -> None:
+    env = {**os.environ, "CONTROLLER_DATA_ROOTS": str(SCIFACT)}
+    subprocess.run([sys.executable, "-m", "controller.cli.main", *args], check=True, env=env,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def pct(values: list[float], p: float) -> float:
+    return float(np.percentile(np.asarray(values) * 1000, p))
+
+
+def timed(fn, queries: np.ndarray, n: int) -> list[float]:
+    out = []
+    for i in range(n):
+        q = queries[i % len(queries)]
+        t = time.perf_counter()
+        fn(q)
+        out.append(time.perf_counter() - t)
+    return out
+
+
+# ---- load generator: processes x threads, each with a keep-alive http.client connection ---------------
+def _worker(port: int, bodies: list[bytes], count: int, threads: int, out: "mp.Queue") -> None:
+    results: list[tuple[float, float, int, str]] = []
+    lock = threading.Lock()
+
+    def run(n: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        local = []
+        for i in range(n):
+            body = bodies[i % len(bodies)]
+            t0 = time.time()
+            try:
+                conn.request("POST", "/v1/indexes/scifact/search", body, {"content-type": "application/json"})
+                r = conn.getresponse()
+                r.read()
+                local.append((t0, time.time(), r.status, r.getheader("x-index-version") or ""))
+            except (OSError, http.client.HTTPException) as exc:
+                local.append((t0, time.time(), 0, repr(exc)))
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        with lock:
+            results.extend(local)
+
+    per = [count // threads + (1 if i < count % threads else 0) for i in range(threads)]
+    ts = [threading.Thread(target=run, args=(n,)) for n in per]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    out.put(results)
+
+
+def load(port: int, bodies: list[bytes], total: int, concurrency: int, processes: int = 4
+         ) -> tuple[list[tuple[float, float, int, str]], float]:
+    processes = min(processes, concurrency)
+    q: mp.Queue = mp.Queue()
+    ctx = [mp.Process(target=_worker, args=(port, bodies[p::processes] or bodies, total // processes,
+                                           concurrency // processes, q)) for p in range(processes)]
+    t = time.perf_counter()
+    for p in ctx:
+        p.start()
+    results = []
+    for _ in ctx:
+        results += q.get()
+    for p in ctx:
+        p.join()
+    return results, time.perf_counter() - t
+
+
+def start_server(store: Path) -> tuple[subprocess.Popen, int]:
+    proc = subprocess.Popen([sys.executable, "-m", "controller.cli.main", "serve", "--store", str(store),
+                             "--port", "0", "--log-level", "warning", "--poll", "0.2"],
+                            stdout=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    port = int(line.rsplit(":", 1)[-1])
+    for _ in range(600):
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            c.request("GET", "/readyz")
+            if c.getresponse().status == 200:
+                return proc, port
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit("the server never became ready")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--requests", type=int, default=20_000)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--serial", type=int, default=2000)
+    args = parser.parse_args()
+    if not (SCIFACT / "vectors" / MODEL / "docs.npy").is_file():
+        print(f"SciFact vectors not found under {SCIFACT} (set SCIFACT_DIR)")
+        return 1
+    work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
+    store = work / "store"
+    for version, factory in (("v1", "Flat"), ("v2", "HNSW32")):
+        (work / f"{version}.yaml").write_text(yaml.safe_dump(manifest(version, factory)))
+    t = time.perf_counter()
+    controller("reconcile", str(work / "v1.yaml"), "--store", str(store))
+    print(f"built SciFact {MODEL} Flat v1 in {time.perf_counter() - t:.1f} s ({store})")
+
+    from controller.engine.serving import VersionPool, search
+    from controller.store import faiss_index
+    from controller.store.fs import Store
+
+    queries = np.load(SCIFACT / "vectors" / MODEL / "queries.npy").astype(np.float32)
+    s = Store(store)
+    index = s.index("scifact", "v1")
+    raw = timed(lambda q: faiss_index.search(index, q.reshape(1, -1), 10, "cosine"), queries, 3000)
+    pool = VersionPool(s, ["scifact"])
+    pool.refresh()
+    routed = pool.routed("scifact")
+    key = routed.versions["v1"].model_key
+    inproc = timed(lambda q: search(routed, vector=q, model=key, k=10), queries, 3000)
+    raw50, pool50 = pct(raw, 50), pct(inproc, 50)
+    print(f"raw index.search        p50 {raw50:.3f} ms  p99 {pct(raw, 99):.3f} ms")
+    print(f"in-process pool search  p50 {pool50:.3f} ms  p99 {pct(inproc, 99):.3f} ms  "
+          f"ratio {pool50 / raw50:.2f}x raw (goal <= 1.2x)")
+
+    bodies = [json.dumps({"vector": q.tolist(), "model": key, "k": 10, "key": f"user-{i}"}).encode()
+              for i, q in enumerate(queries)]
+    proc, port = start_server(store)
+    try:
+        load(port, bodies, 400, 4)  # warm-up
+        serial, _ = load(port, bodies, args.serial, 1, processes=1)
+        lat = [b - a for a, b, *_ in serial]
+        print(f"served, 1 client        p50 {pct(lat, 50):.3f} ms  p99 {pct(lat, 99):.3f} ms  "
+              f"served p50 - raw p50 = {pct(lat, 50) - raw50:.3f} ms (goal <= 2 ms)")
+        results, wall = load(port, bodies, args.requests, args.concurrency)
+        lat = [b - a for a, b, *_ in results]
+        failed = sum(1 for r in results if r[2] != 200)
+        print(f"served, {args.concurrency} concurrent  {len(results)} requests in {wall:.1f} s = "
+              f"{len(results) / wall:.0f} QPS (goal >= 500)  p50 {pct(lat, 50):.2f} ms  p99 {pct(lat, 99):.2f} ms  "
+              f"failed {failed}")
+        steady99 = pct(lat, 99)
+
+        # alias switches under the same load: promote v2, then roll back to v1
+        switch: dict[str, float] = {}
+
+        def switches() -> None:
+            time.sleep(2.0)
+            switch["start"] = time.time()
+            controller("reconcile", str(work / "v2.yaml"), "--store", str(store))
+            switch["promoted"] = time.time()
+            time.sleep(1.0)
+            controller("rollback", "scifact", "--store", str(store))
+            switch["end"] = time.time() + 1.0
+
+        th = threading.Thread(target=switches)
+        th.start()
+        results, wall = load(port, bodies, args.requests, args.concurrency)
+        th.join()
+        failed = [r for r in results if r[2] != 200]
+        during = [b - a for a, b, *_ in results if switch["promoted"] - 1.0 <= a <= switch["end"]]
+        versions = sorted({r[3] for r in results if r[2] == 200})
+        print(f"switches under load     {len(results)} requests, failed {len(failed)} (goal 0), versions served "
+              f"{versions}; p99 steady {steady99:.2f} ms, during switches {pct(during, 99):.2f} ms over "
+              f"{len(during)} requests = {pct(during, 99) / steady99:.2f}x (goal <= 3x)")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""`controller events NAME`: online signals per version from the search service's event log."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+from controller.cli.common import add_output_arg, add_store_arg, add_verb, emit, resolve_store
+from controller.errors import InvalidInput
+
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = add_verb(sub, "events", help="summarise served queries and feedback per version",
+                 examples="""
+                     controller events quickstart
+                     controller events quickstart --since 1h -o json
+                 """)
+    p.add_argument("name", help="index name")
+    p.add_argument("--since", metavar="DURATION", help="only the last DURATION (e.g. 30s, 15m, 1h, 2d)")
+    p.add_argument("--events", metavar="DIR", help="event log directory (default: <store>/events)")
+    add_output_arg(p)
+    add_store_arg(p)
+    p.set_defaults(run=run)
+
+
+def parse_duration(text: str) -> float:
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*", text or "")
+    if not match:
+        raise InvalidInput("a duration is a number and a unit s, m, h or d, e.g. 15m or 1h", field="--since",
+                           value=text)
+    return float(match.group(1)) * UNITS[match.group(2)]
+
+
+def run(args: argparse.Namespace) -> int:
+    from controller.engine.events import index_events
+    from controller.store.events import events_root
+
+    since = parse_duration(args.since) if args.since is not None else None
+    store = resolve_store(args)
+    root = Path(args.events) if args.events else events_root(store.root)
+    if not (root / args.name).is_dir():
+        store.require_index(args.name)
+    summary = index_events(root, args.name, since_s=since)
+    if emit({"name": args.name, "since": args.since, "versions": summary}, args.output):
+        return 0
+    if not summary:
+        print(f"no events for {args.name}" + (f" in the last {args.since}" if args.since else ""))
+        return 0
+    cols = ("version", "role", "queries", "ctr", "clk/q", "mrr", "skip", "compl", "zero", "dwell~ms",
+            "p50ms", "p95ms", "p99ms", "errors")
+    print("  ".join(f"{c:>8}" for c in cols))
+    for version, v in summary.items():
+        lat = v["latencyMs"] or {}
+        row = (version, v["role"] or "-", v["queries"], v["ctr"], v["clicksPerQuery"], v["mrr"], v["skipRate"],
+               v["complaintRate"], v["zeroResultRate"], v["dwellMedianMs"], lat.get("p50"), lat.get("p95"),
+               lat.get("p99"), v["errors"])
+        print("  ".join(f"{_fmt(x):>8}" for x in row))
+    return 0
+
+
+def _fmt(x: object) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return f"{x:.3f}"
+    return str(x)

@@ -1,0 +1,336 @@
+"""The FastAPI app: search, feedback, health, readiness and metrics over a `VersionPool`.
+
+Error contract: every refusal is JSON ``{"error": sentence, "field": name or null}``
+with a 4xx status (422 bad field, 404 unknown index or request id, 409 two
+model spaces, 413 body too large, 503 + Retry-After when nothing is routed or
+loaded yet); an unexpected failure is a 500 with a request id and no
+traceback. The service keeps serving after each of them.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from controller.engine.drift import record_served_query
+from controller.engine.serving import MAX_K, VersionPool, search
+from controller.errors import Conflict, ControllerError, InvalidInput, NotFound, NotReady
+from controller.serve.limits import BodyLimit
+from controller.serve.metrics import ServeMetrics
+from controller.store import events as E
+from controller.store.fs import Store
+
+log = logging.getLogger("controller.serve")
+
+#: Largest request body accepted (a 384-float vector is ~8 KiB of JSON).
+DEFAULT_MAX_BODY = 1 * 2**20
+#: Request ids remembered for feedback (oldest forgotten first).
+REQUEST_MEMORY = 200_000
+RETRY_AFTER_S = 5
+
+
+class Api(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+
+
+class SearchRequest(Api):
+    query: str | None = Field(default=None, description="Query text, embedded with the routed version's model.")
+    vector: list[FiniteFloat] | None = Field(default=None, description="A query vector already in the routed "
+                                             "version's space (then `model` is required).")
+    model: str | None = Field(default=None, description="Fingerprint key of the vector's model "
+                              "(the `model.key` a search response returns).")
+    k: int = Field(default=10, ge=1, le=MAX_K, description=f"Number of hits, 1-{MAX_K}.")
+    key: str | None = Field(default=None, max_length=512,
+                            description="Routing key (user or session id): the same key always hits the same "
+                                        "version for a given weight.")
+
+
+class HitOut(Api):
+    id: str
+    score: float
+    rank: int
+
+
+class ModelOut(Api):
+    key: str
+    fingerprint: dict[str, Any]
+
+
+class SearchResponse(Api):
+    request_id: str
+    index: str
+    version: str
+    role: Literal["stable", "candidate"]
+    model: ModelOut
+    hits: list[HitOut]
+    took_ms: float
+
+
+class FeedbackEvent(Api):
+    type: Literal["click", "dwell", "skip", "complaint"]
+    doc_id: str | None = Field(default=None, max_length=512)
+    position: int | None = Field(default=None, ge=1, le=MAX_K, description="1-based rank the user saw.")
+    dwell_ms: FiniteFloat | None = Field(default=None, ge=0)
+
+
+class FeedbackRequest(Api):
+    request_id: str = Field(max_length=64, description="requestId of the search response.")
+    events: list[FeedbackEvent] = Field(min_length=1, max_length=100)
+
+
+class FeedbackResponse(Api):
+    request_id: str
+    accepted: int
+
+
+class _Impression:
+    __slots__ = ("index", "version", "role", "ids")
+
+    def __init__(self, index: str, version: str, role: str, ids: list[str]) -> None:
+        self.index, self.version, self.role, self.ids = index, version, role, ids
+
+
+class ServeState:
+    """What the handlers share: the pool, the event log, metrics and recent request ids."""
+
+    def __init__(self, pool: VersionPool, log_: E.EventLog | None, metrics: ServeMetrics, record: bool) -> None:
+        self.pool = pool
+        self.events = log_
+        self.metrics = metrics
+        self.record = record
+        self.requests: OrderedDict[str, _Impression] = OrderedDict()
+        self.vectors: dict[tuple[str, str], list[Any]] = {}
+        self.vlock = threading.Lock()
+
+    def remember(self, request_id: str, impression: _Impression) -> None:
+        self.requests[request_id] = impression
+        if len(self.requests) > REQUEST_MEMORY:
+            self.requests.popitem(last=False)
+
+    def keep_vector(self, name: str, version: str, vector: Any) -> None:
+        if self.record:
+            with self.vlock:
+                self.vectors.setdefault((name, version), []).append(vector[0])
+
+    def record_vectors(self, _batch: list[dict[str, Any]] | None = None) -> None:
+        """Offer the flushed window's query vectors to the drift reservoirs (one write per version)."""
+        import numpy as np
+
+        with self.vlock:
+            pending, self.vectors = self.vectors, {}
+        for (name, version), rows in pending.items():
+            try:
+                record_served_query(self.pool.store, name, version, np.asarray(rows, dtype=np.float32))
+            except (OSError, ControllerError) as exc:
+                self.record = False  # a read-only store: stop trying, say it once
+                log.warning("query vectors are not recorded for drift (%s); start with --no-record "
+                            "to silence this", exc)
+
+
+def create_app(store_root: str | Path, indexes: list[str] | None = None, *, events_dir: str | Path | None = None,
+               record: bool = True, max_body: int = DEFAULT_MAX_BODY, window_s: float = E.DEFAULT_WINDOW_S,
+               poll_s: float | None = None, grace_s: float | None = None,
+               retention: E.Retention = E.Retention()) -> FastAPI:
+    """The service over ``store_root``; ``indexes`` limits it to some index names (default: all)."""
+    store = Store(Path(store_root))
+    pool_kwargs = {k: v for k, v in (("poll_s", poll_s), ("grace_s", grace_s)) if v is not None}
+    pool = VersionPool(store, indexes, **pool_kwargs)
+    metrics = ServeMetrics()
+    state = ServeState(pool, None, metrics, record)
+    state.events = E.EventLog(Path(events_dir) if events_dir else E.events_root(store.root), window_s=window_s,
+                              retention=retention, on_flush=state.record_vectors)
+
+    from contextlib import asynccontextmanager
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        pool.start()
+        state.events.start()
+        try:
+            yield
+        finally:
+            pool.stop()
+            state.events.close()
+            state.record_vectors()
+
+    app = FastAPI(title="embedding-index-controller search", version="v1", lifespan=lifespan,
+                  description="Sticky-routed search over the store's aliases, feedback capture and metrics. "
+                              "See docs/serving.md.")
+    app.state.serve = state
+    app.add_middleware(BodyLimit, max_body=max_body)
+    _install_error_handlers(app, state)
+    _install_routes(app, state)
+    return app
+
+
+def _error(status: int, message: str, field: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message, "field": field}, status_code=status, headers=headers)
+
+
+def _field_of(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p != "body" and not isinstance(p, int)]
+    return ".".join(parts) or "body"
+
+
+def _install_error_handlers(app: FastAPI, state: ServeState) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {"loc": ("body",), "msg": "invalid request"}
+        field = _field_of(tuple(first.get("loc", ())))
+        if first.get("type") == "json_invalid":
+            field, message = "body", "the body is not valid JSON"
+        else:
+            message = f"{field}: {first.get('msg', 'invalid')}"
+            if "input" in first and not isinstance(first["input"], (dict, list)) and first.get("input") is not None:
+                message += f" (got {repr(first['input'])[:80]})"
+        _count_error(state, request, 422)
+        return _error(422, message, field)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail), None, getattr(exc, "headers", None))
+
+    @app.exception_handler(ControllerError)
+    async def controller_error(request: Request, exc: ControllerError) -> JSONResponse:
+        status, headers = 500, None
+        if isinstance(exc, InvalidInput):
+            status = 422
+        elif isinstance(exc, NotFound):
+            status = 404
+        elif isinstance(exc, Conflict):
+            status = 409
+        elif isinstance(exc, NotReady):
+            status, headers = 503, {"Retry-After": str(RETRY_AFTER_S)}
+        _count_error(state, request, status)
+        message = exc.reason if isinstance(exc, InvalidInput) else str(exc)
+        return _error(status, message, getattr(exc, "field", None), headers)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        incident = uuid.uuid4().hex[:12]
+        log.error("internal error %s on %s: %r", incident, request.url.path, exc, exc_info=exc)
+        _count_error(state, request, 500)
+        return _error(500, f"internal error (incident {incident}; the service log has the details)")
+
+
+def _count_error(state: ServeState, request: Request, status: int) -> None:
+    name = request.path_params.get("name")
+    served = name in state.pool.names()
+    label = name if served else "unknown"
+    version = getattr(request.state, "version", None) or "-"
+    role = getattr(request.state, "role", None) or "-"
+    if "/search" in request.url.path:
+        state.metrics.requests.labels(label, version, role, str(status)).inc()
+    state.metrics.errors.labels(label, version, role, str(status)).inc()
+    if served and state.events is not None:
+        state.events.append({"type": "error", "ts": time.time(), "index": name, "version": getattr(
+            request.state, "version", None), "role": getattr(request.state, "role", None), "status": status,
+            "path": request.url.path})
+
+
+def _install_routes(app: FastAPI, state: ServeState) -> None:
+    pool, metrics = state.pool, state.metrics
+
+    @app.post("/v1/indexes/{name}/search", response_model=SearchResponse, response_model_by_alias=True,
+              responses={404: {"description": "unknown index"}, 409: {"description": "vector of another model"},
+                         413: {"description": "body too large"}, 422: {"description": "invalid field"},
+                         503: {"description": "no version routed or loaded yet (Retry-After)"}})
+    async def search_index(name: str, body: SearchRequest, request: Request) -> JSONResponse:
+        routed = pool.routed(name)
+        try:
+            out = search(routed, text=body.query, vector=body.vector, model=body.model, k=body.k, key=body.key)
+        except (Conflict, InvalidInput) as exc:
+            # attribute the refusal to the version it was routed to (metrics and error events)
+            request.state.version = getattr(exc, "version", None)
+            request.state.role = getattr(exc, "role", None)
+            raise
+        request.state.version, request.state.role = out.version, out.role
+        ids = [h.id for h in out.hits]
+        state.remember(out.request_id, _Impression(name, out.version, out.role, ids))
+        state.keep_vector(name, out.version, out.vector)
+        state.events.append({"type": "impression", "ts": time.time(), "requestId": out.request_id, "index": name,
+                             "version": out.version, "role": out.role, "model": out.model_key,
+                             "bucket": None if out.bucket is None else round(out.bucket, 4), "k": out.k,
+                             "ids": ids, "tookMs": round(out.took_ms, 3),
+                             "input": "vector" if body.vector is not None else "text"})
+        metrics.requests.labels(name, out.version, out.role, "200").inc()
+        metrics.latency.labels(name, out.version, out.role).observe(out.took_ms / 1000)
+        # built by hand (same shape as SearchResponse, which documents it): validating and
+        # re-serialising the response model costs more than the search on small indexes
+        payload = {"requestId": out.request_id, "index": name, "version": out.version, "role": out.role,
+                   "model": {"key": out.model_key, "fingerprint": out.model},
+                   "hits": [{"id": h.id, "score": h.score if math.isfinite(h.score) else 0.0, "rank": h.rank}
+                            for h in out.hits],
+                   "tookMs": round(out.took_ms, 3)}
+        return JSONResponse(payload, headers={"X-Index-Version": out.version, "X-Request-Id": out.request_id})
+
+    @app.post("/v1/indexes/{name}/feedback", response_model=FeedbackResponse, response_model_by_alias=True,
+              responses={404: {"description": "unknown index or request id"}, 422: {"description": "invalid field"}})
+    async def feedback(name: str, body: FeedbackRequest, request: Request) -> FeedbackResponse:
+        if name not in pool.names():
+            pool.routed(name)  # raises the 404 / 503 that names the index
+        impression = state.requests.get(body.request_id)
+        if impression is None or impression.index != name:
+            raise NotFound(f"unknown requestId {body.request_id!r} for {name}: feedback must name the requestId "
+                           "of a search this service answered (ids are kept for the last "
+                           f"{REQUEST_MEMORY} searches, in memory)")
+        request.state.version, request.state.role = impression.version, impression.role
+        now = time.time()
+        for event in body.events:
+            position = event.position
+            if position is None and event.doc_id in impression.ids:
+                position = impression.ids.index(event.doc_id) + 1
+            state.events.append({"type": event.type, "ts": now, "requestId": body.request_id, "index": name,
+                                 "version": impression.version, "role": impression.role, "docId": event.doc_id,
+                                 "position": position, "dwellMs": event.dwell_ms})
+            metrics.feedback.labels(name, impression.version, impression.role, event.type).inc()
+        return FeedbackResponse(request_id=body.request_id, accepted=len(body.events))
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        ready, waiting = pool.ready()
+        loaded = [f"{n}/{v}" for n, v in pool.loaded_versions()]
+        return JSONResponse({"ready": ready, "waiting": waiting, "loaded": loaded},
+                            status_code=200 if ready else 503,
+                            headers=None if ready else {"Retry-After": str(RETRY_AFTER_S)})
+
+    @app.get("/v1/indexes")
+    async def list_indexes() -> dict[str, Any]:
+        out = {}
+        for name in pool.names():
+            routed = pool.snapshot(name)
+            if routed is None:
+                continue
+            r = routed.routing
+            out[name] = {"stable": r.stable, "candidate": r.candidate, "weight": r.weight,
+                         "models": {v: lv.model_key for v, lv in routed.versions.items()}}
+        return {"indexes": out}
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        metrics.events_written.set(state.events.written)
+        metrics.events_failed.set(state.events.write_errors)
+        metrics.loaded.set(len(pool.loaded_versions()))
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
