@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from controller.cli.common import (add_data_root_arg, add_lock_timeout_arg, add_output_arg, add_verb, emit,
+from controller.cli.common import (add_data_root_arg, add_lock_timeout_arg, add_output_arg, add_verb,
+                                   add_webhook_args, emit,
                                    stores_into, with_lock_timeout)
 
 
@@ -22,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                  """)
     p.add_argument("plan", type=Path, help="plan file written by `controller reconcile PATH --dry-run --out FILE`")
     p.add_argument("--store", metavar="DIR", help="store directory (default: the one recorded in the plan)")
-    p.add_argument("--webhook", metavar="URL", help="POST JSON on each transition (also $CONTROLLER_WEBHOOK)")
+    add_webhook_args(p)
     add_data_root_arg(p)
     add_lock_timeout_arg(p)
     p.set_defaults(run=run)
@@ -39,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
 
     doc = read_plan_file(args.plan)
     store = with_lock_timeout(open_store(args.store or doc["store"]), args)
-    notifier = make_notifier(store.root, args.webhook)
+    notifier = make_notifier(store.root, args.webhook, allow_private=args.allow_private_webhooks)
     notifier.retarget(_manifests_for_webhooks(doc, args.data_root))
     hooks = Hooks(progress=terminal_bar, on_transition=notifier)
     try:

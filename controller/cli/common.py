@@ -45,6 +45,14 @@ def add_data_root_arg(parser: argparse.ArgumentParser) -> None:
                         help="allow manifest paths under DIR (repeatable; also $CONTROLLER_DATA_ROOTS)")
 
 
+def add_webhook_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--webhook", metavar="URL",
+                        help="POST JSON on each transition (also $CONTROLLER_WEBHOOK); http(s) only")
+    parser.add_argument("--allow-private-webhooks", action="store_true", default=None,
+                        help="allow loopback and link-local webhook targets, refused by default "
+                             "(also $CONTROLLER_ALLOW_PRIVATE_WEBHOOKS=1)")
+
+
 def add_verb(sub: argparse._SubParsersAction, name: str, *, help: str, description: str | None = None,
              examples: str) -> argparse.ArgumentParser:
     """A verb's parser with an Examples section in its --help."""

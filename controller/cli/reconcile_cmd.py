@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from controller.cli.common import (EXIT_CHANGES, EXIT_DEGRADED, EXIT_ERROR, EXIT_OK, add_data_root_arg,
-                                   add_lock_timeout_arg, add_output_arg, add_store_arg, add_verb, emit,
+                                   add_lock_timeout_arg, add_output_arg, add_store_arg, add_verb,
+                                   add_webhook_args, emit,
                                    resolve_store, stores_into)
 from controller.errors import InvalidInput
 
@@ -38,8 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="needs --dry-run: exit 0 no changes, 1 error (invalid input included), 2 changes pending")
     p.add_argument("--out", type=Path, metavar="FILE",
                    help="with --dry-run: save the plan for `controller apply FILE`")
-    p.add_argument("--webhook", metavar="URL",
-                   help="POST a JSON event on each transition (also $CONTROLLER_WEBHOOK)")
+    add_webhook_args(p)
     add_output_arg(p)
     add_store_arg(p)
     add_lock_timeout_arg(p)
@@ -76,7 +76,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.dry_run:
         results = api.plan(manifests, store)
     else:
-        notifier = make_notifier(store.root, args.webhook, manifests)
+        notifier = make_notifier(store.root, args.webhook, manifests,
+                                 allow_private=args.allow_private_webhooks)
         try:
             results = api.reconcile(manifests, store, hooks=Hooks(progress=terminal_bar, on_transition=notifier))
         finally:

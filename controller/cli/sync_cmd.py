@@ -7,7 +7,7 @@ import signal
 import threading
 
 from controller.cli.common import (add_data_root_arg, add_lock_timeout_arg, add_output_arg, add_store_arg,
-                                   add_verb, emit, resolve_store)
+                                   add_verb, add_webhook_args, emit, resolve_store)
 from controller.cli.loopout import LOG_FORMATS, LoopPrinter
 
 
@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--once", action="store_true", help="sync once and exit (exit 1 when it failed)")
     p.add_argument("--prune", action="store_true",
                    help="delete indexes whose manifest was deleted from the branch (default: keep serving)")
-    p.add_argument("--webhook", metavar="URL", help="POST JSON on each transition (also $CONTROLLER_WEBHOOK)")
+    add_webhook_args(p)
     p.add_argument("--log-format", choices=LOG_FORMATS, default="text",
                    help="loop output: timestamped text lines or one JSON object per line (default: text)")
     p.add_argument("--heartbeat", default="10m",
@@ -50,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
     heartbeat = parse_duration(args.heartbeat, "--heartbeat")
     store = resolve_store(args)
     source = SyncSource(args.repo, args.branch, args.path)
-    kwargs = dict(prune=args.prune, data_roots=args.data_root, webhook=args.webhook)
+    kwargs = dict(prune=args.prune, data_roots=args.data_root, webhook=args.webhook,
+                  allow_private_webhooks=args.allow_private_webhooks)
     if args.once:
         report = sync_once(source, store, progress=terminal_bar, **kwargs)
         if not emit(report.to_dict(), args.output):

@@ -7,7 +7,8 @@ import signal
 import threading
 from pathlib import Path
 
-from controller.cli.common import add_data_root_arg, add_lock_timeout_arg, add_store_arg, add_verb, resolve_store
+from controller.cli.common import (add_data_root_arg, add_lock_timeout_arg, add_store_arg, add_verb, add_webhook_args,
+                                   resolve_store)
 from controller.cli.loopout import LOG_FORMATS, LoopPrinter
 from controller.errors import InvalidInput
 
@@ -22,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                  """)
     p.add_argument("directory", type=Path, metavar="DIR", help="manifest directory")
     p.add_argument("--debounce", default="1s", help="quiet time before reconciling (default 1s; e.g. 500ms, 2s)")
-    p.add_argument("--webhook", metavar="URL", help="POST JSON on each transition (also $CONTROLLER_WEBHOOK)")
+    add_webhook_args(p)
     p.add_argument("--log-format", choices=LOG_FORMATS, default="text",
                    help="timestamped text lines or one JSON object per line (default: text)")
     add_store_arg(p)
@@ -47,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
     printer.info(f"watching {args.directory} (debounce {debounce:g}s, store {store.root}); Ctrl-C stops")
     try:
         watch_directory(args.directory, store, stop, debounce=debounce, data_roots=args.data_root,
-                        webhook=args.webhook, on_pass=printer.emit, progress=terminal_bar)
+                        webhook=args.webhook, allow_private_webhooks=args.allow_private_webhooks,
+                        on_pass=printer.emit, progress=terminal_bar)
     except KeyboardInterrupt:
         stop.set()
     return 0

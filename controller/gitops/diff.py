@@ -53,9 +53,9 @@ class DiffReport:
 
 
 def manifests_at(mirror: Mirror, sha: str, path: str, data_roots: Iterable[str | Path]) -> list[LoadedManifest]:
-    export = mirror.export(sha)
+    export = mirror.root / "exports" / sha
     try:
-        return load_manifests(subdir(export, path, sha), data_roots)
+        return load_manifests(subdir(mirror.export(sha), path, sha), data_roots)
     except InvalidInput as exc:
         raise InvalidInput(f"at commit {sha[:12]}: {strip_export(str(exc), export)}") from exc
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import posixpath
 import shutil
 import subprocess
 import tarfile
@@ -109,13 +110,32 @@ class Mirror:
         if dest.is_dir():
             return dest
         data = _run(["--git-dir", str(self.git_dir), "archive", "--format=tar", sha], what=f" for {sha[:12]}")
+        self._sweep_staging()
         staging = dest.with_name(f".staging-{sha}-{os.getpid()}")
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
-        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-            tar.extractall(staging, filter="data")  # refuses absolute paths and links out of the tree
-        os.replace(staging, dest)  # readers see a complete export or none
+        try:
+            with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+                members = tar.getmembers()
+                refuse_escaping_links(members)  # before any file is written: a clean one-line refusal
+                # the "data" filter stays as a second line of defence (device files, odd modes)
+                tar.extractall(staging, members=members, filter="data")
+            os.replace(staging, dest)  # readers see a complete export or none
+        except tarfile.TarError as exc:
+            raise GitError(f"commit {sha[:12]} cannot be exported safely: {exc}") from exc
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)  # gone after os.replace; a refusal leaves nothing
         return dest
+
+    def _sweep_staging(self) -> None:
+        """Remove staging directories left by exports that were killed midway (their pid is gone)."""
+        base = self.root / "exports"
+        if not base.is_dir():
+            return
+        for leftover in base.glob(".staging-*"):
+            pid = leftover.name.rsplit("-", 1)[-1]
+            if not (pid.isdigit() and _pid_alive(int(pid))):
+                shutil.rmtree(leftover, ignore_errors=True)
 
     def prune_exports(self, keep: set[str]) -> None:
         """Drop old exports, keeping `keep` and the newest few."""
@@ -131,6 +151,41 @@ class Mirror:
     def changed_files(self, base: str, head: str) -> list[str]:
         out = _run(["--git-dir", str(self.git_dir), "diff", "--name-only", base, head])
         return [line for line in out.decode().splitlines() if line]
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True
+
+
+def link_escapes(name: str, target: str) -> bool:
+    """Whether a link at `name` (a path inside the tree) pointing at `target` leaves the tree.
+
+    Lexical, like the path a reader would follow: git stores link targets as text, and
+    every intermediate directory of an export is a real directory (git archive never
+    writes paths through a symlink)."""
+    if not target or posixpath.isabs(target):
+        return True
+    resolved = posixpath.normpath(posixpath.join(posixpath.dirname(name), target))
+    return resolved == ".." or resolved.startswith("../")
+
+
+def refuse_escaping_links(members: list[tarfile.TarInfo]) -> None:
+    """A commit with an absolute symlink, or one that leaves the repository, is refused whole
+    (the caller names the commit)."""
+    for member in members:
+        if member.issym() and link_escapes(member.name, member.linkname):
+            raise InvalidInput(f"a symlink to {member.linkname!r}, outside the repository (only symlinks "
+                               "that stay inside the repository are allowed)", file=member.name)
+        if member.islnk() and link_escapes(".", member.linkname):
+            raise InvalidInput(f"a hard link to {member.linkname!r}, outside the repository", file=member.name)
 
 
 def subdir(export: Path, path: str | None, sha: str) -> Path:

@@ -80,9 +80,22 @@ class SyncReport:
 
 def sync_once(source: SyncSource, store: Store, *, prune: bool = False, data_roots: Iterable[str | Path] = (),
               webhook: str | None = None, notifier: Notifier | None = None,
+              allow_private_webhooks: bool | None = None,
               progress: Callable[[str], Progress] = lambda label: silent) -> SyncReport:
     """One pass. A long-running caller passes its own `notifier` so webhook retries outlive
-    the pass; without one, pending notifications are flushed before returning."""
+    the pass; without one, pending notifications are flushed (for a bounded time) before returning."""
+    own = notifier is None
+    # first: a refused --webhook is an error before anything is fetched or written
+    notifier = notifier or make_notifier(store.root, webhook, allow_private=allow_private_webhooks)
+    try:
+        return _sync_once(source, store, prune, data_roots, notifier, progress)
+    finally:
+        if own:
+            notifier.close()
+
+
+def _sync_once(source: SyncSource, store: Store, prune: bool, data_roots: Iterable[str | Path],
+               notifier: Notifier, progress: Callable[[str], Progress]) -> SyncReport:
     mirror = Mirror.for_store(store.root, source.repo)
     key = source.key
     common = {"repo": mirror.repo, "branch": source.branch, "path": source.path}
@@ -103,15 +116,9 @@ def sync_once(source: SyncSource, store: Store, *, prune: bool = False, data_roo
         write_source_state(store, key, error=message, errorAt=utc_now())
         return SyncReport(head, error=message, error_exit=exc.exit_code)
     extra = {"commit": head, "repo": mirror.repo, "branch": source.branch}
-    own = notifier is None
-    notifier = notifier or make_notifier(store.root, webhook)
     notifier.retarget(loaded, extra)
     hooks = Hooks(progress=progress, journal_extra=extra, on_transition=notifier)
-    try:
-        outcomes = reconcile_all(loaded, store, hooks)
-    finally:
-        if own:
-            notifier.close()
+    outcomes = reconcile_all(loaded, store, hooks)
     for o in outcomes:
         if o.error:
             o.error = strip_export(o.error, export)
@@ -164,10 +171,11 @@ def parse_interval(text: str, flag: str = "--interval") -> float:
 def sync_loop(source: SyncSource, store: Store, interval: float, stop: threading.Event,
               on_report: Callable[[SyncReport], None], **kwargs: Any) -> None:
     """Sync every `interval` seconds until `stop` is set; errors are reported and retried."""
-    notifier = make_notifier(store.root, kwargs.pop("webhook", None))
+    notifier = make_notifier(store.root, kwargs.pop("webhook", None),
+                             allow_private=kwargs.pop("allow_private_webhooks", None))
     try:
         while not stop.is_set():
             on_report(sync_once(source, store, notifier=notifier, **kwargs))
             stop.wait(interval)
     finally:
-        notifier.close(timeout=5.0)
+        notifier.close()

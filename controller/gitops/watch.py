@@ -90,6 +90,7 @@ def run_pass(directory: Path, store: Store, hooks: Hooks, notifier: Notifier,
 
 def watch_directory(directory: Path, store: Store, stop: threading.Event, *, debounce: float = 1.0,
                     data_roots: Iterable[str | Path] = (), webhook: str | None = None,
+                    allow_private_webhooks: bool | None = None,
                     on_pass: Callable[[WatchPass], None] = lambda p: None,
                     progress: Callable[[str], Progress] = lambda label: silent,
                     ready: threading.Event | None = None) -> None:
@@ -97,7 +98,7 @@ def watch_directory(directory: Path, store: Store, stop: threading.Event, *, deb
     directory = Path(directory)
     dirty = threading.Event()
     handler = _DirtyFlag(directory, [store.root], dirty)
-    notifier = make_notifier(store.root, webhook)
+    notifier = make_notifier(store.root, webhook, allow_private=allow_private_webhooks)
     hooks = Hooks(progress=progress, journal_extra={}, on_transition=notifier)
     observer = Observer()
     observer.schedule(handler, str(directory), recursive=True)

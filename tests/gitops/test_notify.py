@@ -10,7 +10,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from controller.gitops.notify import WEBHOOK_ANNOTATION, Notifier
+from controller.gitops.notify import ALLOW_PRIVATE_ENV, WEBHOOK_ANNOTATION, Notifier
 from controller.gitops.sync import SyncSource, sync_once
 from controller.store.fs import Store
 
@@ -56,6 +56,12 @@ class Receiver:
         self.server.server_close()
 
 
+@pytest.fixture(autouse=True)
+def _private_targets_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The receiver listens on 127.0.0.1, a loopback target the policy refuses by default."""
+    monkeypatch.setenv(ALLOW_PRIVATE_ENV, "1")
+
+
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
     r = Receiver()
@@ -99,7 +105,8 @@ def test_failed_deliveries_are_retried_in_the_background(tmp_path: Path):
     safety.start()
     receiver = Receiver(fail_first=2, hold=hold)
     try:
-        notifier = Notifier(global_url=receiver.url, first_backoff=0.05, log=lambda m: None)
+        notifier = Notifier(global_url=receiver.url, first_backoff=0.05, log=lambda m: None,
+                            allow_private=True)
         notifier("idx", {"event": "WeightChanged", "version": "v2", "weight": 10.0, "commit": "abc"})
         assert not hold.is_set() and receiver.posts == [], "notifying must not wait for the receiver"
         hold.set()
@@ -113,7 +120,8 @@ def test_failed_deliveries_are_retried_in_the_background(tmp_path: Path):
 
 def test_an_unreachable_receiver_never_blocks_and_is_dropped_after_retries(tmp_path: Path):
     logs: list[str] = []
-    notifier = Notifier(global_url="http://127.0.0.1:9/nothing-listens", first_backoff=0.01, log=logs.append)
+    notifier = Notifier(global_url="http://127.0.0.1:9/nothing-listens", first_backoff=0.01, log=logs.append,
+                        allow_private=True)
     notifier("idx", {"event": "AliasSwitched", "version": "v2", "weight": 0.0})
     assert notifier.flush(timeout=20)
     assert len(notifier.failed) == 1 and any("dropped" in line for line in logs)
@@ -122,12 +130,12 @@ def test_an_unreachable_receiver_never_blocks_and_is_dropped_after_retries(tmp_p
 def test_an_unchanged_state_is_not_notified_twice_even_across_runs(tmp_path: Path, receiver: Receiver):
     state = tmp_path / "notified.json"
     event = {"event": "WeightChanged", "version": "v2", "weight": 25.0, "commit": "c1"}
-    first = Notifier(global_url=receiver.url, state_file=state)
+    first = Notifier(global_url=receiver.url, state_file=state, allow_private=True)
     first("idx", event)
     first("idx", dict(event))
     first("idx", {**event, "weight": 50.0})
     first.close()
-    second = Notifier(global_url=receiver.url, state_file=state)  # e.g. the next `sync --once` run
+    second = Notifier(global_url=receiver.url, state_file=state, allow_private=True)  # e.g. the next `sync --once` run
     second("idx", dict(event))
     second("idx", {**event, "commit": "c2"})  # a new commit is a new state
     second.close()
