@@ -46,12 +46,38 @@ class NullPublisher:
         return None
 
 
+MANAGED_BY = "embedding-index-controller"
+INDEX_LABEL = "indexops.dev/index"
+
+
+def routing_labels(name: str) -> dict[str, str]:
+    return {"app.kubernetes.io/managed-by": MANAGED_BY, INDEX_LABEL: name}
+
+
+def is_ours(configmap_labels: dict[str, str] | None, name: str) -> bool:
+    """Label-scoped ownership: RBAC cannot limit ConfigMap verbs by label, so the code does.
+
+    A ConfigMap that merely has the `<index>-routing` name (a user's, another tool's) is
+    never patched or deleted."""
+    labels = configmap_labels or {}
+    return labels.get("app.kubernetes.io/managed-by") == MANAGED_BY and labels.get(INDEX_LABEL) == name
+
+
+class ForeignConfigMap(RuntimeError):
+    """A ConfigMap with the routing name exists but is not ours: not overwritten."""
+
+
 class KubePublisher:
-    """Create-or-patch the ConfigMap with the official client; unchanged data is not written."""
+    """Create-or-patch the ConfigMap with the official client; unchanged data is not written.
+
+    Only ConfigMaps labelled as ours for that index are patched or deleted; a patch carries the
+    resourceVersion it read and a delete carries uid and resourceVersion preconditions, so a
+    ConfigMap replaced in between is never clobbered."""
 
     def __init__(self, api_client: Any) -> None:
         from kubernetes import client  # operator extra
 
+        self._client = client
         self._core = client.CoreV1Api(api_client)
 
     def publish(self, namespace: str, name: str, owner: dict[str, Any], data: dict[str, str]) -> None:
@@ -65,20 +91,34 @@ class KubePublisher:
                 raise
             body = {"apiVersion": "v1", "kind": "ConfigMap", "data": data,
                     "metadata": {"name": cm_name, "namespace": namespace, "ownerReferences": [owner],
-                                 "labels": {"app.kubernetes.io/managed-by": "embedding-index-controller",
-                                            "indexops.dev/index": name}}}
+                                 "labels": routing_labels(name)}}
             self._core.create_namespaced_config_map(namespace, body)
             return
-        if (current.data or {}) == data:
+        meta = current.metadata
+        if not is_ours(meta.labels, name):
+            raise ForeignConfigMap(f"ConfigMap {namespace}/{cm_name} exists and is not managed by {MANAGED_BY} "
+                                   f"(labels app.kubernetes.io/managed-by={MANAGED_BY}, {INDEX_LABEL}={name} "
+                                   "missing); not overwriting it: rename or delete it")
+        owners = [o.uid for o in (meta.owner_references or [])]
+        if (current.data or {}) == data and owner.get("uid") in owners:
             return
-        self._core.patch_namespaced_config_map(cm_name, namespace, {"data": data},
+        # ours, maybe from a deleted-and-recreated resource of the same name: adopt it
+        patch = {"metadata": {"resourceVersion": meta.resource_version, "ownerReferences": [owner]}, "data": data}
+        self._core.patch_namespaced_config_map(cm_name, namespace, patch,
                                                _content_type="application/merge-patch+json")
 
     def remove(self, namespace: str, name: str) -> None:
         from kubernetes.client.exceptions import ApiException
 
+        cm_name = configmap_name(name)
         try:
-            self._core.delete_namespaced_config_map(configmap_name(name), namespace)
+            current = self._core.read_namespaced_config_map(cm_name, namespace)
+            if not is_ours(current.metadata.labels, name):
+                return  # someone else's ConfigMap of that name: leave it
+            preconditions = self._client.V1Preconditions(uid=current.metadata.uid,
+                                                         resource_version=current.metadata.resource_version)
+            self._core.delete_namespaced_config_map(cm_name, namespace,
+                                                    body=self._client.V1DeleteOptions(preconditions=preconditions))
         except ApiException as exc:
             if exc.status != 404:
                 raise

@@ -41,6 +41,13 @@ NON_DEFAULT = {
     "imagePullSecrets": [{"name": "regcred"}],
     "nodeSelector": {"kubernetes.io/os": "linux"},
 }
+HARDENED = {
+    "networkPolicy": {"enabled": True, "ingressFrom": [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}],
+                      "apiServer": {"cidrs": ["10.0.0.1/32"]},
+                      "extraEgress": [{"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}], "ports": [{"port": 443}]}]},
+    "rbac": {"routingConfigMapIndexes": ["quickstart", "products"]},
+    "extraInitContainers": [{"name": "fetch", "image": "busybox:1.36", "command": ["true"]}],
+}
 NAMESPACED = {
     "rbac": {"clusterWide": False},
     "watchNamespaces": ["search"],
@@ -138,13 +145,15 @@ def test_examples_exist() -> None:
 
 
 # ---- the chart ------------------------------------------------------------------------------
-@pytest.mark.parametrize("values", [{}, NON_DEFAULT, NAMESPACED], ids=["default", "non-default", "namespaced"])
+@pytest.mark.parametrize("values", [{}, NON_DEFAULT, NAMESPACED, HARDENED],
+                         ids=["default", "non-default", "namespaced", "hardened"])
 def test_chart_lints_clean_in_strict_mode(values: dict[str, Any]) -> None:
     report = helm.lint(str(CHART), values, strict=True, kube_version="v1.30.0")
     assert report["errors"] == [] and report["messages"] == [], report
 
 
-@pytest.mark.parametrize("values", [{}, NON_DEFAULT, NAMESPACED], ids=["default", "non-default", "namespaced"])
+@pytest.mark.parametrize("values", [{}, NON_DEFAULT, NAMESPACED, HARDENED],
+                         ids=["default", "non-default", "namespaced", "hardened"])
 def test_every_rendered_object_validates_for_kubernetes_1_30(values: dict[str, Any]) -> None:
     objects = render.render_chart(values, release="eic", namespace="ops")
     assert objects
@@ -210,3 +219,66 @@ def test_values_schema_rejects_bad_values() -> None:
             chart.validate_schema({"reconcile": {"onDelete": "shred"}})
         with pytest.raises(helm.HelmValuesError):
             chart.validate_schema({"unknownKey": 1})
+
+
+def _configmap_rules(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for o in objects if o["kind"] in ("Role", "ClusterRole") for r in o["rules"]
+            if "configmaps" in r["resources"]]
+
+
+def test_configmap_verbs_are_restricted_by_name_when_the_indexes_are_listed() -> None:
+    rules = _configmap_rules(render.render_chart(HARDENED, release="eic", namespace="ops"))
+    named = [r for r in rules if r.get("resourceNames")]
+    assert named and all(r["resourceNames"] == ["quickstart-routing", "products-routing"] for r in named)
+    assert all(set(r["verbs"]) == {"get", "patch", "delete"} for r in named)
+    unnamed = [r for r in rules if not r.get("resourceNames")]
+    assert all(r["verbs"] == ["create"] for r in unnamed), "only create (which RBAC cannot name) is unnamed"
+    # the default cannot know index names: unnamed verbs, with ownership enforced in code (test_routing_kmock)
+    default = _configmap_rules(render.render_chart({}, release="eic", namespace="ops"))
+    assert default and not any(r.get("resourceNames") for r in default)
+
+
+def test_lease_get_and_update_are_limited_to_the_lease_name() -> None:
+    roles = [o for o in render.render_chart({}, release="eic", namespace="ops")
+             if o["kind"] == "Role" and o["metadata"]["name"].endswith("leader-election")]
+    rules = roles[0]["rules"]
+    assert {tuple(r["verbs"]): r.get("resourceNames") for r in rules} == {
+        ("create",): None, ("get", "update"): ["embedding-index-controller"]}
+
+
+def test_the_token_is_mounted_only_into_the_operator_pod_and_fs_group_is_set() -> None:
+    kinds = _kinds(render.render_chart({}, release="eic", namespace="ops"))
+    assert kinds["ServiceAccount"][0]["automountServiceAccountToken"] is False
+    pod = kinds["Deployment"][0]["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is True
+    assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsGroup"] == 65532
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert env["HOME"] == env["TMPDIR"] == "/tmp", "a read-only root: HOME and TMPDIR on the /tmp emptyDir"
+    mounts = {m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
+    assert "/tmp" in mounts
+
+
+def test_the_network_policy_is_optional_and_allows_only_probes_dns_api_and_extra_egress() -> None:
+    assert "NetworkPolicy" not in _kinds(render.render_chart({}, release="eic", namespace="ops"))
+    kinds = _kinds(render.render_chart(HARDENED, release="eic", namespace="ops"))
+    policy = kinds["NetworkPolicy"][0]["spec"]
+    pod_labels = kinds["Deployment"][0]["spec"]["template"]["metadata"]["labels"]
+    assert policy["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert policy["policyTypes"] == ["Ingress", "Egress"]
+    assert {p["port"] for p in policy["ingress"][0]["ports"]} == {8080, 9090}
+    assert policy["ingress"][0]["from"] == HARDENED["networkPolicy"]["ingressFrom"]
+    dns, api, extra = policy["egress"]
+    assert {(p["port"], p["protocol"]) for p in dns["ports"]} == {(53, "UDP"), (53, "TCP")}
+    assert api["to"] == [{"ipBlock": {"cidr": "10.0.0.1/32"}}] and {p["port"] for p in api["ports"]} == {443, 6443}
+    assert extra == HARDENED["networkPolicy"]["extraEgress"][0]
+    init = kinds["Deployment"][0]["spec"]["template"]["spec"]["initContainers"]
+    assert [c["name"] for c in init] == ["fetch"]
+
+
+def test_notes_name_files_that_exist() -> None:
+    import re
+    text = (CHART / "templates" / "NOTES.txt").read_text()
+    named = set(re.findall(r"examples/kubernetes/[\w./-]+", text)) | set(re.findall(r"docs/[\w.-]+\.md", text))
+    assert named
+    for rel in named:
+        assert (REPO / rel.rstrip(".")).exists(), f"NOTES.txt names {rel}, which does not exist"

@@ -56,9 +56,26 @@ Nothing else: no Secrets, no Pods, no CRD management.
 - apiGroups: ["indexops.dev"]
   resources: ["embeddingindexes/status"]
   verbs: ["get", "patch"]
+{{- with .Values.rbac.routingConfigMapIndexes }}
+# `create` cannot be limited by resourceNames (the name is not known before the object exists);
+# it cannot overwrite an existing ConfigMap either (that is a 409).
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["create"]
+- apiGroups: [""]
+  resources: ["configmaps"]
+  resourceNames:
+    {{- range . }}
+    - {{ printf "%s-routing" . | quote }}
+    {{- end }}
+  verbs: ["get", "patch", "delete"]
+{{- else }}
+# Index names are not known at install time, so no resourceNames here: the operator patches and
+# deletes only ConfigMaps labelled as its own and owned by the index (checked in code, uid precondition).
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["get", "create", "patch", "delete"]
+{{- end }}
 - apiGroups: ["", "events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
@@ -66,5 +83,9 @@ Nothing else: no Secrets, no Pods, no CRD management.
 {{- define "eic.leaseRules" -}}
 - apiGroups: ["coordination.k8s.io"]
   resources: ["leases"]
-  verbs: ["get", "create", "update"]
+  verbs: ["create"]
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  resourceNames: [{{ .Values.leaderElection.leaseName | quote }}]
+  verbs: ["get", "update"]
 {{- end -}}
