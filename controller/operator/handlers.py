@@ -24,8 +24,10 @@ import kopf
 from controller.engine.reconcile import Hooks, remove_index, reconcile_index
 from controller.engine.status import persist_status
 from controller.errors import InvalidInput
+from controller.progress import silent
 from controller.operator.body import (ON_DELETE_ANNOTATION, loaded_from_body, on_delete_policy, plain,
                                       resource_ref, store_for)
+from controller.operator.faults import LeadershipLost, classify
 from controller.operator.metrics import Metrics
 from controller.operator.routing import NullPublisher, RoutingPublisher, owner_reference, routing_record
 from controller.operator.statuswriter import MemoryStatusWriter, StatusWriter
@@ -48,6 +50,9 @@ class OperatorConfig:
     base_backoff: float = 5.0  # first retry delay after a temporary error; doubles per retry
     api_backoffs: tuple[float, ...] = (1, 1, 2, 3, 5, 8, 13, 21)  # kopf's retries of failed API calls
     watch_timeout: float = 300.0  # server-side watch timeout: watches are re-established at least this often
+    api_timeout: float = 30.0  # one API request (kopf's and ours); a hung API server fails the cycle, retried
+    auth_backoff: float = 60.0  # retry delay after 401/403: RBAC must change first, never a hot loop
+    store_full_backoff: float = 60.0  # retry delay after ENOSPC/EROFS on the store volume
 
 
 @dataclass
@@ -63,6 +68,27 @@ class Runtime:
     _guard: threading.Lock = field(default_factory=threading.Lock)
     ready: threading.Event = field(default_factory=threading.Event)
     last_cycle: float = field(default_factory=time.monotonic)
+    # False the moment the Lease is lost (main.run wires LeaseElector.holds_lease): checked before each write
+    may_write: Callable[[], bool] = lambda: True
+    # resource -> monotonic time before which no trigger (create/update/timer) may retry it: a 401/403,
+    # a full store or a Retry-After holds every handler of that resource, not only the one that failed
+    _hold: dict[str, float] = field(default_factory=dict)
+
+    def hold(self, ref: str, seconds: float) -> None:
+        with self._guard:
+            self._hold[ref] = max(self._hold.get(ref, 0.0), time.monotonic() + seconds)
+
+    def held_for(self, ref: str) -> float:
+        with self._guard:
+            left = self._hold.get(ref, 0.0) - time.monotonic()
+            if left <= 0:
+                self._hold.pop(ref, None)
+            return max(0.0, left)
+
+    def guard(self) -> None:
+        """Raise LeadershipLost when this replica may no longer write (before any write)."""
+        if not self.may_write():
+            raise LeadershipLost("the leader lease was lost: this replica stops writing")
 
     def lock_for(self, namespace: str | None) -> threading.Lock:
         # One store per namespace and one writer per store: serialise here rather than fail on the flock.
@@ -111,6 +137,7 @@ def make_hooks(rt: Runtime, body: dict[str, Any]) -> Hooks:
     namespace, name = meta.get("namespace") or "", meta.get("name", "")
 
     def on_transition(_index: str, event: dict[str, Any]) -> None:
+        rt.guard()  # between two engine steps: a replica that lost the lease takes no further step
         kind = str(event.get("event"))
         rt.metrics.transitions.labels(namespace, name, kind).inc()
         event_type = "Warning" if kind in WARNING_EVENTS else "Normal"
@@ -119,8 +146,12 @@ def make_hooks(rt: Runtime, body: dict[str, Any]) -> Hooks:
         except Exception as exc:  # an Event is a notification: never fail the cycle over one
             log.warning("could not post the %s event for %s: %s", kind, resource_ref(namespace, name), exc)
 
+    def progress(label: str) -> Any:
+        rt.guard()  # before a build or an embedding pass writes to the store
+        return silent
+
     return Hooks(journal_extra={"resource": f"{namespace}/{name}", "generation": meta.get("generation")},
-                 on_transition=on_transition)
+                 on_transition=on_transition, progress=progress)
 
 
 def reconcile_resource(rt: Runtime, body: dict[str, Any]) -> dict[str, Any]:
@@ -129,8 +160,10 @@ def reconcile_resource(rt: Runtime, body: dict[str, Any]) -> dict[str, Any]:
     namespace = meta.get("namespace")
     loaded = loaded_from_body(body, rt.config.data_dir, rt.config.data_roots)
     with rt.lock_for(namespace):
+        rt.guard()
         result = reconcile_index(loaded, store_for(rt.config.store_root, namespace), hooks=make_hooks(rt, body))
     status = cr_status(result.status or {}, meta.get("generation"))
+    rt.guard()
     rt.publisher.publish(namespace or "default", loaded.name, owner_reference(body), routing_record(status))
     return status
 
@@ -141,6 +174,9 @@ def run_cycle(rt: Runtime, body: Any, retry: int, trigger: str) -> None:
     meta = raw.get("metadata", {})
     namespace, name = meta.get("namespace") or "", meta.get("name", "")
     ref = resource_ref(namespace, name)
+    waiting = rt.held_for(ref)
+    if waiting > 0:  # another trigger of this resource hit a fault that asked for a pause
+        raise kopf.TemporaryError(f"{ref}: held after a fault; retry in {waiting:.1f}s", delay=waiting)
     started = time.monotonic()
     result = "error"
     try:
@@ -148,20 +184,31 @@ def run_cycle(rt: Runtime, body: Any, retry: int, trigger: str) -> None:
             status = reconcile_resource(rt, raw)
         except InvalidInput as exc:
             result = "invalid"
+            rt.guard()
             rt.status_writer.write(raw, error_status(rt, raw, str(exc), invalid=True))
             raise kopf.PermanentError(f"{exc} (fix the resource; it is retried when its spec changes)") from exc
+        rt.guard()
         rt.status_writer.write(raw, status)
         result = "ok"
     except kopf.PermanentError:
         raise
     except Exception as exc:  # ControllerError, OSError, API errors: all may pass on a later try
-        delay = backoff(retry, rt.config.base_backoff)
-        if retry >= 2:  # a blip (store busy, API hiccup) should not flip the phase; a repeat should
-            try:
-                rt.status_writer.write(raw, error_status(rt, raw, f"{type(exc).__name__}: {exc}"))
-            except Exception:  # noqa: S110 - the API is failing too; the retry below reports it
-                pass
-        raise kopf.TemporaryError(f"{ref}: {exc}; retry {retry + 1} in {delay:g}s", delay=delay) from exc
+        fault = classify(exc, ref)
+        if fault.resource_gone:  # lease lost, or the resource was deleted (or recreated) meanwhile
+            result = fault.kind.lower()
+            log.warning("%s: cycle abandoned, nothing more written: %s", ref, exc)
+            return
+        minimum = {"Forbidden": rt.config.auth_backoff, "Unauthorized": rt.config.auth_backoff,
+                   "StoreFull": rt.config.store_full_backoff, "StoreReadOnly": rt.config.store_full_backoff}
+        pause = minimum.get(fault.kind, fault.min_delay)
+        delay = max(backoff(retry, rt.config.base_backoff), pause)
+        if pause > 0:
+            rt.hold(ref, pause)
+        if retry >= 2 or fault.write_status_now:  # a blip should not flip the phase; a repeat or a hard fault should
+            _write_fault_status(rt, raw, exc, fault.condition,
+                                store_broken=fault.kind in ("StoreFull", "StoreReadOnly"))
+        raise kopf.TemporaryError(f"{ref}: {fault.kind}: {exc}; retry {retry + 1} in {delay:g}s",
+                                  delay=delay) from exc
     finally:
         rt.metrics.reconciles.labels(namespace, name, result).inc()
         rt.metrics.duration.labels(namespace, name).observe(time.monotonic() - started)
@@ -170,6 +217,23 @@ def run_cycle(rt: Runtime, body: Any, retry: int, trigger: str) -> None:
     log.info("%s reconciled (%s): phase %s, stable %s, candidate %s at %g%%", ref, trigger, status.get("phase"),
              (status.get("stable") or {}).get("version"), (status.get("candidate") or {}).get("version"),
              status.get("weight") or 0.0)
+
+
+def _write_fault_status(rt: Runtime, raw: dict[str, Any], exc: Exception, condition: dict[str, Any] | None,
+                        store_broken: bool = False) -> None:
+    """Stalled status naming the fault, plus its own condition (APIAccess, StoreWritable) when it has one."""
+    if not rt.may_write():
+        return
+    try:
+        message = condition["message"] if condition else f"{type(exc).__name__}: {exc}"
+        # a full or read-only store cannot take the status as well: only the resource's status names it
+        status = error_status(rt, raw, message, invalid=store_broken)
+        if condition:
+            status["conditions"] = [*status.get("conditions", []),
+                                    {**condition, "observedGeneration": status.get("observedGeneration")}]
+        rt.status_writer.write(raw, status)
+    except Exception:  # noqa: S110 - the API is failing too; the retry reports it
+        pass
 
 
 def finalize(rt: Runtime, body: Any, retry: int) -> None:
@@ -185,6 +249,7 @@ def finalize(rt: Runtime, body: Any, retry: int) -> None:
         policy = "retain"
     try:
         store = store_for(rt.config.store_root, namespace)
+        rt.guard()
         with rt.lock_for(namespace):
             if policy == "delete":
                 remove_index(store, name)
@@ -215,6 +280,11 @@ def configure_settings(settings: kopf.OperatorSettings, config: OperatorConfig) 
     settings.networking.error_backoffs = config.api_backoffs
     settings.watching.server_timeout = config.watch_timeout
     settings.watching.client_timeout = config.watch_timeout + 30
+    # kopf's own requests: bounded (its default is 300 s), and a 429's Retry-After always honoured,
+    # also when it is shorter than the next backoff
+    settings.networking.request_timeout = config.api_timeout
+    settings.networking.connect_timeout = min(10.0, config.api_timeout)
+    settings.networking.enforce_retry_after = True
     settings.execution.max_workers = 4
     # The CRD is installed with the chart and the namespaces are given: no need to list and watch
     # namespaces or CRDs, which would also need cluster-wide RBAC the chart does not grant.

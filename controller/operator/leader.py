@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Literal
@@ -42,47 +43,81 @@ class LeaseElector:
     renew_deadline: float = 10.0
     retry_period: float = 2.0
     now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
+    clock: Callable[[], float] = time.monotonic  # for holds_lease: immune to wall-clock jumps
+    request_timeout: float = 5.0  # one lease call; a hung API server must not outlast renew_deadline
 
     def __post_init__(self) -> None:
         from kubernetes import client  # operator extra
 
         self._api = client.CoordinationV1Api(self.api_client)
         self._client = client
+        self._held_since: float | None = None  # monotonic time of the last successful renewal
+        self._lost = False
+
+    def holds_lease(self) -> bool:
+        """Whether this replica may still write: checked before each write (Runtime.may_write).
+
+        False once a round found another holder, once stepping down, and as soon as
+        renew_deadline passed since the last successful renewal: before lease_duration lets
+        a standby take over, so two writers never overlap (renew_deadline < lease_duration)."""
+        if self._lost or self._held_since is None:
+            return False
+        return self.clock() - self._held_since < self.renew_deadline
+
+    def _mark_held(self, since: float) -> None:
+        self._held_since, self._lost = since, False
 
     def try_acquire_or_renew(self) -> bool:
         """One round; True when this process holds the lease afterwards. API errors lose the round."""
         from kubernetes.client.exceptions import ApiException
 
+        from urllib3.exceptions import HTTPError
+
+        started = self.clock()  # a renewal counts from when it was asked for, not when it returned
         now = self.now()
         try:
-            lease = self._api.read_namespaced_lease(self.name, self.namespace)
+            lease = self._api.read_namespaced_lease(self.name, self.namespace,
+                                                    _request_timeout=self.request_timeout)
         except ApiException as exc:
             if exc.status != 404:
                 log.warning("cannot read lease %s/%s: %s", self.namespace, self.name, exc.reason)
                 return False
-            return self._create(now)
+            return self._created(now, started)
+        except (HTTPError, OSError) as exc:  # a timeout or a dropped connection loses the round
+            log.warning("cannot read lease %s/%s: %s", self.namespace, self.name, exc)
+            return False
         spec = lease.spec
         decision = lease_decision(spec.holder_identity, spec.renew_time, spec.lease_duration_seconds,
                                   self.identity, now)
         if decision == "wait":
+            if self._held_since is not None and not self._lost:
+                log.error("lease %s/%s is held by %s now: stop writing", self.namespace, self.name,
+                          spec.holder_identity)
+            self._lost = self._held_since is not None or self._lost
             return False
         if decision == "acquire":
             spec.acquire_time = now
             spec.lease_transitions = (spec.lease_transitions or 0) + 1
         spec.holder_identity, spec.renew_time, spec.lease_duration_seconds = self.identity, now, self.lease_duration
         try:
-            self._api.replace_namespaced_lease(self.name, self.namespace, lease)  # carries resourceVersion
+            # carries resourceVersion: a concurrent writer makes this a 409 and the round is lost
+            self._api.replace_namespaced_lease(self.name, self.namespace, lease, _request_timeout=self.request_timeout)
         except ApiException as exc:
             log.info("lost a lease round on %s/%s (%s)", self.namespace, self.name, exc.status)
             return False
+        except (HTTPError, OSError) as exc:
+            log.warning("cannot renew lease %s/%s: %s", self.namespace, self.name, exc)
+            return False
         if decision == "acquire":
             log.info("became the leader (lease %s/%s, identity %s)", self.namespace, self.name, self.identity)
+        self._mark_held(started)
         return True
 
     def release(self) -> None:
         """Give the lease up if we hold it (best effort: on failure it simply expires)."""
         from kubernetes.client.exceptions import ApiException
 
+        self._lost = True  # nothing is written after a release
         try:
             lease = self._api.read_namespaced_lease(self.name, self.namespace)
             if lease.spec.holder_identity != self.identity:
@@ -93,6 +128,12 @@ class LeaseElector:
             log.info("released lease %s/%s", self.namespace, self.name)
         except ApiException as exc:
             log.warning("could not release lease %s/%s: %s", self.namespace, self.name, exc.reason)
+
+    def _created(self, now: datetime, started: float) -> bool:
+        if self._create(now):
+            self._mark_held(started)
+            return True
+        return False
 
     def _create(self, now: datetime) -> bool:
         from kubernetes.client.exceptions import ApiException
@@ -121,8 +162,9 @@ class LeaseElector:
         while not stop.wait(self.retry_period):
             if self.try_acquire_or_renew():
                 last_ok = self.now()
-            elif (self.now() - last_ok).total_seconds() >= self.renew_deadline:
+            elif self._lost or (self.now() - last_ok).total_seconds() >= self.renew_deadline:
                 log.error("could not renew lease %s/%s for %.0fs: stepping down", self.namespace, self.name,
                           self.renew_deadline)
+                self._lost = True
                 on_lost()
                 return

@@ -151,6 +151,7 @@ def run(rt: Runtime, options: OperatorOptions, *, registry: kopf.OperatorRegistr
                      options.identity)
             if not elector.wait_for_leadership(stop):
                 return 0
+            rt.may_write = elector.holds_lease  # checked before each write from now on
 
             def step_down() -> None:
                 lost.set()

@@ -74,25 +74,26 @@ class KubePublisher:
     resourceVersion it read and a delete carries uid and resourceVersion preconditions, so a
     ConfigMap replaced in between is never clobbered."""
 
-    def __init__(self, api_client: Any) -> None:
+    def __init__(self, api_client: Any, timeout: float = 30.0) -> None:
         from kubernetes import client  # operator extra
 
         self._client = client
         self._core = client.CoreV1Api(api_client)
+        self._t = {"_request_timeout": timeout}  # per call: a hung API server fails the cycle, not hangs it
 
     def publish(self, namespace: str, name: str, owner: dict[str, Any], data: dict[str, str]) -> None:
         from kubernetes.client.exceptions import ApiException
 
         cm_name = configmap_name(name)
         try:
-            current = self._core.read_namespaced_config_map(cm_name, namespace)
+            current = self._core.read_namespaced_config_map(cm_name, namespace, **self._t)
         except ApiException as exc:
             if exc.status != 404:
                 raise
             body = {"apiVersion": "v1", "kind": "ConfigMap", "data": data,
                     "metadata": {"name": cm_name, "namespace": namespace, "ownerReferences": [owner],
                                  "labels": routing_labels(name)}}
-            self._core.create_namespaced_config_map(namespace, body)
+            self._core.create_namespaced_config_map(namespace, body, **self._t)
             return
         meta = current.metadata
         if not is_ours(meta.labels, name):
@@ -105,19 +106,19 @@ class KubePublisher:
         # ours, maybe from a deleted-and-recreated resource of the same name: adopt it
         patch = {"metadata": {"resourceVersion": meta.resource_version, "ownerReferences": [owner]}, "data": data}
         self._core.patch_namespaced_config_map(cm_name, namespace, patch,
-                                               _content_type="application/merge-patch+json")
+                                               _content_type="application/merge-patch+json", **self._t)
 
     def remove(self, namespace: str, name: str) -> None:
         from kubernetes.client.exceptions import ApiException
 
         cm_name = configmap_name(name)
         try:
-            current = self._core.read_namespaced_config_map(cm_name, namespace)
+            current = self._core.read_namespaced_config_map(cm_name, namespace, **self._t)
             if not is_ours(current.metadata.labels, name):
                 return  # someone else's ConfigMap of that name: leave it
             preconditions = self._client.V1Preconditions(uid=current.metadata.uid,
                                                          resource_version=current.metadata.resource_version)
-            self._core.delete_namespaced_config_map(cm_name, namespace,
+            self._core.delete_namespaced_config_map(cm_name, namespace, **self._t,
                                                     body=self._client.V1DeleteOptions(preconditions=preconditions))
         except ApiException as exc:
             if exc.status != 404:

@@ -33,10 +33,11 @@ class StatusWriter(Protocol):
 
 
 class KubeStatusWriter:
-    def __init__(self, api_client: Any) -> None:
+    def __init__(self, api_client: Any, timeout: float = 30.0) -> None:
         from kubernetes import client  # operator extra
 
         self._api = client.CustomObjectsApi(api_client)
+        self._timeout = timeout  # a hung API server fails this write (retried) instead of blocking the cycle
 
     def write(self, body: dict[str, Any], status: dict[str, Any]) -> bool:
         """Patch the status when it differs from the one in `body`; True when a write happened."""
@@ -45,9 +46,14 @@ class KubeStatusWriter:
         meta = body["metadata"]
         # Keys that vanished from the new status are nulled so the merge patch removes them.
         gone = {k: None for k in (body.get("status") or {}) if k not in status}
+        # metadata.uid is a precondition: if the resource was deleted and recreated under the same
+        # name during the cycle, the server answers 409 instead of giving the new object our status
+        patch = {"status": {**gone, **status}}
+        if meta.get("uid"):
+            patch["metadata"] = {"uid": meta["uid"]}
         self._api.patch_namespaced_custom_object_status(
-            GROUP, VERSION, meta["namespace"], PLURAL, meta["name"], {"status": {**gone, **status}},
-            _content_type="application/merge-patch+json")
+            GROUP, VERSION, meta["namespace"], PLURAL, meta["name"], patch,
+            _content_type="application/merge-patch+json", _request_timeout=self._timeout)
         return True
 
 

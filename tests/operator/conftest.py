@@ -132,7 +132,8 @@ def wire(cluster: Api, config: OperatorConfig) -> tuple[Runtime, Any, Any]:
     conf = kubernetes.client.Configuration()
     conf.host = cluster.url
     api = kubernetes.client.ApiClient(conf)
-    rt = Runtime(config=config, publisher=KubePublisher(api), status_writer=KubeStatusWriter(api))
+    rt = Runtime(config=config, publisher=KubePublisher(api, config.api_timeout),
+                 status_writer=KubeStatusWriter(api, config.api_timeout))
     registry = build_registry(rt)
 
     @kopf.on.login(registry=registry)

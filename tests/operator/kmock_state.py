@@ -13,9 +13,14 @@ real controller) relies on more: this subclass adds
   the main resource leave .status alone (as with `subresources: {status: {}}`);
 - deletion with finalizers: deletionTimestamp first, removal once the last
   finalizer is gone; no-op writes bump nothing and emit no event;
-- fault injection (`fail(...)`: the next N matching requests get an HTTP error)
-  and `drop_watches()`, which ends every open watch stream as an API server
-  restart would.
+- fault injection (`fail(...)`: the next N matching requests get an HTTP error,
+  optionally with headers such as Retry-After, optionally after a delay, as a hung
+  API server), `drop_watches()`, which ends every open watch stream as an API
+  server restart would, and `expire_watches()`, which sends the in-stream
+  `ERROR 410 Gone` a real server sends when a watch's resourceVersion expired;
+- UID preconditions: a write (or a delete's preconditions) naming another uid
+  than the stored object's gets 409 Conflict, as when an object was deleted and
+  recreated under the same name.
 
 Reads (get, list, watch) still go through kmock's own emulator code over the
 same object store, so `kmock.objects[...]` shows every stored version.
@@ -23,12 +28,14 @@ same object store, so `kmock.objects[...]` shows every stored version.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import datetime
 import itertools
 import json
 import re
 import secrets
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any, AsyncIterator
@@ -39,6 +46,8 @@ import kmock
 from kmock._internal import apps, enums, rendering
 
 DROP = {"type": "__DROP__"}
+GONE = {"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 410,
+                                    "reason": "Expired", "message": "too old resource version"}}
 
 
 @dataclass
@@ -49,6 +58,9 @@ class Fault:
     times: int
     watch: bool | None = None  # True: only watch requests; False: never watch requests
     seen: int = 0
+    headers: dict[str, str] | None = None  # e.g. Retry-After with a 429
+    delay: float = 0.0  # answer only after this many seconds: a hung API server
+    hits: list[float] | None = None  # monotonic times of the matching requests
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
@@ -120,13 +132,21 @@ class StatefulEmulator(kmock.KubernetesEmulator):
     _last_rv: int = attrs.field(default=0, init=False)
     faults: list[Fault] = attrs.field(factory=list, init=False)
     injected: list[tuple[str, str, int]] = attrs.field(factory=list, init=False)
+    # every request: (monotonic time, METHOD, path, is a watch)
+    seen: list[tuple[float, str, str, bool]] = attrs.field(factory=list, init=False)
 
     # ---- test controls ------------------------------------------------------------------------
     def fail(self, method: str | None, path: str, status: int, times: int = 1, *,
-             watch: bool | None = None) -> Fault:
-        fault = Fault(method.upper() if method else None, re.compile(path), status, times, watch)
+             watch: bool | None = None, headers: dict[str, str] | None = None, delay: float = 0.0) -> Fault:
+        fault = Fault(method.upper() if method else None, re.compile(path), status, times, watch, headers=headers,
+                      delay=delay, hits=[])
         self.faults.append(fault)
         return fault
+
+    async def expire_watches(self) -> None:
+        """Every open watch gets ERROR 410 Gone and ends: the client must list again."""
+        for bus in list(self._buses.values()):
+            await bus.put(copy.deepcopy(GONE))
 
     async def drop_watches(self) -> None:
         for bus in list(self._buses.values()):
@@ -155,14 +175,22 @@ class StatefulEmulator(kmock.KubernetesEmulator):
                 continue
             if fault.path.search(request.url.path):
                 fault.seen += 1
+                if fault.hits is not None:
+                    fault.hits.append(time.monotonic())
                 return fault
         return None
 
     async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
+        method_name = str(getattr(request.method, "value", request.method)).upper()
+        self.seen.append((time.monotonic(), method_name, request.url.path, request.action == enums.action.WATCH))
         fault = self._take_fault(request)
         if fault is not None:
             self.injected.append((str(request.method), request.url.path, fault.status))
-            raise _error(fault.status, "InjectedFault", f"injected HTTP {fault.status} for a test")
+            if fault.delay:
+                await asyncio.sleep(fault.delay)
+            body = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": fault.status,
+                    "reason": "InjectedFault", "message": f"injected HTTP {fault.status} for a test"}
+            return aiohttp.web.json_response(body, status=fault.status, headers=fault.headers or {})
         method = str(getattr(request.method, "value", request.method)).upper()
         if request.resource is None or method not in ("POST", "PATCH", "PUT", "DELETE"):
             return await apps.RawHandler._handle(self, request)  # reads: kmock's emulator over our store
@@ -181,6 +209,7 @@ class StatefulEmulator(kmock.KubernetesEmulator):
             raise _error(404, "NotFound", f"{request.resource.plural} {request.name!r} not found")
         old = copy.deepcopy(obj.raw)
         if method == "DELETE":
+            self._check_delete_preconditions(request, old)
             return self._delete(key, old)
         new = self._written(request, method, old)
         meta, old_meta = new["metadata"], old["metadata"]
@@ -218,6 +247,10 @@ class StatefulEmulator(kmock.KubernetesEmulator):
         else:  # merge-patch and strategic-merge-patch (close enough for these objects)
             result = merge_patch(old, data)
             sent_rv = ((data or {}).get("metadata") or {}).get("resourceVersion")
+        sent_uid = ((data or {}).get("metadata") or {}).get("uid") if isinstance(data, dict) else None
+        if sent_uid is not None and sent_uid != old["metadata"].get("uid"):
+            raise _error(409, "Conflict", f"Precondition failed: UID in precondition: {sent_uid}, "
+                                          f"UID in object meta: {old['metadata'].get('uid')}")
         if sent_rv is not None and str(sent_rv) != old["metadata"].get("resourceVersion"):
             raise _error(409, "Conflict", f"the object has been modified; resourceVersion {sent_rv} is stale "
                                           f"(now {old['metadata'].get('resourceVersion')})")
@@ -252,6 +285,20 @@ class StatefulEmulator(kmock.KubernetesEmulator):
         self._objects[key] = obj
         return 201, obj, [{"type": "ADDED", "object": obj}]
 
+    def _check_delete_preconditions(self, request: rendering.Request, old: dict[str, Any]) -> None:
+        try:
+            data = request.data if request.data is not None else json.loads(request.body or b"null")
+        except ValueError:
+            data = None
+        pre = (data or {}).get("preconditions") or {} if isinstance(data, dict) else {}
+        meta = old["metadata"]
+        if pre.get("uid") and pre["uid"] != meta.get("uid"):
+            raise _error(409, "Conflict", f"Precondition failed: UID in precondition: {pre['uid']}, "
+                                          f"UID in object meta: {meta.get('uid')}")
+        if pre.get("resourceVersion") and str(pre["resourceVersion"]) != meta.get("resourceVersion"):
+            raise _error(409, "Conflict", f"Precondition failed: ResourceVersion in precondition: "
+                                          f"{pre['resourceVersion']}, in object meta: {meta.get('resourceVersion')}")
+
     def _delete(self, key: Any, old: dict[str, Any]) -> tuple[int, dict[str, Any], list[dict]]:
         obj = self._objects[key]
         meta = old["metadata"]
@@ -285,6 +332,9 @@ class StatefulEmulator(kmock.KubernetesEmulator):
             async for event in bus.stream(since=marker):
                 if event.get("type") == DROP["type"]:
                     return  # the stream ends: the client must re-list and watch again
+                if event.get("type") == "ERROR":
+                    yield event
+                    return  # a real server closes the stream after an ERROR event
                 namespace = event["object"].get("metadata", {}).get("namespace")
                 if request.namespace is None or namespace == request.namespace:
                     yield event
