@@ -1,0 +1,48 @@
+"""The routing ConfigMap is label-scoped: the operator never patches or deletes a ConfigMap it does not own."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.operator.conftest import NAMESPACE, Api, eventually, example
+from tests.operator.kmock_state import StatefulEmulator
+from tests.operator.test_operator_kmock import phase
+
+pytestmark = [pytest.mark.operator, pytest.mark.asyncio, pytest.mark.kmock(cls=StatefulEmulator)]
+CM = f"/api/v1/namespaces/{NAMESPACE}/configmaps"
+
+
+async def test_a_foreign_configmap_with_the_routing_name_is_never_touched(cluster: Api, operator) -> None:
+    rt, handle = operator
+    foreign = {"apiVersion": "v1", "kind": "ConfigMap",
+               "metadata": {"name": "foreign-routing", "namespace": NAMESPACE, "labels": {"team": "search"}},
+               "data": {"owner": "someone else"}}
+    await cluster._call("POST", CM, foreign)
+    body = example("quickstart-v1.yaml")
+    body["metadata"]["name"] = "foreign"
+    await cluster.create(body)
+
+    def stalled_with_reason():
+        status = (cluster.get("foreign") or {}).get("status") or {}
+        return status if status.get("phase") == "Stalled" and "not managed" in str(status) else None
+    status = await eventually(stalled_with_reason, 60, "a Stalled status naming the foreign ConfigMap")
+    assert "foreign-routing" in str(status)
+    cm = cluster.configmap("foreign")
+    assert cm["data"] == {"owner": "someone else"} and cm["metadata"]["labels"] == {"team": "search"}
+
+    await cluster.delete("foreign")  # the finalizer must not delete it either
+    await eventually(lambda: cluster.get("foreign") is None, 30, "the finalizer")
+    assert cluster.configmap("foreign")["data"] == {"owner": "someone else"}
+    assert not handle.errors
+
+
+async def test_our_configmap_carries_the_labels_and_is_removed_with_the_index(cluster: Api, operator) -> None:
+    body = example("quickstart-v1.yaml")
+    body["metadata"]["name"] = "owned"
+    await cluster.create(body)
+    await eventually(phase(cluster, "owned", "Healthy", 1), 60, "Healthy")
+    labels = cluster.configmap("owned")["metadata"]["labels"]
+    assert labels == {"app.kubernetes.io/managed-by": "embedding-index-controller", "indexops.dev/index": "owned"}
+    await cluster.delete("owned")
+    await eventually(lambda: cluster.get("owned") is None and cluster.configmap("owned") is None, 30,
+                     "the resource and its ConfigMap gone")
