@@ -264,6 +264,9 @@ def test_the_network_policy_is_optional_and_allows_only_probes_dns_api_and_extra
     policy = kinds["NetworkPolicy"][0]["spec"]
     pod_labels = kinds["Deployment"][0]["spec"]["template"]["metadata"]["labels"]
     assert policy["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert "app.kubernetes.io/component" not in pod_labels
+    assert policy["podSelector"]["matchExpressions"] == [
+        {"key": "app.kubernetes.io/component", "operator": "DoesNotExist"}], "serve pods are not selected"
     assert policy["policyTypes"] == ["Ingress", "Egress"]
     assert {p["port"] for p in policy["ingress"][0]["ports"]} == {8080, 9090}
     assert policy["ingress"][0]["from"] == HARDENED["networkPolicy"]["ingressFrom"]
