@@ -18,16 +18,17 @@ import os
 import re
 import stat
 from pathlib import Path
-from typing import IO, Iterator
-
-import numpy as np
+from typing import IO, TYPE_CHECKING, Iterator
 
 from controller.errors import InvalidInput
-# the manifest models own the patterns (DNS-1123 label for names; no separator or leading dot in versions)
-from controller.manifest.models import NAME_PATTERN, VERSION_PATTERN
+# one definition of the patterns (DNS-1123 label for names; no separator or leading dot in versions)
+from controller.manifest.defaults import NAME_PATTERN, VERSION_PATTERN
+
+if TYPE_CHECKING:  # numpy loads on first use: the store imports this module, and `controller status` starts fast
+    import numpy as np
 
 NAME_MAX = 63
-VERSION_MAX = 63
+VERSION_MAX = 80  # a 63-character label plus a revision suffix such as .r12
 SNIPPET_CHARS = 40
 NPZ_MAGIC = b"PK\x03\x04"
 
@@ -35,9 +36,13 @@ _NAME_RE = re.compile(NAME_PATTERN)
 _VERSION_RE = re.compile(VERSION_PATTERN)
 
 
+def valid_name(name: object) -> bool:
+    return isinstance(name, str) and len(name) <= NAME_MAX and bool(_NAME_RE.match(name))
+
+
 def validate_name(name: object, *, field: str = "name", file: str | Path | None = None) -> str:
     """An index name as a DNS-1123 label, checked before any path is built from it."""
-    if not isinstance(name, str) or len(name) > NAME_MAX or not _NAME_RE.match(name):
+    if not valid_name(name):
         raise InvalidInput(
             "an index name must be a DNS-1123 label: at most 63 characters a-z, 0-9 and '-', "
             "starting and ending with a letter or digit", file=file, field=field, value=snippet(str(name)))
@@ -48,7 +53,7 @@ def validate_version(version: object, *, field: str = "version") -> str:
     """A version label, checked before any path is built from it."""
     if not isinstance(version, str) or len(version) > VERSION_MAX or not _VERSION_RE.match(version):
         raise InvalidInput(
-            "a version must be at most 63 characters A-Z, a-z, 0-9, '-', '_' and '.', starting and "
+            "a version must be at most 80 characters A-Z, a-z, 0-9, '-', '_' and '.', starting and "
             "ending with a letter or digit", field=field, value=snippet(str(version)))
     return version
 
@@ -176,6 +181,8 @@ def load_npy(path: str | Path, *, file: str | Path | None = None, field: str | N
     any shape other than 2-D. The header is parsed by numpy.lib.format, which
     never unpickles.
     """
+    import numpy as np
+
     p = check_path_text(path, file=file, field=field)
     where = file if file is not None else p
     name = p.name
