@@ -165,6 +165,7 @@ def resolve_path(value: Any, file: Path, field_name: str, roots: list[Path]) -> 
     """Resolve `value` relative to the manifest; refuse escapes outside allowed roots."""
     if not isinstance(value, str) or not value:
         raise InvalidInput("expected a non-empty path string", file=file, field=field_name, value=value)
+    check_path_text(value, file=file, field=field_name)
     base = file.resolve().parent
     resolved = (base / value).resolve()
     allowed = [base, *roots]
