@@ -141,7 +141,7 @@ def decode_utf8(data: bytes, path: str | Path, *, field: str | None = None, firs
         start_of_line = data.rfind(b"\n", 0, exc.start) + 1
         column = exc.start - start_of_line + 1
         raise InvalidInput(
-            f"invalid UTF-8 at line {line}, byte {column} of the line (byte offset "
+            f"invalid UTF-8 at line {line}, byte {column} of the line (0-based byte offset "
             f"{line_offset + exc.start} in the file): {exc.reason}", file=path, field=field) from None
 
 
