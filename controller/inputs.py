@@ -201,7 +201,7 @@ def load_npy(path: str | Path, *, file: str | Path | None = None, field: str | N
                 shape, fortran, dtype = np.lib.format.read_array_header_1_0(handle)
             else:
                 shape, fortran, dtype = np.lib.format.read_array_header_2_0(handle)
-        except (ValueError, OSError, SyntaxError, TypeError) as exc:
+        except Exception as exc:  # noqa: BLE001 - numpy's header parser raises many types on hostile bytes
             raise InvalidInput(f"{name} is not a valid .npy file: {snippet(str(exc), 120)}",
                                file=where, field=field) from None
         data_size = os.fstat(handle.fileno()).st_size - handle.tell()
