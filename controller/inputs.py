@@ -202,7 +202,7 @@ def load_npy(path: str | Path, *, file: str | Path | None = None, field: str | N
             else:
                 shape, fortran, dtype = np.lib.format.read_array_header_2_0(handle)
         except Exception as exc:  # noqa: BLE001 - numpy's header parser raises many types on hostile bytes
-            raise InvalidInput(f"{name} is not a valid .npy file: {snippet(str(exc), 120)}",
+            raise InvalidInput(f"cannot read {name} as a .npy file (bad magic string or header): {snippet(str(exc), 120)}",
                                file=where, field=field) from None
         data_size = os.fstat(handle.fileno()).st_size - handle.tell()
     if dtype.hasobject:

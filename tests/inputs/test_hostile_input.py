@@ -111,7 +111,7 @@ def truncated_npy(ws):
 
 def garbage_npy(ws):
     (ws / "data" / "vecs.npy").write_bytes(b"\x93NUMPY\x01\x00" + b"\xff" * 40)
-    return write_manifest(ws, _precomputed(ws)), ["not a valid .npy file", "spec.model.options.vectors"]
+    return write_manifest(ws, _precomputed(ws)), ["bad magic string or header", "spec.model.options.vectors"]
 
 
 def yaml_depth(ws):
