@@ -37,11 +37,17 @@ class GoldenRun:
 
 
 def run_checks(store: Store, loaded: LoadedManifest, version: str, baseline: str | None) -> CheckReport:
+    report = _quality_checks(store, loaded, version, baseline)
+    if baseline is not None:  # last, so the quality gates keep their places in status
+        report.gates.append(_corpus_loss(store, loaded.name, version, baseline,
+                                         loaded.manifest.spec.corpus.max_removed))
+    return report
+
+
+def _quality_checks(store: Store, loaded: LoadedManifest, version: str, baseline: str | None) -> CheckReport:
     spec = loaded.manifest.spec
     report = CheckReport(version=version, baseline=baseline)
     name = loaded.name
-    if baseline is not None:
-        report.gates.append(_corpus_loss(store, name, version, baseline, spec.corpus.max_removed))
     if baseline is not None and spec.checks.drift:
         report.drift, drift_gates = _drift(store, name, version, baseline, spec.checks.drift)
         report.gates += drift_gates
