@@ -14,6 +14,7 @@ from controller.checks.golden import GoldenSet, load_golden
 from controller.embed import make_embedder
 from controller.errors import InvalidInput
 from controller.manifest.load import LoadedManifest
+from controller.manifest.providers import capabilities
 from controller.store import faiss_index
 from controller.store.corpus import Corpus, read_corpus
 
@@ -74,7 +75,7 @@ def _golden_queries_embeddable(loaded: LoadedManifest, golden: GoldenSet, embedd
                 f"none of the {len(golden.query_ids)} golden queries has a vector in options.queryVectors",
                 file=loaded.source, field="spec.model.options.queryIds")
         return
-    if loaded.manifest.spec.model.provider == "precomputed":
+    if not capabilities(loaded.manifest.spec.model.provider).embeds_text:
         raise InvalidInput("precomputed vectors need options.queryVectors (and queryIds) to embed the golden "
                            "queries", file=loaded.source, field="spec.model.options.queryVectors")
     missing = [q for q in golden.query_ids if q not in golden.query_texts]
