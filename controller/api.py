@@ -54,9 +54,12 @@ def plan(manifests: Manifests, store: StoreLike = None, *,
          data_roots: Iterable[str | Path] = ()) -> list[IndexResult]:
     """Observe and plan, change nothing (`reconcile --dry-run`): each result's ``plan`` holds the actions."""
     from controller.engine.reconcile import reconcile_index
+    from controller.engine.validate import validate_all
 
     st = open_store(store)
-    return [reconcile_index(m, st, dry_run=True) for m in _manifests(manifests, data_roots)]
+    loaded = _manifests(manifests, data_roots)
+    validate_all(loaded)  # a dry run refuses what a real run would
+    return [reconcile_index(m, st, dry_run=True) for m in loaded]
 
 
 def reconcile(manifests: Manifests, store: StoreLike = None, *, data_roots: Iterable[str | Path] = (),
@@ -65,9 +68,11 @@ def reconcile(manifests: Manifests, store: StoreLike = None, *, data_roots: Iter
 
     `lock_timeout`: seconds to wait for another writer (None: the store's default, 5 min; 0: fail at once)."""
     from controller.engine.reconcile import Hooks, reconcile_index
+    from controller.engine.validate import validate_all
 
     st = open_store(store)
-    loaded = _manifests(manifests, data_roots)  # every manifest validated before the first write
+    loaded = _manifests(manifests, data_roots)
+    validate_all(loaded)  # every manifest and its data validated before the first write: all or nothing
     return [reconcile_index(m, st, dry_run=False, hooks=hooks or Hooks(), lock_timeout=lock_timeout)
             for m in loaded]
 

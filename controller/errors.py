@@ -38,9 +38,19 @@ class InvalidInput(ControllerError):
         if field:
             parts.append(f"field {field}")
         if value is not None and not isinstance(value, (dict, list)) and str(value) not in message:
-            message = f"{message} (got {value!r})"
+            message = f"{message} (got {shown_value(value)})"
         prefix = ": ".join(parts)
         super().__init__(f"{prefix}: {message}" if prefix else message)
+
+
+#: Longest quoted value in a message: values may be bytes of a user file, shown escaped and cut short.
+MAX_SHOWN = 60
+
+
+def shown_value(value: object) -> str:
+    """repr() escapes control characters; the cut keeps a file's content out of logs."""
+    text = repr(value)
+    return text if len(text) <= MAX_SHOWN else text[:MAX_SHOWN] + "..."
 
 
 class NotFound(ControllerError):

@@ -67,7 +67,11 @@ def add_verb(sub: argparse._SubParsersAction, name: str, *, help: str, descripti
 def resolve_store(args: argparse.Namespace) -> "Store":
     """--store, then $CONTROLLER_STORE, then the per-user default: the same for every verb and directory."""
     from controller.api import open_store
+    from controller.inputs import validate_name
 
+    # every verb naming an index resolves the store first: refuse a bad NAME before any path is built
+    if isinstance(getattr(args, "name", None), str):
+        validate_name(args.name, field="NAME")
     return with_lock_timeout(open_store(getattr(args, "store", None)), args)
 
 

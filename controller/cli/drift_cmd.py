@@ -40,10 +40,9 @@ def load_npy(path: Path, flag: str) -> np.ndarray:
     """A 2-D float matrix from .npy, or an InvalidInput naming the flag and the file."""
     import numpy as np
 
-    try:
-        m = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise InvalidInput(f"cannot read {path} as a .npy matrix: {exc}", field=flag, value=str(path)) from exc
+    from controller.inputs import load_npy as safe_load_npy
+
+    m = np.asarray(safe_load_npy(path, field=flag, mmap=False))  # no FIFO, npz or pickle; header checked
     if m.ndim != 2 or not np.issubdtype(m.dtype, np.floating):
         raise InvalidInput(f"{path} holds a {m.dtype} array of shape {m.shape}; expected a 2-D float matrix",
                            field=flag, value=str(path))

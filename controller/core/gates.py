@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from controller.core import reasons as R
 from controller.core.types import GateResult
 from controller.manifest.defaults import DEFAULT_MAX_DROP
 
@@ -79,6 +80,22 @@ def _drop_gate(metric: str, value: float, baseline: float, max_drop: float, ctx:
         msg = (f"{metric} {value:.3f} vs stable {baseline:.3f}: drop {drop:.3f} {op} maxDrop "
                f"{max_drop:.3f} {ctx.suffix(ci)}")
     return GateResult(metric, "maxDrop", value, threshold, passed, msg, baseline=baseline, ci=ci)
+
+
+def corpus_loss_gate(stable_version: str, stable_documents: int, removed: int, max_removed: float) -> GateResult:
+    """Losing more than `max_removed` of the stable version's documents fails (CorpusShrank).
+
+    Golden gates cannot catch this when the removed documents are unjudged, and a corpus cut
+    from 300 documents to 1 passed when no gates were declared.
+    """
+    share = removed / stable_documents if stable_documents else 0.0
+    passed = share <= max_removed + 1e-12
+    op = "<=" if passed else ">"
+    message = (f"{R.CORPUS_SHRANK if not passed else 'corpus'}: {removed} of {stable_documents} documents of "
+               f"stable {stable_version} removed ({share:.1%}) {op} maxRemoved {max_removed:.1%}"
+               + ("" if passed else "; raise spec.corpus.maxRemoved if the cut is intended"))
+    return GateResult("corpusRemoved", "maxRemoved", share, max_removed, passed, message,
+                      reason=R.CORPUS_SHRANK if not passed else None)
 
 
 def summarize_failures(results: list[GateResult]) -> str:

@@ -31,3 +31,4 @@ REVERTED_TO_CANARY = "RevertedToCanary"  # the manifest asks for the stable belo
 ROLLBACK = "Rollback"  # the manifest names a version older than the stable: the alias goes back to it
 PREVIOUS_STABLE_UNAVAILABLE = "PreviousStableUnavailable"  # such a revert, but the earlier stable is gone or failed
 RESUMED = "Resumed"
+CORPUS_SHRANK = "CorpusShrank"

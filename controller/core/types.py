@@ -139,13 +139,14 @@ class Plan:
 @dataclass(frozen=True)
 class GateResult:
     metric: str
-    kind: Literal["min", "maxDrop", "drift"]
+    kind: Literal["min", "maxDrop", "drift", "maxRemoved"]
     value: float | None
     threshold: float
     passed: bool
     message: str
     baseline: float | None = None
     ci: tuple[float, float] | None = None
+    reason: str | None = None  # a reason constant when the gate is not a metric gate (e.g. CorpusShrank)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -15,6 +15,7 @@ import numpy as np
 
 from controller.embed.base import l2_normalize
 from controller.errors import EmbedError, InvalidInput
+from controller.inputs import iter_lines, load_npy
 from controller.manifest.providers import capabilities
 from controller.progress import Progress, silent
 
@@ -76,21 +77,12 @@ class PrecomputedEmbedder:
     def _matrix(self, key: str) -> np.ndarray:
         path = self.paths[key]
         fld = f"spec.model.options.{key}"
-        try:
-            matrix = np.load(path, mmap_mode="r", allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise InvalidInput(f"cannot read {path.name} as a .npy matrix: {exc}",
-                               file=self.manifest, field=fld, value=str(path)) from exc
-        if matrix.ndim != 2:
-            raise InvalidInput(f"{path.name} has shape {matrix.shape}; expected a 2-D matrix",
-                               file=self.manifest, field=fld, value=str(path))
+        # header, dtype, shape and truncation are checked before the data is mapped; never unpickled
+        matrix = load_npy(path, file=self.manifest, field=fld)
         if matrix.shape[1] != self.dim:
             raise InvalidInput(
                 f"{path.name} has {matrix.shape[1]} columns but spec.model.dim is {self.dim}",
                 file=self.manifest, field=fld, value=str(path))
-        if not np.issubdtype(matrix.dtype, np.floating):
-            raise InvalidInput(f"{path.name} has dtype {matrix.dtype}; expected floats",
-                               file=self.manifest, field=fld, value=str(path))
         finite = np.isfinite(matrix).all(axis=1)
         if not finite.all():
             row = int(np.argmin(finite))
@@ -102,7 +94,8 @@ class PrecomputedEmbedder:
         if key not in self.paths:
             return None
         path = self.paths[key]
-        ids = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        ids = [line.strip() for _, line in iter_lines(path, file=self.manifest, field=f"spec.model.options.{key}",
+                                                      what="id file") if line.strip()]
         if len(ids) != n_rows:
             raise InvalidInput(
                 f"{path.name} lists {len(ids)} ids but options.{matrix_key} has {n_rows} rows",

@@ -14,7 +14,7 @@ import numpy as np
 from controller.checks import golden as G
 from controller.checks.drift import NormCache, run_drift
 from controller.checks.stats import most_regressed, paired_bootstrap
-from controller.core.gates import Context, GateSpec, default_gates, evaluate_gates
+from controller.core.gates import Context, GateSpec, corpus_loss_gate, default_gates, evaluate_gates
 from controller.core.types import CheckReport, GateResult
 from controller.embed import capabilities
 from controller.engine.drift import resolve_threshold
@@ -37,6 +37,14 @@ class GoldenRun:
 
 
 def run_checks(store: Store, loaded: LoadedManifest, version: str, baseline: str | None) -> CheckReport:
+    report = _quality_checks(store, loaded, version, baseline)
+    if baseline is not None:  # last, so the quality gates keep their places in status
+        report.gates.append(_corpus_loss(store, loaded.name, version, baseline,
+                                         loaded.manifest.spec.corpus.max_removed))
+    return report
+
+
+def _quality_checks(store: Store, loaded: LoadedManifest, version: str, baseline: str | None) -> CheckReport:
     spec = loaded.manifest.spec
     report = CheckReport(version=version, baseline=baseline)
     name = loaded.name
@@ -76,7 +84,22 @@ def run_checks(store: Store, loaded: LoadedManifest, version: str, baseline: str
 def gate_specs(golden_spec: Any) -> list[GateSpec]:
     if not golden_spec.gates:
         return default_gates(golden_spec.k)
-    return [GateSpec(g.metric, g.min, g.max_drop) for g in golden_spec.gates]
+    return [GateSpec(_canonical(g.metric), g.min, g.max_drop) for g in golden_spec.gates]
+
+
+def _canonical(metric: str) -> str:
+    """'p@10' -> 'precision@10': evaluations are keyed by canonical names."""
+    if metric.startswith(ANN_PREFIX):
+        return metric
+    return G.metric_name(*G.parse_metric(metric))
+
+
+def _corpus_loss(store: Store, name: str, version: str, baseline: str, max_removed: float) -> GateResult:
+    """Share of the stable version's document ids missing from the candidate."""
+    old_ids, _ = store.vectors(name, baseline)
+    new_ids, _ = store.vectors(name, version)
+    removed = len(set(old_ids) - set(new_ids))
+    return corpus_loss_gate(baseline, len(old_ids), removed, max_removed)
 
 
 def _drift(store: Store, name: str, version: str, baseline: str,

@@ -26,10 +26,10 @@ from controller.core.types import Action, CheckReport, Desired, Observed, Plan, 
 from controller.embed import make_embedder
 from controller.embed.base import check_finite
 from controller.errors import CheckError, ControllerError, EmbedError, InvalidInput, StalePlan
-from controller.checks.golden import load_golden
 from controller.engine.checks import run_checks
 from controller.engine.drift import corpus_drift_for_build, reuse_training
 from controller.engine.status import persist_status, utc_now
+from controller.engine.validate import validate_inputs
 from controller.progress import Progress, silent
 from controller.manifest.load import LoadedManifest
 from controller.manifest.providers import capabilities
@@ -131,25 +131,6 @@ def _release_holds(store: Store, loaded: LoadedManifest, hooks: Hooks) -> None:
                     f"the manifest changed: versions held by a manual rollback ({', '.join(routing.held)}) "
                     "are released")
     _write_routing(store, loaded, routing, replace(routing, held=()), action, hooks, event="HoldReleased")
-
-
-def validate_inputs(loaded: LoadedManifest, corpus: Corpus) -> None:
-    """Refuse bad vectors and golden files before anything is written (dry runs report them too)."""
-    spec = loaded.manifest.spec
-    embedder = make_embedder(spec.model.model_dump(mode="json", by_alias=True), loaded.paths, loaded.source)
-    try:
-        faiss_index.validate_factory(spec.index.factory, spec.model.dim, spec.index.metric)
-    except InvalidInput as exc:
-        raise InvalidInput(exc.reason, file=loaded.source, field=exc.field, value=exc.value) from exc
-    validate = getattr(embedder, "validate", None)
-    if validate is not None:
-        validate(corpus.ids)
-    if spec.checks.golden is not None:
-        try:
-            load_golden(loaded.paths["qrels"], loaded.paths.get("queries"))
-        except InvalidInput as exc:
-            raise InvalidInput(exc.reason, file=exc.file or loaded.source,
-                               field=exc.field or "spec.checks.golden", value=exc.value) from exc
 
 
 def _reuse_source(store: Store, loaded: LoadedManifest, corpus: Corpus, versions, desired: Desired

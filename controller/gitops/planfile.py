@@ -20,6 +20,7 @@ from typing import Any, Iterable
 from controller.core.plan import plan as make_plan
 from controller.engine.reconcile import Hooks, IndexResult, Observation, observe, reconcile_index, utc_now
 from controller.errors import InvalidInput, StalePlan
+from controller.inputs import read_text
 from controller.manifest.load import LoadedManifest, load_manifests
 from controller.store import atomic
 from controller.store.fs import Store
@@ -79,7 +80,9 @@ def write_plan_file(results: Iterable[IndexResult], loaded_list: Iterable[Loaded
 def read_plan_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        if not path.exists():
+            raise FileNotFoundError(path)
+        doc = json.loads(read_text(path, what="plan file"))  # no FIFO or device; UTF-8 errors located
     except FileNotFoundError as exc:
         raise InvalidInput("no such plan file; write one with `controller reconcile PATH --dry-run --out "
                            f"{path}`", file=path) from exc

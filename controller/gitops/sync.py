@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterable
 
 from controller.engine.reconcile import Hooks, remove_index
 from controller.durations import parse_duration
+from controller.engine.validate import validate_all
 from controller.errors import ControllerError, InvalidInput
 from controller.gitops.git import Mirror, normalize_repo, strip_export, subdir
 from controller.gitops.notify import Notifier, make_notifier
@@ -140,7 +141,9 @@ def _load(directory: Path, data_roots: Iterable[str | Path]) -> list[LoadedManif
     so deleting the last manifest is a change like any other (prunable with --prune)."""
     if directory.is_dir() and not any(p.suffix in MANIFEST_SUFFIXES for p in directory.rglob("*")):
         return []
-    return load_manifests(directory, data_roots)
+    loaded = load_manifests(directory, data_roots)
+    validate_all(loaded)  # a commit is applied whole or not at all
+    return loaded
 
 
 def _applied_at(store: Store, name: str, head: str) -> str:

@@ -27,6 +27,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 from controller.engine.reconcile import Hooks
+from controller.engine.validate import validate_all
 from controller.errors import ControllerError
 from controller.gitops.notify import Notifier, make_notifier
 from controller.gitops.runner import Outcome, reconcile_all
@@ -82,6 +83,7 @@ def run_pass(directory: Path, store: Store, hooks: Hooks, notifier: Notifier,
              data_roots: Iterable[str | Path]) -> WatchPass:
     try:
         loaded = load_manifests(directory, data_roots)
+        validate_all(loaded)  # all valid or nothing applied
     except ControllerError as exc:
         return WatchPass(error=str(exc))
     notifier.retarget(loaded, hooks.journal_extra)

@@ -27,3 +27,7 @@ REPORTED_METRICS: tuple[str, ...] = ("ndcg", "recall", "mrr")
 #: Gate metric names the manifest accepts (NAME@K): the canonical names, two short forms, annRecall.
 GATE_METRIC_NAMES: tuple[str, ...] = (*GOLDEN_METRICS, "p", "success", ANN_RECALL)
 GATE_METRIC_PATTERN = r"^(" + "|".join(GATE_METRIC_NAMES) + r")@[1-9][0-9]*$"
+#: Index names: a DNS-1123 label (CLI arguments, manifests, CRs and store directories alike).
+NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+#: Version labels: letters, digits, - _ . inside; never a path separator or a leading dot.
+VERSION_PATTERN = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"

@@ -17,12 +17,16 @@ from typing import Any, Iterable
 import yaml
 from pydantic import ValidationError
 
-from controller.errors import InvalidInput
+from controller.errors import InvalidInput, shown_value
+from controller.inputs import check_path_text, read_text, snippet
 from controller.manifest.models import API_VERSION, KIND, EmbeddingIndex
 from controller.manifest.providers import capabilities
+from controller.manifest.yamlsafe import MAX_MANIFEST_BYTES, load_all
 
 DATA_ROOTS_ENV = "CONTROLLER_DATA_ROOTS"
 MANIFEST_SUFFIXES = (".yaml", ".yml")
+#: kustomize's own file sits next to manifests in GitOps repos; it is skipped by name, never by kind.
+SKIPPED_FILES = frozenset({"kustomization.yaml", "kustomization.yml", "Kustomization"})
 
 
 @dataclass(frozen=True)
@@ -50,9 +54,15 @@ def data_roots_from_env(extra: Iterable[str | Path] = ()) -> list[Path]:
 
 
 def manifest_files(path: Path) -> list[Path]:
-    """The manifest files at `path`: the file itself, or *.yaml/*.yml in a directory (sorted)."""
+    """The manifest files at `path`: the file itself, or *.yaml/*.yml in a directory (sorted).
+
+    In a directory every *.yaml/*.yml file except kustomization.yaml is read, and must hold
+    only EmbeddingIndex documents (anything that is not a regular file is refused when read).
+    """
+    path = check_path_text(path)
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.suffix in MANIFEST_SUFFIXES and p.is_file())
+        files = sorted(p for p in path.rglob("*")
+                       if p.suffix in MANIFEST_SUFFIXES and p.name not in SKIPPED_FILES and not p.is_dir())
         if not files:
             raise InvalidInput("no *.yaml or *.yml manifest in this directory", file=path)
         return files
@@ -68,8 +78,7 @@ def load_manifests(path: str | Path, data_roots: Iterable[str | Path] = ()) -> l
     seen: dict[str, Path] = {}
     for file in manifest_files(Path(path)):
         for doc in _yaml_documents(file):
-            if not _is_embedding_index(doc):
-                continue
+            _require_kind(doc, file)
             item = validate_document(doc, file, roots)
             if item.name in seen:
                 raise InvalidInput(
@@ -84,12 +93,9 @@ def load_manifests(path: str | Path, data_roots: Iterable[str | Path] = ()) -> l
 
 
 def _yaml_documents(file: Path) -> list[Any]:
+    text = read_text(file, what="manifest", max_bytes=MAX_MANIFEST_BYTES)
     try:
-        text = file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidInput(f"cannot read the file: {exc}", file=file) from exc
-    try:
-        return [d for d in yaml.safe_load_all(text) if d is not None]
+        return load_all(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -97,11 +103,16 @@ def _yaml_documents(file: Path) -> list[Any]:
         raise InvalidInput(f"unreadable YAML{where}: {problem}", file=file) from exc
 
 
-def _is_embedding_index(doc: Any) -> bool:
-    """Documents of other kinds (e.g. a Kustomization next to the manifests) are skipped."""
-    if not isinstance(doc, dict):
-        return True  # let validation report it
-    return doc.get("kind", KIND) == KIND
+def _require_kind(doc: Any, file: Path) -> None:
+    """Another kind is an error, not a skip: a typo in `kind` must not silently drop an index."""
+    if not isinstance(doc, dict) or "kind" not in doc:
+        return  # validation reports the shape or the missing kind
+    kind = doc["kind"]
+    if kind != KIND:
+        shown = snippet(kind) if isinstance(kind, str) else type(kind).__name__
+        raise InvalidInput(
+            f"unknown kind {shown!r}: only {KIND} ({API_VERSION}) documents belong in manifest files "
+            "(kustomization.yaml is skipped by name)", file=file, field="kind")
 
 
 def validate_document(doc: Any, file: Path, roots: list[Path]) -> LoadedManifest:
@@ -132,7 +143,7 @@ def _one_line(exc: ValidationError, file: Path, doc: dict) -> InvalidInput:
     elif err["type"] == "missing":
         msg = "required field is missing"
         value = None
-    shown = "" if value is None or isinstance(value, dict) else f" (got {value!r})"
+    shown = "" if value is None or isinstance(value, dict) else f" (got {shown_value(value)})"
     more = f"; {exc.error_count() - 1} more error(s)" if exc.error_count() > 1 else ""
     return InvalidInput(f"{msg}{shown}{more}", file=file, field=loc, value=value)
 
@@ -154,6 +165,7 @@ def resolve_path(value: Any, file: Path, field_name: str, roots: list[Path]) -> 
     """Resolve `value` relative to the manifest; refuse escapes outside allowed roots."""
     if not isinstance(value, str) or not value:
         raise InvalidInput("expected a non-empty path string", file=file, field=field_name, value=value)
+    check_path_text(value, file=file, field=field_name)
     base = file.resolve().parent
     resolved = (base / value).resolve()
     allowed = [base, *roots]

@@ -14,12 +14,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 from pydantic.alias_generators import to_camel
 
-from controller.manifest.defaults import DEFAULT_MAX_DROP, GATE_METRIC_PATTERN
+from controller.manifest.defaults import DEFAULT_MAX_DROP, GATE_METRIC_PATTERN, NAME_PATTERN, VERSION_PATTERN
 
 API_VERSION = "indexops.dev/v1alpha1"
 KIND = "EmbeddingIndex"
-NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-VERSION_PATTERN = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
 
 
 class Model(BaseModel):
@@ -50,6 +48,15 @@ class CorpusSpec(Model):
         default_factory=lambda: ["text"],
         min_length=1,
         description="Fields joined with one space to form the text that is embedded.",
+    )
+    max_removed: float = Field(
+        default=0.10,
+        ge=0,
+        le=1,
+        description=(
+            "Largest share (0-1) of the stable version's documents a new version may lose; more fails "
+            "the gate CorpusShrank (default 0.10). Raise it for an intended cut."
+        ),
     )
 
 

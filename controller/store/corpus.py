@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from controller.errors import InvalidInput
+from controller.inputs import iter_lines, snippet
 
 
 @dataclass(frozen=True)
@@ -41,30 +42,29 @@ def corpus_digest(ids: list[str], hashes: list[str]) -> str:
 
 
 def read_corpus(path: Path, id_field: str, text_fields: list[str], *, manifest: Path | None = None) -> Corpus:
-    """Read every document; refuse duplicates, missing ids and an empty corpus."""
+    """Read every document; refuse duplicates, missing ids, missing or empty text and an empty corpus.
+
+    A FIFO, device or directory in place of the corpus and invalid UTF-8 are refused by
+    controller.inputs, naming the line and byte offset.
+    """
     where = manifest or path
     ids: list[str] = []
     texts: list[str] = []
     seen: dict[str, int] = {}
-    try:
-        handle = path.open("r", encoding="utf-8")
-    except OSError as exc:
-        raise InvalidInput(f"cannot read the corpus {path}: {exc.strerror}", file=where,
-                           field="spec.corpus.path", value=str(path)) from exc
-    with handle:
-        for lineno, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            doc = _parse_line(line, path, lineno)
-            doc_id = _document_id(doc, id_field, path, lineno)
-            if doc_id in seen:
-                raise InvalidInput(
-                    f"duplicate document id {doc_id!r} at line {lineno} (first at line {seen[doc_id]})",
-                    file=path, field=id_field, value=doc_id,
-                )
-            seen[doc_id] = lineno
-            ids.append(doc_id)
-            texts.append(_document_text(doc, text_fields))
+    for lineno, line in iter_lines(path, file=where if manifest else None, field="spec.corpus.path",
+                                   what="corpus"):
+        if not line.strip():
+            continue
+        doc = _parse_line(line, path, lineno)
+        doc_id = _document_id(doc, id_field, path, lineno)
+        if doc_id in seen:
+            raise InvalidInput(
+                f"duplicate document id {snippet(doc_id)!r} at line {lineno} (first at line {seen[doc_id]})",
+                file=path, field=id_field,
+            )
+        seen[doc_id] = lineno
+        ids.append(doc_id)
+        texts.append(_document_text(doc, text_fields, path, lineno))
     if not ids:
         raise InvalidInput("the corpus is empty: no documents to embed", file=where,
                            field="spec.corpus.path", value=str(path))
@@ -73,13 +73,14 @@ def read_corpus(path: Path, id_field: str, text_fields: list[str], *, manifest: 
 
 
 def _parse_line(line: str, path: Path, lineno: int) -> dict:
+    # no echo of the line: the message names line and column, never the file's content
     try:
         doc = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise InvalidInput(f"line {lineno} is not valid JSON: {exc.msg}", file=path,
-                           value=line.strip()[:80]) from exc
+    except (json.JSONDecodeError, RecursionError) as exc:
+        why = f"{exc.msg} at column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
+        raise InvalidInput(f"line {lineno} is not valid JSON: {why}", file=path) from None
     if not isinstance(doc, dict):
-        raise InvalidInput(f"line {lineno} is not a JSON object", file=path, value=line.strip()[:80])
+        raise InvalidInput(f"line {lineno} is not a JSON object (got a JSON {type(doc).__name__})", file=path)
     return doc
 
 
@@ -88,14 +89,24 @@ def _document_id(doc: dict, id_field: str, path: Path, lineno: int) -> str:
     if value is None or value == "":
         raise InvalidInput(
             f"line {lineno} has no id (set spec.corpus.idField to the field that holds it)",
-            file=path, field=id_field, value=value,
+            file=path, field=id_field,
         )
     if not isinstance(value, (str, int)) or isinstance(value, bool):
-        raise InvalidInput(f"line {lineno}: document id must be a string or integer",
-                           file=path, field=id_field, value=value)
+        raise InvalidInput(f"line {lineno}: document id must be a string or integer, got a JSON "
+                           f"{type(value).__name__}", file=path, field=id_field)
     return str(value)
 
 
-def _document_text(doc: dict, text_fields: list[str]) -> str:
+def _document_text(doc: dict, text_fields: list[str], path: Path, lineno: int) -> str:
+    """The text to embed; a record with none of the text fields set would be embedded as ''."""
     parts = [doc.get(f) for f in text_fields]
-    return " ".join(str(p) for p in parts if p not in (None, ""))
+    for fld, part in zip(text_fields, parts):
+        if part is not None and not isinstance(part, (str, int, float)) or isinstance(part, bool):
+            raise InvalidInput(f"line {lineno}: text field must be a string, got a JSON {type(part).__name__}",
+                               file=path, field=fld)
+    text = " ".join(str(p) for p in parts if p not in (None, ""))
+    if not text.strip():
+        raise InvalidInput(
+            f"line {lineno} has no text: every record needs a non-empty "
+            f"{' or '.join(text_fields)} (spec.corpus.textFields)", file=path, field=text_fields[0])
+    return text

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from controller.errors import NotFound, StoreError
 from controller.paths import STORE_ENV  # noqa: F401  (re-exported: one definition)
+from controller.inputs import valid_name, validate_name, validate_version
 from controller.store import atomic
 from controller.store import transition
 
@@ -68,15 +69,16 @@ class Store:
 
     # ---- layout -------------------------------------------------------------
     def index_dir(self, name: str) -> Path:
-        return self.root / "indexes" / name
+        # defense in depth: every shell validates names, but no path is ever built from a bad one
+        return self.root / "indexes" / validate_name(name)
 
     def version_dir(self, name: str, version: str) -> Path:
-        return self.index_dir(name) / "versions" / version
+        return self.index_dir(name) / "versions" / validate_version(version)
 
     def indexes(self) -> list[str]:
         base = self.root / "indexes"
-        return sorted(p.name for p in base.iterdir()
-                      if p.is_dir() and not p.name.startswith(".")) if base.is_dir() else []
+        # hidden or foreign directories (staging, trash) are not indexes
+        return sorted(p.name for p in base.iterdir() if p.is_dir() and valid_name(p.name)) if base.is_dir() else []
 
     def require_index(self, name: str) -> None:
         if not self.index_dir(name).is_dir():

@@ -314,15 +314,15 @@ def test_shallow_run_and_deep_cutoffs():
 def test_hash_collisions_never_change_scores(monkeypatch, fake_hash):
     """The hash join confirms every match by string equality, and falls back to
     an exact dict join when qrels keys collide."""
-    import controller.checks.golden as golden_mod
-    monkeypatch.setattr(golden_mod, "_hash_strings", fake_hash)
+    import controller.checks.golden.join as golden_mod
+    monkeypatch.setattr(golden_mod, "hash_strings", fake_hash)
     g, qids, docs, scores = _random_case(5)
     _assert_matches_oracle(g, qids, docs, scores, ALL)
 
 
 def test_run_doc_hash_colliding_with_qrels_doc_is_not_a_match(monkeypatch):
-    import controller.checks.golden as golden_mod
-    monkeypatch.setattr(golden_mod, "_hash_strings",
+    import controller.checks.golden.join as golden_mod
+    monkeypatch.setattr(golden_mod, "hash_strings",
                         lambda d: np.char.str_len(np.asarray(d, dtype=str)).astype(np.uint64))
     g = _golden({"q": {"ab": 1, "abc": 2}, "r": {"xy": 1}})
     assert not g._flat.table.ambiguous

@@ -1,0 +1,86 @@
+"""Everything a real run would reject, checked before the first write (dry runs too).
+
+`validate_all` runs over every loaded manifest before any of them is applied,
+so a multi-document file or a directory is applied whole or not at all: a data
+error in the second manifest can no longer leave the first one applied.
+Shells call it right after loading (reconcile, sync, watch); `observe` calls
+`validate_inputs` again so a plan is never made from unchecked input.
+"""
+
+from __future__ import annotations
+
+from controller.checks.drift import REGISTRY as DRIFT_REGISTRY
+from controller.checks.golden import GoldenSet, load_golden
+from controller.embed import make_embedder
+from controller.errors import InvalidInput
+from controller.manifest.load import LoadedManifest
+from controller.manifest.providers import capabilities
+from controller.store import faiss_index
+from controller.store.corpus import Corpus, read_corpus
+
+
+def validate_all(loaded: list[LoadedManifest]) -> dict[str, Corpus]:
+    """Validate every manifest with its data; raise on the first problem, before anything is written."""
+    return {item.name: validate_manifest(item) for item in loaded}
+
+
+def validate_manifest(loaded: LoadedManifest) -> Corpus:
+    """Read the corpus (ids, text, UTF-8) and validate everything the manifest points at."""
+    s = loaded.manifest.spec
+    corpus = read_corpus(loaded.paths["corpus"], s.corpus.id_field, s.corpus.text_fields, manifest=loaded.source)
+    validate_inputs(loaded, corpus)
+    return corpus
+
+
+def validate_inputs(loaded: LoadedManifest, corpus: Corpus) -> None:
+    """Metric names, factory string, vectors and golden files of one manifest."""
+    spec = loaded.manifest.spec
+    _drift_names(loaded)
+    embedder = make_embedder(spec.model.model_dump(mode="json", by_alias=True), loaded.paths, loaded.source)
+    try:
+        faiss_index.validate_factory(spec.index.factory, spec.model.dim, spec.index.metric)
+    except InvalidInput as exc:
+        raise InvalidInput(exc.reason, file=loaded.source, field=exc.field, value=exc.value) from exc
+    validate = getattr(embedder, "validate", None)
+    if validate is not None:
+        validate(corpus.ids)
+    if spec.checks.golden is not None:
+        try:
+            golden = load_golden(loaded.paths["qrels"], loaded.paths.get("queries"))
+        except InvalidInput as exc:
+            raise InvalidInput(exc.reason, file=exc.file or loaded.source,
+                               field=exc.field or "spec.checks.golden", value=exc.value) from exc
+        _golden_queries_embeddable(loaded, golden, embedder)
+
+
+def _drift_names(loaded: LoadedManifest) -> None:
+    """A misspelled statistic must fail here, not after a version was built and stored."""
+    checks = loaded.manifest.spec.checks
+    named = [(f"spec.checks.drift.{i}.metric", c.metric) for i, c in enumerate(checks.drift)]
+    if checks.corpus_drift is not None:
+        named += [(f"spec.checks.corpusDrift.metrics.{i}.metric", m.metric)
+                  for i, m in enumerate(checks.corpus_drift.metrics)]
+    for fld, metric in named:
+        if metric not in DRIFT_REGISTRY:
+            raise InvalidInput(f"unknown drift statistic; valid names: {', '.join(sorted(DRIFT_REGISTRY))}",
+                               file=loaded.source, field=fld, value=metric)
+
+
+def _golden_queries_embeddable(loaded: LoadedManifest, golden: GoldenSet, embedder: object) -> None:
+    """Golden queries need text (or precomputed query vectors), or the checks fail after the build."""
+    available = getattr(embedder, "query_ids", lambda: None)()
+    if available is not None:
+        if not set(available) & set(golden.query_ids):
+            raise InvalidInput(
+                f"none of the {len(golden.query_ids)} golden queries has a vector in options.queryVectors",
+                file=loaded.source, field="spec.model.options.queryIds")
+        return
+    if not capabilities(loaded.manifest.spec.model.provider).embeds_text:
+        raise InvalidInput("precomputed vectors need options.queryVectors (and queryIds) to embed the golden "
+                           "queries", file=loaded.source, field="spec.model.options.queryVectors")
+    missing = [q for q in golden.query_ids if q not in golden.query_texts]
+    if missing:
+        raise InvalidInput(
+            f"{len(missing)} of {len(golden.query_ids)} golden queries have no text (first: "
+            f"{missing[0][:40]!r}); set spec.checks.golden.queries to a queries.jsonl with their texts",
+            file=loaded.source, field="spec.checks.golden.queries")
