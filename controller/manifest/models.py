@@ -20,6 +20,13 @@ API_VERSION = "indexops.dev/v1alpha1"
 KIND = "EmbeddingIndex"
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 VERSION_PATTERN = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+# Provider options that change how vectors are fetched, not what they are: outside the
+# fingerprint, so moving a server or tuning throughput does not count as a new model.
+RUNTIME_OPTIONS: dict[str, frozenset[str]] = {
+    "http": frozenset({"baseUrl", "batchSize", "concurrency", "timeout", "retries", "backoff",
+                       "maxBackoff", "apiKeyEnv", "secretRef"}),
+    "sentence-transformers": frozenset({"device", "batchSize"}),
+}
 
 
 class Model(BaseModel):
@@ -82,8 +89,9 @@ class ModelSpec(Model):
     provider: Literal["hashing", "precomputed", "sentence-transformers", "http"] = Field(
         description=(
             "Embedder: 'hashing' is the built-in offline embedder; 'precomputed' reads vectors "
-            "made by another pipeline from options.vectors. 'sentence-transformers' and 'http' "
-            "are reserved and not implemented yet."
+            "made by another pipeline from options.vectors; 'http' calls an OpenAI-compatible "
+            "/v1/embeddings server; 'sentence-transformers' runs a local model (extra "
+            "[sentence-transformers]). See docs/embedding.md."
         )
     )
     name: str = Field(min_length=1, description="Model name, part of the fingerprint.")
@@ -97,7 +105,11 @@ class ModelSpec(Model):
         description=(
             "Provider-specific options. hashing: wordNgrams (1), charNgrams ([]), seed (0), buckets "
             "(2^20), projections (2), sublinearTf (true). precomputed: vectors (.npy, row i = document i), "
-            "ids (text file, one id per line, optional), queryVectors (.npy) and queryIds for golden queries."
+            "ids (text file, one id per line, optional), queryVectors (.npy) and queryIds for golden queries. "
+            "http: baseUrl, model, batchSize, concurrency, timeout, retries, backoff, maxBackoff, truncate, "
+            "maxChars, dimensions, queryPrefix, documentPrefix, inputType, apiKeyEnv, secretRef. "
+            "sentence-transformers: model (name or local path), device, batchSize, prompts. Options that "
+            "only tune throughput or where the key lives are not part of the fingerprint."
         ),
     )
 
@@ -141,7 +153,8 @@ class ModelSpec(Model):
             "version": self.version,
             "dim": self.dim,
             "normalize": self.normalize,
-            "optionsHash": options_hash(self.options),
+            "optionsHash": options_hash({k: v for k, v in self.options.items()
+                                         if k not in RUNTIME_OPTIONS.get(self.provider, ())}),
         }
 
 
