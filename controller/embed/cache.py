@@ -184,18 +184,28 @@ def _append(path: Path, data: bytes) -> None:
 
 
 # ---- embedding through the cache ---------------------------------------------------
+def query_hash(text: str) -> str:
+    """Queries embed differently from documents (prefixes, input_type): their own key space."""
+    return hashlib.sha256(b"query\0" + text.encode("utf-8")).hexdigest()[:HASH_LEN]
+
+
 def embed_through_cache(embedder: Any, cache: EmbeddingCache | None, ids: Sequence[str],
                         texts: Sequence[str], hashes: Sequence[str],
                         progress: Callable[[str], Progress] = lambda label: silent,
-                        chunk: int = CHUNK) -> tuple[np.ndarray, CacheStats]:
+                        chunk: int = CHUNK, queries: bool = False) -> tuple[np.ndarray, CacheStats]:
     """Vectors for `texts`: cached ones read, the rest embedded in chunks and cached as they finish.
 
     A failure part-way keeps the chunks already embedded (in the cache, never in
     a version), so a retry starts where this one stopped. Texts repeated within
-    one call are embedded once.
+    one call are embedded once. With `queries`, `hashes` must come from query_hash.
     """
+    def run(run_ids: Sequence[str], run_texts: Sequence[str], bar: Progress) -> np.ndarray:
+        if queries:
+            return embedder.embed_queries(run_ids, run_texts)
+        return embedder.embed_documents(run_ids, run_texts, progress=bar)
+
     if cache is None:
-        vectors = embedder.embed_documents(ids, texts, progress=progress("embedding"))
+        vectors = run(ids, texts, progress("embedding"))
         _check_shape(vectors, len(texts), embedder)
         return vectors, CacheStats(misses=len(texts), embedded=len(texts))
     found, cached = cache.get(hashes)
@@ -209,8 +219,8 @@ def embed_through_cache(embedder: Any, cache: EmbeddingCache | None, ids: Sequen
     bar = progress(f"embedding ({stats.hits} cached, {stats.misses} to embed)") if todo else silent
     for start in range(0, len(todo), chunk):
         rows = todo[start:start + chunk]
-        fresh = embedder.embed_documents([ids[i] for i in rows], [texts[i] for i in rows],
-                                         progress=lambda done, total, base=start: bar(base + done, len(todo)))
+        fresh = run([ids[i] for i in rows], [texts[i] for i in rows],
+                    lambda done, total, base=start: bar(base + done, len(todo)))
         _check_shape(fresh, len(rows), embedder)
         cache.put([hashes[i] for i in rows], fresh)
         out[rows] = fresh

@@ -12,7 +12,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from controller.embed.cache import (DEFAULT_GRACE_SECONDS, CacheStats, EmbeddingCache, collect_garbage,
-                                    embed_through_cache, referenced_hashes)
+                                    embed_through_cache, query_hash, referenced_hashes)
 from controller.progress import Progress, silent
 from controller.store.fs import Store
 
@@ -35,6 +35,13 @@ def embed_documents(store: Store, embedder: Any, ids: Sequence[str], texts: Sequ
                     ) -> Embedded:
     vectors, stats = embed_through_cache(embedder, cache_for(store, embedder), ids, texts, hashes, progress)
     return Embedded(vectors, stats)
+
+
+def embed_queries(store: Store, embedder: Any, ids: Sequence[str], texts: Sequence[str]) -> np.ndarray:
+    """Golden queries are embedded once per model too (checks run them against every version)."""
+    vectors, _ = embed_through_cache(embedder, cache_for(store, embedder), ids, texts,
+                                     [query_hash(t) for t in texts], queries=True)
+    return vectors
 
 
 def gc_embedding_cache(store: Store, grace_seconds: float = DEFAULT_GRACE_SECONDS) -> dict[str, int]:
