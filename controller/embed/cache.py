@@ -46,7 +46,8 @@ HASH_LEN = 16                  # hex characters of store.corpus.text_hash
 LINE = HASH_LEN + 1            # hash + newline: fixed width, so a row number is a byte offset
 ROWS_SUFFIX, INDEX_SUFFIX = ".f32", ".idx"
 DEFAULT_GRACE_SECONDS = 24 * 3600
-CHUNK = 1024                   # documents per embedder call: a failure loses at most one chunk
+CHUNK = 1024                   # texts per embedder call unless it says otherwise (`chunk_size`):
+                               # a failure or a kill loses at most one chunk
 
 
 def fingerprint_dir_name(fingerprint: dict[str, Any]) -> str:
@@ -192,7 +193,7 @@ def query_hash(text: str) -> str:
 def embed_through_cache(embedder: Any, cache: EmbeddingCache | None, ids: Sequence[str],
                         texts: Sequence[str], hashes: Sequence[str],
                         progress: Callable[[str], Progress] = lambda label: silent,
-                        chunk: int = CHUNK, queries: bool = False) -> tuple[np.ndarray, CacheStats]:
+                        chunk: int | None = None, queries: bool = False) -> tuple[np.ndarray, CacheStats]:
     """Vectors for `texts`: cached ones read, the rest embedded in chunks and cached as they finish.
 
     A failure part-way keeps the chunks already embedded (in the cache, never in
@@ -215,12 +216,17 @@ def embed_through_cache(embedder: Any, cache: EmbeddingCache | None, ids: Sequen
     for i in np.flatnonzero(~found):
         first.setdefault(hashes[i], int(i))
     todo = sorted(first.values())
+    chunk = chunk or getattr(embedder, "chunk_size", CHUNK)
     stats = CacheStats(hits=int(found.sum()), misses=int((~found).sum()), embedded=len(todo))
     bar = progress(f"embedding ({stats.hits} cached, {stats.misses} to embed)") if todo else silent
     for start in range(0, len(todo), chunk):
         rows = todo[start:start + chunk]
-        fresh = run([ids[i] for i in rows], [texts[i] for i in rows],
-                    lambda done, total, base=start: bar(base + done, len(todo)))
+        try:
+            fresh = run([ids[i] for i in rows], [texts[i] for i in rows],
+                        lambda done, total, base=start: bar(base + done, len(todo)))
+        except EmbedError as exc:
+            raise EmbedError(f"{exc} [texts {start}-{start + len(rows) - 1} of the {len(todo)} to embed; "
+                             f"the {start} before them are cached, a retry resumes there]") from exc
         _check_shape(fresh, len(rows), embedder)
         cache.put([hashes[i] for i in rows], fresh)
         out[rows] = fresh

@@ -28,7 +28,7 @@ import socket
 import threading
 import time
 import urllib.parse
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor, as_completed, wait
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -102,6 +102,7 @@ class HttpEmbedder:
         self._sleep = sleep
         self.requests = 0  # attempts made, for tests and benchmarks
         self._count_lock = threading.Lock()
+        self._executor: ThreadPoolExecutor | None = None
 
     @property
     def label(self) -> str:
@@ -121,24 +122,33 @@ class HttpEmbedder:
             return out
         headers = self._headers()
         batches = self._batches(ids, [self._prepare(t, kind) for t in texts])
+        stop = threading.Event()  # set on the first failure: queued batches are not sent
+        futures = [self._pool().submit(self._run_batch, b, kind, headers, stop) for b in batches]
         done = 0
         progress(0, len(texts))
-        with ThreadPoolExecutor(max_workers=min(self.opts["concurrency"], len(batches)),
-                                thread_name_prefix="embed-http") as pool:
-            pending: set[Future] = {pool.submit(self._run_batch, b, kind, headers) for b in batches}
-            while pending:
-                finished, pending = wait(pending, return_when=FIRST_EXCEPTION)
-                for future in finished:
-                    error = future.exception()
-                    if error is not None:
-                        for other in pending:
-                            other.cancel()
-                        raise error
-                    batch, rows = future.result()
-                    out[batch.start:batch.start + len(batch.texts)] = rows
-                    done += len(batch.texts)
-                    progress(done, len(texts))
+        try:
+            for future in as_completed(futures):
+                batch, rows = future.result()
+                out[batch.start:batch.start + len(batch.texts)] = rows
+                done += len(batch.texts)
+                progress(done, len(texts))
+        except BaseException:
+            stop.set()
+            wait(futures)  # nothing keeps talking to the server after we report the failure
+            raise
         return l2_normalize(out) if self.normalize else out
+
+    @property
+    def chunk_size(self) -> int:
+        """Texts in flight at once: what a failure or a kill can lose, at most (see embed/cache.py)."""
+        return self.opts["batchSize"] * self.opts["concurrency"]
+
+    def _pool(self) -> ThreadPoolExecutor:
+        # one pool for the embedder's life: its threads keep their keep-alive connections
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=self.opts["concurrency"],
+                                                thread_name_prefix="embed-http")
+        return self._executor
 
     def _batches(self, ids: Sequence[str], texts: list[str]) -> list[Batch]:
         size = self.opts["batchSize"]
@@ -153,7 +163,10 @@ class HttpEmbedder:
         # an empty input is rejected by most servers; a single space embeds as "nothing"
         return prefix + text if (prefix or text) else " "
 
-    def _run_batch(self, batch: Batch, kind: str, headers: dict[str, str]) -> tuple[Batch, np.ndarray]:
+    def _run_batch(self, batch: Batch, kind: str, headers: dict[str, str], stop: threading.Event
+                   ) -> tuple[Batch, np.ndarray]:
+        if stop.is_set():
+            raise EmbedError(f"{self.label}: {_describe(batch)} not sent: an earlier batch failed")
         body = json.dumps(self._payload(batch.texts, kind)).encode("utf-8")
         attempts = self.opts["retries"] + 1
         last = ""
