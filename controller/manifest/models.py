@@ -25,7 +25,7 @@ VERSION_PATTERN = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
 RUNTIME_OPTIONS: dict[str, frozenset[str]] = {
     "http": frozenset({"baseUrl", "batchSize", "concurrency", "timeout", "retries", "backoff",
                        "maxBackoff", "apiKeyEnv", "secretRef"}),
-    "sentence-transformers": frozenset({"device", "batchSize"}),
+    "sentence-transformers": frozenset({"device", "batchSize", "allowDownload"}),
 }
 
 
