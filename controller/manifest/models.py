@@ -108,7 +108,8 @@ class ModelSpec(Model):
             "ids (text file, one id per line, optional), queryVectors (.npy) and queryIds for golden queries. "
             "http: baseUrl, model, batchSize, concurrency, timeout, retries, backoff, maxBackoff, truncate, "
             "maxChars, dimensions, queryPrefix, documentPrefix, inputType, apiKeyEnv, secretRef. "
-            "sentence-transformers: model (name or local path), device, batchSize, prompts. Options that "
+            "sentence-transformers: model (directory or cached name), device, batchSize, prompts, maxSeqLength, "
+            "allowDownload. Options that "
             "only tune throughput or where the key lives are not part of the fingerprint."
         ),
     )
