@@ -100,8 +100,6 @@ class HttpEmbedder:
         self._url = urllib.parse.urlsplit(self.opts["baseUrl"].rstrip("/") + "/embeddings")
         self._local = threading.local()
         self._sleep = sleep
-        self.requests = 0  # attempts made, for tests and benchmarks
-        self._count_lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
 
     @property
@@ -200,8 +198,6 @@ class HttpEmbedder:
 
     # ---- one request -----------------------------------------------------------
     def _post(self, body: bytes, headers: dict[str, str], rows: int) -> np.ndarray:
-        with self._count_lock:
-            self.requests += 1
         conn = self._connection()
         try:
             conn.request("POST", self._url.path or "/", body=body, headers=headers)
