@@ -38,6 +38,7 @@ import numpy as np
 
 from controller.embed.base import l2_normalize
 from controller.errors import EmbedError, InvalidInput
+from controller.manifest.providers import capabilities
 from controller.progress import Progress, silent
 
 TRUNCATE_POLICIES = ("none", "server", "client")
@@ -88,8 +89,7 @@ class Batch:
 class HttpEmbedder:
     """Embeds through an OpenAI-compatible /embeddings endpoint."""
 
-    embeds_text = True   # can embed free text (queries, golden sets)
-    reusable = True      # its vectors may be cached and reused across versions
+    capabilities = capabilities("http")
 
     def __init__(self, dim: int, normalize: bool, options: dict[str, Any], fingerprint: dict[str, Any],
                  model_name: str, *, sleep: Callable[[float], None] = time.sleep) -> None:

@@ -20,6 +20,7 @@ import numpy as np
 
 from controller.embed.base import l2_normalize
 from controller.errors import EmbedError, InvalidInput
+from controller.manifest.providers import capabilities
 from controller.progress import Progress, silent
 
 DEFAULTS: dict[str, Any] = {
@@ -35,8 +36,7 @@ DEFAULTS: dict[str, Any] = {
 class SentenceTransformerEmbedder:
     """Runs a sentence-transformers model on CPU or GPU."""
 
-    embeds_text = True
-    reusable = True
+    capabilities = capabilities("sentence-transformers")
 
     def __init__(self, dim: int, normalize: bool, options: dict[str, Any], fingerprint: dict[str, Any],
                  model_name: str) -> None:

@@ -33,7 +33,8 @@ class Embedded:
 
 def cache_for(store: Store, embedder: Any) -> EmbeddingCache | None:
     """Only embedders whose vectors are a pure function of (model, text) are cached."""
-    if not getattr(embedder, "reusable", False):
+    caps = getattr(embedder, "capabilities", None)
+    if caps is None or not caps.reusable:
         return None
     return EmbeddingCache.for_store(store.root, embedder.fingerprint)
 
@@ -94,7 +95,7 @@ def embed_job(loaded: LoadedManifest, store: Store, *, shard: Shard = Shard(0, 1
     spec = loaded.manifest.spec
     model = spec.model.model_dump(mode="json", by_alias=True)
     embedder = make_embedder(model, loaded.paths, loaded.source)
-    if not getattr(embedder, "reusable", False):
+    if cache_for(store, embedder) is None:
         raise InvalidInput(f"provider {spec.model.provider} reads vectors instead of embedding text: "
                            "there is nothing to embed ahead of a build", file=loaded.source,
                            field="spec.model.provider", value=spec.model.provider)

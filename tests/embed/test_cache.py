@@ -15,6 +15,7 @@ from controller.embed.cache import EmbeddingCache, collect_garbage, embed_throug
 from controller.engine.embedding import gc_embedding_cache
 from controller.engine.reconcile import reconcile_index
 from controller.errors import StoreError
+from controller.manifest.providers import capabilities
 from controller.manifest.load import load_manifests
 from controller.store.corpus import text_hash
 from controller.store.fs import Store
@@ -72,7 +73,7 @@ def test_a_cache_directory_of_another_fingerprint_is_refused(tmp_path):
 class Counting:
     """A reusable embedder that counts what it embeds."""
 
-    reusable = True
+    capabilities = capabilities("hashing")
 
     def __init__(self, dim: int = 4, fail_after: int | None = None) -> None:
         self.dim, self.fingerprint, self.calls, self.fail_after = dim, {**FP, "dim": dim}, [], fail_after
