@@ -169,7 +169,7 @@ class EmbeddingCache:
         if (self.dir / "fingerprint.json").is_file():
             self._check_fingerprint()
             return
-        self.dir.mkdir(parents=True, exist_ok=True)
+        atomic.make_dirs(self.dir)  # the store's private modes, whatever the umask
         atomic.write_json(self.dir / "fingerprint.json", self.fingerprint)
 
     def _new_writer(self) -> str:
@@ -178,10 +178,15 @@ class EmbeddingCache:
 
 
 def _append(path: Path, data: bytes) -> None:
-    with open(path, "ab") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, atomic.file_mode())
+    try:
+        os.fchmod(fd, atomic.file_mode())  # open's mode is filtered by the umask; fchmod is not
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 # ---- embedding through the cache ---------------------------------------------------
