@@ -35,7 +35,8 @@ def terminal_bar(label: str, stream=None) -> Callable[[int, int], None]:
         frac = done / total if total else 1.0
         filled = int(frac * 30)
         rate = done / max(now - started, 1e-9)
-        out.write(f"\r{label:<12} [{'#' * filled}{'.' * (30 - filled)}] {done}/{total} {rate:,.0f}/s")
+        eta = f" ETA {(total - done) / rate:,.0f}s" if 0 < done < total and rate > 0 else ""
+        out.write(f"\r{label:<12} [{'#' * filled}{'.' * (30 - filled)}] {done}/{total} {rate:,.0f}/s{eta}")
         if done >= total:
             out.write("\n")
         out.flush()

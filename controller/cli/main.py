@@ -39,6 +39,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "watch": ("watch_cmd", "reconcile a manifest directory on every change"),
     "diff": ("diff_cmd", "show the plan that merging a Git ref would cause"),
     "apply": ("apply_cmd", "apply a plan saved by `reconcile --dry-run --out`"),
+    "embed": ("embed_cmd", "embed a manifest's corpus into the embedding cache (resumable batch job)"),
     "suspend": ("suspend_cmd", "stop sync and watch from changing an index until `resume`"),
     "resume": ("suspend_cmd", "let sync and watch reconcile a suspended index again"),
     "schema": ("schema_cmd", "print the JSON Schema of the manifest (or its field table)"),

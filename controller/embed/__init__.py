@@ -6,6 +6,7 @@ names; what a provider can do is in controller.manifest.providers.
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Any, Callable
 
@@ -35,10 +36,24 @@ def _precomputed(spec: Any, paths: dict[str, Path], manifest: Path | None) -> Em
     return PrecomputedEmbedder(spec.dim, spec.normalize, paths, spec.fingerprint(), manifest)
 
 
+def _lazy(module: str) -> Factory:
+    """A factory in a module imported on first use: its dependencies may be an extra (torch)."""
+    def factory(spec: Any, paths: dict[str, Path], manifest: Path | None) -> Embedder:
+        try:
+            return importlib.import_module(module).make(spec, paths, manifest)
+        except InvalidInput as exc:
+            if exc.file is not None:
+                raise
+            raise InvalidInput(exc.reason, file=manifest, field=exc.field, value=exc.value) from exc
+    return factory
+
+
 #: provider -> factory; a provider with capabilities but no factory is reserved, not implemented
 REGISTRY: dict[str, Factory] = {
     "hashing": _hashing,
     "precomputed": _precomputed,
+    "http": _lazy("controller.embed.http"),
+    "sentence-transformers": _lazy("controller.embed.sentence_transformers"),
 }
 
 

@@ -17,6 +17,7 @@ from controller.checks.stats import most_regressed, paired_bootstrap
 from controller.core.gates import Context, GateSpec, corpus_loss_gate, default_gates, evaluate_gates
 from controller.core.types import CheckReport, GateResult
 from controller.embed import capabilities
+from controller.engine.embedding import embed_queries
 from controller.engine.drift import resolve_threshold
 from controller.engine.embedders import EmbedderCache
 from controller.errors import CheckError, InvalidInput
@@ -174,7 +175,7 @@ def query_vectors(store: Store, name: str, version: str, golden: G.GoldenSet,
         raise CheckError(f"golden query {missing[0]!r} has no text ({len(missing)} missing): "
                          "set spec.checks.golden.queries to a queries.jsonl with their texts")
     texts = [golden.query_texts[q] for q in golden.query_ids]
-    return list(golden.query_ids), embedder.embed_queries(golden.query_ids, texts)
+    return list(golden.query_ids), embed_queries(store, embedder, golden.query_ids, texts)
 
 
 def _ann_recall(index, vectors: np.ndarray, queries: np.ndarray, metric: str, factory: str,

@@ -28,6 +28,7 @@ from controller.embed.base import check_finite
 from controller.errors import CheckError, ControllerError, EmbedError, InvalidInput, StalePlan
 from controller.engine.checks import run_checks
 from controller.engine.drift import corpus_drift_for_build, reuse_training
+from controller.engine.embedding import CacheStats, embed_documents, gc_embedding_cache
 from controller.engine.status import persist_status, utc_now
 from controller.engine.validate import validate_inputs
 from controller.progress import Progress, silent
@@ -232,7 +233,7 @@ def _build(action: Action, obs: Observation, loaded: LoadedManifest, store: Stor
     corpus = obs.corpus
     started = time.monotonic()
     embedder = make_embedder(spec.model.model_dump(mode="json", by_alias=True), loaded.paths, loaded.source)
-    vectors, embedded = _vectors_for(store, loaded, obs, embedder, hooks)
+    vectors, embedded, cache = _vectors_for(store, loaded, obs, embedder, hooks)
     try:
         check_finite(vectors, f"vectors of {action.version}")
     except EmbedError as exc:
@@ -261,6 +262,7 @@ def _build(action: Action, obs: Observation, loaded: LoadedManifest, store: Stor
         "corpus": {"digest": corpus.digest, "documents": len(corpus), "path": str(corpus.path)},
         "build": {"embedded": embedded, "reused": len(corpus) - embedded,
                   "reusedFrom": obs.observed.reuse_from if embedded < len(corpus) else None,
+                  "cache": cache,
                   "embedSeconds": round(embed_s, 3), "buildSeconds": round(build_s, 3)},
         "manifestDigest": loaded.digest,
     }
@@ -272,7 +274,7 @@ def _build(action: Action, obs: Observation, loaded: LoadedManifest, store: Stor
     result.built += 1
     result.embedded += embedded
     hooks.on_transition(loaded.name, {"event": "ShadowBuilt", "version": action.version,
-                                      "documents": len(corpus), "embedded": embedded})
+                                      "documents": len(corpus), "embedded": embedded, "cache": cache})
 
 
 def _created_stamp() -> str:
@@ -293,8 +295,11 @@ def _query_files(loaded: LoadedManifest) -> dict[str, Path]:
 
 
 def _vectors_for(store: Store, loaded: LoadedManifest, obs: Observation, embedder, hooks: Hooks
-                 ) -> tuple[np.ndarray, int]:
-    """Embed only documents with no vector of the same model and content; reuse the rest."""
+                 ) -> tuple[np.ndarray, int, dict[str, int]]:
+    """Embed only documents with no vector of the same model and content; reuse the rest.
+
+    Returns the vectors, how many texts the model embedded, and the embedding cache's hits/misses.
+    """
     corpus, rows = obs.corpus, obs.reuse_rows
     out: np.ndarray | None = None
     todo = list(range(len(corpus)))
@@ -305,15 +310,14 @@ def _vectors_for(store: Store, loaded: LoadedManifest, obs: Observation, embedde
         out[have] = np.asarray(old_vecs)[rows[have]]
         todo = np.flatnonzero(~have).tolist()
         if not todo:
-            return out, 0
-    fresh = embedder.embed_documents([corpus.ids[i] for i in todo], [corpus.texts[i] for i in todo],
-                                     progress=hooks.progress("embedding"))
-    if fresh.ndim != 2 or fresh.shape[0] != len(todo):
-        raise EmbedError(f"embedder returned shape {fresh.shape} for {len(todo)} documents")
+            return out, 0, CacheStats().to_dict()
+    done = embed_documents(store, embedder, [corpus.ids[i] for i in todo], [corpus.texts[i] for i in todo],
+                           [corpus.hashes[i] for i in todo], hooks.progress)
+    fresh, embedded = done.vectors, done.stats.embedded
     if out is None:
-        return np.ascontiguousarray(fresh, dtype=np.float32), len(todo)
+        return np.ascontiguousarray(fresh, dtype=np.float32), embedded, done.stats.to_dict()
     out[todo] = fresh
-    return out, len(todo)
+    return out, embedded, done.stats.to_dict()
 
 
 def _run_checks(store: Store, loaded: LoadedManifest, action: Action) -> CheckReport:
@@ -366,6 +370,7 @@ def _route(action: Action, store: Store, loaded: LoadedManifest, hooks: Hooks) -
     name = loaded.name
     if action.kind == "delete":
         store.delete_version(name, action.version)
+        gc_embedding_cache(store)  # the store's GC is also the embedding cache's (docs/embedding.md)
         return
     routing = store.routing(name)
     if action.kind == "promote":

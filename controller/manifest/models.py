@@ -18,6 +18,13 @@ from controller.manifest.defaults import DEFAULT_MAX_DROP, GATE_METRIC_PATTERN, 
 
 API_VERSION = "indexops.dev/v1alpha1"
 KIND = "EmbeddingIndex"
+# Provider options that change how vectors are fetched, not what they are: outside the
+# fingerprint, so moving a server or tuning throughput does not count as a new model.
+RUNTIME_OPTIONS: dict[str, frozenset[str]] = {
+    "http": frozenset({"baseUrl", "batchSize", "concurrency", "timeout", "retries", "backoff",
+                       "maxBackoff", "apiKeyEnv", "secretRef"}),
+    "sentence-transformers": frozenset({"device", "batchSize", "allowDownload"}),
+}
 
 
 class Model(BaseModel):
@@ -89,8 +96,9 @@ class ModelSpec(Model):
     provider: Literal["hashing", "precomputed", "sentence-transformers", "http"] = Field(
         description=(
             "Embedder: 'hashing' is the built-in offline embedder; 'precomputed' reads vectors "
-            "made by another pipeline from options.vectors. 'sentence-transformers' and 'http' "
-            "are reserved and not implemented yet."
+            "made by another pipeline from options.vectors; 'http' calls an OpenAI-compatible "
+            "/v1/embeddings server; 'sentence-transformers' runs a local model (extra "
+            "[sentence-transformers]). See docs/embedding.md."
         )
     )
     name: str = Field(min_length=1, description="Model name, part of the fingerprint.")
@@ -104,7 +112,12 @@ class ModelSpec(Model):
         description=(
             "Provider-specific options. hashing: wordNgrams (1), charNgrams ([]), seed (0), buckets "
             "(2^20), projections (2), sublinearTf (true). precomputed: vectors (.npy, row i = document i), "
-            "ids (text file, one id per line, optional), queryVectors (.npy) and queryIds for golden queries."
+            "ids (text file, one id per line, optional), queryVectors (.npy) and queryIds for golden queries. "
+            "http: baseUrl, model, batchSize, concurrency, timeout, retries, backoff, maxBackoff, truncate, "
+            "maxChars, dimensions, queryPrefix, documentPrefix, inputType, apiKeyEnv, secretRef. "
+            "sentence-transformers: model (directory or cached name), device, batchSize, prompts, maxSeqLength, "
+            "allowDownload. Options that "
+            "only tune throughput or where the key lives are not part of the fingerprint."
         ),
     )
 
@@ -148,7 +161,8 @@ class ModelSpec(Model):
             "version": self.version,
             "dim": self.dim,
             "normalize": self.normalize,
-            "optionsHash": options_hash(self.options),
+            "optionsHash": options_hash({k: v for k, v in self.options.items()
+                                         if k not in RUNTIME_OPTIONS.get(self.provider, ())}),
         }
 
 

@@ -26,8 +26,8 @@ PROVIDERS: dict[str, Capabilities] = {
     "hashing": Capabilities(embeds_text=True, reusable=True),
     "precomputed": Capabilities(embeds_text=False, reusable=False,
                                 file_options=("vectors", "ids", "queryVectors", "queryIds")),
-    "sentence-transformers": Capabilities(embeds_text=True, reusable=True, implemented=False),
-    "http": Capabilities(embeds_text=True, reusable=True, implemented=False),
+    "sentence-transformers": Capabilities(embeds_text=True, reusable=True),
+    "http": Capabilities(embeds_text=True, reusable=True),
 }
 
 #: an unknown provider (a store written by a newer release): assume the least

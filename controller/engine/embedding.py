@@ -1,0 +1,138 @@
+"""Embedding through the store's content-addressed cache, and its garbage collection.
+
+Reconcile, `controller embed` and the benchmarks all embed through here, so a
+(model, text) pair embedded by any of them is never embedded again by another.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from controller.embed.cache import (DEFAULT_GRACE_SECONDS, CacheStats, EmbeddingCache, collect_garbage,
+                                    embed_through_cache, query_hash, referenced_hashes)
+from controller.embed import make_embedder
+from controller.errors import InvalidInput
+from controller.manifest.load import LoadedManifest
+from controller.progress import Progress, silent
+from controller.store.corpus import read_corpus
+from controller.store.fs import Store
+
+
+@dataclass
+class Embedded:
+    vectors: np.ndarray
+    stats: CacheStats
+
+
+def cache_for(store: Store, embedder: Any) -> EmbeddingCache | None:
+    """Only embedders whose vectors are a pure function of (model, text) are cached."""
+    caps = getattr(embedder, "capabilities", None)
+    if caps is None or not caps.reusable:
+        return None
+    return EmbeddingCache.for_store(store.root, embedder.fingerprint)
+
+
+def embed_documents(store: Store, embedder: Any, ids: Sequence[str], texts: Sequence[str],
+                    hashes: Sequence[str], progress: Callable[[str], Progress] = lambda label: silent
+                    ) -> Embedded:
+    vectors, stats = embed_through_cache(embedder, cache_for(store, embedder), ids, texts, hashes, progress)
+    return Embedded(vectors, stats)
+
+
+def embed_queries(store: Store, embedder: Any, ids: Sequence[str], texts: Sequence[str]) -> np.ndarray:
+    """Golden queries are embedded once per model too (checks run them against every version)."""
+    vectors, _ = embed_through_cache(embedder, cache_for(store, embedder), ids, texts,
+                                     [query_hash(t) for t in texts], queries=True)
+    return vectors
+
+
+def gc_embedding_cache(store: Store, grace_seconds: float = DEFAULT_GRACE_SECONDS) -> dict[str, int]:
+    """Keep what some kept version of some index uses (and anything recent); drop the rest."""
+    kept = []
+    for name in store.indexes():
+        for version in store.versions(name):
+            kept.append((version.fingerprint, store.hashes(name, version.id)))
+    return collect_garbage(store.root, referenced_hashes(kept), grace_seconds=grace_seconds)
+
+
+# ---- `controller embed`: batch (re-)embedding into the cache ----------------------------------
+@dataclass(frozen=True)
+class Shard:
+    index: int
+    count: int
+
+    def holds(self, text_hash: str) -> bool:
+        # by content hash: stable under corpus edits and disjoint across shards
+        return int(text_hash, 16) % self.count == self.index
+
+
+def parse_shard(value: str) -> Shard:
+    try:
+        index, count = (int(part) for part in value.split("/"))
+    except ValueError:
+        index, count = -1, 0
+    if not 0 <= index < count:
+        raise InvalidInput("expected i/N with 0 <= i < N, e.g. 0/4 (Kubernetes: $JOB_COMPLETION_INDEX/4)",
+                           field="--shard", value=value)
+    return Shard(index, count)
+
+
+def embed_job(loaded: LoadedManifest, store: Store, *, shard: Shard = Shard(0, 1), workers: int = 1,
+              progress: Callable[[str], Progress] = lambda label: silent) -> dict[str, Any]:
+    """Embed this shard of the manifest's corpus into the store's cache; resumable after any kill.
+
+    The cache is the checkpoint: every finished chunk is appended and fsynced, and
+    a rerun starts from what is there, so a kill loses at most the chunk in flight.
+    `workers` processes split the shard further, each appending to its own files.
+    """
+    spec = loaded.manifest.spec
+    model = spec.model.model_dump(mode="json", by_alias=True)
+    embedder = make_embedder(model, loaded.paths, loaded.source)
+    if cache_for(store, embedder) is None:
+        raise InvalidInput(f"provider {spec.model.provider} reads vectors instead of embedding text: "
+                           "there is nothing to embed ahead of a build", file=loaded.source,
+                           field="spec.model.provider", value=spec.model.provider)
+    if not 1 <= workers <= 64:
+        raise InvalidInput("expected 1 to 64 worker processes", field="--workers", value=workers)
+    corpus = read_corpus(loaded.paths["corpus"], spec.corpus.id_field, spec.corpus.text_fields,
+                         manifest=loaded.source)
+    mine = [i for i, h in enumerate(corpus.hashes) if shard.holds(h)]
+    started = time.monotonic()
+    parts = [[i for i in mine if int(corpus.hashes[i], 16) // shard.count % workers == w] for w in range(workers)]
+    if workers == 1:
+        stats = [_embed_part(model, loaded.paths, str(store.root), corpus.ids, corpus.texts, corpus.hashes,
+                             parts[0], progress)]
+    else:
+        # spawn, not fork: the parent may hold threads (HTTP pools, BLAS) that fork would copy mid-state
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            futures = [pool.submit(_embed_part, model, loaded.paths, str(store.root),
+                                   [corpus.ids[i] for i in part], [corpus.texts[i] for i in part],
+                                   [corpus.hashes[i] for i in part], list(range(len(part))), None)
+                       for part in parts]
+            stats = [f.result() for f in futures]
+    seconds = time.monotonic() - started
+    total = CacheStats(hits=sum(s.hits for s in stats), misses=sum(s.misses for s in stats),
+                       embedded=sum(s.embedded for s in stats))
+    return {"index": loaded.name, "fingerprint": embedder.fingerprint, "shard": f"{shard.index}/{shard.count}",
+            "workers": workers, "documents": len(mine), **total.to_dict(),
+            "hitRate": round(total.hits / len(mine), 4) if mine else 1.0,
+            "seconds": round(seconds, 3),
+            "docsPerSecond": round(total.embedded / seconds, 1) if seconds and total.embedded else None}
+
+
+def _embed_part(model: dict[str, Any], paths: dict[str, Path], store_root: str, ids: Sequence[str],
+                texts: Sequence[str], hashes: Sequence[str], rows: Sequence[int],
+                progress: Callable[[str], Progress] | None) -> CacheStats:
+    embedder = make_embedder(model, paths)
+    _, stats = embed_through_cache(embedder, cache_for(Store(Path(store_root)), embedder),
+                                   [ids[i] for i in rows], [texts[i] for i in rows], [hashes[i] for i in rows],
+                                   progress or (lambda label: silent))
+    return stats
