@@ -1,6 +1,7 @@
 """The import graph keeps the layering of shared/DESIGN.md (checked over `ast`, no extra dependency).
 
     shells      cli/ operator/ gitops/ serve/      parsing, I/O, wiring
+    cliargs     the verbs' shared argument helpers (store, -o, webhooks, lock timeout, exit codes)
     report/     the drift report (a library the cli verb wraps)
     engine/     observe -> plan -> execute -> persist; controller.api is its public face
     checks/ store/ embed/ backends/                statistics, files, embedders
@@ -9,10 +10,16 @@
 
 Rules: no import cycles between modules; a layer never imports a higher one;
 core/ and manifest/ import no numpy, scipy, faiss or Kubernetes client; a shell
-never imports another shell, except that cli/ (the process entry point) may
-launch one from inside a verb's run function, never at import time; cli/
-modules import nothing heavy at import time (so start-up stays fast).
-Imports under `if TYPE_CHECKING:` are not run and are ignored.
+never imports another shell, with no exception: not at module level, not inside
+a function. Verb modules import nothing heavy at import time (so start-up stays
+fast). Imports under `if TYPE_CHECKING:` are not run and are ignored.
+
+How `controller VERB` reaches another shell without importing it: cli/main.py
+keeps its verb table as data, verb -> dotted module path, loaded with
+import_module (a verb registry, like the plug-in registries). A verb that is
+another shell's entry point lives in that shell: sync, watch and diff in gitops/,
+operator in operator/, serve in serve/. Every verb module takes its arguments
+from controller.cliargs, a neutral module below all the shells.
 """
 
 from __future__ import annotations
@@ -25,11 +32,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1] / "controller"
 SHELLS = {"cli", "operator", "gitops", "serve"}
 RANK = {"<leaf>": 0, "core": 1, "manifest": 0, "inputs": 0, "checks": 2, "store": 2, "embed": 2, "backends": 2,
-        "engine": 3, "api": 3, "<package>": 3, "report": 4, **{s: 5 for s in SHELLS}}
+        "engine": 3, "api": 3, "<package>": 3, "report": 4, "cliargs": 4, **{s: 5 for s in SHELLS}}
 LEAVES = {"errors", "paths", "naming", "durations", "progress"}
 PURE_FORBIDDEN = ("numpy", "scipy", "faiss", "kubernetes", "kopf")
-CLI_TOP_LEVEL_ALLOWED = ("controller.cli.common", "controller.cli.loopout", "controller.errors", "controller.paths",
-                         "controller")
+VERB_TOP_LEVEL_ALLOWED = ("controller.cliargs", "controller.errors", "controller.paths", "controller")
 
 
 def module_name(path: Path) -> str:
@@ -135,18 +141,29 @@ def test_no_upward_imports():
     assert not bad, "imports from a higher layer:\n" + "\n".join(sorted(bad))
 
 
-def test_no_shell_imports_another_shell_except_cli_launching_one():
-    bad = []
-    for m, deps in GRAPH.items():
-        for d, top_level in deps:
-            if not d.startswith("controller.") or layer(d) not in SHELLS or layer(m) not in SHELLS:
-                continue
-            if layer(d) == layer(m):
-                continue
-            if layer(m) == "cli" and not top_level:
-                continue  # `controller sync` starting the gitops loop, inside run()
-            bad.append(f"{m} -> {d}{' (module level)' if top_level else ''}")
-    assert not bad, "shell-to-shell imports:\n" + "\n".join(sorted(bad))
+def shell_to_shell(graph=GRAPH) -> list[str]:
+    """Every static import from one shell into another, at module level or inside a function."""
+    return sorted(f"{m} -> {d}{' (module level)' if top_level else ''}"
+                  for m, deps in graph.items() if layer(m) in SHELLS
+                  for d, top_level in deps
+                  if d.startswith("controller.") and layer(d) in SHELLS and layer(d) != layer(m))
+
+
+def test_no_shell_imports_another_shell():
+    bad = shell_to_shell()
+    assert not bad, "shell-to-shell imports:\n" + "\n".join(bad)
+
+
+def test_the_verb_table_is_data_and_every_verb_module_exists():
+    """cli/main.py reaches the other shells' verbs only by name; each name must resolve to a file."""
+    from controller.cli.main import VERBS
+
+    modules = {module for module, _ in VERBS.values()}
+    assert {layer(m) for m in modules} == SHELLS, modules
+    missing = [m for m in modules if m not in GRAPH]
+    assert not missing, f"verb modules that do not exist: {missing}"
+    static = [d for d, _ in GRAPH["controller.cli.main"] if d in modules]
+    assert not static, f"cli/main.py imports verb modules statically: {static}"
 
 
 @pytest.mark.parametrize("pure", ["core", "manifest"])
@@ -156,20 +173,33 @@ def test_pure_layers_import_no_numerics_or_clients(pure):
     assert not bad, bad
 
 
-def test_cli_modules_import_nothing_heavy_at_import_time():
+def verb_modules() -> set[str]:
+    """The modules `controller --help` may import: cli/ and the verb modules in other shells."""
+    from controller.cli.main import VERBS
+
+    return {m for m in GRAPH if layer(m) == "cli"} | {module for module, _ in VERBS.values()}
+
+
+def test_verb_modules_import_nothing_heavy_at_import_time():
     bad = []
-    for m, deps in GRAPH.items():
-        if layer(m) != "cli":
-            continue
-        for d, top_level in deps:
+    for m in sorted(verb_modules()):
+        own = f"controller.{layer(m)}."
+        for d, top_level in GRAPH[m]:
             root = d.split(".")[0]
             if not top_level or root != "controller" and root not in PURE_FORBIDDEN + ("pydantic", "yaml"):
                 continue
-            if root == "controller" and d not in CLI_TOP_LEVEL_ALLOWED and not d.startswith("controller.cli."):
+            if root == "controller" and d not in VERB_TOP_LEVEL_ALLOWED and not d.startswith(own):
                 bad.append(f"{m} -> {d}")
             elif root != "controller":
                 bad.append(f"{m} -> {d}")
-    assert not bad, "cli modules must import the engine inside run():\n" + "\n".join(sorted(bad))
+    assert not bad, "verb modules must import the engine inside run():\n" + "\n".join(sorted(bad))
+
+
+def test_verb_packages_import_nothing_at_import_time():
+    """Loading controller.serve.serve_cmd runs controller/serve/__init__.py first: keep those trivial."""
+    bad = [f"{pkg} -> {d}" for pkg in sorted({m.rsplit(".", 1)[0] for m in verb_modules()})
+           for d, top_level in GRAPH[pkg] if top_level and d.startswith("controller.")]
+    assert not bad, bad
 
 
 def test_the_rules_catch_a_violation():
@@ -179,3 +209,6 @@ def test_the_rules_catch_a_violation():
     edges = internal(fake)
     assert any(RANK[layer(d)] > RANK[layer(m)] for m, ds in edges.items() for d in ds)
     assert "controller.core.x" in edges["controller.engine.reconcile"]
+    launching = {"controller.cli.x_cmd": [("controller.gitops.sync", False)],
+                 "controller.gitops.sync_cmd": [("controller.cliargs", True)]}
+    assert shell_to_shell(launching) == ["controller.cli.x_cmd -> controller.gitops.sync"]

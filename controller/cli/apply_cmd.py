@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from controller.cli.common import (add_data_root_arg, add_lock_timeout_arg, add_output_arg, add_verb,
-                                   add_webhook_args, emit,
-                                   stores_into, with_lock_timeout)
+from controller.cliargs import (add_data_root_arg, add_lock_timeout_arg, add_output_arg, add_verb,
+                                add_webhook_args, emit,
+                                stores_into, with_lock_timeout)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,8 +34,8 @@ def run(args: argparse.Namespace) -> int:
     from controller.api import open_store
     from controller.cli.reconcile_cmd import exit_code, render_result
     from controller.engine.reconcile import Hooks
-    from controller.gitops.notify import make_notifier
-    from controller.gitops.planfile import apply_plan_file, read_plan_file
+    from controller.engine.notify import make_notifier
+    from controller.engine.planfile import apply_plan_file, read_plan_file
     from controller.progress import terminal_bar
 
     doc = read_plan_file(args.plan)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from controller.cli.common import add_output_arg, add_store_arg, add_verb, emit, resolve_store, stores_into
+from controller.cliargs import add_output_arg, add_store_arg, add_verb, emit, resolve_store, stores_into
 from controller.errors import InvalidInput
 
 #: kept equal to controller.checks.drift.DEFAULT_SPLITS by a test (importing it here would load scipy)

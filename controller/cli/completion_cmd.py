@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from controller.cli.common import add_verb
+from controller.cliargs import add_verb
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from controller.cli.common import add_verb, print_json
+from controller.cliargs import add_verb, print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from controller.cli.common import EXIT_DEGRADED, EXIT_OK, add_output_arg, add_store_arg, add_verb, emit, index_store
+from controller.cliargs import EXIT_DEGRADED, EXIT_OK, add_output_arg, add_store_arg, add_verb, emit, index_store
 from controller.errors import InvalidInput, NotFound
 
 if TYPE_CHECKING:

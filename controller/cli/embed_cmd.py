@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from controller.cli.common import (EXIT_OK, add_data_root_arg, add_output_arg, add_store_arg, add_verb, emit,
-                                   resolve_store, stores_into)
+from controller.cliargs import (EXIT_OK, add_data_root_arg, add_output_arg, add_store_arg, add_verb, emit,
+                                resolve_store, stores_into)
 from controller.errors import InvalidInput
 
 

@@ -6,7 +6,7 @@ import argparse
 import re
 from pathlib import Path
 
-from controller.cli.common import add_output_arg, add_store_arg, add_verb, emit, resolve_store
+from controller.cliargs import add_output_arg, add_store_arg, add_verb, emit, resolve_store
 from controller.errors import InvalidInput
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}

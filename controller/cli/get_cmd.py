@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from controller.cli.common import add_output_arg, add_store_arg, add_verb, emit, resolve_store
+from controller.cliargs import add_output_arg, add_store_arg, add_verb, emit, resolve_store
 
 COLUMNS = ("NAME", "PHASE", "STABLE", "CANDIDATE", "WEIGHT", "STEP", "AGE")
 

@@ -1,5 +1,12 @@
 """`controller`: the command line. One module per verb; this file only dispatches.
 
+The verb table is a registry, like the plug-in registries: verb -> the dotted
+path of its module, loaded with import_module. A verb that is another shell's
+entry point lives in that shell (`sync`, `watch`, `diff` in controller.gitops,
+`operator` in controller.operator, `serve` in controller.serve), so no shell
+imports another one; each verb module gets its argument helpers from the
+neutral controller.cliargs.
+
 Start-up stays fast because only the chosen verb's module is imported (the
 others appear in `--help` from the light table below), and verb modules
 import the engine (numpy, faiss, scipy, pydantic) inside `run`, not at import.
@@ -19,35 +26,38 @@ import sys
 from importlib import import_module
 
 from controller import __version__
-from controller.cli.common import EXIT_ERROR, EXIT_INVALID
+from controller.cliargs import EXIT_ERROR, EXIT_INVALID
 from controller.errors import ControllerError, InvalidInput
 from controller.paths import store_help
 
-#: verb -> (module under controller.cli, one-line help). Order is the order of `controller --help`.
+#: verb -> (dotted path of its module, one-line help). Order is the order of `controller --help`.
+#: Loaded by name (import_module), never imported statically: see the module docstring.
 VERBS: dict[str, tuple[str, str]] = {
-    "reconcile": ("reconcile_cmd", "reconcile manifests (a file, multi-document file or directory)"),
-    "get": ("get_cmd", "one line per index: NAME PHASE STABLE CANDIDATE WEIGHT STEP AGE"),
-    "status": ("status_cmd", "show the status of one index or all"),
-    "wait": ("wait_cmd", "wait until an index has a condition or a phase (like kubectl wait)"),
-    "history": ("history_cmd", "show every alias and weight change of an index"),
-    "rollback": ("rollback_cmd", "withdraw the candidate, or move the alias to an earlier version"),
-    "query": ("query_cmd", "search an index through its alias"),
-    "drift": ("drift_cmd", "query drift: recent or supplied query vectors vs the golden queries"),
-    "calibrate": ("calibrate_cmd", "drift thresholds for a false-alarm rate, from the stable version's vectors"),
-    "report": ("report_cmd", "drift report (norms, PSI per bin, cosines, neighbour overlap, golden metrics)"),
-    "sync": ("sync_cmd", "reconcile the manifests of a Git branch, once or every --interval"),
-    "watch": ("watch_cmd", "reconcile a manifest directory on every change"),
-    "diff": ("diff_cmd", "show the plan that merging a Git ref would cause"),
-    "apply": ("apply_cmd", "apply a plan saved by `reconcile --dry-run --out`"),
-    "embed": ("embed_cmd", "embed a manifest's corpus into the embedding cache (resumable batch job)"),
-    "suspend": ("suspend_cmd", "stop sync and watch from changing an index until `resume`"),
-    "resume": ("suspend_cmd", "let sync and watch reconcile a suspended index again"),
-    "schema": ("schema_cmd", "print the JSON Schema of the manifest (or its field table)"),
-    "crd": ("crd_cmd", "print the EmbeddingIndex CustomResourceDefinition"),
-    "operator": ("operator_cmd", "run the Kubernetes operator (watches EmbeddingIndex resources)"),
-    "serve": ("serve_cmd", "run the search service (HTTP, sticky routing, feedback, metrics)"),
-    "events": ("events_cmd", "summarise served queries and feedback per version"),
-    "completion": ("completion_cmd", "print a bash or zsh completion script"),
+    "reconcile": ("controller.cli.reconcile_cmd", "reconcile manifests (a file, multi-document file or directory)"),
+    "get": ("controller.cli.get_cmd", "one line per index: NAME PHASE STABLE CANDIDATE WEIGHT STEP AGE"),
+    "status": ("controller.cli.status_cmd", "show the status of one index or all"),
+    "wait": ("controller.cli.wait_cmd", "wait until an index has a condition or a phase (like kubectl wait)"),
+    "history": ("controller.cli.history_cmd", "show every alias and weight change of an index"),
+    "rollback": ("controller.cli.rollback_cmd", "withdraw the candidate, or move the alias to an earlier version"),
+    "query": ("controller.cli.query_cmd", "search an index through its alias"),
+    "drift": ("controller.cli.drift_cmd", "query drift: recent or supplied query vectors vs the golden queries"),
+    "calibrate": ("controller.cli.calibrate_cmd",
+                  "drift thresholds for a false-alarm rate, from the stable version's vectors"),
+    "report": ("controller.cli.report_cmd",
+                  "drift report (norms, PSI per bin, cosines, neighbour overlap, golden metrics)"),
+    "sync": ("controller.gitops.sync_cmd", "reconcile the manifests of a Git branch, once or every --interval"),
+    "watch": ("controller.gitops.watch_cmd", "reconcile a manifest directory on every change"),
+    "diff": ("controller.gitops.diff_cmd", "show the plan that merging a Git ref would cause"),
+    "apply": ("controller.cli.apply_cmd", "apply a plan saved by `reconcile --dry-run --out`"),
+    "embed": ("controller.cli.embed_cmd", "embed a manifest's corpus into the embedding cache (resumable batch job)"),
+    "suspend": ("controller.cli.suspend_cmd", "stop sync and watch from changing an index until `resume`"),
+    "resume": ("controller.cli.suspend_cmd", "let sync and watch reconcile a suspended index again"),
+    "schema": ("controller.cli.schema_cmd", "print the JSON Schema of the manifest (or its field table)"),
+    "crd": ("controller.cli.crd_cmd", "print the EmbeddingIndex CustomResourceDefinition"),
+    "operator": ("controller.operator.operator_cmd", "run the Kubernetes operator (watches EmbeddingIndex resources)"),
+    "serve": ("controller.serve.serve_cmd", "run the search service (HTTP, sticky routing, feedback, metrics)"),
+    "events": ("controller.cli.events_cmd", "summarise served queries and feedback per version"),
+    "completion": ("controller.cli.completion_cmd", "print a bash or zsh completion script"),
 }
 
 DESCRIPTION = f"""\
@@ -84,7 +94,7 @@ def build_parser(verbs: list[str] | None = None, placeholders: bool = True) -> a
     wanted = list(VERBS) if verbs is None else verbs
     modules = dict.fromkeys(VERBS[v][0] for v in wanted if v in VERBS)
     for module in modules:
-        import_module(f"controller.cli.{module}").register(sub)
+        import_module(module).register(sub)
     for verb, (_, help_text) in VERBS.items():
         if placeholders and verb not in sub.choices:
             sub.add_parser(verb, help=help_text, add_help=False)

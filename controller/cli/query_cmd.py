@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from controller.cli.common import add_output_arg, add_store_arg, add_verb, emit, index_store
+from controller.cliargs import add_output_arg, add_store_arg, add_verb, emit, index_store
 from controller.errors import ControllerError, InvalidInput
 
 if TYPE_CHECKING:

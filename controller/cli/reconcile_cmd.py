@@ -7,10 +7,10 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from controller.cli.common import (EXIT_CHANGES, EXIT_DEGRADED, EXIT_ERROR, EXIT_OK, add_data_root_arg,
-                                   add_lock_timeout_arg, add_output_arg, add_store_arg, add_verb,
-                                   add_webhook_args, emit,
-                                   resolve_store, stores_into)
+from controller.cliargs import (EXIT_CHANGES, EXIT_DEGRADED, EXIT_ERROR, EXIT_OK, add_data_root_arg,
+                                add_lock_timeout_arg, add_output_arg, add_store_arg, add_verb,
+                                add_webhook_args, emit,
+                                resolve_store, stores_into)
 from controller.errors import InvalidInput
 
 if TYPE_CHECKING:
@@ -67,8 +67,8 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     import controller as api
     from controller.engine.reconcile import Hooks
-    from controller.gitops.notify import make_notifier
-    from controller.gitops.planfile import write_plan_file
+    from controller.engine.notify import make_notifier
+    from controller.engine.planfile import write_plan_file
     from controller.progress import terminal_bar
 
     manifests = api.load_manifests(args.path, args.data_root)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from controller.cli.common import add_store_arg, add_verb, extra_required, resolve_store
+from controller.cliargs import add_store_arg, add_verb, extra_required, resolve_store
 from controller.errors import InvalidInput
 
 

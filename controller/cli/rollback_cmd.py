@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from controller.cli.common import (add_lock_timeout_arg, add_output_arg, add_store_arg, add_verb, emit,
-                                   resolve_store, stores_into)
+from controller.cliargs import (add_lock_timeout_arg, add_output_arg, add_store_arg, add_verb, emit,
+                                resolve_store, stores_into)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from controller.cli.common import add_verb, emit
+from controller.cliargs import add_verb, emit
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from controller.cli.common import add_output_arg, add_store_arg, add_verb, emit, resolve_store
+from controller.cliargs import add_output_arg, add_store_arg, add_verb, emit, resolve_store
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import controller as api
-    from controller.gitops.state import sync_state
+    from controller.store.syncstate import sync_state
 
     store = resolve_store(args)
     names = [args.name] if args.name else store.indexes()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from controller.cli.common import add_store_arg, add_verb, resolve_store, stores_into
+from controller.cliargs import add_store_arg, add_verb, resolve_store, stores_into
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_suspend(args: argparse.Namespace) -> int:
-    from controller.gitops.state import suspend
+    from controller.engine.suspend import suspend
 
     store = resolve_store(args)
     record = suspend(store, args.name, args.reason)
@@ -43,7 +43,7 @@ def run_suspend(args: argparse.Namespace) -> int:
 
 
 def run_resume(args: argparse.Namespace) -> int:
-    from controller.gitops.state import resume
+    from controller.engine.suspend import resume
 
     store = resolve_store(args)
     was = resume(store, args.name)

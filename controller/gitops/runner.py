@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 from controller.engine.reconcile import Hooks, IndexResult, reconcile_index
 from controller.errors import ControllerError
-from controller.gitops.state import suspension
+from controller.store.flags import suspension
 from controller.manifest.load import LoadedManifest
 from controller.store.fs import Store
 

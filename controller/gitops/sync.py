@@ -25,9 +25,9 @@ from controller.durations import parse_duration
 from controller.engine.validate import validate_all
 from controller.errors import ControllerError, InvalidInput
 from controller.gitops.git import Mirror, normalize_repo, strip_export, subdir
-from controller.gitops.notify import Notifier, make_notifier
+from controller.engine.notify import Notifier, make_notifier
 from controller.gitops.runner import Outcome, reconcile_all
-from controller.gitops.state import index_sync, utc_now, write_index_sync, write_source_state
+from controller.store.syncstate import index_sync, utc_now, write_index_sync, write_source_state
 from controller.progress import Progress, silent
 from controller.manifest.load import MANIFEST_SUFFIXES, LoadedManifest, load_manifests
 from controller.store.fs import Store

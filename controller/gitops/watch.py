@@ -29,7 +29,7 @@ from watchdog.observers import Observer
 from controller.engine.reconcile import Hooks
 from controller.engine.validate import validate_all
 from controller.errors import ControllerError
-from controller.gitops.notify import Notifier, make_notifier
+from controller.engine.notify import Notifier, make_notifier
 from controller.gitops.runner import Outcome, reconcile_all
 from controller.progress import Progress, silent
 from controller.manifest.load import load_manifests

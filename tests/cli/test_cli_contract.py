@@ -50,8 +50,8 @@ def _modules_loaded_by(argv: list[str], env: dict[str, str]) -> set[str]:
             f"        main({argv!r})\n"
             "    except SystemExit:\n"
             "        pass\n"
-            "print(' '.join(sorted(m for m in ('numpy', 'faiss', 'scipy', 'pydantic', 'yaml', 'controller.engine')"
-            " if m in sys.modules)))\n")
+            "print(' '.join(sorted(m for m in ('numpy', 'faiss', 'scipy', 'pydantic', 'yaml', 'controller.engine',"
+            " 'fastapi', 'uvicorn', 'kopf', 'kubernetes') if m in sys.modules)))\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO)
     assert proc.returncode == 0, proc.stderr
     return set(proc.stdout.split())
@@ -64,6 +64,13 @@ def test_fast_verbs_import_no_heavy_module(argv, built):
     _, store = built
     env = {**os.environ, "CONTROLLER_STORE": str(store)}
     assert _modules_loaded_by(argv, env) == set()
+
+
+@pytest.mark.parametrize("verb", ["sync", "watch", "diff", "operator", "serve"])
+def test_verbs_living_in_other_shells_load_light(verb):
+    """`controller VERB --help` for a verb kept in gitops/, operator/ or serve/ (found by name in the
+    verb table) loads neither the engine nor FastAPI, kopf or the Kubernetes client."""
+    assert _modules_loaded_by([verb, "--help"], dict(os.environ)) == set()
 
 
 def test_import_controller_is_lazy_and_the_api_resolves():

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 import controller
-from controller.cli.loopout import LoopPrinter
+from controller.gitops.loopout import LoopPrinter
 from controller.cli.main import main
 from tests.helpers import V2_OPTIONS, manifest, workspace, write_manifest
 

@@ -54,7 +54,7 @@ def test_schema_is_json_schema(capsys):
 def test_a_missing_extra_is_a_sentence_not_a_traceback():
     import pytest
 
-    from controller.cli.common import extra_required
+    from controller.cliargs import extra_required
     from controller.errors import ControllerError
 
     with pytest.raises(ControllerError, match=r"pip install 'embedding-index-controller\[report\]'"):

@@ -10,7 +10,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from controller.gitops.notify import ALLOW_PRIVATE_ENV, WEBHOOK_ANNOTATION, Notifier
+from controller.engine.notify import ALLOW_PRIVATE_ENV, WEBHOOK_ANNOTATION, Notifier
 from controller.gitops.sync import SyncSource, sync_once
 from controller.store.fs import Store
 

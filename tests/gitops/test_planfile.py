@@ -9,7 +9,7 @@ import pytest
 
 from controller.engine.reconcile import reconcile_index
 from controller.errors import InvalidInput, StalePlan
-from controller.gitops.planfile import apply_plan_file, write_plan_file
+from controller.engine.planfile import apply_plan_file, write_plan_file
 from controller.manifest.load import load_manifests
 from controller.store.fs import Store
 

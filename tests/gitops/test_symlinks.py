@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from controller.gitops.git import Mirror, link_escapes
-from controller.gitops.state import sync_state
+from controller.store.syncstate import sync_state
 from controller.gitops.sync import SyncReport, SyncSource, sync_loop, sync_once
 from controller.store.fs import Store
 

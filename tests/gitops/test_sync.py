@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from controller.gitops.state import resume, suspend, sync_state
+from controller.engine.suspend import resume, suspend
+from controller.store.syncstate import sync_state
 from controller.gitops.sync import SyncSource, parse_interval, sync_once
 from controller.store.fs import Store
 

@@ -13,7 +13,7 @@ from typing import Iterator
 import pytest
 
 from controller.errors import InvalidInput
-from controller.gitops.notify import (ALLOW_PRIVATE_ENV, WEBHOOK_ANNOTATION, WEBHOOK_ENV, Notifier, make_notifier,
+from controller.engine.notify import (ALLOW_PRIVATE_ENV, WEBHOOK_ANNOTATION, WEBHOOK_ENV, Notifier, make_notifier,
                                       url_problem)
 from controller.gitops.sync import SyncSource, sync_once
 from controller.store.fs import Store

@@ -13,7 +13,7 @@ import pytest
 
 pytest.importorskip("kopf")
 
-from controller.cli import operator_cmd  # noqa: E402
+from controller.operator import operator_cmd  # noqa: E402
 from controller.errors import InvalidInput  # noqa: E402
 from controller.operator.body import (loaded_from_body, manifest_document, on_delete_policy,  # noqa: E402
                                       pseudo_manifest_path, store_for)

@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from controller.cli.common import add_verb, extra_required
+from controller.cliargs import add_verb, extra_required
 from controller.errors import InvalidInput
 from controller.paths import STORE_ENV
 

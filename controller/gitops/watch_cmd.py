@@ -7,9 +7,9 @@ import signal
 import threading
 from pathlib import Path
 
-from controller.cli.common import (add_data_root_arg, add_lock_timeout_arg, add_store_arg, add_verb, add_webhook_args,
-                                   resolve_store)
-from controller.cli.loopout import LOG_FORMATS, LoopPrinter
+from controller.cliargs import (add_data_root_arg, add_lock_timeout_arg, add_store_arg, add_verb, add_webhook_args,
+                                resolve_store)
+from controller.gitops.loopout import LOG_FORMATS, LoopPrinter
 from controller.errors import InvalidInput
 
 

@@ -6,9 +6,9 @@ import argparse
 import signal
 import threading
 
-from controller.cli.common import (add_data_root_arg, add_lock_timeout_arg, add_output_arg, add_store_arg,
-                                   add_verb, add_webhook_args, emit, resolve_store)
-from controller.cli.loopout import LOG_FORMATS, LoopPrinter
+from controller.cliargs import (add_data_root_arg, add_lock_timeout_arg, add_output_arg, add_store_arg,
+                                add_verb, add_webhook_args, emit, resolve_store)
+from controller.gitops.loopout import LOG_FORMATS, LoopPrinter
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -6,7 +6,9 @@
     <store>/indexes/<name>/suspend.json  present while `controller suspend NAME` holds it
 
 Plain JSON written with temp + fsync + rename like the rest of the store, so a
-crash never leaves half a record and `cat` shows it.
+crash never leaves half a record and `cat` shows it. Only files, no engine: the
+GitOps shells write these records, and `controller status` (which must start fast)
+reads them. Suspending is the engine's (engine.suspend), which owns the flag.
 """
 
 from __future__ import annotations
@@ -15,12 +17,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from controller.store.flags import SUSPEND_FILE, suspension
+from controller.store.flags import suspension
 from controller.store import atomic
 from controller.store.fs import Store
 
-__all__ = ["SUSPEND_FILE", "SYNC_FILE", "index_sync", "read_source_state", "resume", "source_state_path",
-           "suspend", "suspension", "sync_state", "utc_now", "write_index_sync", "write_source_state"]
+__all__ = ["SYNC_FILE", "index_sync", "read_source_state", "source_state_path", "sync_state", "utc_now",
+           "write_index_sync", "write_source_state"]
 
 SYNC_FILE = "sync.json"
 
@@ -52,17 +54,6 @@ def write_index_sync(store: Store, name: str, record: dict[str, Any]) -> None:
     if index_sync(store, name) != record:  # one write per change, like status.json
         atomic.write_json(store.index_dir(name) / SYNC_FILE, record)
 
-
-# ---- suspend / resume: engine.suspend owns the flag, so status reports it ---------------
-# re-exported for the verbs and sync/watch that import them from here; lazily, so that
-# `controller status` (which reads sync_state) does not import the engine
-
-
-def __getattr__(attr: str) -> Any:
-    if attr in ("suspend", "resume"):
-        from controller.engine import suspend as engine_suspend
-        return getattr(engine_suspend, attr)
-    raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
 
 # ---- what status shows -----------------------------------------------------------------
 

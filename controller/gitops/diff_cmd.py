@@ -6,8 +6,8 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from controller.cli.common import (EXIT_CHANGES, EXIT_ERROR, EXIT_OK, add_data_root_arg, add_output_arg,
-                                   add_store_arg, add_verb, emit, resolve_store)
+from controller.cliargs import (EXIT_CHANGES, EXIT_ERROR, EXIT_OK, add_data_root_arg, add_output_arg,
+                                add_store_arg, add_verb, emit, resolve_store)
 from controller.errors import InvalidInput
 
 if TYPE_CHECKING:

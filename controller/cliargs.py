@@ -1,7 +1,11 @@
 """What every verb shares: store resolution, output formats, exit codes, help epilogs.
 
+A neutral module under the shells: the verbs in cli/ and the verbs that live in
+another shell (gitops/ sync, watch and diff; operator/; serve/) all take their
+arguments through it, so none of them imports another shell.
+
 Light on purpose: building the parser imports this module for every verb, so
-nothing here may import numpy, faiss, pydantic or the engine.
+nothing here may import numpy, faiss, pydantic or the engine at import time.
 """
 
 from __future__ import annotations
