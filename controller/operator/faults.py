@@ -30,9 +30,13 @@ class LeadershipLost(Exception):
     """The lease is gone: this replica must not write anything more."""
 
 
+class CycleStopped(Exception):
+    """kopf stopped the timer running this cycle: the resource is being deleted, or the operator exits."""
+
+
 @dataclass(frozen=True)
 class Fault:
-    kind: str  # Forbidden, Unauthorized, Throttled, Timeout, Gone, StoreFull, StoreReadOnly, Other
+    kind: str  # Forbidden, Unauthorized, Throttled, Timeout, Gone, Stopped, StoreFull, StoreReadOnly, Other
     min_delay: float = 0.0  # the retry waits at least this long
     condition: dict[str, Any] | None = None  # an extra status condition to show, if any
     write_status_now: bool = False  # not a blip: report on the first failure
@@ -82,6 +86,8 @@ def classify(exc: BaseException, what: str = "") -> Fault:
     """The fault behind a failed cycle. `what` names the resource for messages."""
     if isinstance(exc, LeadershipLost):
         return Fault("LeadershipLost", resource_gone=True)
+    if isinstance(exc, CycleStopped):
+        return Fault("Stopped", resource_gone=True)
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
         read_only = exc.errno == errno.EROFS
         reason = "StoreReadOnly" if read_only else "StoreFull"

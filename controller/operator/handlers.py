@@ -27,7 +27,7 @@ from controller.errors import InvalidInput
 from controller.progress import silent
 from controller.operator.body import (ON_DELETE_ANNOTATION, loaded_from_body, on_delete_policy, plain,
                                       resource_ref, store_for)
-from controller.operator.faults import LeadershipLost, classify
+from controller.operator.faults import CycleStopped, LeadershipLost, classify
 from controller.operator.metrics import Metrics
 from controller.operator.routing import NullPublisher, RoutingPublisher, owner_reference, routing_record
 from controller.operator.statuswriter import MemoryStatusWriter, StatusWriter
@@ -53,6 +53,10 @@ class OperatorConfig:
     api_timeout: float = 30.0  # one API request (kopf's and ours); a hung API server fails the cycle, retried
     auth_backoff: float = 60.0  # retry delay after 401/403: RBAC must change first, never a hot loop
     store_full_backoff: float = 60.0  # retry delay after ENOSPC/EROFS on the store volume
+    # How often kopf re-checks a timer still finishing its cycle when the resource is deleted. kopf gives
+    # timers no cancellation timeout: it only re-checks after this delay (its default, 60 s, held the
+    # finalizer that long after the timer had already exited).
+    stop_poll: float = 1.0
 
 
 @dataclass
@@ -96,6 +100,17 @@ class Runtime:
             return self._locks[namespace or ""]
 
 
+def never() -> bool:
+    return False
+
+
+def check_writable(rt: Runtime, stopped: Callable[[], bool]) -> None:
+    """Before each write: stop when the lease is lost, or when kopf stopped this cycle's timer."""
+    rt.guard()
+    if stopped():  # the resource is being deleted: the finalizer waits for this cycle, so end it now
+        raise CycleStopped("kopf stopped the timer (the resource is being deleted, or the operator exits)")
+
+
 def backoff(retry: int, base: float) -> float:
     return min(MAX_BACKOFF_S, base * (2 ** max(0, retry)))
 
@@ -132,12 +147,12 @@ def event_message(event: dict[str, Any]) -> str:
     return f"{event.get('event')} {event.get('version')}"
 
 
-def make_hooks(rt: Runtime, body: dict[str, Any]) -> Hooks:
+def make_hooks(rt: Runtime, body: dict[str, Any], stopped: Callable[[], bool] = never) -> Hooks:
     meta = body.get("metadata", {})
     namespace, name = meta.get("namespace") or "", meta.get("name", "")
 
     def on_transition(_index: str, event: dict[str, Any]) -> None:
-        rt.guard()  # between two engine steps: a replica that lost the lease takes no further step
+        check_writable(rt, stopped)  # between two engine steps: no further step after a lost lease or a stop
         kind = str(event.get("event"))
         rt.metrics.transitions.labels(namespace, name, kind).inc()
         event_type = "Warning" if kind in WARNING_EVENTS else "Normal"
@@ -147,29 +162,33 @@ def make_hooks(rt: Runtime, body: dict[str, Any]) -> Hooks:
             log.warning("could not post the %s event for %s: %s", kind, resource_ref(namespace, name), exc)
 
     def progress(label: str) -> Any:
-        rt.guard()  # before a build or an embedding pass writes to the store
+        check_writable(rt, stopped)  # before a build or an embedding pass writes to the store
         return silent
 
     return Hooks(journal_extra={"resource": f"{namespace}/{name}", "generation": meta.get("generation")},
                  on_transition=on_transition, progress=progress)
 
 
-def reconcile_resource(rt: Runtime, body: dict[str, Any]) -> dict[str, Any]:
+def reconcile_resource(rt: Runtime, body: dict[str, Any], stopped: Callable[[], bool] = never) -> dict[str, Any]:
     """One cycle for one resource; returns the status to patch. Raises the engine's errors."""
     meta = body.get("metadata", {})
     namespace = meta.get("namespace")
     loaded = loaded_from_body(body, rt.config.data_dir, rt.config.data_roots)
     with rt.lock_for(namespace):
-        rt.guard()
-        result = reconcile_index(loaded, store_for(rt.config.store_root, namespace), hooks=make_hooks(rt, body))
+        check_writable(rt, stopped)  # a timer that waited here behind the finalizer must not rebuild the index
+        result = reconcile_index(loaded, store_for(rt.config.store_root, namespace),
+                                 hooks=make_hooks(rt, body, stopped))
     status = cr_status(result.status or {}, meta.get("generation"))
-    rt.guard()
+    check_writable(rt, stopped)
     rt.publisher.publish(namespace or "default", loaded.name, owner_reference(body), routing_record(status))
     return status
 
 
-def run_cycle(rt: Runtime, body: Any, retry: int, trigger: str) -> None:
-    """The handler body shared by create/resume/update/timer: errors become kopf's error classes."""
+def run_cycle(rt: Runtime, body: Any, retry: int, trigger: str, stopped: Callable[[], bool] = never) -> None:
+    """The handler body shared by create/resume/update/timer: errors become kopf's error classes.
+
+    `stopped` is the timer's stop flag: once set, the cycle ends at its next step and writes nothing more.
+    """
     raw = plain(body)
     meta = raw.get("metadata", {})
     namespace, name = meta.get("namespace") or "", meta.get("name", "")
@@ -181,13 +200,13 @@ def run_cycle(rt: Runtime, body: Any, retry: int, trigger: str) -> None:
     result = "error"
     try:
         try:
-            status = reconcile_resource(rt, raw)
+            status = reconcile_resource(rt, raw, stopped)
         except InvalidInput as exc:
             result = "invalid"
-            rt.guard()
+            check_writable(rt, stopped)
             rt.status_writer.write(raw, error_status(rt, raw, str(exc), invalid=True))
             raise kopf.PermanentError(f"{exc} (fix the resource; it is retried when its spec changes)") from exc
-        rt.guard()
+        check_writable(rt, stopped)
         rt.status_writer.write(raw, status)
         result = "ok"
     except kopf.PermanentError:
@@ -286,6 +305,8 @@ def configure_settings(settings: kopf.OperatorSettings, config: OperatorConfig) 
     settings.networking.connect_timeout = min(10.0, config.api_timeout)
     settings.networking.enforce_retry_after = True
     settings.execution.max_workers = 4
+    # A timer still in its cycle when the resource is deleted keeps the finalizer until kopf re-checks it.
+    settings.background.cancellation_polling = config.stop_poll
     # The CRD is installed with the chart and the namespaces are given: no need to list and watch
     # namespaces or CRDs, which would also need cluster-wide RBAC the chart does not grant.
     settings.scanning.disabled = True
@@ -314,8 +335,9 @@ def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
         run_cycle(rt, body, retry, "update")
 
     @kopf.timer(*resource, interval=rt.config.interval, initial_delay=rt.config.interval, registry=registry)
-    def _on_timer(body: Any, retry: int, **_: Any) -> None:
-        run_cycle(rt, body, retry, "timer")
+    def _on_timer(body: Any, retry: int, stopped: Any, **_: Any) -> None:
+        # kopf sets `stopped` when the resource is being deleted: the finalizer waits for this cycle to end
+        run_cycle(rt, body, retry, "timer", stopped=stopped.is_set)
 
     @kopf.on.delete(*resource, registry=registry)
     def _on_delete(body: Any, retry: int, **_: Any) -> None:

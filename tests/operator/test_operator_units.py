@@ -11,14 +11,15 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("kopf")
+kopf = pytest.importorskip("kopf")
 
 from controller.operator import operator_cmd  # noqa: E402
 from controller.errors import InvalidInput  # noqa: E402
 from controller.operator.body import (loaded_from_body, manifest_document, on_delete_policy,  # noqa: E402
                                       pseudo_manifest_path, store_for)
-from controller.operator.handlers import (OperatorConfig, Runtime, backoff, cr_status, error_status,  # noqa: E402
-                                          event_message, make_hooks)
+from controller.operator.faults import CycleStopped  # noqa: E402
+from controller.operator.handlers import (OperatorConfig, Runtime, backoff, configure_settings,  # noqa: E402
+                                          cr_status, error_status, event_message, make_hooks, run_cycle)
 from controller.operator.leader import lease_decision  # noqa: E402
 from controller.operator.main import JsonFormatter, health_routes, metrics_routes, serve_http  # noqa: E402
 from controller.operator.routing import routing_record  # noqa: E402
@@ -130,6 +131,26 @@ def test_an_event_that_cannot_be_posted_does_not_fail_the_cycle(tmp_path: Path) 
 
     rt = Runtime(OperatorConfig(store_root=tmp_path, data_dir=DATA_DIR), post_event=broken)
     make_hooks(rt, body()).on_transition("quickstart", {"event": "WeightChanged", "message": "25%"})
+
+
+def test_a_stopped_timer_cycle_takes_no_further_step_and_writes_nothing(tmp_path: Path) -> None:
+    # kopf sets the timer's `stopped` flag when the resource is being deleted; the finalizer waits for it.
+    posted: list[dict[str, Any]] = []
+    rt = Runtime(OperatorConfig(store_root=tmp_path, data_dir=DATA_DIR), post_event=lambda obj, **kw: posted.append(kw))
+    with pytest.raises(CycleStopped):
+        make_hooks(rt, body(), stopped=lambda: True).on_transition("quickstart", {"event": "ShadowBuilt"})
+    assert posted == []
+    run_cycle(rt, body(), 0, "timer", stopped=lambda: True)  # returns: nothing to retry after a stop
+    assert rt.status_writer.writes == [] and not (tmp_path / "search").exists()
+    assert 'embeddingindex_reconcile_total{name="quickstart",namespace="search",result="stopped"} 1.0' in \
+        rt.metrics.exposition().decode()
+
+
+def test_kopf_rechecks_a_stopping_timer_within_stop_poll() -> None:
+    # kopf's default (60 s) held the finalizer for a minute after a timer cycle that overlapped a delete.
+    settings = kopf.OperatorSettings()
+    configure_settings(settings, OperatorConfig(store_root=Path("/s"), data_dir=Path("/d")))
+    assert settings.background.cancellation_polling == OperatorConfig.stop_poll <= 2.0
 
 
 def test_event_message_falls_back_to_the_event_name() -> None:
