@@ -145,8 +145,16 @@ def _known_inputs(loaded: LoadedManifest, store: Store, inputs: dict[str, Any], 
     if (record is None or record.get("manifestDigest") != loaded.digest
             or not signature.unchanged(record.get("signature"), inputs)
             or (reusable and record.get("versions") != ids)):
-        return None
+        return None  # validated under this signature when recorded: nothing to check again
     return None, record["corpusDigest"], record["documents"], record["reuseFrom"], record["toEmbed"], None
+
+
+def inputs_unchanged(loaded: LoadedManifest, store: Store) -> bool:
+    """Whether the store's record still vouches for this manifest's inputs (validated when recorded):
+    a shell's validate-everything-first pass may skip re-reading them."""
+    record = signature.read_record(store.index_dir(loaded.name))
+    return (record is not None and record.get("manifestDigest") == loaded.digest
+            and signature.unchanged(record.get("signature"), signature.take(loaded.paths)))
 
 
 def full_observation(obs: Observation, loaded: LoadedManifest, store: Store) -> Observation:

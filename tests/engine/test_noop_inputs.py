@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from controller.engine.reconcile import reconcile_index
+from controller.engine.reconcile import inputs_unchanged, reconcile_index
 from controller.manifest.load import load_manifests
 from controller.store import signature
 from tests.helpers import manifest, write_manifest
@@ -124,3 +124,13 @@ def test_racy_rule_distrusts_a_file_modified_within_the_window(tmp_path):
     os.utime(path, ns=(old, old))
     assert not signature.unchanged(recorded, signature.take({"corpus": path}))  # new inode
     assert not signature.unchanged(signature.take({"corpus": tmp_path}), signature.take({"corpus": tmp_path}))
+
+
+def test_inputs_unchanged_tells_shells_they_may_skip_validation(ws, store):
+    age_files(ws)
+    [loaded] = load_manifests(write_manifest(ws, manifest("v1")))
+    assert not inputs_unchanged(loaded, store)  # nothing recorded yet
+    reconcile_index(loaded, store)
+    assert inputs_unchanged(loaded, store)
+    (ws / "data" / "qrels.tsv").write_text((ws / "data" / "qrels.tsv").read_text() + "\n")
+    assert not inputs_unchanged(loaded, store)
