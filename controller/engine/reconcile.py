@@ -100,9 +100,9 @@ def desired_of(loaded: LoadedManifest) -> Desired:
 def observe(loaded: LoadedManifest, store: Store, previous: Observation | None = None) -> Observation:
     """Read-only snapshot: corpus facts, built versions, routing, and what could be reused.
 
-    The corpus and the data files are read (parsed, hashed, validated) only when their stat
-    signature changed since `previous` (same process) or since the store's record of the last
-    reconcile; otherwise the facts learned then are reused and nothing is opened.
+    The corpus and the data files are parsed and validated only when their content changed since
+    `previous` (same process) or since the store's record of the last reconcile. An unchanged stat
+    signature opens nothing; a changed one re-hashes the bytes first (store/signature.py).
     """
     desired = desired_of(loaded)
     versions = tuple(store.versions(loaded.name))
@@ -112,6 +112,8 @@ def observe(loaded: LoadedManifest, store: Store, previous: Observation | None =
     if known is not None:
         corpus, digest, documents, reuse_from, to_embed, rows = known
     else:
+        if inputs.get("content") is None:  # hashed before parsing: a later edit can only mismatch
+            inputs["content"] = signature.content(loaded.paths)
         s = loaded.manifest.spec
         corpus = read_corpus(loaded.paths["corpus"], s.corpus.id_field, s.corpus.text_fields,
                              manifest=loaded.source)
@@ -132,7 +134,7 @@ def _known_inputs(loaded: LoadedManifest, store: Store, inputs: dict[str, Any], 
     """(corpus or None, digest, documents, reuse_from, to_embed, rows) when the inputs are unchanged."""
     reusable = capabilities(loaded.manifest.spec.model.provider).reusable
     ids = [v.id for v in versions]
-    if previous is not None and signature.unchanged(previous.inputs, inputs):
+    if previous is not None and signature.vouches(previous.inputs, inputs, loaded.paths):
         o, corpus = previous.observed, previous.corpus
         if not reusable or [v.id for v in o.versions] == ids:
             return corpus, o.corpus_digest, o.documents, o.reuse_from, o.to_embed, previous.reuse_rows
@@ -143,8 +145,8 @@ def _known_inputs(loaded: LoadedManifest, store: Store, inputs: dict[str, Any], 
                     rows if reused else None)
     record = signature.read_record(store.index_dir(loaded.name))
     if (record is None or record.get("manifestDigest") != loaded.digest
-            or not signature.unchanged(record.get("signature"), inputs)
-            or (reusable and record.get("versions") != ids)):
+            or (reusable and record.get("versions") != ids)
+            or not signature.vouches(record.get("signature"), inputs, loaded.paths)):
         return None  # validated under this signature when recorded: nothing to check again
     return None, record["corpusDigest"], record["documents"], record["reuseFrom"], record["toEmbed"], None
 
@@ -154,7 +156,7 @@ def inputs_unchanged(loaded: LoadedManifest, store: Store) -> bool:
     a shell's validate-everything-first pass may skip re-reading them."""
     record = signature.read_record(store.index_dir(loaded.name))
     return (record is not None and record.get("manifestDigest") == loaded.digest
-            and signature.unchanged(record.get("signature"), signature.take(loaded.paths)))
+            and signature.vouches(record.get("signature"), signature.take(loaded.paths), loaded.paths))
 
 
 def full_observation(obs: Observation, loaded: LoadedManifest, store: Store) -> Observation:

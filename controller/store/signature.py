@@ -11,10 +11,15 @@ can lag the wall clock) might have been written again within the same clock
 tick after it was read, so it counts as changed. An atomic save (new inode),
 a touch or an in-place edit restoring the old mtime (the ctime moves) is seen
 too. Directories are never trusted: their stat says nothing of their files.
+
+When the signature did change (a touch, a checkout, a racy file), the bytes are
+hashed and compared with the hashes recorded beside it (taken before the content
+was parsed): equal bytes still need no parse, no validation and no vector scan.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 import time
@@ -54,6 +59,39 @@ def unchanged(recorded: Mapping[str, Any] | None, current: Mapping[str, Any]) ->
         if entry is None or entry[2] >= limit:  # racy: modified too close to (or after) the stat
             return False
     return True
+
+
+def content(paths: Mapping[str, Path]) -> dict[str, str | None]:
+    """sha256 of each file's bytes, streamed; None for anything but a readable regular file."""
+    out: dict[str, str | None] = {}
+    for key, path in sorted(paths.items()):
+        try:
+            with open(path, "rb") as handle:
+                if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                    out[key] = None
+                    continue
+                out[key] = hashlib.file_digest(handle, "sha256").hexdigest()
+        except OSError:
+            out[key] = None
+    return out
+
+
+def vouches(recorded: Mapping[str, Any] | None, current: dict[str, Any], paths: Mapping[str, Path]) -> bool:
+    """Whether what was learned under `recorded` holds now: same stat signature (racy rule), else same bytes.
+
+    Fills current["content"] (carried over, or hashed at most once) so it can be recorded in turn.
+    """
+    if not recorded:
+        return False
+    if unchanged(recorded, current):
+        current.setdefault("content", recorded.get("content"))
+        return True
+    before = recorded.get("content")
+    if not before or [e and e[0] for e in recorded["files"].values()] != [e and e[0] for e in current["files"].values()]:
+        return False
+    if current.get("content") is None:
+        current["content"] = content(paths)
+    return None not in current["content"].values() and current["content"] == before
 
 
 def read_record(index_dir: Path) -> dict[str, Any] | None:

@@ -134,3 +134,17 @@ def test_inputs_unchanged_tells_shells_they_may_skip_validation(ws, store):
     assert inputs_unchanged(loaded, store)
     (ws / "data" / "qrels.tsv").write_text((ws / "data" / "qrels.tsv").read_text() + "\n")
     assert not inputs_unchanged(loaded, store)
+
+
+def test_touched_but_unchanged_files_are_hashed_not_parsed(ws, store, monkeypatch):
+    age_files(ws)
+    [loaded] = load_manifests(write_manifest(ws, manifest("v1")))
+    reconcile_index(loaded, store)
+    age_files(ws, seconds=10)  # a touch: new mtime and ctime, same bytes
+    parsed = []
+    import controller.engine.reconcile as R
+    monkeypatch.setattr(R, "read_corpus", lambda *a, **k: parsed.append(a) or pytest.fail("corpus parsed"))
+    again = reconcile_index(loaded, store)
+    assert (again.built, again.executed, parsed) == (0, [], [])
+    record = json.loads((store.index_dir("qs") / signature.RECORD).read_text())
+    assert record["signature"]["files"]["corpus"][2] == (ws / "data" / "corpus.jsonl").stat().st_mtime_ns
