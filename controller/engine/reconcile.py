@@ -151,14 +151,6 @@ def _known_inputs(loaded: LoadedManifest, store: Store, inputs: dict[str, Any], 
     return None, record["corpusDigest"], record["documents"], record["reuseFrom"], record["toEmbed"], None
 
 
-def inputs_unchanged(loaded: LoadedManifest, store: Store) -> bool:
-    """Whether the store's record still vouches for this manifest's inputs (validated when recorded):
-    a shell's validate-everything-first pass may skip re-reading them."""
-    record = signature.read_record(store.index_dir(loaded.name))
-    return (record is not None and record.get("manifestDigest") == loaded.digest
-            and signature.vouches(record.get("signature"), signature.take(loaded.paths), loaded.paths))
-
-
 def full_observation(obs: Observation, loaded: LoadedManifest, store: Store) -> Observation:
     """The observation with its corpus read (a build needs ids, texts and reuse rows)."""
     if obs.corpus is not None:

@@ -16,12 +16,26 @@ from controller.errors import InvalidInput
 from controller.manifest.load import LoadedManifest
 from controller.manifest.providers import capabilities
 from controller.store import faiss_index
+from controller.store import signature
 from controller.store.corpus import Corpus, read_corpus
+from controller.store.fs import Store
 
 
-def validate_all(loaded: list[LoadedManifest]) -> dict[str, Corpus]:
-    """Validate every manifest with its data; raise on the first problem, before anything is written."""
-    return {item.name: validate_manifest(item) for item in loaded}
+def validate_all(loaded: list[LoadedManifest], store: Store | None = None) -> dict[str, Corpus]:
+    """Validate every manifest with its data; raise on the first problem, before anything is written.
+
+    With a store, a manifest whose inputs the store's record vouches for (validated when recorded,
+    unchanged since: store/signature.py) is skipped, so a no-op reconcile reads no input.
+    """
+    return {item.name: validate_manifest(item) for item in loaded
+            if store is None or not inputs_unchanged(item, store)}
+
+
+def inputs_unchanged(loaded: LoadedManifest, store: Store) -> bool:
+    """Whether the store's record still vouches for this manifest's inputs (same manifest, same bytes)."""
+    record = signature.read_record(store.index_dir(loaded.name))
+    return (record is not None and record.get("manifestDigest") == loaded.digest
+            and signature.vouches(record.get("signature"), signature.take(loaded.paths), loaded.paths))
 
 
 def validate_manifest(loaded: LoadedManifest) -> Corpus:

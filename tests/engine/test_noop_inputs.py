@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from controller.engine.reconcile import inputs_unchanged, reconcile_index
+from controller.engine.reconcile import reconcile_index
+from controller.engine.validate import inputs_unchanged, validate_all
 from controller.manifest.load import load_manifests
 from controller.store import signature
 from tests.helpers import manifest, write_manifest
@@ -148,3 +149,13 @@ def test_touched_but_unchanged_files_are_hashed_not_parsed(ws, store, monkeypatc
     assert (again.built, again.executed, parsed) == (0, [], [])
     record = json.loads((store.index_dir("qs") / signature.RECORD).read_text())
     assert record["signature"]["files"]["corpus"][2] == (ws / "data" / "corpus.jsonl").stat().st_mtime_ns
+
+
+def test_validate_all_with_a_store_skips_vouched_inputs(ws, store, monkeypatch):
+    age_files(ws)
+    [loaded] = load_manifests(write_manifest(ws, manifest("v1")))
+    assert list(validate_all([loaded], store)) == ["qs"]  # nothing recorded: read and validated
+    reconcile_index(loaded, store)
+    opens = Opens(monkeypatch)
+    assert validate_all([loaded], store) == {}
+    assert opens.of(ws) == []
