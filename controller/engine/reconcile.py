@@ -30,7 +30,7 @@ from controller.engine.checks import run_checks
 from controller.engine.drift import corpus_drift_for_build, reuse_training
 from controller.engine.embedding import CacheStats, embed_documents, gc_embedding_cache
 from controller.engine.status import persist_status, utc_now
-from controller.engine.validate import validate_inputs
+from controller.engine.validate import validate_inputs, validated_corpus
 from controller.progress import Progress, silent
 from controller.manifest.load import LoadedManifest
 from controller.manifest.providers import capabilities
@@ -112,12 +112,14 @@ def observe(loaded: LoadedManifest, store: Store, previous: Observation | None =
     if known is not None:
         corpus, digest, documents, reuse_from, to_embed, rows = known
     else:
-        if inputs.get("content") is None:  # hashed before parsing: a later edit can only mismatch
-            inputs["content"] = signature.content(loaded.paths)
-        s = loaded.manifest.spec
-        corpus = read_corpus(loaded.paths["corpus"], s.corpus.id_field, s.corpus.text_fields,
-                             manifest=loaded.source)
-        validate_inputs(loaded, corpus)
+        corpus = validated_corpus(loaded, inputs)  # read by the shell's validate-first pass
+        if corpus is None:
+            if inputs.get("content") is None:  # hashed before parsing: a later edit can only mismatch
+                inputs["content"] = signature.content(loaded.paths)
+            s = loaded.manifest.spec
+            corpus = read_corpus(loaded.paths["corpus"], s.corpus.id_field, s.corpus.text_fields,
+                                 manifest=loaded.source)
+            validate_inputs(loaded, corpus)
         source, rows = _reuse_source(store, loaded, corpus, versions, desired)
         reusable = int((rows >= 0).sum()) if rows is not None else 0
         digest, documents, to_embed = corpus.digest, len(corpus), len(corpus) - reusable

@@ -9,6 +9,8 @@ Shells call it right after loading (reconcile, sync, watch); `observe` calls
 
 from __future__ import annotations
 
+from typing import Any
+
 from controller.checks.drift import REGISTRY as DRIFT_REGISTRY
 from controller.checks.golden import GoldenSet, load_golden
 from controller.embed import make_embedder
@@ -38,12 +40,28 @@ def inputs_unchanged(loaded: LoadedManifest, store: Store) -> bool:
             and signature.vouches(record.get("signature"), signature.take(loaded.paths), loaded.paths))
 
 
+# What the validate-first pass read in this process, per index: (manifest digest, signature with
+# content hashes, corpus). The reconcile that follows takes it once instead of parsing again.
+_VALIDATED: dict[str, tuple[str, dict[str, Any], Corpus]] = {}
+
+
 def validate_manifest(loaded: LoadedManifest) -> Corpus:
     """Read the corpus (ids, text, UTF-8) and validate everything the manifest points at."""
+    inputs = signature.take(loaded.paths)
+    inputs["content"] = signature.content(loaded.paths)  # before parsing: a later edit can only mismatch
     s = loaded.manifest.spec
     corpus = read_corpus(loaded.paths["corpus"], s.corpus.id_field, s.corpus.text_fields, manifest=loaded.source)
     validate_inputs(loaded, corpus)
+    _VALIDATED[loaded.name] = (loaded.digest, inputs, corpus)
     return corpus
+
+
+def validated_corpus(loaded: LoadedManifest, inputs: dict[str, Any]) -> Corpus | None:
+    """The corpus validate_manifest read, when the same files still hold the same bytes (taken once)."""
+    entry = _VALIDATED.pop(loaded.name, None)
+    if entry is None or entry[0] != loaded.digest or not signature.vouches(entry[1], inputs, loaded.paths):
+        return None
+    return entry[2]
 
 
 def validate_inputs(loaded: LoadedManifest, corpus: Corpus) -> None:

@@ -159,3 +159,21 @@ def test_validate_all_with_a_store_skips_vouched_inputs(ws, store, monkeypatch):
     opens = Opens(monkeypatch)
     assert validate_all([loaded], store) == {}
     assert opens.of(ws) == []
+
+
+def test_a_first_build_through_the_api_parses_the_corpus_once(ws, tmp_path, monkeypatch):
+    import controller.engine.reconcile as R
+    import controller.engine.validate as V
+    from controller import api
+
+    calls = []
+    real = V.read_corpus
+
+    def counting(*args, **kwargs):
+        calls.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(V, "read_corpus", counting)
+    monkeypatch.setattr(R, "read_corpus", counting)
+    [result] = api.reconcile(write_manifest(ws, manifest("v1")), tmp_path / "api-store")
+    assert result.built == 1 and len(calls) == 1  # validate-first pass, then reused by the reconcile
