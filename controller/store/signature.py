@@ -65,14 +65,16 @@ def content(paths: Mapping[str, Path]) -> dict[str, str | None]:
     """sha256 of each file's bytes, streamed; None for anything but a readable regular file."""
     out: dict[str, str | None] = {}
     for key, path in sorted(paths.items()):
-        try:
-            with open(path, "rb") as handle:
-                if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-                    out[key] = None
-                    continue
-                out[key] = hashlib.file_digest(handle, "sha256").hexdigest()
+        out[key] = None
+        try:  # O_NONBLOCK: opening a FIFO must not hang (controller.inputs refuses it afterwards)
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
         except OSError:
-            out[key] = None
+            continue
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            continue
+        with os.fdopen(fd, "rb") as handle:
+            out[key] = hashlib.file_digest(handle, "sha256").hexdigest()
     return out
 
 

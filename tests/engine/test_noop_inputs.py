@@ -177,3 +177,10 @@ def test_a_first_build_through_the_api_parses_the_corpus_once(ws, tmp_path, monk
     monkeypatch.setattr(R, "read_corpus", counting)
     [result] = api.reconcile(write_manifest(ws, manifest("v1")), tmp_path / "api-store")
     assert result.built == 1 and len(calls) == 1  # validate-first pass, then reused by the reconcile
+
+
+def test_content_hashing_never_blocks_on_a_fifo(tmp_path):
+    fifo = tmp_path / "corpus.jsonl"
+    os.mkfifo(fifo)
+    assert signature.content({"corpus": fifo, "missing": tmp_path / "nope"}) == {"corpus": None, "missing": None}
+    assert signature.content({"corpus": tmp_path}) == {"corpus": None}  # a directory is not hashed either
