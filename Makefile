@@ -27,6 +27,7 @@ bench: install-dev
 	$(BIN)/python bench/bench_metrics.py
 	$(BIN)/python bench/bench_drift.py
 	$(BIN)/python bench/bench_cli.py
+	$(BIN)/python bench/bench_build.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache out

@@ -58,7 +58,7 @@ def plan(manifests: Manifests, store: StoreLike = None, *,
 
     st = open_store(store)
     loaded = _manifests(manifests, data_roots)
-    validate_all(loaded)  # a dry run refuses what a real run would
+    validate_all(loaded, st)  # a dry run refuses what a real run would
     return [reconcile_index(m, st, dry_run=True) for m in loaded]
 
 
@@ -72,7 +72,7 @@ def reconcile(manifests: Manifests, store: StoreLike = None, *, data_roots: Iter
 
     st = open_store(store)
     loaded = _manifests(manifests, data_roots)
-    validate_all(loaded)  # every manifest and its data validated before the first write: all or nothing
+    validate_all(loaded, st)  # every manifest and its data validated before the first write: all or nothing
     return [reconcile_index(m, st, dry_run=False, hooks=hooks or Hooks(), lock_timeout=lock_timeout)
             for m in loaded]
 

@@ -37,8 +37,12 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
     return (x / norms).astype(np.float32, copy=False)
 
 
+FINITE_CHUNK = 65_536  # rows per scan step: no full-size boolean temporary
+
+
 def check_finite(x: np.ndarray, what: str) -> None:
-    bad = ~np.isfinite(x)
-    if bad.any():
-        row = int(np.argwhere(bad)[0][0])
-        raise EmbedError(f"{what} contains NaN or inf (first at row {row})")
+    for start in range(0, x.shape[0], FINITE_CHUNK):
+        bad = ~np.isfinite(x[start:start + FINITE_CHUNK])
+        if bad.any():
+            row = start + int(np.argwhere(bad)[0][0])
+            raise EmbedError(f"{what} contains NaN or inf (first at row {row})")

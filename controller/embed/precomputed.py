@@ -46,13 +46,13 @@ class PrecomputedEmbedder:
 
     def embed_documents(self, ids: Sequence[str], texts: Sequence[str],
                         progress: Progress = silent) -> np.ndarray:
-        matrix = self._matrix("vectors")
+        # validate() scanned for NaN/inf at observe time; the engine checks the result once more
+        matrix = self._matrix("vectors", scan=False)
         row_ids = self._ids("ids", matrix.shape[0], "vectors")
         rows = _rows_for(ids, row_ids, matrix.shape[0], self.manifest, "spec.model.options.vectors",
                          self.paths["vectors"])
         progress(len(ids), len(ids))
-        out = np.ascontiguousarray(matrix[rows], dtype=np.float32)
-        return l2_normalize(out) if self.normalize else out
+        return _select(matrix, rows, self.normalize)
 
     def embed_queries(self, ids: Sequence[str], texts: Sequence[str]) -> np.ndarray:
         if "queryVectors" not in self.paths:
@@ -64,8 +64,7 @@ class PrecomputedEmbedder:
         row_ids = self._ids("queryIds", matrix.shape[0], "queryVectors")
         rows = _rows_for(ids, row_ids, matrix.shape[0], self.manifest, "spec.model.options.queryVectors",
                          self.paths["queryVectors"])
-        out = np.ascontiguousarray(matrix[rows], dtype=np.float32)
-        return l2_normalize(out) if self.normalize else out
+        return _select(matrix, rows, self.normalize)
 
     def query_ids(self) -> list[str] | None:
         """Ids of the supplied query vectors: the golden queries this model can answer."""
@@ -74,7 +73,7 @@ class PrecomputedEmbedder:
         n = self._matrix("queryVectors").shape[0]
         return self._ids("queryIds", n, "queryVectors")
 
-    def _matrix(self, key: str) -> np.ndarray:
+    def _matrix(self, key: str, scan: bool = True) -> np.ndarray:
         path = self.paths[key]
         fld = f"spec.model.options.{key}"
         # header, dtype, shape and truncation are checked before the data is mapped; never unpickled
@@ -83,8 +82,8 @@ class PrecomputedEmbedder:
             raise InvalidInput(
                 f"{path.name} has {matrix.shape[1]} columns but spec.model.dim is {self.dim}",
                 file=self.manifest, field=fld, value=str(path))
-        finite = np.isfinite(matrix).all(axis=1)
-        if not finite.all():
+        finite = _finite_rows(matrix) if scan else None
+        if finite is not None and not finite.all():
             row = int(np.argmin(finite))
             raise InvalidInput(f"{path.name} contains NaN or inf (first at row {row})",
                                file=self.manifest, field=fld, value=str(path))
@@ -101,6 +100,33 @@ class PrecomputedEmbedder:
                 f"{path.name} lists {len(ids)} ids but options.{matrix_key} has {n_rows} rows",
                 file=self.manifest, field=f"spec.model.options.{key}", value=str(path))
         return ids
+
+
+CHUNK = 65_536  # rows per step: bounded temporaries whatever the matrix size
+
+
+def _finite_rows(matrix: np.ndarray) -> np.ndarray:
+    """Whether each row is free of NaN/inf, scanned in chunks (no full-size boolean temporary)."""
+    return np.concatenate([np.isfinite(matrix[s:s + CHUNK]).all(axis=1)
+                           for s in range(0, matrix.shape[0], CHUNK)])
+
+
+def _select(matrix: np.ndarray, rows: np.ndarray, normalize: bool) -> np.ndarray:
+    """The wanted rows as float32, L2-normalised when asked: at most one full-size copy.
+
+    Rows in file order of a float32 file without normalisation are the memory map itself;
+    otherwise one output array is filled and normalised chunk by chunk, with the same
+    row-wise arithmetic as normalising the whole matrix at once (bit-identical results).
+    """
+    in_order = rows.shape[0] == matrix.shape[0] and bool(np.array_equal(rows, np.arange(matrix.shape[0])))
+    if in_order and not normalize and matrix.dtype == np.float32:
+        return matrix
+    out = np.empty((rows.shape[0], matrix.shape[1]), dtype=np.float32)
+    for s in range(0, rows.shape[0], CHUNK):
+        block = matrix[s:s + CHUNK] if in_order else matrix[rows[s:s + CHUNK]]
+        block = np.asarray(block, dtype=np.float32)
+        out[s:s + CHUNK] = l2_normalize(block) if normalize else block
+    return out
 
 
 def _rows_for(wanted: Sequence[str], row_ids: list[str] | None, n_rows: int,

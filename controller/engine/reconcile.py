@@ -30,12 +30,13 @@ from controller.engine.checks import run_checks
 from controller.engine.drift import corpus_drift_for_build, reuse_training
 from controller.engine.embedding import CacheStats, embed_documents, gc_embedding_cache
 from controller.engine.status import persist_status, utc_now
-from controller.engine.validate import validate_inputs
+from controller.engine.validate import validate_inputs, validated_corpus
 from controller.progress import Progress, silent
 from controller.manifest.load import LoadedManifest
 from controller.manifest.providers import capabilities
 from controller.store import faiss_index
 from controller.store.corpus import Corpus, read_corpus
+from controller.store import signature
 from controller.store.fs import Store, print_lock_wait
 
 MAX_PASSES = 6  # build -> check -> weight -> gc needs at most four; more means a bug
@@ -45,8 +46,11 @@ MAX_PASSES = 6  # build -> check -> weight -> gc needs at most four; more means 
 class Observation:
     desired: Desired
     observed: Observed
-    corpus: Corpus
+    # None when the inputs are unchanged since the store's record (store/signature.py): a no-op
+    # plan needs only the digest and counts; a build reads the corpus through full_observation
+    corpus: Corpus | None
     reuse_rows: np.ndarray | None = None  # row of each document in observed.reuse_from, -1 to embed
+    inputs: dict[str, Any] | None = None  # stat signature the corpus facts were learned (or trusted) under
 
 
 @dataclass
@@ -93,22 +97,85 @@ def desired_of(loaded: LoadedManifest) -> Desired:
                    retrain_stale=bool(s.checks.corpus_drift and s.checks.corpus_drift.retrain))
 
 
-def observe(loaded: LoadedManifest, store: Store) -> Observation:
-    """Read-only snapshot: corpus, built versions, routing, and what could be reused."""
-    s = loaded.manifest.spec
-    corpus = read_corpus(loaded.paths["corpus"], s.corpus.id_field, s.corpus.text_fields, manifest=loaded.source)
+def observe(loaded: LoadedManifest, store: Store, previous: Observation | None = None) -> Observation:
+    """Read-only snapshot: corpus facts, built versions, routing, and what could be reused.
+
+    The corpus and the data files are parsed and validated only when their content changed since
+    `previous` (same process) or since the store's record of the last reconcile. An unchanged stat
+    signature opens nothing; a changed one re-hashes the bytes first (store/signature.py).
+    """
     desired = desired_of(loaded)
-    validate_inputs(loaded, corpus)
     versions = tuple(store.versions(loaded.name))
-    source, rows = _reuse_source(store, loaded, corpus, versions, desired)
-    reusable = int((rows >= 0).sum()) if rows is not None else 0
     routing = effective_routing(store, loaded)
-    observed = Observed(versions=versions, routing=routing, corpus_digest=corpus.digest,
-                        documents=len(corpus), to_embed=len(corpus) - reusable,
-                        reuse_from=source if reusable else None,
+    inputs = signature.take(loaded.paths)
+    known = _known_inputs(loaded, store, inputs, versions, previous)
+    if known is not None:
+        corpus, digest, documents, reuse_from, to_embed, rows = known
+    else:
+        corpus = validated_corpus(loaded, inputs)  # read by the shell's validate-first pass
+        if corpus is None:
+            if inputs.get("content") is None:  # hashed before parsing: a later edit can only mismatch
+                inputs["content"] = signature.content(loaded.paths)
+            s = loaded.manifest.spec
+            corpus = read_corpus(loaded.paths["corpus"], s.corpus.id_field, s.corpus.text_fields,
+                                 manifest=loaded.source)
+            validate_inputs(loaded, corpus)
+        source, rows = _reuse_source(store, loaded, corpus, versions, desired)
+        reusable = int((rows >= 0).sum()) if rows is not None else 0
+        digest, documents, to_embed = corpus.digest, len(corpus), len(corpus) - reusable
+        reuse_from, rows = (source, rows) if reusable else (None, None)
+    observed = Observed(versions=versions, routing=routing, corpus_digest=digest,
+                        documents=documents, to_embed=to_embed, reuse_from=reuse_from,
                         previous_stable=previous_stable_of(store.journal(loaded.name), routing.stable,
                                                            {v.id: v.label for v in versions}))
-    return Observation(desired, observed, corpus, rows if reusable else None)
+    return Observation(desired, observed, corpus, rows, inputs)
+
+
+def _known_inputs(loaded: LoadedManifest, store: Store, inputs: dict[str, Any], versions: tuple,
+                  previous: Observation | None) -> tuple | None:
+    """(corpus or None, digest, documents, reuse_from, to_embed, rows) when the inputs are unchanged."""
+    reusable = capabilities(loaded.manifest.spec.model.provider).reusable
+    ids = [v.id for v in versions]
+    if previous is not None and signature.vouches(previous.inputs, inputs, loaded.paths):
+        o, corpus = previous.observed, previous.corpus
+        if not reusable or [v.id for v in o.versions] == ids:
+            return corpus, o.corpus_digest, o.documents, o.reuse_from, o.to_embed, previous.reuse_rows
+        if corpus is not None:  # new versions may offer more to reuse: ids and hashes are in memory
+            source, rows = _reuse_source(store, loaded, corpus, versions, desired_of(loaded))
+            reused = int((rows >= 0).sum()) if rows is not None else 0
+            return (corpus, corpus.digest, len(corpus), source if reused else None, len(corpus) - reused,
+                    rows if reused else None)
+    record = signature.read_record(store.index_dir(loaded.name))
+    if (record is None or record.get("manifestDigest") != loaded.digest
+            or (reusable and record.get("versions") != ids)
+            or not signature.vouches(record.get("signature"), inputs, loaded.paths)):
+        return None  # validated under this signature when recorded: nothing to check again
+    return None, record["corpusDigest"], record["documents"], record["reuseFrom"], record["toEmbed"], None
+
+
+def full_observation(obs: Observation, loaded: LoadedManifest, store: Store) -> Observation:
+    """The observation with its corpus read (a build needs ids, texts and reuse rows)."""
+    if obs.corpus is not None:
+        return obs
+    s = loaded.manifest.spec
+    corpus = read_corpus(loaded.paths["corpus"], s.corpus.id_field, s.corpus.text_fields, manifest=loaded.source)
+    if corpus.digest != obs.observed.corpus_digest:
+        raise StalePlan(f"index {loaded.name!r}: the corpus {corpus.path} changed while the plan was made; "
+                        "reconcile again")
+    source, rows = _reuse_source(store, loaded, corpus, obs.observed.versions, obs.desired)
+    reused = rows is not None and bool((rows >= 0).any())
+    return replace(obs, corpus=corpus, reuse_rows=rows if reused else None)
+
+
+def _record_inputs(store: Store, loaded: LoadedManifest, obs: Observation) -> None:
+    """Remember what the inputs held under their stat signature, so the next no-op reads none of them."""
+    o = obs.observed
+    record = {"manifestDigest": loaded.digest, "signature": obs.inputs, "corpusDigest": o.corpus_digest,
+              "documents": o.documents, "reuseFrom": o.reuse_from, "toEmbed": o.to_embed,
+              "versions": [v.id for v in o.versions]}
+    index_dir = store.index_dir(loaded.name)
+    if index_dir.is_dir() and signature.read_record(index_dir) != record:
+        signature.write_record(index_dir, record)
 
 
 def effective_routing(store: Store, loaded: LoadedManifest) -> Routing:
@@ -153,8 +220,9 @@ def _reuse_source(store: Store, loaded: LoadedManifest, corpus: Corpus, versions
     return source.id, rows
 
 
-def plan_index(loaded: LoadedManifest, store: Store) -> tuple[Observation, Plan]:
-    obs = observe(loaded, store)
+def plan_index(loaded: LoadedManifest, store: Store, previous: Observation | None = None
+               ) -> tuple[Observation, Plan]:
+    obs = observe(loaded, store, previous)
     return obs, make_plan(obs.desired, obs.observed)
 
 
@@ -175,7 +243,7 @@ def reconcile_index(loaded: LoadedManifest, store: Store, *, dry_run: bool = Fal
         return result
     with store.lock(timeout=lock_timeout, on_wait=hooks.on_lock_wait):
         hooks.on_locked(loaded.name)
-        obs, first = plan_index(loaded, store)
+        obs, first = plan_index(loaded, store, obs)
         result.plan = first
         if expect is not None:
             if first.to_dict() != expect:
@@ -187,8 +255,8 @@ def reconcile_index(loaded: LoadedManifest, store: Store, *, dry_run: bool = Fal
             for _ in range(MAX_PASSES):
                 if not current.changes:
                     break
-                _execute(current, obs, loaded, store, hooks, result)
-                obs, current = plan_index(loaded, store)
+                obs = _execute(current, obs, loaded, store, hooks, result)
+                obs, current = plan_index(loaded, store, obs)
         except InvalidInput:
             raise  # found before anything was written: the status stays as it was
         except Exception as exc:
@@ -201,18 +269,21 @@ def reconcile_index(loaded: LoadedManifest, store: Store, *, dry_run: bool = Fal
             except (OSError, ControllerError):  # the store fails too: report the first error, not this one
                 pass
             raise
+        _record_inputs(store, loaded, obs)
         result.status = persist_status(store, loaded.name, plan=current, alias=loaded.manifest.alias,
                                        manifest_digest=loaded.digest, reports=result.reports)
     return result
 
 
 def _execute(plan: Plan, obs: Observation, loaded: LoadedManifest, store: Store, hooks: Hooks,
-             result: IndexResult) -> None:
+             result: IndexResult) -> Observation:
+    """Carry out one plan; returns the observation, with its corpus when a build had to read it."""
     failed: CheckReport | None = None
     for action in plan.actions:
         if action.if_gates_pass and failed is not None:
             continue
         if action.kind == "build":
+            obs = full_observation(obs, loaded, store)
             _build(action, obs, loaded, store, hooks, result)
         elif action.kind == "check":
             report = _run_checks(store, loaded, action)
@@ -225,6 +296,7 @@ def _execute(plan: Plan, obs: Observation, loaded: LoadedManifest, store: Store,
         else:
             _route(action, store, loaded, hooks)
         result.executed.append(action)
+    return obs
 
 
 def _build(action: Action, obs: Observation, loaded: LoadedManifest, store: Store, hooks: Hooks,

@@ -9,6 +9,8 @@ Shells call it right after loading (reconcile, sync, watch); `observe` calls
 
 from __future__ import annotations
 
+from typing import Any
+
 from controller.checks.drift import REGISTRY as DRIFT_REGISTRY
 from controller.checks.golden import GoldenSet, load_golden
 from controller.embed import make_embedder
@@ -16,20 +18,50 @@ from controller.errors import InvalidInput
 from controller.manifest.load import LoadedManifest
 from controller.manifest.providers import capabilities
 from controller.store import faiss_index
+from controller.store import signature
 from controller.store.corpus import Corpus, read_corpus
+from controller.store.fs import Store
 
 
-def validate_all(loaded: list[LoadedManifest]) -> dict[str, Corpus]:
-    """Validate every manifest with its data; raise on the first problem, before anything is written."""
-    return {item.name: validate_manifest(item) for item in loaded}
+def validate_all(loaded: list[LoadedManifest], store: Store | None = None) -> dict[str, Corpus]:
+    """Validate every manifest with its data; raise on the first problem, before anything is written.
+
+    With a store, a manifest whose inputs the store's record vouches for (validated when recorded,
+    unchanged since: store/signature.py) is skipped, so a no-op reconcile reads no input.
+    """
+    return {item.name: validate_manifest(item) for item in loaded
+            if store is None or not inputs_unchanged(item, store)}
+
+
+def inputs_unchanged(loaded: LoadedManifest, store: Store) -> bool:
+    """Whether the store's record still vouches for this manifest's inputs (same manifest, same bytes)."""
+    record = signature.read_record(store.index_dir(loaded.name))
+    return (record is not None and record.get("manifestDigest") == loaded.digest
+            and signature.vouches(record.get("signature"), signature.take(loaded.paths), loaded.paths))
+
+
+# What the validate-first pass read in this process, per index: (manifest digest, signature with
+# content hashes, corpus). The reconcile that follows takes it once instead of parsing again.
+_VALIDATED: dict[str, tuple[str, dict[str, Any], Corpus]] = {}
 
 
 def validate_manifest(loaded: LoadedManifest) -> Corpus:
     """Read the corpus (ids, text, UTF-8) and validate everything the manifest points at."""
+    inputs = signature.take(loaded.paths)
+    inputs["content"] = signature.content(loaded.paths)  # before parsing: a later edit can only mismatch
     s = loaded.manifest.spec
     corpus = read_corpus(loaded.paths["corpus"], s.corpus.id_field, s.corpus.text_fields, manifest=loaded.source)
     validate_inputs(loaded, corpus)
+    _VALIDATED[loaded.name] = (loaded.digest, inputs, corpus)
     return corpus
+
+
+def validated_corpus(loaded: LoadedManifest, inputs: dict[str, Any]) -> Corpus | None:
+    """The corpus validate_manifest read, when the same files still hold the same bytes (taken once)."""
+    entry = _VALIDATED.pop(loaded.name, None)
+    if entry is None or entry[0] != loaded.digest or not signature.vouches(entry[1], inputs, loaded.paths):
+        return None
+    return entry[2]
 
 
 def validate_inputs(loaded: LoadedManifest, corpus: Corpus) -> None:

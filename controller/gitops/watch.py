@@ -83,7 +83,7 @@ def run_pass(directory: Path, store: Store, hooks: Hooks, notifier: Notifier,
              data_roots: Iterable[str | Path]) -> WatchPass:
     try:
         loaded = load_manifests(directory, data_roots)
-        validate_all(loaded)  # all valid or nothing applied
+        validate_all(loaded, store)  # all valid or nothing applied (inputs the store vouches for skip)
     except ControllerError as exc:
         return WatchPass(error=str(exc))
     notifier.retarget(loaded, hooks.journal_extra)

@@ -67,12 +67,16 @@ def dir_mode() -> int:
     return 0o777 & ~store_umask()
 
 
-def fsync_dir(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """fsync a file or a directory by its path (a directory: its entries, so renames are durable)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+fsync_dir = fsync_path
 
 
 def make_dirs(path: Path) -> None:
@@ -137,6 +141,7 @@ def write_with(path: Path, writer: Callable[[Path], None]) -> None:
     before_write("write", path)
     writer(path)
     os.chmod(path, file_mode())
+    fsync_path(path)  # the library does not fsync: its data must be durable before the staging rename
 
 
 def copy_file(src: Path, dst: Path) -> None:
@@ -144,6 +149,7 @@ def copy_file(src: Path, dst: Path) -> None:
     before_write("write", dst)
     shutil.copyfile(src, dst)
     os.chmod(dst, file_mode())
+    fsync_path(dst)
 
 
 def rename(src: Path, dst: Path) -> None:

@@ -18,8 +18,9 @@ from controller.progress import Progress, silent
 
 
 def _prepare(x: np.ndarray, metric: str) -> np.ndarray:
+    """What FAISS gets for `x`: a new normalised array for cosine (the caller's rows keep their norms)."""
     x = np.ascontiguousarray(x, dtype=np.float32)
-    return l2_normalize(x.copy()) if metric == "cosine" else x
+    return l2_normalize(x) if metric == "cosine" else x
 
 
 def validate_factory(factory: str, dim: int, metric: str) -> None:
@@ -40,7 +41,9 @@ def build_index(vectors: np.ndarray, factory: str, metric: str, *, seed: int = 1
                 progress: Progress = silent) -> faiss.Index:
     """Train (when the factory needs it) and add every vector; row i = document i.
 
-    Vectors are added in chunks so a progress bar can follow large builds.
+    Vectors are prepared (normalised for cosine) and added in chunks straight from the caller's
+    array or memory map: no full-size copy beyond what training needs and the index itself.
+    Normalisation is row-wise, so chunking gives bit-identical vectors to a whole-array pass.
     """
     faiss_metric = faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
     dim = vectors.shape[1]
@@ -50,12 +53,12 @@ def build_index(vectors: np.ndarray, factory: str, metric: str, *, seed: int = 1
         raise InvalidInput(f"FAISS cannot build index_factory({dim}, {factory!r}): "
                            f"{str(exc).strip().splitlines()[-1]}",
                            field="spec.index.factory", value=factory) from exc
-    data = _prepare(vectors, metric)
     if not index.is_trained:
-        _train(index, data, factory, seed)
-    for start in range(0, data.shape[0], ADD_CHUNK):
-        index.add(data[start:start + ADD_CHUNK])
-        progress(min(start + ADD_CHUNK, data.shape[0]), data.shape[0])
+        _train(index, _prepare(vectors, metric), factory, seed)
+    n = vectors.shape[0]
+    for start in range(0, n, ADD_CHUNK):
+        index.add(_prepare(vectors[start:start + ADD_CHUNK], metric))
+        progress(min(start + ADD_CHUNK, n), n)
     return index
 
 

@@ -11,6 +11,8 @@ Layout, per index:
         history.jsonl         append-only journal of alias and weight changes (each record has an id)
         transition.json       only between the commit and the end of a state transition (see
                               store/transition.py); recovery completes it after a crash
+        inputs.json           stat signatures of the input files and the corpus facts learned under them
+                              (store/signature.py): a no-op reconcile reads no input
         calibration.json      drift thresholds from `controller calibrate` (used by max: auto)
         queries/<fp>.npz      reservoir of served query vectors per model fingerprint
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy.stats import beta
 
 from controller.errors import CheckError, InvalidInput
 from controller.naming import camel_keys
@@ -73,6 +72,8 @@ def tolerance_rank(n: int, false_alarm: float, confidence: float) -> tuple[int, 
     With too few splits no rank reaches the confidence: the maximum is used and flagged.
     """
     ranks = np.arange(1, n + 1)
+    from scipy.stats import beta  # scipy.stats costs ~1 s to import: only when calibrating
+
     ok = beta.sf(1.0 - false_alarm, ranks, n + 1 - ranks) >= confidence
     return (int(ranks[ok][0]), True) if ok.any() else (n, False)
 

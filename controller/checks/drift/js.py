@@ -8,7 +8,6 @@ reference, base=2): the *distance*, i.e. the square root of the divergence.
 
 from __future__ import annotations
 
-from scipy.spatial.distance import jensenshannon
 
 import numpy as np
 
@@ -25,6 +24,8 @@ class JS(BinnedNormStatistic):
     epsilon = 0.0  # bounded divergence: raw proportions, exactly scipy's semantics
 
     def _score(self, ref_p: np.ndarray, cur_p: np.ndarray, bins: int) -> tuple[float, str]:
+        from scipy.spatial.distance import jensenshannon  # scipy loads only where a statistic needs it
+
         return float(jensenshannon(cur_p, ref_p, base=2)), (
             "Jensen-Shannon distance of norms {value} {op} max {threshold} "
             f"(base 2, {bins} bins on reference quantiles)")

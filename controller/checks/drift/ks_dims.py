@@ -21,8 +21,6 @@ the other, which means nothing across two models.
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import kolmogorov
-from scipy.stats import false_discovery_control, kstwo
 
 from .base import DriftResult, NormCache, Statistic, _fmt, sample_rows
 
@@ -54,6 +52,9 @@ def ks_statistics(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 def ks_pvalues(d: np.ndarray, n1: int, n2: int) -> np.ndarray:
     """ks_2samp's two-sided asymptotic p-values for statistics ``d``."""
+    from scipy.special import kolmogorov  # scipy loads only where a statistic needs it
+    from scipy.stats import kstwo
+
     m, n = sorted([float(n1), float(n2)], reverse=True)
     en = np.round(m * n / (m + n))
     p = kolmogorov(np.sqrt(en) * d)
@@ -76,6 +77,8 @@ class KSDims(Statistic):
         x, y = sample_rows(ref, SAMPLE, rng), sample_rows(cur, SAMPLE, rng)
         d = ks_statistics(x, y)
         p = ks_pvalues(d, x.shape[0], y.shape[0])
+        from scipy.stats import false_discovery_control
+
         adjusted = false_discovery_control(p, method="bh")
         rejected = int(np.sum(adjusted < ALPHA))
         share = rejected / d.size

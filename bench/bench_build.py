@@ -1,0 +1,259 @@
+"""Build and no-op reconcile cost of the project against raw FAISS, measured in the same run.
+
+For each size N (default 100k; `--sizes 100000,1000000`), from seeded synthetic 384-d unit vectors
+given as `provider: precomputed` (no checks section: golden/drift are not timed):
+
+  project  controller.reconcile(manifest) of a first version (a fresh store): read the corpus,
+           validate, build, write the version, promote
+  raw      np.load(mmap) + index_factory + train (same sample size: the whole matrix, as the
+           project trains) + add + write_index
+
+each side in its own subprocess, so peak RSS (ru_maxrss) is that side's alone; factories
+Flat, IVF1024,Flat and HNSW32 (HNSW only at 100k or below). Then:
+
+  no-op    a second reconcile of the same manifest (nothing to do) at 10k and at the largest size
+  incremental  hashing embedder, 50k documents: first build, then 1% of the documents edited,
+           against a full build of the edited corpus in a fresh store
+
+Ratios are project / raw of the same run; goals (issue 11): builds <= 1.2x, peak RSS of the Flat
+build <= 1.5x the index bytes, no-op <= 0.5 s and <= 1.2x the 10k no-op, incremental <= 15% of a
+full build. Numbers depend on the machine's load; compare ratios.
+
+Run: .venv/bin/python bench/bench_build.py [--sizes 100000,1000000] [--factories Flat,IVF1024,Flat]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+DIM = 384
+SEED = 7
+NOOP_SMALL = 10_000
+INCR_DOCS = 50_000
+FACTORIES = ("Flat", "IVF1024,Flat", "HNSW32")
+HNSW_MAX = 100_000
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{os.cpu_count()} CPUs ({cpu}), {mem:.1f} GiB RAM, {platform.system()} {platform.release()}"
+
+
+# ---- data --------------------------------------------------------------------------------------
+def make_data(ws: Path, n: int) -> None:
+    """corpus.jsonl (short texts) and vectors.npy (unit rows), seeded, written in chunks."""
+    import numpy as np
+
+    ws.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(SEED)
+    out = np.lib.format.open_memmap(ws / "vectors.npy", mode="w+", dtype=np.float32, shape=(n, DIM))
+    with open(ws / "corpus.jsonl", "w", encoding="utf-8") as corpus:
+        for start in range(0, n, 50_000):
+            stop = min(n, start + 50_000)
+            block = rng.standard_normal((stop - start, DIM), dtype=np.float32)
+            block /= np.linalg.norm(block, axis=1, keepdims=True)
+            out[start:stop] = block
+            corpus.writelines(json.dumps({"id": f"d{i}", "text": f"document {i} about topic {i % 97}"}) + "\n"
+                              for i in range(start, stop))
+    out.flush()
+    del out
+
+
+def write_manifest(ws: Path, factory: str, *, provider: str = "precomputed", version: str = "v1") -> Path:
+    model = ({"provider": "precomputed", "name": "synthetic", "version": "1", "dim": DIM,
+              "options": {"vectors": "vectors.npy"}} if provider == "precomputed" else
+             {"provider": "hashing", "name": "hashed-ngrams", "version": "1", "dim": DIM,
+              "options": {"wordNgrams": 1, "seed": 1}})
+    doc = {"apiVersion": "indexops.dev/v1alpha1", "kind": "EmbeddingIndex", "metadata": {"name": "bench"},
+           "spec": {"corpus": {"path": "corpus.jsonl", "idField": "id", "textFields": ["text"]},
+                    "model": model, "index": {"version": version, "factory": factory, "metric": "cosine"},
+                    "rollout": {"percentage": 100}, "history": {"keep": 3}}}
+    path = ws / f"index-{provider}-{factory.replace(',', '_')}.yaml"
+    path.write_text(json.dumps(doc))  # JSON is YAML
+    return path
+
+
+# ---- one measured side per subprocess -----------------------------------------------------------
+RAW = textwrap.dedent("""
+    import resource, sys, time, faiss, numpy as np
+    vectors, factory, out = sys.argv[1:4]
+    t = time.perf_counter()
+    x = np.load(vectors, mmap_mode="r")
+    index = faiss.index_factory(x.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
+    if not index.is_trained:
+        try:
+            faiss.extract_index_ivf(index).cp.seed = 1234
+        except RuntimeError:
+            pass
+        index.train(np.ascontiguousarray(x))
+    for s in range(0, x.shape[0], 20000):
+        index.add(np.ascontiguousarray(x[s:s + 20000]))
+    faiss.write_index(index, out)
+    print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+""")
+
+PROJECT = textwrap.dedent("""
+    import resource, sys, time
+    import faiss, numpy  # imported before the clock on both sides: the raw side does not time them
+    from controller import api
+    manifest, store = sys.argv[1:3]
+    t = time.perf_counter()
+    results = api.reconcile(manifest, store)
+    elapsed = time.perf_counter() - t
+    assert not api.unhealthy(results), api.unhealthy(results)
+    print(elapsed, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+""")
+
+
+def run_side(code: str, *args: str) -> tuple[float, int]:
+    """(seconds, peak RSS bytes) of one side, run alone in a fresh interpreter (imports not timed)."""
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"bench side failed ({' '.join(args)}):\n{done.stderr[-2000:]}")
+    seconds, rss = done.stdout.split()[-2:]
+    return float(seconds), int(rss)
+
+
+def dir_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def version_files(store: Path) -> dict[str, int]:
+    vdir = next((store / "indexes" / "bench" / "versions").iterdir())
+    return {f.name: f.stat().st_size for f in vdir.iterdir() if f.is_file()}
+
+
+def gb(n: float) -> str:
+    return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.0f} MB"
+
+
+# ---- cases --------------------------------------------------------------------------------------
+def bench_builds(tmp: Path, sizes: list[int], factories: list[str]) -> list[dict]:
+    rows = []
+    for n in sizes:
+        ws = tmp / f"data-{n}"
+        make_data(ws, n)
+        for factory in factories:
+            if factory.startswith("HNSW") and n > HNSW_MAX:
+                continue
+            raw_s, raw_rss = run_side(RAW, str(ws / "vectors.npy"), factory, str(tmp / "raw.faiss"))
+            raw_bytes = (tmp / "raw.faiss").stat().st_size
+            store = tmp / f"store-{n}-{factory}"
+            proj_s, proj_rss = run_side(PROJECT, str(write_manifest(ws, factory)), str(store))
+            files = version_files(store)
+            row = {"n": n, "factory": factory, "project": proj_s, "raw": raw_s, "ratio": proj_s / raw_s,
+                   "rss": proj_rss, "rawRss": raw_rss, "indexBytes": raw_bytes, "files": files,
+                   "vectorBytes": n * DIM * 4}
+            rows.append(row)
+            print(f"  build {factory:<14} n={n:>9,}  project {proj_s:7.2f} s  raw {raw_s:7.2f} s  "
+                  f"ratio {row['ratio']:5.2f}x  peak RSS {gb(proj_rss)} (raw {gb(raw_rss)}) = "
+                  f"{proj_rss / raw_bytes:4.2f}x the index bytes ({gb(raw_bytes)}); version on disk "
+                  f"{gb(sum(files.values()))} = {sum(files.values()) / row['vectorBytes']:.2f}x the vector bytes",
+                  flush=True)
+            if factory != "Flat":
+                shutil.rmtree(store, ignore_errors=True)
+            (tmp / "raw.faiss").unlink()
+    return rows
+
+
+NOOP = textwrap.dedent("""
+    import sys, time
+    from controller import api
+    from controller.engine.reconcile import Hooks
+    manifest, store = sys.argv[1:3]
+    t = time.perf_counter()
+    results = api.reconcile(manifest, store)
+    elapsed = time.perf_counter() - t
+    assert not results[0].executed and not results[0].built, results[0].to_dict()
+    with open("/proc/self/io") as f:
+        io = dict(line.split(": ") for line in f.read().splitlines())
+    print(elapsed, int(io["rchar"]))
+""")
+
+
+def bench_noop(tmp: Path, n: int) -> tuple[float, int]:
+    """Median of 3 no-op reconciles after a first build (one settling run first: see the racy rule)."""
+    ws = tmp / f"data-{n}"
+    if not (ws / "vectors.npy").exists():
+        make_data(ws, n)
+    store = tmp / f"store-{n}-Flat"
+    manifest = write_manifest(ws, "Flat")
+    if not store.exists():
+        run_side(PROJECT, str(manifest), str(store))
+    run_side(NOOP, str(manifest), str(store))
+    runs = sorted(run_side(NOOP, str(manifest), str(store)) for _ in range(3))
+    return runs[1]
+
+
+def bench_incremental(tmp: Path) -> tuple[float, float, int]:
+    """(seconds of the 1% change on top of v1, seconds of a full build of the changed corpus, embedded)."""
+    ws = tmp / "incr"
+    ws.mkdir()
+    with open(ws / "corpus.jsonl", "w", encoding="utf-8") as f:
+        f.writelines(json.dumps({"id": f"d{i}", "text": f"document {i} about topic {i % 97} and {i % 13}"}) + "\n"
+                     for i in range(INCR_DOCS))
+    store = tmp / "store-incr"
+    run_side(PROJECT, str(write_manifest(ws, "Flat", provider="hashing")), str(store))
+    lines = (ws / "corpus.jsonl").read_text().splitlines()
+    for i in range(0, INCR_DOCS, 100):  # 1%
+        lines[i] = json.dumps({"id": f"d{i}", "text": f"edited document {i}"})
+    (ws / "corpus.jsonl").write_text("\n".join(lines) + "\n")
+    incr_s, _ = run_side(PROJECT, str(write_manifest(ws, "Flat", provider="hashing", version="v2")), str(store))
+    embedded = json.loads(next(p for p in (store / "indexes" / "bench" / "versions").iterdir()
+                               if p.name.startswith("v2")).joinpath("meta.json").read_text())["build"]["embedded"]
+    full_s, _ = run_side(PROJECT, str(write_manifest(ws, "Flat", provider="hashing", version="v2")),
+                         str(tmp / "store-incr-full"))
+    return incr_s, full_s, embedded
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="100000", help="comma-separated corpus sizes (default 100000)")
+    parser.add_argument("--factories", default=";".join(FACTORIES),
+                        help="semicolon-separated FAISS factories (default Flat;IVF1024,Flat;HNSW32)")
+    parser.add_argument("--skip-incremental", action="store_true")
+    args = parser.parse_args(argv)
+    sizes = [int(s) for s in args.sizes.split(",") if s]
+    factories = [f for f in args.factories.split(";") if f]
+    print(f"machine: {machine()}; python {platform.python_version()}")
+    tmp = Path(tempfile.mkdtemp(prefix="bench-build-"))
+    try:
+        print("first-version build (precomputed 384-d unit vectors, no checks), project vs raw FAISS:")
+        bench_builds(tmp, sizes, factories)
+        print("no-op reconcile (nothing to do), Flat:")
+        small_s, small_read = bench_noop(tmp, NOOP_SMALL)
+        print(f"  n={NOOP_SMALL:>9,}  {small_s:6.3f} s  read {gb(small_read)} (all files, incl. Python modules)")
+        big = max(sizes)
+        if big != NOOP_SMALL:
+            big_s, big_read = bench_noop(tmp, big)
+            print(f"  n={big:>9,}  {big_s:6.3f} s  read {gb(big_read)}  = {big_s / small_s:4.2f}x the {NOOP_SMALL:,} "
+                  f"time (goal <= 0.5 s and <= 1.2x)")
+        if not args.skip_incremental:
+            incr_s, full_s, embedded = bench_incremental(tmp)
+            print(f"incremental, hashing embedder, {INCR_DOCS:,} documents, 1% edited: {incr_s:.2f} s "
+                  f"(embedded {embedded:,}) vs full build {full_s:.2f} s = {incr_s / full_s:.0%} (goal <= 15%)")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
