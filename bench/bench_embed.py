@@ -29,6 +29,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.bench_drift import best_of  # noqa: E402
 from controller.embed import make_embedder  # noqa: E402
 from controller.engine.embedding import embed_job  # noqa: E402
 from controller.manifest.load import load_manifests  # noqa: E402
@@ -53,15 +54,6 @@ def plain_loop(base_url: str, texts: list[str]) -> np.ndarray:
     batches = [texts[i:i + BATCH] for i in range(0, len(texts), BATCH)]
     with ThreadPoolExecutor(CONCURRENCY) as pool:
         return np.concatenate(list(pool.map(post, batches)))
-
-
-def best_of(fn, repeat: int = 3) -> float:
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def bench_http(n: int) -> float:
