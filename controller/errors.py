@@ -73,6 +73,19 @@ class EmbedError(ControllerError):
     """An embedder could not produce vectors."""
 
 
+class BackendError(ControllerError):
+    """A vector backend (FAISS files, pgvector, Qdrant) could not do what was asked.
+
+    The message names the backend and the setting at fault, never a credential.
+    """
+
+    def __init__(self, backend: str, message: str, *, setting: str | None = None) -> None:
+        self.backend = backend
+        self.setting = setting
+        where = f"backend {backend}" + (f" ({setting})" if setting else "")
+        super().__init__(f"{where}: {message}")
+
+
 class GitError(ControllerError):
     """A git command failed: unreachable remote, unknown branch or ref, timeout."""
 

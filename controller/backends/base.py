@@ -1,0 +1,159 @@
+"""The VectorBackend protocol: where a version's vectors live and how they are searched.
+
+The controller's store (store/fs.py) stays the record of truth for everything a
+reconcile decides on: version metadata (meta.json), document ids and content
+hashes, verdicts, routing, the journal. A backend holds only the searchable
+vectors of each version: FAISS files inside the store's version directory (the
+embedded default), a table per version in PostgreSQL/pgvector, a collection per
+version in Qdrant.
+
+Contract shared by every backend (tests in tests/backends run each backend
+through the same cases):
+
+* Rows. A version's documents are rows 0..n-1 in the order of the store's
+  ids.json. ``search`` returns row numbers, never document ids, so the engine,
+  checks, serving and reports map rows to ids one way for every backend.
+* Scores. Higher is better for every metric: cosine = inner product of
+  L2-normalised vectors, ip = raw inner product, l2 = negated squared distance.
+  Padding where fewer than k results exist: row -1, score -inf.
+* Raw vectors. ``OpenVersion.vectors`` gives back the vectors as they were
+  added, with their raw norms (drift statistics need the norms).
+* Building. ``create_version`` returns a writer; the version is not visible to
+  ``open_version`` or to the alias until ``finish`` returns. A writer that dies
+  (crash, SIGKILL) leaves at most a partial object that ``list_versions``
+  reports and ``delete_version`` removes; the engine deletes every listed
+  version the store does not know, before it builds.
+* Alias. ``set_alias`` repoints the backend's native alias (a view, a Qdrant
+  alias; for FAISS the store's routing record is the alias and this is a no-op)
+  in one atomic step, so that a query never sees a half state.
+* Errors. Unreachable servers, bad credentials, a missing extension and the
+  like raise ``BackendError`` naming the backend and the setting; bad
+  parameters raise ``InvalidInput`` naming the field (``spec.index.backend.*``).
+  Credentials come from the environment (or a Kubernetes Secret mounted as
+  environment) and never appear in a message, the store, status or plan files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Protocol, runtime_checkable
+
+if TYPE_CHECKING:  # numpy loads with the backend, not with `controller status`
+    import numpy as np
+
+Metric = str  # "cosine" | "ip" | "l2"
+
+
+@dataclass(frozen=True)
+class VersionRef:
+    """Which version a backend call is about, and the facts every backend needs to lay it out.
+
+    ``location`` is the store's directory for this version (the staging directory while it is
+    being built): the FAISS backend keeps its files there; database backends keep nothing there.
+    """
+
+    index: str
+    version: str
+    dim: int
+    metric: Metric
+    fingerprint: str
+    location: Path | None = None
+
+
+@dataclass(frozen=True)
+class BackendSettings:
+    """``spec.index.backend`` after validation: the type plus its own, type-specific parameters."""
+
+    type: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What the engine may ask for beyond the protocol's minimum."""
+
+    #: ``remove``/``add`` by row on a finished version (in-place refresh under the same model).
+    in_place_update: bool = False
+    #: the built structure can be refilled without training again (IVF/PQ reuse on corpus drift).
+    reusable_training: bool = False
+    #: exact search is the index itself (Flat), so annRecall is 1 by construction.
+    exact: bool = False
+
+
+@runtime_checkable
+class VersionWriter(Protocol):
+    """Fills one version; nothing is visible until ``finish``."""
+
+    def add(self, vectors: np.ndarray) -> None:
+        """Append rows in order (the next rows after those already added). Called in chunks."""
+        ...
+
+    def finish(self) -> None:
+        """Train/build the index with the version's parameters and make it durable."""
+        ...
+
+    def abort(self) -> None:
+        """Drop what was written. Safe to call after a partial ``add``."""
+        ...
+
+
+@runtime_checkable
+class OpenVersion(Protocol):
+    """A finished version, loaded once and searched many times (the serving pool keeps these)."""
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (scores float32 [nq, k], rows int64 [nq, k]) with the index's own parameters."""
+        ...
+
+    def exact_search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Brute-force top-k on the same vectors: the reference for annRecall."""
+        ...
+
+    def count(self) -> int:
+        ...
+
+    def vectors(self) -> np.ndarray:
+        """Every row's vector as added (raw norms), shape [count, dim], float32; may be a memory map."""
+        ...
+
+    def close(self) -> None:
+        ...
+
+
+@runtime_checkable
+class VectorBackend(Protocol):
+    """One kind of vector store. Instances are cheap; connections are made lazily and reused."""
+
+    type: ClassVar[str]
+    capabilities: ClassVar[Capabilities]
+
+    def validate(self, settings: BackendSettings, dim: int, metric: Metric) -> None:
+        """Reject bad parameters before the first write (InvalidInput naming spec.index.backend.*)."""
+        ...
+
+    def health(self) -> None:
+        """Raise BackendError when the backend cannot serve (unreachable, auth, missing extension)."""
+        ...
+
+    def create_version(self, ref: VersionRef, settings: BackendSettings) -> VersionWriter:
+        ...
+
+    def open_version(self, ref: VersionRef) -> OpenVersion:
+        """NotFound when the version does not exist in the backend (e.g. deleted behind our back)."""
+        ...
+
+    def delete_version(self, ref: VersionRef) -> None:
+        """Idempotent: deleting a missing version is not an error."""
+        ...
+
+    def list_versions(self, index: str) -> list[str]:
+        """Versions the backend holds for ``index``, finished or partial."""
+        ...
+
+    def get_alias(self, index: str) -> str | None:
+        ...
+
+    def set_alias(self, index: str, version: str | None) -> None:
+        """Atomically point the native alias at ``version`` (None removes it)."""
+        ...
