@@ -73,6 +73,10 @@ class EmbedError(ControllerError):
     """An embedder could not produce vectors."""
 
 
+class EmbedInterrupted(EmbedError):
+    """A batch job stopped on SIGTERM/SIGINT after keeping everything it had in flight."""
+
+
 class BackendError(ControllerError):
     """A vector backend (FAISS files, pgvector, Qdrant) could not do what was asked.
 

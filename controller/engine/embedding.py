@@ -7,8 +7,10 @@ Reconcile, `controller embed` and the benchmarks all embed through here, so a
 from __future__ import annotations
 
 import multiprocessing
+import os
+import signal
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -85,12 +87,16 @@ def parse_shard(value: str) -> Shard:
 
 
 def embed_job(loaded: LoadedManifest, store: Store, *, shard: Shard = Shard(0, 1), workers: int = 1,
-              progress: Callable[[str], Progress] = lambda label: silent) -> dict[str, Any]:
+              progress: Callable[[str], Progress] = lambda label: silent,
+              stop: Callable[[], bool] = lambda: False) -> dict[str, Any]:
     """Embed this shard of the manifest's corpus into the store's cache; resumable after any kill.
 
-    The cache is the checkpoint: every finished chunk is appended and fsynced, and
-    a rerun starts from what is there, so a kill loses at most the chunk in flight.
-    `workers` processes split the shard further, each appending to its own files.
+    The cache is the checkpoint: every batch is appended and fsynced as its
+    answer arrives, and a rerun starts from what is there, so a SIGKILL loses
+    at most the batches in flight. When `stop()` turns true (the CLI's SIGTERM),
+    nothing new is sent, what is in flight is kept, and EmbedInterrupted is
+    raised: a graceful stop loses nothing. `workers` processes split the shard
+    further, each appending to its own cache files (no IPC of vectors).
     """
     spec = loaded.manifest.spec
     model = spec.model.model_dump(mode="json", by_alias=True)
@@ -108,16 +114,9 @@ def embed_job(loaded: LoadedManifest, store: Store, *, shard: Shard = Shard(0, 1
     parts = [[i for i in mine if int(corpus.hashes[i], 16) // shard.count % workers == w] for w in range(workers)]
     if workers == 1:
         stats = [_embed_part(model, loaded.paths, str(store.root), corpus.ids, corpus.texts, corpus.hashes,
-                             parts[0], progress)]
+                             parts[0], progress, stop)]
     else:
-        # spawn, not fork: the parent may hold threads (HTTP pools, BLAS) that fork would copy mid-state
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-            futures = [pool.submit(_embed_part, model, loaded.paths, str(store.root),
-                                   [corpus.ids[i] for i in part], [corpus.texts[i] for i in part],
-                                   [corpus.hashes[i] for i in part], list(range(len(part))), None)
-                       for part in parts]
-            stats = [f.result() for f in futures]
+        stats = _embed_in_processes(model, loaded.paths, store, corpus, parts, stop)
     seconds = time.monotonic() - started
     total = CacheStats(hits=sum(s.hits for s in stats), misses=sum(s.misses for s in stats),
                        embedded=sum(s.embedded for s in stats))
@@ -128,11 +127,41 @@ def embed_job(loaded: LoadedManifest, store: Store, *, shard: Shard = Shard(0, 1
             "docsPerSecond": round(total.embedded / seconds, 1) if seconds and total.embedded else None}
 
 
+def _embed_in_processes(model: dict[str, Any], paths: dict[str, Path], store: Store, corpus: Any,
+                        parts: list[list[int]], stop: Callable[[], bool]) -> list[CacheStats]:
+    """One process per part, each with only its own texts; the parent relays a stop request."""
+    # spawn, not fork: the parent may hold threads (HTTP pools, BLAS) that fork would copy mid-state
+    context = multiprocessing.get_context("spawn")
+    stopping = context.Event()
+    with ProcessPoolExecutor(max_workers=len(parts), mp_context=context, initializer=_worker_init,
+                             initargs=(stopping, os.getpid())) as pool:
+        futures = [pool.submit(_embed_part, model, paths, str(store.root),
+                               [corpus.ids[i] for i in part], [corpus.texts[i] for i in part],
+                               [corpus.hashes[i] for i in part], list(range(len(part))), None, None)
+                   for part in parts]
+        while not all(f.done() for f in futures):
+            wait(futures, timeout=0.2)
+            if stop():
+                stopping.set()
+        return [f.result() for f in futures]
+
+
+_worker_stop: Callable[[], bool] = lambda: False
+
+
+def _worker_init(stopping: Any, parent: int) -> None:
+    """Workers leave signals to the parent (it relays them) and stop if the parent dies."""
+    global _worker_stop
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _worker_stop = lambda: stopping.is_set() or os.getppid() != parent  # noqa: E731
+
+
 def _embed_part(model: dict[str, Any], paths: dict[str, Path], store_root: str, ids: Sequence[str],
                 texts: Sequence[str], hashes: Sequence[str], rows: Sequence[int],
-                progress: Callable[[str], Progress] | None) -> CacheStats:
+                progress: Callable[[str], Progress] | None, stop: Callable[[], bool] | None) -> CacheStats:
     embedder = make_embedder(model, paths)
     _, stats = embed_through_cache(embedder, cache_for(Store(Path(store_root)), embedder),
                                    [ids[i] for i in rows], [texts[i] for i in rows], [hashes[i] for i in rows],
-                                   progress or (lambda label: silent))
+                                   progress or (lambda label: silent), stop=stop or _worker_stop)
     return stats
