@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serial
 from pydantic.alias_generators import to_camel
 
 from controller.manifest.defaults import DEFAULT_MAX_DROP, GATE_METRIC_PATTERN, NAME_PATTERN, VERSION_PATTERN
+from controller.manifest.reembed import ReembedSpec
 
 API_VERSION = "indexops.dev/v1alpha1"
 KIND = "EmbeddingIndex"
@@ -310,6 +311,8 @@ class IndexSpecRoot(Model):
     checks: ChecksSpec = Field(default_factory=ChecksSpec, description="Drift and quality checks.")
     history: HistorySpec = Field(default_factory=HistorySpec, description="Version retention.")
     suspend: bool = Field(default=False, description="When true the reconciler leaves this index alone.")
+    reembed: ReembedSpec | None = Field(
+        default=None, description="Batch re-embedding: Kubernetes Jobs, schedule, shards (docs/embedding.md).")
     on_delete: Literal["retain", "delete"] | None = Field(
         default=None,
         description=(
@@ -317,6 +320,14 @@ class IndexSpecRoot(Model):
             "version) or delete; default: the operator's setting (retain)."
         ),
     )
+
+    @model_serializer(mode="wrap")
+    def _omit_absent_reembed(self, handler: Any) -> dict[str, Any]:
+        # without spec.reembed the manifest digest stays what it was before the field existed
+        data = handler(self)
+        if data.get("reembed", 0) is None:
+            del data["reembed"]
+        return data
 
 
 class EmbeddingIndex(Model):
