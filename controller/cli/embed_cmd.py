@@ -9,11 +9,13 @@ machines (`--shard i/N`) and parallel on one machine (`--workers N`). The next
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
 import threading
 from pathlib import Path
+from typing import Iterator
 
 from controller.cliargs import (EXIT_OK, add_data_root_arg, add_output_arg, add_store_arg, add_verb, emit,
                                 resolve_store, stores_into)
@@ -55,9 +57,9 @@ def run(args: argparse.Namespace) -> int:
         if not manifests:
             raise InvalidInput(f"no index named {args.index!r} in {args.path}", field="--index", value=args.index)
     store = resolve_store(args)
-    stop = _stop_on_signals()
-    reports = [embed_job(m, store, shard=shard, workers=args.workers, progress=terminal_bar, stop=stop.is_set)
-               for m in manifests]
+    with _stop_on_signals() as stop:
+        reports = [embed_job(m, store, shard=shard, workers=args.workers, progress=terminal_bar, stop=stop.is_set)
+                   for m in manifests]
     if not emit({"store": str(store.root), "jobs": reports}, args.output):
         for r in reports:
             rate = f" ({r['docsPerSecond']:,.0f} docs/s)" if r["docsPerSecond"] else ""
@@ -67,12 +69,17 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _stop_on_signals() -> threading.Event:
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[threading.Event]:
     """SIGTERM (Kubernetes evicting a pod) or Ctrl-C: send nothing new, keep what is in flight, exit 1.
 
     A second signal ends the process at once (losing at most the batches in flight).
+    The previous handlers come back afterwards (`main()` may be called in-process).
     """
     stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop  # only the main thread may handle signals; a caller's thread keeps its own
+        return
 
     def handler(signum: int, frame: object) -> None:
         if stop.is_set():
@@ -83,6 +90,9 @@ def _stop_on_signals() -> threading.Event:
         sys.stderr.write(f"\ncontroller embed: {signal.Signals(signum).name}: keeping the batches in flight, "
                          "then stopping (send it again to stop at once)\n")
 
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, handler)
-    return stop
+    previous = {signum: signal.signal(signum, handler) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield stop
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)

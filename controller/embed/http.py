@@ -62,6 +62,7 @@ DEFAULTS: dict[str, Any] = {
 }
 # Never accepted: a key written into a manifest would be stored, hashed and shown.
 SECRET_OPTIONS = frozenset({"apikey", "api_key", "key", "token", "authorization", "password", "bearer", "secret"})
+SECRET_ENV = "EIC_EMBEDDING_API_KEY"  # where operator Job pods receive options.secretRef's key
 RETRY_STATUS = frozenset({408, 409, 425, 429}) | frozenset(range(500, 600))
 
 
@@ -293,11 +294,15 @@ class HttpEmbedder:
     def _api_key(self) -> str | None:
         env = self.opts["apiKeyEnv"]
         if env is None:
-            if self.opts["secretRef"] is not None:
-                raise EmbedError(f"{self.label}: options.secretRef is read by the operator, which does not "
-                                 "wire it yet; expose the Secret as an environment variable and name it in "
-                                 "options.apiKeyEnv (see docs/embedding.md)")
-            return None
+            if self.opts["secretRef"] is None:
+                return None
+            # operator mode: the Job pod gets the Secret's key in SECRET_ENV (controller/operator/jobs.py)
+            key = os.environ.get(SECRET_ENV)
+            if not key:
+                raise EmbedError(f"{self.label}: options.secretRef names a Kubernetes Secret, which only "
+                                 f"reaches the operator's embedding Jobs (as ${SECRET_ENV}); elsewhere export "
+                                 "the key and name the variable in options.apiKeyEnv (see docs/embedding.md)")
+            return key
         key = os.environ.get(env)
         if not key:
             raise EmbedError(f"{self.label}: the environment variable {env} named by options.apiKeyEnv "
@@ -306,7 +311,7 @@ class HttpEmbedder:
 
     def _scrub(self, message: str) -> str:
         """Servers may echo what they were sent: no message leaves with the key in it."""
-        env = self.opts["apiKeyEnv"]
+        env = self.opts["apiKeyEnv"] or (SECRET_ENV if self.opts["secretRef"] is not None else None)
         key = os.environ.get(env) if env else None
         return message.replace(key, "***") if key else message
 

@@ -6,6 +6,7 @@ Reconcile, `controller embed` and the benchmarks all embed through here, so a
 
 from __future__ import annotations
 
+import hashlib
 import multiprocessing
 import os
 import signal
@@ -20,10 +21,12 @@ import numpy as np
 from controller.embed.cache import (DEFAULT_GRACE_SECONDS, CacheStats, EmbeddingCache, collect_garbage,
                                     embed_through_cache, query_hash, referenced_hashes)
 from controller.embed import make_embedder
+from controller.embed.http import SECRET_ENV  # noqa: F401  (the operator's Job pods set it)
 from controller.errors import InvalidInput
 from controller.manifest.load import LoadedManifest
 from controller.progress import Progress, silent
 from controller.store.corpus import read_corpus
+from controller.store import atomic
 from controller.store.fs import Store
 
 
@@ -165,3 +168,55 @@ def _embed_part(model: dict[str, Any], paths: dict[str, Path], store_root: str, 
                                    [ids[i] for i in rows], [texts[i] for i in rows], [hashes[i] for i in rows],
                                    progress or (lambda label: silent), stop=stop or _worker_stop)
     return stats
+
+
+# ---- what the operator's Jobs need: coverage, and a manifest a pod can read ------------------
+@dataclass(frozen=True)
+class Coverage:
+    documents: int   # documents in the corpus
+    embedded: int    # of them, with a vector of this model in the cache
+    key: str         # model fingerprint + corpus content: names the work (a Job per key)
+
+    @property
+    def complete(self) -> bool:
+        return self.embedded >= self.documents
+
+    def to_dict(self) -> dict[str, Any]:
+        share = self.embedded / self.documents if self.documents else 1.0
+        return {"documents": self.documents, "embedded": self.embedded, "share": round(share, 4)}
+
+
+def embedding_coverage(loaded: LoadedManifest, store: Store) -> Coverage | None:
+    """How much of the corpus the cache holds for the manifest's model; None for providers not cached."""
+    spec = loaded.manifest.spec
+    model = spec.model.model_dump(mode="json", by_alias=True)
+    embedder = make_embedder(model, loaded.paths, loaded.source)
+    cache = cache_for(store, embedder)
+    if cache is None:
+        return None
+    corpus = read_corpus(loaded.paths["corpus"], spec.corpus.id_field, spec.corpus.text_fields,
+                         manifest=loaded.source)
+    found, _ = cache.get(corpus.hashes)
+    content = hashlib.sha256("".join(sorted(set(corpus.hashes))).encode()).hexdigest()
+    key = hashlib.sha256(f"{cache.dir.name}:{content}".encode()).hexdigest()[:10]
+    return Coverage(documents=len(corpus.hashes), embedded=int(found.sum()), key=key)
+
+
+def write_job_manifest(loaded: LoadedManifest, store: Store) -> Path:
+    """An embed-only manifest for `controller embed` in a Job pod, on the shared store volume.
+
+    Only what embedding needs (corpus with its resolved absolute path, model); the
+    checks' files are not read by `embed`. Written atomically; the same content
+    gives the same file.
+    """
+    spec = loaded.manifest.spec
+    corpus = spec.corpus.model_dump(mode="json", by_alias=True, exclude_none=True)
+    corpus["path"] = str(loaded.paths["corpus"])
+    doc = {"apiVersion": loaded.manifest.api_version, "kind": loaded.manifest.kind,
+           "metadata": {"name": loaded.name},
+           "spec": {"corpus": corpus, "model": spec.model.model_dump(mode="json", by_alias=True),
+                    "index": spec.index.model_dump(mode="json", by_alias=True, exclude_none=True)}}
+    path = store.root / "jobs" / f"{loaded.name}.yaml"  # JSON is YAML: the manifest loader reads it
+    atomic.make_dirs(path.parent)
+    atomic.write_json(path, doc)
+    return path
