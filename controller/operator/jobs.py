@@ -96,8 +96,13 @@ def pod_template(loaded: LoadedManifest, store: Store, settings: JobSettings, ma
                                    if settings.data_claim else {"emptyDir": {}})
     spec: dict[str, Any] = {
         "restartPolicy": "Never",
+        # the image's user, and the store's group so the pods can write next to the operator
+        "securityContext": {"runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532, "fsGroup": 65532,
+                            "seccompProfile": {"type": "RuntimeDefault"}},
         "containers": [{
-            "name": "embed", "image": settings.image, "args": args, "env": env, "volumeMounts": mounts,
+            # the image's ENTRYPOINT is `controller operator`: the verb must replace it
+            "name": "embed", "image": settings.image, "command": ["controller"], "args": args, "env": env,
+            "volumeMounts": mounts,
             "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                                 "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}},
         }],
