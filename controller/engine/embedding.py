@@ -7,10 +7,12 @@ Reconcile, `controller embed` and the benchmarks all embed through here, so a
 from __future__ import annotations
 
 import hashlib
+import json
 import multiprocessing
 import os
 import signal
 import time
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +29,7 @@ from controller.manifest.load import LoadedManifest
 from controller.progress import Progress, silent
 from controller.store.corpus import read_corpus
 from controller.store import atomic
+from controller.store.events import events_root, read_events
 from controller.store.fs import Store
 
 
@@ -113,6 +116,7 @@ def embed_job(loaded: LoadedManifest, store: Store, *, shard: Shard = Shard(0, 1
     corpus = read_corpus(loaded.paths["corpus"], spec.corpus.id_field, spec.corpus.text_fields,
                          manifest=loaded.source)
     mine = [i for i, h in enumerate(corpus.hashes) if shard.holds(h)]
+    mine = priority_order(loaded, store, corpus.ids, mine)
     started = time.monotonic()
     parts = [[i for i in mine if int(corpus.hashes[i], 16) // shard.count % workers == w] for w in range(workers)]
     if workers == 1:
@@ -127,7 +131,9 @@ def embed_job(loaded: LoadedManifest, store: Store, *, shard: Shard = Shard(0, 1
             "workers": workers, "documents": len(mine), **total.to_dict(),
             "hitRate": round(total.hits / len(mine), 4) if mine else 1.0,
             "seconds": round(seconds, 3),
-            "docsPerSecond": round(total.embedded / seconds, 1) if seconds and total.embedded else None}
+            "docsPerSecond": round(total.embedded / seconds, 1) if seconds and total.embedded else None,
+            "priority": spec.reembed.priority if spec.reembed else "none",
+            "coverage": embedding_coverage(loaded, store).to_dict()}
 
 
 def _embed_in_processes(model: dict[str, Any], paths: dict[str, Path], store: Store, corpus: Any,
@@ -176,18 +182,80 @@ class Coverage:
     documents: int   # documents in the corpus
     embedded: int    # of them, with a vector of this model in the cache
     key: str         # model fingerprint + corpus content: names the work (a Job per key)
+    impressions: int = 0           # last week's impressions of corpus documents (the service's event log)
+    impressions_embedded: int = 0  # of them, of documents already embedded
 
     @property
     def complete(self) -> bool:
         return self.embedded >= self.documents
 
     def to_dict(self) -> dict[str, Any]:
-        share = self.embedded / self.documents if self.documents else 1.0
-        return {"documents": self.documents, "embedded": self.embedded, "share": round(share, 4)}
+        return {"documents": self.documents, "embedded": self.embedded,
+                "documentShare": round(self.embedded / self.documents, 4) if self.documents else 1.0,
+                "impressions": self.impressions,
+                "impressionShare": (round(self.impressions_embedded / self.impressions, 4)
+                                    if self.impressions else None)}
+
+
+HOT_WINDOW_S = 7 * 86400.0  # "recent" for priority: hot and for the impression share
+
+
+def document_uses(store: Store, name: str, now: float | None = None) -> tuple[Counter, Counter]:
+    """(impressions, clicks) per document id over the last week of the service's event log."""
+    since = (time.time() if now is None else now) - HOT_WINDOW_S
+    impressions: Counter = Counter()
+    clicks: Counter = Counter()
+    for record in read_events(events_root(store.root), name, since=since):
+        if record.get("type") == "impression":
+            impressions.update(str(i) for i in record.get("ids") or [])
+        elif record.get("type") == "click" and record.get("docId") is not None:
+            clicks[str(record["docId"])] += 1
+    return impressions, clicks
+
+
+def priority_order(loaded: LoadedManifest, store: Store, ids: Sequence[str], rows: list[int]) -> list[int]:
+    """`rows` in the order spec.reembed.priority asks: hot documents first, else as in the corpus.
+
+    hot: most impressions + clicks in the last week first; without any events, the
+    numeric `priorityField` of each document (higher first); ties keep corpus order.
+    """
+    reembed = loaded.manifest.spec.reembed
+    if reembed is None or reembed.priority != "hot":
+        return rows
+    impressions, clicks = document_uses(store, loaded.name)
+    if impressions or clicks:
+        score = {i: impressions[ids[i]] + clicks[ids[i]] for i in rows}
+    elif reembed.priority_field:
+        values = field_values(loaded, reembed.priority_field)
+        score = {i: values.get(ids[i], 0.0) for i in rows}
+    else:
+        return rows
+    return sorted(rows, key=lambda i: -score[i])
+
+
+def field_values(loaded: LoadedManifest, field: str) -> dict[str, float]:
+    """doc id -> a numeric corpus field (missing or not a number: 0); names the bad value otherwise."""
+    spec = loaded.manifest.spec
+    out: dict[str, float] = {}
+    path = loaded.paths["corpus"]
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            doc = json.loads(line)  # read_corpus has validated every line already
+            value = doc.get(field, 0)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise InvalidInput(f"line {number}: priorityField {field!r} must be a number",
+                                   file=path, field="spec.reembed.priorityField", value=value)
+            out[str(doc.get(spec.corpus.id_field))] = float(value)
+    return out
 
 
 def embedding_coverage(loaded: LoadedManifest, store: Store) -> Coverage | None:
-    """How much of the corpus the cache holds for the manifest's model; None for providers not cached."""
+    """How much of the corpus, and of last week's impressions, the cache holds for the manifest's model.
+
+    None for providers whose vectors are not cached (precomputed).
+    """
     spec = loaded.manifest.spec
     model = spec.model.model_dump(mode="json", by_alias=True)
     embedder = make_embedder(model, loaded.paths, loaded.source)
@@ -199,7 +267,10 @@ def embedding_coverage(loaded: LoadedManifest, store: Store) -> Coverage | None:
     found, _ = cache.get(corpus.hashes)
     content = hashlib.sha256("".join(sorted(set(corpus.hashes))).encode()).hexdigest()
     key = hashlib.sha256(f"{cache.dir.name}:{content}".encode()).hexdigest()[:10]
-    return Coverage(documents=len(corpus.hashes), embedded=int(found.sum()), key=key)
+    impressions, _ = document_uses(store, loaded.name)
+    seen = [impressions.get(i, 0) for i in corpus.ids]
+    return Coverage(documents=len(corpus.hashes), embedded=int(found.sum()), key=key, impressions=sum(seen),
+                    impressions_embedded=sum(n for n, ok in zip(seen, found) if ok))
 
 
 def write_job_manifest(loaded: LoadedManifest, store: Store) -> Path:

@@ -16,6 +16,7 @@ import pytest
 
 from controller.cli.main import main
 from controller.embed.cache import EmbeddingCache
+from controller.errors import InvalidInput
 from controller.manifest.load import load_manifests
 from controller.store.fs import Store
 from tests.embed.fake_openai import FakeEmbeddingServer
@@ -129,3 +130,89 @@ def test_sigkill_at_random_points_then_resume_loses_at_most_the_batches_in_fligh
     assert corpus_size <= total <= corpus_size + landed * batch * concurrency
     print(f"{landed} SIGKILLs: server embedded {total} texts for {corpus_size} documents "
           f"(bound {corpus_size + landed * batch * concurrency})")
+
+
+def write_events(store: Path, index: str, impressions: dict[str, int], clicks: dict[str, int] = {},
+                 age_s: float = 0.0) -> None:
+    """Impressions and clicks as the search service logs them (controller.store.events.EventLog)."""
+    from controller.store.events import EventLog, events_root
+
+    log = EventLog(events_root(store))
+    ts = time.time() - age_s
+    for n, (doc, count) in enumerate(impressions.items()):
+        for k in range(count):
+            log.append({"type": "impression", "ts": ts, "requestId": f"r{n}-{k}", "index": index,
+                        "version": "v0", "ids": [doc]})
+    for doc, count in clicks.items():
+        for k in range(count):
+            log.append({"type": "click", "ts": ts, "requestId": f"c-{doc}-{k}", "index": index, "docId": doc})
+    log.flush()
+    log.close()
+
+
+def test_hot_first_embeds_the_most_used_documents_first_and_reports_coverage(tmp_path, capsys):
+    ws = workspace(tmp_path, n_docs=40)
+    store = tmp_path / "store"
+    ids = [json.loads(l)["id"] for l in (ws / "data" / "corpus.jsonl").read_text().splitlines()]
+    hot = {ids[-1]: 5, ids[-2]: 3, ids[-3]: 1}
+    write_events(store, "qs", hot, clicks={ids[-3]: 4})     # ids[-3]: 1 view + 4 clicks = 5 uses
+    write_events(store, "qs", {ids[0]: 50}, age_s=8 * 86400)  # older than a week: not hot
+    with FakeEmbeddingServer(dim=16) as server:
+        doc = http_manifest(server, "v1")
+        doc["spec"]["model"]["options"].update(batchSize=2, concurrency=1)
+        doc["spec"]["reembed"] = {"priority": "hot"}
+        path = write_manifest(ws, doc)
+        assert main(["embed", str(path), "--store", str(store), "--shard", "0/1", "-o", "json"]) == 0
+        report = json.loads(capsys.readouterr().out)["jobs"][0]
+        first_batches = [r["body"]["input"] for r in server.requests[:2]]
+    corpus = {json.loads(l)["id"]: json.loads(l) for l in (ws / "data" / "corpus.jsonl").read_text().splitlines()}
+
+    def text(i: str) -> str:
+        return "passage: " + " ".join(str(corpus[i][f]) for f in ("title", "text") if corpus[i].get(f))
+    assert set(first_batches[0]) == {text(ids[-1]), text(ids[-3])}  # 5 uses each
+    assert first_batches[1][0] == text(ids[-2])                      # 3 uses
+    assert report["priority"] == "hot"
+    assert report["coverage"] == {"documents": len(ids), "embedded": len(ids), "documentShare": 1.0,
+                                  "impressions": 9, "impressionShare": 1.0}
+
+
+def test_coverage_counts_documents_and_last_weeks_impressions_of_a_partial_run(tmp_path, capsys):
+    from controller.engine.embedding import Shard, embed_job, embedding_coverage
+
+    ws = workspace(tmp_path, n_docs=40)
+    store = Store(tmp_path / "store")
+    path = write_manifest(ws, manifest("v1"))
+    [loaded] = load_manifests(path)
+    from controller.store.corpus import read_corpus
+    corpus = read_corpus(loaded.paths["corpus"], "id", ["title", "text"])
+    shard = Shard(0, 2)
+    views = {doc: 1 + n % 4 for n, doc in enumerate(corpus.ids[:30])}
+    write_events(store.root, "qs", views)
+    embed_job(loaded, store, shard=shard)
+    coverage = embedding_coverage(loaded, store)
+    done = [shard.holds(h) for h in corpus.hashes]
+    assert coverage.embedded == sum(done) and coverage.documents == len(corpus.ids)
+    assert coverage.impressions == sum(views.values())
+    assert coverage.impressions_embedded == sum(n for doc, n in views.items() if done[corpus.ids.index(doc)])
+    assert 0 < coverage.to_dict()["impressionShare"] < 1
+
+
+def test_priority_field_orders_the_corpus_when_there_are_no_events(tmp_path):
+    from controller.engine.embedding import priority_order
+
+    ws = workspace(tmp_path, n_docs=10)
+    lines = [json.loads(l) for l in (ws / "data" / "corpus.jsonl").read_text().splitlines()]
+    for n, doc in enumerate(lines):
+        doc["popularity"] = (n * 7) % 5
+    (ws / "data" / "corpus.jsonl").write_text("\n".join(json.dumps(d) for d in lines) + "\n")
+    doc = manifest("v1")
+    doc["spec"]["reembed"] = {"priority": "hot", "priorityField": "popularity"}
+    [loaded] = load_manifests(write_manifest(ws, doc))
+    ids = [d["id"] for d in lines]
+    order = priority_order(loaded, Store(tmp_path / "store"), ids, list(range(len(ids))))
+    pops = [lines[i]["popularity"] for i in order]
+    assert pops == sorted(pops, reverse=True) and sorted(order) == list(range(len(ids)))
+    lines[0]["popularity"] = "high"
+    (ws / "data" / "corpus.jsonl").write_text("\n".join(json.dumps(d) for d in lines) + "\n")
+    with pytest.raises(InvalidInput, match="priorityField"):
+        priority_order(loaded, Store(tmp_path / "store"), ids, list(range(len(ids))))
