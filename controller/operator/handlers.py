@@ -179,12 +179,15 @@ def reconcile_resource(rt: Runtime, body: dict[str, Any], stopped: Callable[[], 
     loaded = loaded_from_body(body, rt.config.data_dir, rt.config.data_roots)
     with rt.lock_for(namespace):
         check_writable(rt, stopped)  # a timer that waited here behind the finalizer must not rebuild the index
+        reembed = None
         if rt.jobs is not None:  # while a Job owns the embedding work, JobPending: no build, no embedding here
-            ensure_embedded(rt.jobs[0], rt.jobs[1], loaded, store_for(rt.config.store_root, namespace),
-                            namespace or "default", owner_reference(body))
+            reembed = ensure_embedded(rt.jobs[0], rt.jobs[1], loaded, store_for(rt.config.store_root, namespace),
+                                      namespace or "default", owner_reference(body))
         result = reconcile_index(loaded, store_for(rt.config.store_root, namespace),
                                  hooks=make_hooks(rt, body, stopped))
     status = cr_status(result.status or {}, meta.get("generation"))
+    if reembed is not None:
+        status["reembed"] = reembed
     check_writable(rt, stopped)
     rt.publisher.publish(namespace or "default", loaded.name, owner_reference(body), routing_record(status))
     return status
@@ -220,6 +223,8 @@ def run_cycle(rt: Runtime, body: Any, retry: int, trigger: str, stopped: Callabl
     except JobPending as exc:  # not a fault: the Job owns the work; look again after its poll interval
         result = "waiting"
         log.info("%s: %s", ref, exc)
+        check_writable(rt, stopped)
+        rt.status_writer.write(raw, {**(raw.get("status") or {}), "reembed": exc.status})
         raise kopf.TemporaryError(f"{ref}: {exc}", delay=exc.delay) from exc
     except Exception as exc:  # ControllerError, OSError, API errors: all may pass on a later try
         fault = classify(exc, ref)

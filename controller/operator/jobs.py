@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from controller.engine.embedding import SECRET_ENV, Coverage, embedding_coverage, write_job_manifest
+from controller.engine.embedding import SECRET_ENV, embedding_coverage, write_job_manifest
 from controller.manifest.load import LoadedManifest
 from controller.manifest.reembed import duration_seconds
 from controller.operator.routing import MANAGED_BY
@@ -51,11 +51,14 @@ class JobSettings:
 
 
 class JobPending(Exception):
-    """The embedding work is owned by a Job (or awaits the schedule): the build waits."""
+    """The embedding work is owned by a Job (or awaits the schedule): the build waits.
 
-    def __init__(self, message: str, delay: float) -> None:
+    `status` is what status.reembed shows meanwhile (coverage, the Job, its state)."""
+
+    def __init__(self, message: str, delay: float, status: dict[str, Any]) -> None:
         super().__init__(message)
         self.delay = delay
+        self.status = status
 
 
 class JobFailed(Exception):
@@ -166,10 +169,11 @@ def job_state(job: dict[str, Any]) -> str:
 
 
 def ensure_embedded(api: JobApi, settings: JobSettings, loaded: LoadedManifest, store: Store,
-                    namespace: str, owner: dict[str, Any]) -> Coverage | None:
+                    namespace: str, owner: dict[str, Any]) -> dict[str, Any] | None:
     """Return once the build may start; raise JobPending while a Job (or the schedule) owns the work.
 
-    Returns the coverage (for status), None when the model is not one the cache holds.
+    Returns status.reembed (coverage and the Job), None when spec.reembed is absent or the
+    model is not one the cache holds.
     """
     reembed = loaded.manifest.spec.reembed
     if reembed is None:
@@ -178,27 +182,34 @@ def ensure_embedded(api: JobApi, settings: JobSettings, loaded: LoadedManifest, 
     if coverage is None:
         return None
     manifest = write_job_manifest(loaded, store)
+    status: dict[str, Any] = {"coverage": coverage.to_dict(), "priority": reembed.priority}
     if reembed.schedule:
         api.apply_cronjob(namespace, cronjob_body(loaded, store, settings, manifest, namespace, owner))
-    if coverage.complete:
-        return coverage
+        status["cronJob"] = cronjob_name(loaded.name)
+    else:
+        status["job"] = job_name(loaded.name, coverage.key)
+    if coverage.complete:  # the same keys every time: the status is merge-patched
+        return {**status, "state": "Complete"}
     progress = f"{coverage.embedded} of {coverage.documents} documents embedded"
     if reembed.schedule:
         raise JobPending(f"waiting for the scheduled re-embedding ({reembed.schedule}, CronJob "
-                         f"{namespace}/{cronjob_name(loaded.name)}): {progress}", settings.poll)
-    name = job_name(loaded.name, coverage.key)
+                         f"{namespace}/{cronjob_name(loaded.name)}): {progress}", settings.poll,
+                         {**status, "state": "Scheduled"})
+    name = status["job"]
     job = api.read_job(namespace, name)
     if job is None:
         api.create_job(namespace, job_body(loaded, store, settings, manifest, coverage.key, namespace, owner))
         log.info("created Indexed Job %s/%s (%d shards): %s", namespace, name, reembed.shards, progress)
-        raise JobPending(f"created Job {namespace}/{name} ({reembed.shards} shards): {progress}", settings.poll)
+        raise JobPending(f"created Job {namespace}/{name} ({reembed.shards} shards): {progress}", settings.poll,
+                         {**status, "state": "Running"})
     state = job_state(job)
     if state == "Failed":
         raise JobFailed(f"Job {namespace}/{name} failed after its backoffLimit ({reembed.backoff_limit}) with "
                         f"{progress}; see `kubectl logs -n {namespace} job/{name}`, then delete the Job to retry")
     if state == "Running":
-        raise JobPending(f"Job {namespace}/{name} is embedding: {progress}", settings.poll)
-    return coverage  # Complete: the build embeds whatever the Job did not (a corpus edited meanwhile)
+        raise JobPending(f"Job {namespace}/{name} is embedding: {progress}", settings.poll,
+                         {**status, "state": "Running"})
+    return {**status, "state": "Complete"}  # the build embeds whatever the Job did not (a corpus edited meanwhile)
 
 
 class KubeJobApi:

@@ -23,7 +23,7 @@ from controller.operator.main import OperatorOptions, start_in_thread
 from tests.operator.conftest import DATA_DIR, NAMESPACE, Api, eventually, example, wire
 from tests.operator.kmock_state import StatefulEmulator
 
-pytestmark = [pytest.mark.operator, pytest.mark.asyncio, pytest.mark.kmock(cls=StatefulEmulator)]
+pytestmark = [pytest.mark.operator]
 JOBS = "/apis/batch/v1/namespaces/{ns}/jobs"
 
 
@@ -61,6 +61,8 @@ def run_pod(args: list[str], index: int) -> dict[str, Any]:
     return json.loads(out.getvalue())["jobs"][0]
 
 
+@pytest.mark.asyncio
+@pytest.mark.kmock(cls=StatefulEmulator)
 async def test_indexed_job_embeds_the_shards_then_the_operator_builds(cluster: Api, operator_config) -> None:
     declare_batch(cluster.emulator)
     body = example("quickstart-v1.yaml")
@@ -78,7 +80,11 @@ async def test_indexed_job_embeds_the_shards_then_the_operator_builds(cluster: A
         assert args[0] == "embed" and args[args.index("--shard") + 1] == "$(JOB_COMPLETION_INDEX)/3"
         assert spec["template"]["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"] == "eic-store"
 
-        # While the Job runs nothing is built: the operator waits for it.
+        # While the Job runs nothing is built: the operator waits for it, and says so in status.reembed.
+        waiting = await eventually(lambda: (cluster.get("quickstart").get("status") or {}).get("reembed"), 20,
+                                   "status.reembed")
+        assert waiting["state"] == "Running" and waiting["job"] == job["metadata"]["name"]
+        assert waiting["coverage"]["embedded"] == 0 and waiting["coverage"]["documentShare"] == 0.0
         await asyncio.sleep(2.0)
         assert (cluster.get("quickstart").get("status") or {}).get("phase") != "Healthy"
         assert not (operator_config.store_root / NAMESPACE / "indexes" / "quickstart" / "versions").exists()
@@ -96,6 +102,7 @@ async def test_indexed_job_embeds_the_shards_then_the_operator_builds(cluster: A
         status = await eventually(lambda: (cluster.get("quickstart").get("status") or {}).get("phase") == "Healthy"
                                   and cluster.get("quickstart")["status"], 60, "v1 built after the Job")
         assert status["stable"]["version"] == "v1"
+        assert status["reembed"]["state"] == "Complete" and status["reembed"]["coverage"]["documentShare"] == 1.0
         built = [e for e in cluster.events("quickstart") if e["reason"] == "ShadowBuilt"]
         assert built and f"from {documents} documents (0 embedded" in built[0]["message"]
         assert not objects(cluster, "cronjobs")
@@ -103,6 +110,8 @@ async def test_indexed_job_embeds_the_shards_then_the_operator_builds(cluster: A
         await asyncio.get_running_loop().run_in_executor(None, handle.stop)
 
 
+@pytest.mark.asyncio
+@pytest.mark.kmock(cls=StatefulEmulator)
 async def test_a_schedule_makes_a_cronjob_and_the_build_waits_for_its_run(cluster: Api, operator_config) -> None:
     declare_batch(cluster.emulator)
     body = example("quickstart-v1.yaml")
@@ -129,3 +138,36 @@ async def test_a_schedule_makes_a_cronjob_and_the_build_waits_for_its_run(cluste
         assert built and "(0 embedded" in built[0]["message"]
     finally:
         await asyncio.get_running_loop().run_in_executor(None, handle.stop)
+
+
+def test_a_failed_job_stops_the_build_with_a_message_naming_it(tmp_path: Path) -> None:
+    from controller.manifest.load import load_manifests
+    from controller.operator.jobs import JobFailed, JobPending, ensure_embedded
+    from controller.store.fs import Store
+    from tests.helpers import manifest, workspace, write_manifest
+
+    class Jobs:  # what the API server holds: the Job kube-controller-manager marked Failed
+        def __init__(self) -> None:
+            self.jobs: dict[str, dict[str, Any]] = {}
+
+        def read_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+            return self.jobs.get(name)
+
+        def create_job(self, namespace: str, body: dict[str, Any]) -> None:
+            self.jobs[body["metadata"]["name"]] = body
+
+        def apply_cronjob(self, namespace: str, body: dict[str, Any]) -> None:
+            raise AssertionError("no schedule, no CronJob")
+
+    doc = manifest("v1")
+    doc["spec"]["reembed"] = {"shards": 2, "backoffLimit": 1}
+    [loaded] = load_manifests(write_manifest(workspace(tmp_path, n_docs=5), doc))
+    api, store = Jobs(), Store(tmp_path / "store")
+    settings = JobSettings(image="i", store_claim="c", store_mount=tmp_path / "store", data_mount=tmp_path)
+    with pytest.raises(JobPending):
+        ensure_embedded(api, settings, loaded, store, "search", {})
+    [name] = api.jobs
+    api.jobs[name]["status"] = {"failed": 2, "conditions": [{"type": "Failed", "status": "True",
+                                                             "reason": "BackoffLimitExceeded"}]}
+    with pytest.raises(JobFailed, match=f"Job search/{name} failed after its backoffLimit \\(1\\)"):
+        ensure_embedded(api, settings, loaded, store, "search", {})
