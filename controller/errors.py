@@ -73,6 +73,10 @@ class EmbedError(ControllerError):
     """An embedder could not produce vectors."""
 
 
+class EmbeddingBusy(EmbedError):
+    """Another process owns the embedding work of this model (a `controller embed` job, or a reconcile)."""
+
+
 class EmbedInterrupted(EmbedError):
     """A batch job stopped on SIGTERM/SIGINT after keeping everything it had in flight."""
 

@@ -27,18 +27,20 @@ removed, so a crash mid-collection loses nothing.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from controller.errors import EmbedError, EmbedInterrupted, StoreError
+from controller.errors import EmbedError, EmbeddingBusy, EmbedInterrupted, StoreError
 from controller.progress import Progress, silent
 from controller.store import atomic
 
@@ -46,6 +48,7 @@ HASH_LEN = 16                  # hex characters of store.corpus.text_hash
 LINE = HASH_LEN + 1            # hash + newline: fixed width, so a row number is a byte offset
 ROWS_SUFFIX, INDEX_SUFFIX = ".f32", ".idx"
 DEFAULT_GRACE_SECONDS = 24 * 3600
+OWNER_LOCK = ".owner.lock"     # flock: who embeds with this model now (EmbeddingCache.owned)
 CHUNK = 1024                   # texts per call of an embedder that cannot stream (`chunk_size` overrides):
                                # a kill loses at most one chunk
 
@@ -164,6 +167,29 @@ class EmbeddingCache:
             start = len(self._hashes(stem)) - len(hashes)
             for i, h in enumerate(hashes):
                 self._where.setdefault(h, (stem, start + i))
+
+    @contextmanager
+    def owned(self, *, shared: bool, who: str) -> Iterator[None]:
+        """Who embeds this model now: batch jobs share the lock, a reconcile that must embed takes it alone.
+
+        flock: released by the kernel when the holder dies, SIGKILL included, so a
+        killed job never leaves a stale claim. (Local filesystems; over NFS flock
+        may not be shared between hosts, and the operator waits on Job status instead.)
+        """
+        self._prepare_dir()
+        fd = os.open(self.dir / OWNER_LOCK, os.O_RDWR | os.O_CREAT, atomic.file_mode())
+        try:
+            try:
+                fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise EmbeddingBusy(
+                    f"{who}: another process is embedding with this model now (cache {self.dir}): "
+                    + ("a reconcile is embedding; run the job after it" if shared else
+                       "`controller embed` owns the work; reconcile after it finishes (its vectors are reused)")
+                ) from None
+            yield
+        finally:
+            os.close(fd)
 
     def _prepare_dir(self) -> None:
         if (self.dir / "fingerprint.json").is_file():

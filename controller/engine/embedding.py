@@ -50,7 +50,12 @@ def cache_for(store: Store, embedder: Any) -> EmbeddingCache | None:
 def embed_documents(store: Store, embedder: Any, ids: Sequence[str], texts: Sequence[str],
                     hashes: Sequence[str], progress: Callable[[str], Progress] = lambda label: silent
                     ) -> Embedded:
-    vectors, stats = embed_through_cache(embedder, cache_for(store, embedder), ids, texts, hashes, progress)
+    cache = cache_for(store, embedder)
+    if cache is None or cache.get(hashes)[0].all():
+        vectors, stats = embed_through_cache(embedder, cache, ids, texts, hashes, progress)
+    else:  # texts to embed: not while a `controller embed` job owns the same work
+        with cache.owned(shared=False, who="reconcile"):
+            vectors, stats = embed_through_cache(embedder, cache, ids, texts, hashes, progress)
     return Embedded(vectors, stats)
 
 
@@ -119,11 +124,13 @@ def embed_job(loaded: LoadedManifest, store: Store, *, shard: Shard = Shard(0, 1
     mine = priority_order(loaded, store, corpus.ids, mine)
     started = time.monotonic()
     parts = [[i for i in mine if int(corpus.hashes[i], 16) // shard.count % workers == w] for w in range(workers)]
-    if workers == 1:
-        stats = [_embed_part(model, loaded.paths, str(store.root), corpus.ids, corpus.texts, corpus.hashes,
-                             parts[0], progress, stop)]
-    else:
-        stats = _embed_in_processes(model, loaded.paths, store, corpus, parts, stop)
+    # shared: shards and workers run side by side; a reconcile wanting to embed the same model waits
+    with cache_for(store, embedder).owned(shared=True, who=f"controller embed {loaded.name}"):
+        if workers == 1:
+            stats = [_embed_part(model, loaded.paths, str(store.root), corpus.ids, corpus.texts, corpus.hashes,
+                                 parts[0], progress, stop)]
+        else:
+            stats = _embed_in_processes(model, loaded.paths, store, corpus, parts, stop)
     seconds = time.monotonic() - started
     total = CacheStats(hits=sum(s.hits for s in stats), misses=sum(s.misses for s in stats),
                        embedded=sum(s.embedded for s in stats))

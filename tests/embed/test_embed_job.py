@@ -216,3 +216,35 @@ def test_priority_field_orders_the_corpus_when_there_are_no_events(tmp_path):
     (ws / "data" / "corpus.jsonl").write_text("\n".join(json.dumps(d) for d in lines) + "\n")
     with pytest.raises(InvalidInput, match="priorityField"):
         priority_order(loaded, Store(tmp_path / "store"), ids, list(range(len(ids))))
+
+
+def test_reconcile_does_not_embed_what_a_running_embed_job_owns_and_reuses_it_after(tmp_path, capsys):
+    """The job's lock is a flock: held while `controller embed` runs, gone when it ends (or is killed)."""
+    from controller.engine.embedding import cache_for
+    from controller.embed import make_embedder
+
+    ws = workspace(tmp_path, n_docs=30)
+    store = tmp_path / "store"
+    path = write_manifest(ws, manifest("v1"))
+    [loaded] = load_manifests(path)
+    embedder = make_embedder(loaded.manifest.spec.model.model_dump(mode="json", by_alias=True), loaded.paths)
+    lock = cache_for(Store(store), embedder).dir / ".owner.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
+        "fcntl.flock(fd, fcntl.LOCK_SH); print('held', flush=True); time.sleep(60)"), str(lock)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"  # a running `controller embed` (shared lock)
+        assert main(["reconcile", str(path), "--store", str(store)]) == 1
+        err = capsys.readouterr().err
+        assert "`controller embed` owns the work" in err and "Traceback" not in err
+        assert not (store / "indexes" / "qs" / "versions" / "v1").exists()
+        # a second job shares the lock: shards run side by side
+        assert main(["embed", str(path), "--store", str(store), "-o", "json"]) == 0
+        assert json.loads(capsys.readouterr().out)["jobs"][0]["embedded"] > 0
+    finally:
+        holder.kill()  # SIGKILL: the kernel drops its lock
+        holder.wait()
+    assert main(["reconcile", str(path), "--store", str(store), "-o", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["indexes"][0]["embedded"] == 0
