@@ -266,7 +266,6 @@ def embed_through_cache(embedder: Any, cache: EmbeddingCache | None, ids: Sequen
         raise EmbedError(f"{exc} [{done} of the {len(todo)} texts to embed are cached; "
                          f"a retry resumes there]") from exc
     if done < len(todo):
-        stats.embedded = done
         raise EmbedInterrupted(f"stopped on request with {done} of the {len(todo)} texts to embed cached "
                                f"(nothing in flight was lost); rerun to resume")
     if todo:
