@@ -108,7 +108,9 @@ def test_sigterm_at_random_points_then_resume_embeds_the_corpus_exactly_once(tmp
     """The graceful stop (what Kubernetes sends first) keeps the batches in flight: the server's count is exact."""
     server, corpus_size, cache, landed, codes = interrupt_and_resume(tmp_path, signal.SIGTERM)
     assert landed >= 10
-    assert set(codes) <= {0, 1} and 1 in codes  # interrupted runs exit 1 (EmbedInterrupted), no traceback
+    # interrupted runs exit 1 (EmbedInterrupted), no traceback; a signal landing after the work was done
+    # and the handlers were restored (while printing the report) ends the process the default way (-15)
+    assert set(codes) <= {0, 1, -signal.SIGTERM} and 1 in codes
     assert len(cache) == corpus_size and stored_rows(cache) == corpus_size  # 0 missing, 0 stored twice
     passages = {t: n for t, n in server.embedded.items() if t.startswith("passage: ")}
     assert len(passages) == corpus_size  # 0 missing at the server
