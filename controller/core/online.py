@@ -295,3 +295,34 @@ def verdict(gate_results: Sequence[dict[str, Any]], alpha: float, *, interleave:
     decisions = [g["decision"] for g in gate_results] + ([interleave["decision"]] if interleave else [])
     return OnlineVerdict(status=combine(decisions), gates=list(gate_results), interleave=interleave,
                          window=window, alpha=alpha)
+
+
+def jaccard(a: Sequence[str], b: Sequence[str]) -> float:
+    """|A & B| / |A | B| of two result lists (1.0 when both are empty)."""
+    sa, sb = set(a), set(b)
+    return len(sa & sb) / len(sa | sb) if sa | sb else 1.0
+
+
+def rbo(a: Sequence[str], b: Sequence[str], p: float = 0.9) -> float:
+    """Rank-biased overlap, extrapolated (Webber, Moffat, Zobel 2010, eq. 32), in [0, 1].
+
+    Top-weighted: agreement at rank 1 counts most. Lists of unequal length
+    are compared to the shorter one's depth; two empty lists agree fully.
+    """
+    depth = min(len(a), len(b))
+    if depth == 0:
+        return 1.0 if not a and not b else 0.0
+    seen_a: set[str] = set()
+    seen_b: set[str] = set()
+    overlap = 0
+    total = 0.0
+    for d in range(1, depth + 1):
+        x, y = a[d - 1], b[d - 1]
+        if x == y:
+            overlap += 1 if x not in seen_a else 0
+        else:
+            overlap += (x in seen_b) + (y in seen_a)
+        seen_a.add(x)
+        seen_b.add(y)
+        total += overlap / d * p**d
+    return min(1.0, overlap / depth * p**depth + (1 - p) / p * total)
