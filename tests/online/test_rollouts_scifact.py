@@ -71,3 +71,15 @@ def test_a_degraded_candidate_is_failed_and_an_improved_one_passes(minilm, degra
     assert [r.decision for r in interleaved] == [FAILED] * 30
     # "better" means ctr does not drop: maxDrop 0 passes once the interval is above 0
     assert [r.decision for r in better] == [PASSED] * 30
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("metric,weight", [("mrr", 0.1), ("clicksPerQuery", 0.5)])
+def test_aa_false_aborts_with_unequal_arms_and_other_metrics(minilm, metric, weight):
+    rankings, qrels = minilm
+    gate = OnlineGate(metric, max_drop=0.0, min_samples=50)
+    runs = [run_ab(rankings, rankings, qrels, gate=gate, seed=seed, weight=weight, look_every=100,
+                   max_queries=3000) for seed in range(ROLLOUTS)]
+    aborts = sum(r.decision == FAILED for r in runs) / ROLLOUTS
+    print(f"\nA/A {metric} at weight {weight:.0%}, {ROLLOUTS} rollouts x 30 looks: false aborts {aborts:.3f}")
+    assert aborts <= ALPHA
