@@ -94,14 +94,15 @@ def pg_backend(pg_server, pg_schema, monkeypatch):
 
 
 @pytest.fixture
-def qdrant_backend(tmp_path, monkeypatch):
+def qdrant_backend(monkeypatch):
+    """Local mode in memory: on a path, local mode commits every point to SQLite (seconds per test)."""
     require_extra("qdrant_client", "qdrant")
     from controller.backends.qdrant import QdrantBackend
 
     for name in ("QDRANT_URL", "QDRANT_API_KEY"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("QDRANT_PATH", str(tmp_path / "qdrant"))
-    backend = QdrantBackend(path=str(tmp_path / "qdrant"))
+    monkeypatch.setenv("QDRANT_PATH", ":memory:")
+    backend = QdrantBackend(path=":memory:")
     yield backend
     backend.close()
 

@@ -46,27 +46,18 @@ def build(backend, r: VersionRef, vectors: np.ndarray, settings: BackendSettings
     writer.finish()
 
 
-@pytest.fixture
-def memory_backend(monkeypatch):
-    for name in ("QDRANT_URL", "QDRANT_API_KEY"):
-        monkeypatch.delenv(name, raising=False)
-    backend = QdrantBackend(path=":memory:")
-    yield backend
-    backend.close()
-
-
 @pytest.mark.scifact
 @pytest.mark.slow
 @pytest.mark.parametrize("model", sorted(PUBLISHED))
-def test_scifact_exact_search_equals_faiss_flat(memory_backend, scifact, scifact_vectors, model):
+def test_scifact_exact_search_equals_faiss_flat(qdrant_backend, scifact, scifact_vectors, model):
     data = scifact_vectors(model)
     r = ref("scifact", model, data.docs.shape[1])
-    writer = memory_backend.create_version(r, BackendSettings("qdrant", {"hnswConfig": {"m": 16, "efSearch": 128}}))
+    writer = qdrant_backend.create_version(r, BackendSettings("qdrant", {"hnswConfig": {"m": 16, "efSearch": 128}}))
     ids = (scifact / "doc_ids.txt").read_text().split()
     for start in range(0, len(data.docs), 2000):
         writer.add(data.docs[start:start + 2000], ids=ids[start:start + 2000])
     writer.finish()
-    version = memory_backend.open_version(r)
+    version = qdrant_backend.open_version(r)
     scores, rows = version.exact_search(data.queries, DEPTH)
     ref_scores, ref_rows = faiss_flat(data.docs, data.queries)
     ours, theirs = ndcg_at_10(scifact, rows, scores), ndcg_at_10(scifact, ref_rows, ref_scores)
@@ -84,11 +75,11 @@ def test_scifact_exact_search_equals_faiss_flat(memory_backend, scifact, scifact
 
 
 @pytest.mark.parametrize("metric", ["cosine", "ip", "l2"])
-def test_metrics_and_raw_vectors(memory_backend, metric):
+def test_metrics_and_raw_vectors(qdrant_backend, metric):
     docs, queries = synthetic(400, 8, 1) * 3, synthetic(5, 8, 2)
     r = ref("metrics", metric, 8, metric)
-    build(memory_backend, r, docs)
-    version = memory_backend.open_version(r)
+    build(qdrant_backend, r, docs)
+    version = qdrant_backend.open_version(r)
     scores, rows = version.exact_search(queries, 7)
     d, q = docs, queries
     if metric == "cosine":
@@ -100,36 +91,36 @@ def test_metrics_and_raw_vectors(memory_backend, metric):
     assert np.allclose(version.vectors(), docs, rtol=1e-6, atol=1e-6)  # raw norms back, cosine included
 
 
-def test_padding_when_fewer_points_than_k(memory_backend):
+def test_padding_when_fewer_points_than_k(qdrant_backend):
     r = ref("pad", "v1", 4)
-    build(memory_backend, r, synthetic(3, 4, 0))
-    scores, rows = memory_backend.open_version(r).search(synthetic(2, 4, 1), 5)
+    build(qdrant_backend, r, synthetic(3, 4, 0))
+    scores, rows = qdrant_backend.open_version(r).search(synthetic(2, 4, 1), 5)
     assert (rows[:, 3:] == -1).all() and np.isneginf(scores[:, 3:]).all()
 
 
-def test_alias_switch_and_guards(memory_backend):
-    build(memory_backend, ref("al", "v1", 4), synthetic(10, 4, 0))
-    writer = memory_backend.create_version(ref("al", "v2", 4), PLAIN)
+def test_alias_switch_and_guards(qdrant_backend):
+    build(qdrant_backend, ref("al", "v1", 4), synthetic(10, 4, 0))
+    writer = qdrant_backend.create_version(ref("al", "v2", 4), PLAIN)
     writer.add(synthetic(10, 4, 1))
     with pytest.raises(BackendError, match=r"^backend qdrant \(alias\).*never finished"):
-        memory_backend.set_alias("al", "v2")
+        qdrant_backend.set_alias("al", "v2")
     writer.finish()
-    assert memory_backend.get_alias("al") is None
-    memory_backend.set_alias("al", "v1")
-    assert memory_backend.get_alias("al") == "v1"
-    memory_backend.set_alias("al", "v2")  # delete + create in one update_collection_aliases request
-    assert memory_backend.get_alias("al") == "v2"
-    client = memory_backend.client()
+    assert qdrant_backend.get_alias("al") is None
+    qdrant_backend.set_alias("al", "v1")
+    assert qdrant_backend.get_alias("al") == "v1"
+    qdrant_backend.set_alias("al", "v2")  # delete + create in one update_collection_aliases request
+    assert qdrant_backend.get_alias("al") == "v2"
+    client = qdrant_backend.client()
     assert [a.collection_name for a in client.get_aliases().aliases if a.alias_name == "al"] == ["al__v2"]
     # a client querying the alias by name reaches the aliased collection
     hits = client.query_points("al", query=synthetic(1, 4, 1)[0].tolist(), limit=1).points
     assert hits[0].id in range(10)
     with pytest.raises(BackendError, match="alias 'al' serves"):
-        memory_backend.delete_version(ref("al", "v2", 4))
-    memory_backend.set_alias("al", None)
-    memory_backend.delete_version(ref("al", "v2", 4))
-    memory_backend.delete_version(ref("al", "v2", 4))  # idempotent
-    assert memory_backend.list_versions("al") == ["v1"]
+        qdrant_backend.delete_version(ref("al", "v2", 4))
+    qdrant_backend.set_alias("al", None)
+    qdrant_backend.delete_version(ref("al", "v2", 4))
+    qdrant_backend.delete_version(ref("al", "v2", 4))  # idempotent
+    assert qdrant_backend.list_versions("al") == ["v1"]
 
 
 FILLER = """
@@ -239,26 +230,26 @@ def test_nothing_configured(monkeypatch):
         QdrantBackend().health()
 
 
-def test_collection_deleted_behind_our_back(memory_backend):
+def test_collection_deleted_behind_our_back(qdrant_backend):
     r = ref("gone", "v1", 4)
-    build(memory_backend, r, synthetic(10, 4, 0))
-    version = memory_backend.open_version(r)
-    memory_backend.client().delete_collection(collection_name("gone", "v1"))
+    build(qdrant_backend, r, synthetic(10, 4, 0))
+    version = qdrant_backend.open_version(r)
+    qdrant_backend.client().delete_collection(collection_name("gone", "v1"))
     with pytest.raises(NotFound) as err:
         version.search(synthetic(1, 4, 1), 3)
     assert str(err.value) == "backend qdrant: collection gone__v1 does not exist (deleted outside the controller?)"
     with pytest.raises(NotFound, match="^backend qdrant: collection gone__v1 does not exist"):
-        memory_backend.open_version(r)
+        qdrant_backend.open_version(r)
 
 
-def test_dimension_mismatch_with_an_existing_collection(memory_backend):
-    build(memory_backend, ref("dims", "v1", 8), synthetic(5, 8, 0))
+def test_dimension_mismatch_with_an_existing_collection(qdrant_backend):
+    build(qdrant_backend, ref("dims", "v1", 8), synthetic(5, 8, 0))
     with pytest.raises(BackendError, match=r"^backend qdrant \(spec.model.dim\): collection dims__v1 already holds 8"):
-        memory_backend.create_version(ref("dims", "v1", 16), PLAIN)
+        qdrant_backend.create_version(ref("dims", "v1", 16), PLAIN)
     with pytest.raises(BackendError, match=r"^backend qdrant \(spec.model.dim\)"):
-        memory_backend.open_version(ref("dims", "v1", 16))
+        qdrant_backend.open_version(ref("dims", "v1", 16))
     with pytest.raises(BackendError, match=r"^backend qdrant \(spec.index.version\).*already exists"):
-        memory_backend.create_version(ref("dims", "v1", 8), PLAIN)
+        qdrant_backend.create_version(ref("dims", "v1", 8), PLAIN)
 
 
 @pytest.mark.parametrize("params,field", [
@@ -275,13 +266,13 @@ def test_bad_parameters_name_the_field(params, field):
     assert err.value.field == field
 
 
-def test_quantized_hnsw_collection_builds_and_searches(memory_backend):
+def test_quantized_hnsw_collection_builds_and_searches(qdrant_backend):
     settings = BackendSettings("qdrant", {"hnswConfig": {"m": 16, "efConstruct": 100, "efSearch": 64},
                                           "quantization": {"scalar": {"quantile": 0.99, "rescore": True}}})
     r = ref("quant", "v1", 8)
-    build(memory_backend, r, synthetic(200, 8, 0), settings)
-    info = memory_backend.client().get_collection(collection_name("quant", "v1"))
+    build(qdrant_backend, r, synthetic(200, 8, 0), settings)
+    info = qdrant_backend.client().get_collection(collection_name("quant", "v1"))
     assert info.config.metadata["controller_state"] == "ready"
     assert '"efSearch": 64' in info.config.metadata["controller_params"]
-    _, rows = memory_backend.open_version(r).search(synthetic(3, 8, 1), 5)
+    _, rows = qdrant_backend.open_version(r).search(synthetic(3, 8, 1), 5)
     assert (rows >= 0).all()
