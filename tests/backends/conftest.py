@@ -11,6 +11,7 @@ A missing package skips these tests on a developer's machine, but fails them whe
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import shutil
@@ -89,8 +90,26 @@ def pg_backend(pg_server, pg_schema, monkeypatch):
     monkeypatch.setenv("CONTROLLER_PG_DSN", pg_server.dsn)
     monkeypatch.setenv("CONTROLLER_PG_SCHEMA", pg_schema)
     backend = PgvectorBackend(dsn=pg_server.dsn, schema=pg_schema)
-    yield backend
+    with _fresh_registry("pgvector"):
+        yield backend
     backend.close()
+
+
+@contextlib.contextmanager
+def _fresh_registry(type_name: str):
+    """The registry keeps one instance per type: drop it so it reads this test's environment, then again."""
+    from controller.backends import _instances
+
+    def drop() -> None:
+        instance = _instances.pop(type_name, None)
+        if instance is not None:
+            instance.close()
+
+    drop()
+    try:
+        yield
+    finally:
+        drop()
 
 
 @pytest.fixture
@@ -103,7 +122,8 @@ def qdrant_backend(monkeypatch):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("QDRANT_PATH", ":memory:")
     backend = QdrantBackend(path=":memory:")
-    yield backend
+    with _fresh_registry("qdrant"):
+        yield backend
     backend.close()
 
 
