@@ -167,10 +167,12 @@ def bench_pgvector(data, repeat: int, k: int) -> list[tuple[str, float, float]]:
             def direct_build() -> None:
                 n[0] += 1
                 pg_direct_build(dsn, f"bench_direct_{schema}", f"{tag}_d{n[0]}", docs, params)
+                built.append(f"{tag}_d{n[0]}")
 
+            built: list[str] = []
             lb, db = _alternate(layer_build, direct_build, repeat)
             version = backend.open_version(VersionRef(tag, "v1", DIM, "cosine", "fp"))
-            table = f"{tag}_d{n[0]}"
+            table = built[-1]
             ls, ds = _alternate(lambda: version.search(queries, k),
                                 lambda: pg_direct_search(direct, table, queries, k, params), repeat)
             layer_rows = version.search(queries, k)[1]
@@ -223,6 +225,7 @@ def bench_qdrant(data, repeat: int, k: int, local_rows: int) -> list[tuple[str, 
             def direct_build() -> None:
                 n[0] += 1
                 col = f"{tag}_direct_{n[0]}"
+                built.append(col)
                 client.create_collection(col, vectors_config=models.VectorParams(
                     size=DIM, distance=models.Distance.COSINE, hnsw_config=models.HnswConfigDiff(m=16)))
                 norms = np.linalg.norm(docs, axis=1)
@@ -232,9 +235,10 @@ def bench_qdrant(data, repeat: int, k: int, local_rows: int) -> list[tuple[str, 
                         ids=list(range(start, stop)), vectors=docs[start:stop].tolist(),
                         payloads=[{"row": i, "norm": float(norms[i])} for i in range(start, stop)]), wait=True)
 
+            built = []
             lb, db = _alternate(layer_build, direct_build, repeat)
             version = backend.open_version(VersionRef(tag, "v1", DIM, "cosine", "fp"))
-            col = f"{tag}_direct_{n[0]}"
+            col = built[-1]
 
             def direct_search() -> list:
                 reqs = [models.QueryRequest(query=q.tolist(), limit=k, with_payload=False) for q in queries]
