@@ -182,11 +182,18 @@ def test_alias_switches_under_concurrent_searches(pg_backend):
     threads = [threading.Thread(target=client, args=(w,)) for w in range(4)]
     for t in threads:
         t.start()
+    def wait_for(name: str) -> None:
+        """Until clients have seen the version just switched to: every switch happens under live searches."""
+        before, deadline = seen[name], time.monotonic() + 20
+        while seen[name] <= before + 1 and time.monotonic() < deadline and not errors:
+            time.sleep(0.01)
+
     try:
+        wait_for("va")
         for switch in range(20):
-            time.sleep(0.05)
-            pg_backend.set_alias("load", "vb" if switch % 2 == 0 else "va")
-        time.sleep(0.05)
+            target = "vb" if switch % 2 == 0 else "va"
+            pg_backend.set_alias("load", target)
+            wait_for(target)
     finally:
         stop.set()
         for t in threads:
