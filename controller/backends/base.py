@@ -122,6 +122,24 @@ class OpenVersion(Protocol):
 
 
 @runtime_checkable
+class TrainingReuse(Protocol):
+    """Two more methods of a backend whose ``capabilities.reusable_training`` is true.
+
+    Under the same model, a corpus that did not drift may keep the reference version's trained
+    structure (e.g. IVF centroids): the engine then builds through ``create_version_on_trained``.
+    """
+
+    def has_training(self, settings: BackendSettings) -> bool:
+        """The structure these settings build learns from the vectors (so it can go stale)."""
+        ...
+
+    def create_version_on_trained(self, ref: VersionRef, settings: BackendSettings,
+                                  reference: VersionRef) -> VersionWriter:
+        """A writer that refills ``reference``'s trained structure instead of training again."""
+        ...
+
+
+@runtime_checkable
 class VectorBackend(Protocol):
     """One kind of vector store. Instances are cheap; connections are made lazily and reused."""
 
