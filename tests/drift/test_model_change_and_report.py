@@ -95,7 +95,6 @@ def test_calibrate_stores_thresholds_and_auto_uses_them(swapped, tmp_path: Path,
 
 def test_auto_threshold_prefers_the_stored_calibration(swapped) -> None:
     from controller.engine.drift import resolve_threshold
-    import numpy as np
 
     store, _ = swapped
     store.write_calibration("scifact", {"version": "v1", "falseAlarm": 0.05,
