@@ -74,7 +74,7 @@ class EmbedError(ControllerError):
 
 
 class BackendError(ControllerError):
-    """A vector backend (FAISS files, pgvector, Qdrant) could not do what was asked.
+    """A vector backend (index files in the store, pgvector, Qdrant) could not do what was asked.
 
     The message names the backend and the setting at fault, never a credential.
     """

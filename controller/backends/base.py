@@ -3,7 +3,7 @@
 The controller's store (store/fs.py) stays the record of truth for everything a
 reconcile decides on: version metadata (meta.json), document ids and content
 hashes, verdicts, routing, the journal. A backend holds only the searchable
-vectors of each version: FAISS files inside the store's version directory (the
+vectors of each version: index files inside the store's version directory (the
 embedded default), a table per version in PostgreSQL/pgvector, a collection per
 version in Qdrant.
 
@@ -24,7 +24,7 @@ through the same cases):
   reports and ``delete_version`` removes; the engine deletes every listed
   version the store does not know, before it builds.
 * Alias. ``set_alias`` repoints the backend's native alias (a view, a Qdrant
-  alias; for FAISS the store's routing record is the alias and this is a no-op)
+  alias; for the embedded files the store's routing record is the alias and this is a no-op)
   in one atomic step, so that a query never sees a half state.
 * Errors. Unreachable servers, bad credentials, a missing extension and the
   like raise ``BackendError`` naming the backend and the setting; bad
@@ -50,7 +50,7 @@ class VersionRef:
     """Which version a backend call is about, and the facts every backend needs to lay it out.
 
     ``location`` is the store's directory for this version (the staging directory while it is
-    being built): the FAISS backend keeps its files there; database backends keep nothing there.
+    being built): the embedded backend keeps its files there; database backends keep nothing there.
     """
 
     index: str
