@@ -221,7 +221,7 @@ class IndexSpec(Model):
                 if not isinstance(params["factory"], str) or not params["factory"]:
                     raise ValueError("spec.index.backend.factory must be a non-empty string")
                 object.__setattr__(self, "factory", params["factory"])  # one name for the build
-        elif "factory" in self.model_fields_set:
+        elif "factory" in self.model_fields_set and self.factory != IndexSpec.model_fields["factory"].default:
             raise ValueError(f"spec.index.factory is a parameter of the {DEFAULT_BACKEND} backend; "
                              f"{self.backend.type} takes its index parameters under spec.index.backend")
         return self
