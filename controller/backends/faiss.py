@@ -140,8 +140,8 @@ def _save_npz(path: Path, **arrays: np.ndarray) -> None:
 
 def restore(unit: np.ndarray, norms: np.ndarray) -> np.ndarray:
     """Unit rows scaled back to their raw norms (zero rows stay zero, as l2_normalize left them)."""
-    scale = np.where(norms == 0, 1.0, norms).astype(np.float64)
-    return (unit.astype(np.float64) * scale[:, None]).astype(np.float32)
+    scale = np.where(norms == 0, np.float32(1.0), norms).astype(np.float32)
+    return unit * scale[:, None]
 
 
 class FaissWriter:
