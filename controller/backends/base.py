@@ -79,6 +79,8 @@ class Capabilities:
     reusable_training: bool = False
     #: exact search is the index itself (Flat), so annRecall is 1 by construction.
     exact: bool = False
+    #: a new version can keep the unchanged rows of an earlier one instead of a second copy (RowSharing).
+    shares_rows: bool = False
 
 
 @runtime_checkable
@@ -136,6 +138,22 @@ class TrainingReuse(Protocol):
     def create_version_on_trained(self, ref: VersionRef, settings: BackendSettings,
                                   reference: VersionRef) -> VersionWriter:
         """A writer that refills ``reference``'s trained structure instead of training again."""
+        ...
+
+
+@runtime_checkable
+class RowSharing(Protocol):
+    """One more method of a backend whose ``capabilities.shares_rows`` is true.
+
+    A corpus revision under the same model reuses most vectors of the version it was built from;
+    such a backend stores only what changed. The writer still gets every row through ``add`` (the
+    contract stays the same); rows with ``base_rows[i] >= 0`` are row ``base_rows[i]`` of ``base``,
+    bit for bit, and the backend may keep a reference instead of the vector. A backend that cannot
+    share for these settings returns an ordinary writer.
+    """
+
+    def create_version_sharing(self, ref: VersionRef, settings: BackendSettings, base: VersionRef,
+                               base_rows: np.ndarray) -> VersionWriter:
         ...
 
 

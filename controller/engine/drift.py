@@ -18,7 +18,7 @@ from typing import Any, cast
 import numpy as np
 
 from controller.checks.drift import DEFAULT_SPLITS, REGISTRY, NormCache, calibrate_null, run_drift
-from controller.backends.base import BackendSettings, TrainingReuse, VersionRef, VersionWriter
+from controller.backends.base import BackendSettings, RowSharing, TrainingReuse, VersionRef, VersionWriter
 from controller.core.stale import StaleAssessment, assess
 from controller.embed.base import l2_normalize
 from controller.engine import backend as B
@@ -270,12 +270,23 @@ def _retrain_record(ref_meta: dict[str, Any], spec: Any) -> CorpusDriftRecord | 
 
 
 def version_writer(store: Store, loaded: Any, record: CorpusDriftRecord | None, ref: VersionRef,
-                   settings: BackendSettings) -> VersionWriter:
-    """A writer for the new version: on the reference's trained structures when the assessment keeps
-    them (a backend with ``reusable_training``), else a fresh build."""
+                   settings: BackendSettings, shared: tuple[str, np.ndarray] | None = None) -> VersionWriter:
+    """A writer for the new version.
+
+    On the reference's trained structures when the assessment keeps them (``reusable_training``);
+    else sharing the unchanged rows of ``shared`` = (version, row of each document there or -1)
+    when the backend can (``shares_rows``); else a fresh build.
+    """
     backend = B.get_backend(settings.type)
-    if (record is None or record.assessment.retrain or not record.assessment.trained
-            or not backend.capabilities.reusable_training):
-        return backend.create_version(ref, settings)
-    reference = B.version_ref(store, loaded.name, record.reference)
-    return cast(TrainingReuse, backend).create_version_on_trained(ref, settings, reference)
+    keeps_training = (record is not None and not record.assessment.retrain and record.assessment.trained
+                      and backend.capabilities.reusable_training)
+    if keeps_training:
+        assert record is not None
+        reference = B.version_ref(store, loaded.name, record.reference)
+        return cast(TrainingReuse, backend).create_version_on_trained(ref, settings, reference)
+    if shared is not None and backend.capabilities.shares_rows:
+        version, rows = shared
+        if B.recorded_settings(store.meta(loaded.name, version)) == settings:
+            base = B.version_ref(store, loaded.name, version)
+            return cast(RowSharing, backend).create_version_sharing(ref, settings, base, rows)
+    return backend.create_version(ref, settings)

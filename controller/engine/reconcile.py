@@ -320,7 +320,8 @@ def _build(action: Action, obs: Observation, loaded: LoadedManifest, store: Stor
     def fill(location: Path) -> None:
         begun = time.monotonic()
         ref = B.new_version_ref(loaded.name, action.version, spec, location)
-        writer = version_writer(store, loaded, corpus_drift, ref, settings)
+        shared = (obs.observed.reuse_from, obs.reuse_rows) if obs.reuse_rows is not None else None
+        writer = version_writer(store, loaded, corpus_drift, ref, settings, shared)
         try:
             _add_rows(writer, vectors, hooks.progress("building"))
             writer.finish()

@@ -118,3 +118,82 @@ def test_manifest_backend_factory_is_spec_index_factory() -> None:
         IndexSpec.model_validate({"version": "v1", "factory": "Flat", "backend": {"factory": "HNSW32"}})
     with pytest.raises(ValueError, match="parameter of the faiss backend"):
         IndexSpec.model_validate({"version": "v1", "factory": "HNSW32", "backend": {"type": "qdrant"}})
+
+
+def new_bytes(version_dir: Path, others: list[Path]) -> int:
+    """Bytes of the files of ``version_dir`` that are not hard links to files of ``others``."""
+    shared = {(p.stat().st_dev, p.stat().st_ino) for d in others if d.is_dir() for p in d.iterdir()}
+    return sum(p.stat().st_size for p in version_dir.iterdir()
+               if (p.stat().st_dev, p.stat().st_ino) not in shared)
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+def test_a_revision_shares_unchanged_rows_and_searches_like_a_full_index(tmp_path: Path, metric: str) -> None:
+    dim, n = 128, 4000
+    backend = FaissBackend()
+    settings = BackendSettings("faiss", {"factory": "Flat"})
+    rng = np.random.default_rng(5)
+    x1 = (rng.normal(size=(n, dim)) * rng.uniform(0.5, 2, size=(n, 1))).astype(np.float32)
+    v = lambda version: VersionRef("t", version, dim, metric, "fp", tmp_path / version)  # noqa: E731
+
+    def build(version: str, x: np.ndarray, base: str | None = None, rows: np.ndarray | None = None):
+        (tmp_path / version).mkdir()
+        writer = (backend.create_version(v(version), settings) if base is None
+                  else backend.create_version_sharing(v(version), settings, v(base), rows))
+        for start in range(0, len(x), 333):
+            writer.add(x[start:start + 333])
+        writer.finish()
+        return backend.open_version(v(version))
+
+    build("v1", x1).close()
+    # revision: 1% edited, 0.5% removed, 0.5% added, the order shuffled
+    keep = rng.permutation(n)[: n - n // 200]
+    rows = np.concatenate([keep, -np.ones(n // 200, dtype=np.int64)])
+    rows = rows[rng.permutation(rows.size)]
+    x2 = np.where((rows >= 0)[:, None], x1[np.maximum(rows, 0)], rng.normal(size=(rows.size, dim))).astype(np.float32)
+    edited = rng.choice(np.flatnonzero(rows >= 0), n // 100, replace=False)
+    x2[edited] = rng.normal(size=(edited.size, dim))
+    rows[edited] = -1
+    rev = build("v1.r1", x2, "v1", rows)
+    assert (tmp_path / "v1.r1" / "rows.npy").is_file()
+    assert new_bytes(tmp_path / "v1.r1", [tmp_path / "v1"]) <= 0.05 * x2.nbytes
+    np.testing.assert_array_equal(np.asarray(rev.vectors()), x2)
+    (tmp_path / "full").mkdir()
+    writer = backend.create_version(v("full"), settings)
+    writer.add(x2)
+    writer.finish()
+    full = backend.open_version(v("full"))
+    q = rng.normal(size=(20, dim)).astype(np.float32)
+    got_scores, got_rows = rev.search(q, 10)
+    want_scores, want_rows = full.search(q, 10)
+    np.testing.assert_array_equal(got_rows, want_rows)
+    np.testing.assert_allclose(got_scores, want_scores, rtol=1e-5, atol=1e-5)
+    assert rev.count() == x2.shape[0]
+
+    # a revision of the revision shares the same full version; the first version may go (GC)
+    rows3 = np.arange(x2.shape[0])
+    rows3[:10] = -1
+    x3 = x2.copy()
+    x3[:10] = rng.normal(size=(10, dim))
+    rev.close()
+    build("v1.r2", x3, "v1.r1", rows3).close()
+    for p in (tmp_path / "v1").iterdir():
+        p.unlink()
+    (tmp_path / "v1").rmdir()
+    backend.delete_version(v("v1.r1"))
+    again = backend.open_version(v("v1.r2"))
+    np.testing.assert_array_equal(np.asarray(again.vectors()), x3)
+    own = sum(p.stat().st_size for p in (tmp_path / "v1.r2").iterdir() if not p.name.startswith("base-"))
+    assert own <= 0.05 * x3.nbytes  # the rows of v1.r1's own delta it reuses are stored again, nothing more
+
+
+def test_a_revision_that_changes_too_much_is_a_full_index(tmp_path: Path) -> None:
+    x = raw(100)
+    write(tmp_path, "v1", x).close()
+    rows = np.where(np.arange(100) < 50, np.arange(100), -1)
+    (tmp_path / "v2").mkdir()
+    writer = FaissBackend().create_version_sharing(ref(tmp_path, "v2"), BackendSettings("faiss", {"factory": "Flat"}),
+                                                   ref(tmp_path, "v1"), rows)
+    writer.add(x)
+    writer.finish()
+    assert not (tmp_path / "v2" / "rows.npy").exists()
