@@ -330,8 +330,7 @@ class SharedVersion:
         metric = self.ref.metric
         bs, br = _search(self.base, queries, k, metric, self._params)
         ds, dr = _search(self.index, queries, k, metric)
-        rows = np.concatenate([np.where(br >= 0, self.from_base[np.maximum(br, 0)], -1),
-                               np.where(dr >= 0, self.from_delta[np.maximum(dr, 0)], -1)], axis=1)
+        rows = np.concatenate([_mapped(br, self.from_base), _mapped(dr, self.from_delta)], axis=1)
         scores = np.concatenate([bs, ds], axis=1)
         order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
         return np.take_along_axis(scores, order, axis=1), np.take_along_axis(rows, order, axis=1)
@@ -354,6 +353,14 @@ class SharedVersion:
 
     def close(self) -> None:
         self.base = self.index = None  # type: ignore[assignment]
+
+
+def _mapped(rows: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """``table[rows]`` where rows >= 0, -1 (padding) elsewhere."""
+    out = np.full(rows.shape, -1, dtype=np.int64)
+    found = rows >= 0
+    out[found] = table[rows[found]]
+    return out
 
 
 class SharingWriter:

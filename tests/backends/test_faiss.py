@@ -197,3 +197,17 @@ def test_a_revision_that_changes_too_much_is_a_full_index(tmp_path: Path) -> Non
     writer.add(x)
     writer.finish()
     assert not (tmp_path / "v2" / "rows.npy").exists()
+
+
+def test_a_version_sharing_every_row_has_an_empty_delta_and_still_searches(tmp_path: Path) -> None:
+    x = unit(50)
+    write(tmp_path, "v1", x).close()
+    (tmp_path / "v2").mkdir()
+    writer = FaissBackend().create_version_sharing(ref(tmp_path, "v2"), BackendSettings("faiss", {"factory": "Flat"}),
+                                                   ref(tmp_path, "v1"), np.arange(50)[::-1].copy())
+    writer.add(x[::-1].copy())
+    writer.finish()
+    opened = FaissBackend().open_version(ref(tmp_path, "v2"))
+    scores, rows = opened.search(x[:3], 60)
+    assert (rows[:, 0] == [49, 48, 47]).all() and (rows[:, 50:] == -1).all() and np.isneginf(scores[:, 50:]).all()
+    np.testing.assert_array_equal(np.asarray(opened.vectors()), x[::-1])
