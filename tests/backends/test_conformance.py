@@ -17,7 +17,7 @@ from controller.backends import get_backend
 from controller.backends.base import BackendSettings, OpenVersion, VectorBackend, VersionRef, VersionWriter
 from controller.errors import NotFound
 
-BACKENDS = ["faiss"]
+BACKENDS = ["faiss", "pgvector", "qdrant"]
 METRICS = ["cosine", "ip", "l2"]
 DIM = 16
 
@@ -46,6 +46,20 @@ def faiss_harness(tmp_path: Path) -> Harness:
 
     return Harness(get_backend("faiss"), lambda metric: BackendSettings("faiss", {"factory": "Flat"}),
                    location, native_alias=False, lists_versions=False)
+
+
+@pytest.fixture
+def pgvector_harness(pg_backend) -> Harness:
+    """A real PostgreSQL + pgvector (tests/backends/conftest.py), one schema per test."""
+    return Harness(pg_backend, lambda metric: BackendSettings("pgvector", {}), lambda name, version: None,
+                   native_alias=True, lists_versions=True)
+
+
+@pytest.fixture
+def qdrant_harness(qdrant_backend) -> Harness:
+    """qdrant-client's local mode in memory (tests/backends/conftest.py)."""
+    return Harness(qdrant_backend, lambda metric: BackendSettings("qdrant", {}), lambda name, version: None,
+                   native_alias=True, lists_versions=True)
 
 
 @pytest.fixture(params=BACKENDS)
