@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Protocol, Sequence, runtime_checkable
 
 if TYPE_CHECKING:  # numpy loads with the backend, not with `controller status`
     import numpy as np
@@ -87,8 +87,13 @@ class Capabilities:
 class VersionWriter(Protocol):
     """Fills one version; nothing is visible until ``finish``."""
 
-    def add(self, vectors: np.ndarray) -> None:
-        """Append rows in order (the next rows after those already added). Called in chunks."""
+    def add(self, vectors: np.ndarray, *, ids: Sequence[str] | None = None,
+            content_hashes: Sequence[str] | None = None) -> None:
+        """Append rows in order (the next rows after those already added). Called in chunks.
+
+        ``ids`` and ``content_hashes`` are the rows' document ids and content hashes, for backends
+        whose tables are read by other tools too; a backend may ignore them (the store keeps both).
+        """
         ...
 
     def finish(self) -> None:

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Sequence
 
 import faiss
 import numpy as np
@@ -178,7 +178,9 @@ class FaissWriter:
         self.keep_raw = not _stores_vectors(self.index)
         self.rescaler = _Rescaler() if ref.metric == "cosine" and not self.keep_raw else None
 
-    def add(self, vectors: np.ndarray) -> None:
+    def add(self, vectors: np.ndarray, *, ids: Sequence[str] | None = None,
+            content_hashes: Sequence[str] | None = None) -> None:
+        del ids, content_hashes  # the store's ids.json/hashes.json are the record for FAISS
         if vectors.ndim != 2 or vectors.shape[1] != self.ref.dim:
             raise InvalidInput(f"vectors of shape {vectors.shape} for a {self.ref.dim}-dimensional index",
                                field="spec.model.dim", value=self.ref.dim)
@@ -374,7 +376,9 @@ class SharingWriter:
         self.delta = FaissWriter(ref, "Flat")
         self.offset = 0
 
-    def add(self, vectors: np.ndarray) -> None:
+    def add(self, vectors: np.ndarray, *, ids: Sequence[str] | None = None,
+            content_hashes: Sequence[str] | None = None) -> None:
+        del ids, content_hashes  # the store's ids.json/hashes.json are the record for FAISS
         n = vectors.shape[0]
         own = self.root_rows[self.offset:self.offset + n] < 0
         self.offset += n

@@ -323,7 +323,7 @@ def _build(action: Action, obs: Observation, loaded: LoadedManifest, store: Stor
         shared = (obs.observed.reuse_from, obs.reuse_rows) if obs.reuse_rows is not None else None
         writer = version_writer(store, loaded, corpus_drift, ref, settings, shared)
         try:
-            _add_rows(writer, vectors, hooks.progress("building"))
+            _add_rows(writer, vectors, corpus.ids, corpus.hashes, hooks.progress("building"))
             writer.finish()
         except InvalidInput as exc:
             writer.abort()
@@ -363,11 +363,13 @@ def _build(action: Action, obs: Observation, loaded: LoadedManifest, store: Stor
                                       "documents": len(corpus), "embedded": embedded, "cache": cache})
 
 
-def _add_rows(writer: Any, vectors: np.ndarray, progress: Progress, chunk: int = 65_536) -> None:
+def _add_rows(writer: Any, vectors: np.ndarray, ids: list[str], hashes: list[str], progress: Progress,
+              chunk: int = 65_536) -> None:
     """Rows in order, in chunks, so a backend can stream them (and the bar moves)."""
     n = vectors.shape[0]
     for start in range(0, n, chunk):
-        writer.add(vectors[start:start + chunk])
+        stop = start + chunk
+        writer.add(vectors[start:stop], ids=ids[start:stop], content_hashes=hashes[start:stop])
         progress(min(start + chunk, n), n)
 
 

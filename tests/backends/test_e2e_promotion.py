@@ -72,6 +72,19 @@ def promote(scifact: Path, tmp_path: Path, capsys, backend: dict, ann_gate: bool
 
 def test_promotion_on_pgvector_exact(scifact, tmp_path, capsys, pg_backend):
     promote(scifact, tmp_path, capsys, {"type": "pgvector"})
+    # the table names its documents itself: other tools can read it without the store
+    import psycopg
+
+    from controller.backends.pgvector import table_name
+
+    version_dir = tmp_path / "store" / "indexes" / "scifact" / "versions" / "v2"
+    ids = json.loads((version_dir / "ids.json").read_text())
+    hashes = json.loads((version_dir / "hashes.json").read_text())
+    with psycopg.connect(pg_backend.info.conninfo) as conn:
+        rows = conn.execute(f'SELECT row, id, content_hash FROM "{pg_backend.schema}".'
+                            f'"{table_name("scifact", "v2")}" ORDER BY row').fetchall()
+    assert [r[0] for r in rows] == list(range(len(ids)))
+    assert [r[1] for r in rows] == ids and [r[2] for r in rows] == hashes
 
 
 def test_promotion_on_pgvector_hnsw_reports_and_gates_ann_recall(scifact, tmp_path, capsys, pg_backend):
