@@ -23,7 +23,8 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Callable
+from functools import cached_property
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
@@ -48,8 +49,9 @@ DEFAULT_GRACE_S = 60.0
 DEFAULT_POLL_S = 0.5
 
 
-@dataclass(frozen=True)
-class Hit:
+class Hit(NamedTuple):
+    # a tuple, not a frozen dataclass: k of them are made per query and a frozen
+    # dataclass __init__ (object.__setattr__ per field) costs several times more
     id: str
     score: float
     rank: int
@@ -71,9 +73,13 @@ class LoadedVersion:
     def fingerprint(self) -> dict[str, Any]:
         return self.meta["fingerprint"]
 
-    @property
+    @cached_property
     def model_key(self) -> str:
-        """The short fingerprint key clients send with vectors (same as the query reservoir key)."""
+        """The short fingerprint key clients send with vectors (same as the query reservoir key).
+
+        Cached: it hashes the canonical JSON of the fingerprint, which cost more than the search
+        of a small index when it ran twice per query; meta never changes while the version is loaded.
+        """
         return short_key(self.fingerprint)
 
     @property
@@ -94,8 +100,11 @@ class LoadedVersion:
 
     def search(self, vector: np.ndarray, k: int) -> list[Hit]:
         scores, rows = self.index.search(vector, k)
-        return [Hit(self.ids[int(row)], float(score), r + 1)
-                for r, (row, score) in enumerate(zip(rows[0], scores[0])) if row >= 0]
+        ids = self.ids
+        # tolist(): plain ints and floats at once instead of a numpy scalar and a conversion per hit
+        return [Hit(ids[row], score, r + 1)
+                for r, (row, score) in enumerate(zip(np.asarray(rows[0]).tolist(), np.asarray(scores[0]).tolist()))
+                if row >= 0]
 
 
 def load_version(store: Store, name: str, version: str) -> LoadedVersion:

@@ -7,6 +7,8 @@ stable/candidate, code an HTTP status class member; never a key or an id.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -29,3 +31,16 @@ class ServeMetrics:
         self.events_failed = Gauge("controller_serve_events_write_errors", "Events the log could not write",
                                    registry=self.registry)
         self.loaded = Gauge("controller_serve_versions_loaded", "Versions kept loaded", registry=self.registry)
+        self._served: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+
+    def served(self, index: str, version: str, role: str) -> tuple[Any, Any]:
+        """The 200-requests counter and the latency histogram of one (index, version, role).
+
+        Kept per label set: `labels()` takes the metric's lock and builds a key on every call,
+        a cost paid twice per search otherwise. The label sets are bounded (see above).
+        """
+        children = self._served.get((index, version, role))
+        if children is None:
+            children = (self.requests.labels(index, version, role, "200"), self.latency.labels(index, version, role))
+            self._served[(index, version, role)] = children
+        return children
