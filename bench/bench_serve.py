@@ -6,7 +6,8 @@ Flat cosine version built by `controller reconcile`; queries are the 300 test qu
 
 Measured:
   raw        faiss `index.search` of one query on the loaded index, in this process
-  pool       `engine.serving.search` (the `controller query` path: route, check the model, search)
+  pool       `engine.serving.search` (the `controller query` path: route, check the model, search),
+             timed alternately with raw on the same queries (the machine's load moves both alike)
   serial     one HTTP client, one request at a time            -> served p50 - raw p50 (goal <= 2 ms)
   loaded     N requests at C concurrent connections (processes x threads of http.client) -> QPS (goal >= 500)
   switch     the same load while `controller reconcile` promotes v2 (same model, HNSW32) and
@@ -61,14 +62,17 @@ def pct(values: list[float], p: float) -> float:
     return float(np.percentile(np.asarray(values) * 1000, p))
 
 
-def timed(fn, queries: np.ndarray, n: int) -> list[float]:
-    out = []
+def timed_pair(first, second, queries: np.ndarray, n: int) -> tuple[list[float], list[float]]:
+    """Both functions on the same query, alternately: on a shared machine whose load changes by
+    the second, two back-to-back runs of 3000 calls each compare two different machines."""
+    a, b = [], []
     for i in range(n):
         q = queries[i % len(queries)]
-        t = time.perf_counter()
-        fn(q)
-        out.append(time.perf_counter() - t)
-    return out
+        for fn, out in ((first, a), (second, b)) if i % 2 else ((second, b), (first, a)):
+            t = time.perf_counter()
+            fn(q)
+            out.append(time.perf_counter() - t)
+    return a, b
 
 
 # ---- load generator: processes x threads, each with a keep-alive http.client connection ---------------
@@ -163,13 +167,13 @@ def main() -> int:
     queries = np.load(SCIFACT / "vectors" / MODEL / "queries.npy").astype(np.float32)
     s = Store(store)
     index = faiss.read_index(str(s.version_dir("scifact", "v1") / "index.faiss"))
-    # raw = what a caller of FAISS itself does for cosine: normalise the query, search the index
-    raw = timed(lambda q: index.search(q.reshape(1, -1) / np.linalg.norm(q), 10), queries, 3000)
     pool = VersionPool(s, ["scifact"])
     pool.refresh()
     routed = pool.routed("scifact")
     key = routed.versions["v1"].model_key
-    inproc = timed(lambda q: search(routed, vector=q, model=key, k=10), queries, 3000)
+    # raw = what a caller of FAISS itself does for cosine: normalise the query, search the index
+    raw, inproc = timed_pair(lambda q: index.search(q.reshape(1, -1) / np.linalg.norm(q), 10),
+                             lambda q: search(routed, vector=q, model=key, k=10), queries, 3000)
     raw50, pool50 = pct(raw, 50), pct(inproc, 50)
     print(f"raw index.search        p50 {raw50:.3f} ms  p99 {pct(raw, 99):.3f} ms")
     print(f"in-process pool search  p50 {pool50:.3f} ms  p99 {pct(inproc, 99):.3f} ms  "
