@@ -115,7 +115,20 @@ def write_bytes(path: Path, data: bytes) -> None:
 
 
 def write_json(path: Path, payload: Any) -> None:
-    write_bytes(path, (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode())
+    write_bytes(path, (_dumps(payload) + "\n").encode())
+
+
+def _dumps(payload: Any) -> str:
+    """json.dumps(payload, indent=2, sort_keys=True), byte for byte.
+
+    An indent makes json.dumps use its pure-Python encoder; for a flat list of strings (ids.json,
+    hashes.json: one entry per document) the same text is joined from the C string encoder,
+    about ten times faster.
+    """
+    if isinstance(payload, list) and payload and all(type(item) is str for item in payload):
+        encode = json.encoder.encode_basestring_ascii
+        return "[\n  " + ",\n  ".join([encode(item) for item in payload]) + "\n]"
+    return json.dumps(payload, indent=2, sort_keys=True)
 
 
 def read_json(path: Path, default: Any = None) -> Any:

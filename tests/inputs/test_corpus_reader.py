@@ -1,0 +1,91 @@
+"""The fast corpus reader (bytes straight to orjson) and the careful one give the same corpus or the same error."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from controller.errors import InvalidInput
+from controller.store import corpus as C
+
+SCIFACT = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "scifact" / "corpus.jsonl"
+
+
+def both(path: Path, id_field: str = "id", fields: list[str] | None = None):
+    fields = fields or ["title", "text"]
+    out = []
+    for reader in (C._read_fast, C._read_checked):
+        try:
+            out.append(reader(path, id_field, fields, None))
+        except C._Irregular:
+            out.append("irregular")
+        except InvalidInput as exc:
+            out.append(("error", str(exc)))
+    return out
+
+
+CASES = {
+    "plain": b'{"id": "a", "title": "T", "text": "x"}\n{"id": 2, "text": "y"}\n',
+    "bom, crlf, blank lines": b'\xef\xbb\xbf{"id": "a", "text": "x"}\r\n\r\n   \n{"id": "b", "title": "", "text": "y"}\n',
+    "no final newline": b'{"id": "a", "text": "x"}',
+    "numbers as text": b'{"id": "a", "title": 1.5, "text": 2}\n',
+    "unicode": '{"id": "é", "text": "naïve — 漢字 \\u00e9"}\n'.encode(),
+    "duplicate key (last wins)": b'{"id": "a", "id": "b", "text": "x"}\n',
+    "duplicate id": b'{"id": "a", "text": "x"}\n{"id": "a", "text": "y"}\n',
+    "missing id": b'{"text": "x"}\n',
+    "empty id": b'{"id": "", "text": "x"}\n',
+    "bool id": b'{"id": true, "text": "x"}\n',
+    "blank text": b'{"id": "a", "title": " ", "text": "  "}\n',
+    "list text": b'{"id": "a", "text": ["x"]}\n',
+    "not an object": b'["a"]\n',
+    "not JSON": b'{"id": "a", "text": "x"}\n{"id": \n',
+    "NaN token": b'{"id": "a", "text": "x", "score": NaN}\n',
+    "invalid UTF-8": b'{"id": "a", "text": "\xff"}\n',
+    "non-ASCII blank line": '\u00a0\n{"id": "a", "text": "x"}\n'.encode(),
+    "huge int": b'{"id": 123456789012345678901234567890, "text": "x"}\n',
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_fast_reader_agrees_with_the_careful_one(tmp_path: Path, name: str) -> None:
+    path = tmp_path / "corpus.jsonl"
+    path.write_bytes(CASES[name])
+    fast, checked = both(path)
+    assert checked != "irregular"
+    if fast == "irregular":  # read_corpus falls back: the careful reader's result is the answer
+        return
+    assert fast == checked, name
+
+
+def test_read_corpus_falls_back_and_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "corpus.jsonl"
+    path.write_bytes(CASES["not JSON"])
+    with pytest.raises(InvalidInput, match="line 2 is not valid JSON"):
+        C.read_corpus(path, "id", ["text"])
+    path.write_bytes(CASES["invalid UTF-8"])
+    with pytest.raises(InvalidInput, match="invalid UTF-8 at line 1"):
+        C.read_corpus(path, "id", ["text"])
+
+
+def test_hashes_and_digest_keep_their_definition(tmp_path: Path) -> None:
+    """Stores persist these (hashes.json, meta corpus.digest): the definition must not move."""
+    path = tmp_path / "corpus.jsonl"
+    path.write_bytes(CASES["plain"])
+    corpus = C.read_corpus(path, "id", ["title", "text"])
+    assert corpus.texts == ["T x", "y"]
+    assert corpus.hashes == [hashlib.sha256(t.encode()).hexdigest()[:16] for t in corpus.texts]
+    h = hashlib.sha256()
+    for doc_id, doc_hash in zip(corpus.ids, corpus.hashes):
+        h.update(doc_id.encode() + b"\0" + doc_hash.encode() + b"\n")
+    assert corpus.digest == h.hexdigest()[:16]
+
+
+@pytest.mark.skipif(not SCIFACT.is_file(), reason="SciFact not available")
+def test_scifact_same_both_ways() -> None:
+    fast = C._read_fast(SCIFACT, "_id", ["title", "text"], None)
+    assert fast == C._read_checked(SCIFACT, "_id", ["title", "text"], None)
+    assert len(fast[0]) == sum(1 for line in SCIFACT.read_bytes().splitlines() if line.strip())
+    assert json.loads(SCIFACT.read_bytes().splitlines()[0])["_id"] == fast[0][0]
