@@ -6,7 +6,11 @@ from the pure functions in core.gates and checks/.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,6 +28,7 @@ from controller.engine.embedders import EmbedderCache
 from controller.errors import CheckError, InvalidInput
 from controller.manifest.defaults import ANN_RECALL, DEFAULT_CONFIDENCE, REPORTED_METRICS
 from controller.manifest.load import LoadedManifest
+from controller.store import atomic
 from controller.store.fs import Store
 
 ANN_PREFIX = f"{ANN_RECALL}@"
@@ -60,8 +65,8 @@ def _quality_checks(store: Store, loaded: LoadedManifest, version: str, baseline
     metrics = _metric_names(golden_spec)
     cutoffs = _ann_cutoffs(golden_spec)
     embedders = EmbedderCache()
-    new = _golden_run(store, name, version, golden, metrics, golden_spec.k, cutoffs, embedders)
-    old = (_golden_run(store, name, baseline, golden, metrics, golden_spec.k, cutoffs, embedders)
+    new = stored_golden_run(store, name, version, golden, metrics, golden_spec.k, cutoffs, embedders)
+    old = (stored_golden_run(store, name, baseline, golden, metrics, golden_spec.k, cutoffs, embedders)
            if baseline else None)
     report.golden_digest = golden.digest
     report.queries = len(golden.query_ids)
@@ -135,6 +140,77 @@ def _ann_cutoffs(golden_spec: Any) -> list[int]:
     """annRecall@k for the evaluation depth and every annRecall gate."""
     gated = [int(g.metric[len(ANN_PREFIX):]) for g in gate_specs(golden_spec) if g.metric.startswith(ANN_PREFIX)]
     return sorted({golden_spec.k, *gated})
+
+
+#: Where a version's golden evaluations are kept: <index>/evaluations/<version>.<key>.json.
+EVALUATIONS = "evaluations"
+_EVALUATION_SCHEMA = 1
+
+
+def stored_golden_run(store: Store, name: str, version: str, golden: G.GoldenSet, metrics: list[str],
+                      k: int, ann_cutoffs: list[int], embedders: EmbedderCache | None = None) -> GoldenRun:
+    """The golden evaluation of a version, computed once and then read back.
+
+    A built version never changes, so its evaluation on the same golden set (same digest), with
+    the same metrics and depths, is the same: the stable version's run is not recomputed each
+    time a candidate is checked against it. The key pins all of that plus the version's creation
+    stamp, model fingerprint and index, so a version rebuilt under the same name is evaluated
+    anew. The file is a cache: unreadable means recompute, and it is written like every store file.
+    """
+    meta = store.meta(name, version)
+    key = hashlib.sha256(json.dumps(
+        {"schema": _EVALUATION_SCHEMA, "created": meta.get("created"), "fingerprint": meta.get("fingerprint"),
+         "index": meta.get("index"), "corpus": meta.get("corpus", {}).get("digest"), "golden": golden.digest,
+         "metrics": sorted(metrics), "k": k, "annCutoffs": sorted(ann_cutoffs)},
+        sort_keys=True, default=str).encode()).hexdigest()[:16]
+    path = store.index_dir(name) / EVALUATIONS / f"{version}.{key}.json"
+    run = _read_golden_run(path)
+    if run is not None:
+        return run
+    run = _golden_run(store, name, version, golden, metrics, k, ann_cutoffs, embedders)
+    try:
+        _prune_evaluations(path.parent, {v.id for v in store.versions(name)})
+        atomic.write_json(path, _golden_run_doc(run))
+    except OSError:
+        pass  # a read-only store: the evaluation is still right, only not kept
+    return run
+
+
+def _golden_run_doc(run: GoldenRun) -> dict[str, Any]:
+    e = run.evaluation
+    return {"metrics": e.metrics, "queryIds": e.query_ids, "goldenDigest": e.golden_digest,
+            "missingQueries": e.missing_queries, "unjudgedQrelsDocs": e.unjudged_qrels_docs,
+            "warnings": e.warnings, "annRecall": run.ann_recall,
+            # repr-exact floats: JSON numbers written by json round-trip to the same doubles
+            "perQuery": {m: {"dtype": str(np.asarray(v).dtype), "values": np.asarray(v).tolist()}
+                         for m, v in e.per_query.items()}}
+
+
+def _read_golden_run(path: Path) -> GoldenRun | None:
+    try:
+        doc = atomic.read_json(path)
+        if doc is None:
+            return None
+        evaluation = G.Evaluation(
+            metrics=doc["metrics"], query_ids=doc["queryIds"], golden_digest=doc["goldenDigest"],
+            missing_queries=doc["missingQueries"], unjudged_qrels_docs=doc["unjudgedQrelsDocs"],
+            warnings=doc["warnings"],
+            per_query={m: np.asarray(v["values"], dtype=v["dtype"]) for m, v in doc["perQuery"].items()})
+        return GoldenRun(evaluation, doc["annRecall"])
+    except (OSError, KeyError, TypeError, ValueError):
+        return None  # unreadable, or an older or foreign layout: evaluate again
+
+
+def _prune_evaluations(directory: Path, versions: set[str]) -> None:
+    """Drop the evaluations of versions the store no longer has (history.keep removed them)."""
+    if not directory.is_dir():
+        return
+    for entry in directory.iterdir():
+        if entry.suffix == ".json" and entry.stem.rsplit(".", 1)[0] not in versions:
+            try:
+                os.unlink(entry)
+            except OSError:
+                pass
 
 
 def _golden_run(store: Store, name: str, version: str, golden: G.GoldenSet, metrics: list[str],
