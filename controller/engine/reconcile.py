@@ -213,6 +213,10 @@ def _reuse_source(store: Store, loaded: LoadedManifest, corpus: Corpus, versions
     if not same:
         return None, None
     source = max(same, key=lambda v: v.created)
+    if source.corpus_digest == corpus.digest:
+        # the digest covers every (id, hash) in order: row i is document i, no need to read the files
+        # (the re-plan after every build lands here: the version just built is the source)
+        return source.id, np.arange(len(corpus), dtype=np.int64)
     old_ids = store.ids(loaded.name, source.id)
     position = {key: row for row, key in enumerate(zip(old_ids, store.hashes(loaded.name, source.id)))}
     rows = np.fromiter((position.get(key, -1) for key in zip(corpus.ids, corpus.hashes)),
@@ -402,8 +406,9 @@ def _vectors_for(store: Store, loaded: LoadedManifest, obs: Observation, embedde
     if rows is not None:
         old_vecs = B.stored_vectors(store, loaded.name, obs.observed.reuse_from)
         have = rows >= 0
-        out = np.zeros((len(corpus), old_vecs.shape[1]), dtype=np.float32)
-        out[have] = old_vecs[rows[have]]
+        # one gather (rows to embed take row 0 as a placeholder, overwritten below) instead of a
+        # zeroed array, a gathered temporary and a masked copy of it
+        out = np.ascontiguousarray(old_vecs[np.where(have, rows, 0)], dtype=np.float32)
         todo = np.flatnonzero(~have).tolist()
         if not todo:
             return out, 0, CacheStats().to_dict()
