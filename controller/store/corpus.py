@@ -107,12 +107,7 @@ def _read_fast(path: Path, id_field: str, text_fields: list[str], manifest: Path
                 text = " ".join([p for p in parts if p]) if all(type(p) is str for p in parts) else None
             if type(text) is not str or not text.strip():
                 raise _Irregular()  # numbers, other types, no text: the careful reader decides
-            if doc_id in seen:
-                raise InvalidInput(
-                    f"duplicate document id {snippet(doc_id)!r} at line {lineno} (first at line {seen[doc_id]})",
-                    file=path, field=id_field,
-                )
-            seen[doc_id] = lineno
+            _remember(seen, doc_id, lineno, path, id_field)
             ids.append(doc_id)
             texts.append(text)
     return ids, texts
@@ -131,15 +126,20 @@ def _read_checked(path: Path, id_field: str, text_fields: list[str], manifest: P
             continue
         doc = _parse_line(line, path, lineno)
         doc_id = _document_id(doc, id_field, path, lineno)
-        if doc_id in seen:
-            raise InvalidInput(
-                f"duplicate document id {snippet(doc_id)!r} at line {lineno} (first at line {seen[doc_id]})",
-                file=path, field=id_field,
-            )
-        seen[doc_id] = lineno
+        _remember(seen, doc_id, lineno, path, id_field)
         ids.append(doc_id)
         texts.append(_document_text(doc, text_fields, path, lineno))
     return ids, texts
+
+
+def _remember(seen: dict[str, int], doc_id: str, lineno: int, path: Path, id_field: str) -> None:
+    """Record the line of an id; a second line with the same id is refused, naming both lines."""
+    if doc_id in seen:
+        raise InvalidInput(
+            f"duplicate document id {snippet(doc_id)!r} at line {lineno} (first at line {seen[doc_id]})",
+            file=path, field=id_field,
+        )
+    seen[doc_id] = lineno
 
 
 def _parse_line(line: str, path: Path, lineno: int) -> dict:
