@@ -350,3 +350,19 @@ def routing_of(state: RolloutState) -> tuple[str | None, float, float, float]:
     if state.aborted:
         return None, 0.0, 0.0, 0.0
     return state.version, state.weight, state.mirror, state.interleave
+
+
+def summary(state: RolloutState, waiting_for: str, next_due: float | None) -> dict[str, Any]:
+    """The step part of a plan and of status: where the rollout is, what it waits for, when it is due."""
+    step = state.current
+    return {"version": state.version, "currentStepIndex": state.index, "steps": len(state.steps),
+            "step": describe(step) if step is not None else ("promoted" if state.promoted else "promotion"),
+            "stepStartedAt": state.started_at, "waitingFor": waiting_for, "nextDueAt": next_due,
+            "weight": state.weight, "mirror": state.mirror, "interleave": state.interleave,
+            "aborted": state.aborted, "promoted": state.promoted, "message": state.message,
+            "analysis": state.analysis}
+
+
+def summary_now(state: RolloutState, now: float, *, confirm: bool = False) -> dict[str, Any]:
+    waiting, due = _waiting(state, now, confirm)
+    return summary(state, waiting, due)

@@ -28,6 +28,7 @@ from controller.embed.base import check_finite
 from controller.errors import CheckError, ControllerError, EmbedError, InvalidInput, StalePlan
 from controller.engine.checks import run_checks
 from controller.engine.drift import corpus_drift_for_build, reuse_training
+from controller.engine import rollout
 from controller.engine.embedding import CacheStats, embed_documents, gc_embedding_cache
 from controller.engine.status import persist_status, utc_now
 from controller.engine.validate import validate_inputs, validated_corpus
@@ -86,6 +87,8 @@ class Hooks:
     on_lock_wait: Callable[[str], None] = print_lock_wait
     # called with the index name once the lock is held, before the plan is made again
     on_locked: Callable[[str], None] = lambda name: None
+    # seconds since the epoch: when rollout steps are due (tests and simulations pass their own)
+    clock: Callable[[], float] = time.time
 
 
 def desired_of(loaded: LoadedManifest) -> Desired:
@@ -94,7 +97,10 @@ def desired_of(loaded: LoadedManifest) -> Desired:
     return Desired(name=m.name, alias=m.alias, label=s.index.version, fingerprint=s.model.fingerprint(),
                    factory=s.index.factory, metric=s.index.metric, percentage=s.rollout.percentage,
                    keep=s.history.keep, suspend=s.suspend, manifest_digest=loaded.digest,
-                   retrain_stale=bool(s.checks.corpus_drift and s.checks.corpus_drift.retrain))
+                   retrain_stale=bool(s.checks.corpus_drift and s.checks.corpus_drift.retrain),
+                   steps=(tuple(step.model_dump(mode="json", by_alias=True) for step in s.rollout.steps)
+                          if s.rollout.steps is not None else None),
+                   confirm=s.rollout.confirm is not None)
 
 
 def observe(loaded: LoadedManifest, store: Store, previous: Observation | None = None) -> Observation:
@@ -220,10 +226,16 @@ def _reuse_source(store: Store, loaded: LoadedManifest, corpus: Corpus, versions
     return source.id, rows
 
 
-def plan_index(loaded: LoadedManifest, store: Store, previous: Observation | None = None
-               ) -> tuple[Observation, Plan]:
+def plan_index(loaded: LoadedManifest, store: Store, previous: Observation | None = None, *,
+               now: float | None = None, ask_confirm: bool = False) -> tuple[Observation, Plan]:
+    """Observe and plan at `now` (default: the clock); a stepped rollout's due look is measured first."""
     obs = observe(loaded, store, previous)
-    return obs, make_plan(obs.desired, obs.observed)
+    now = time.time() if now is None else now
+    if obs.desired.steps is not None:
+        state = rollout.stored_state(store, loaded.name)
+        verdict, confirmed = rollout.step_inputs(loaded, store, state, now, ask_confirm=ask_confirm)
+        obs = replace(obs, observed=replace(obs.observed, rollout=state, step_verdict=verdict, confirmed=confirmed))
+    return obs, make_plan(obs.desired, obs.observed, now)
 
 
 def reconcile_index(loaded: LoadedManifest, store: Store, *, dry_run: bool = False,
@@ -237,13 +249,13 @@ def reconcile_index(loaded: LoadedManifest, store: Store, *, dry_run: bool = Fal
     0: fail at once) bounds the wait for another writer.
     """
     hooks = hooks or Hooks()
-    obs, first = plan_index(loaded, store)  # validates the input before any wait or write
+    obs, first = plan_index(loaded, store, now=hooks.clock())  # validates the input before any wait or write
     result = IndexResult(loaded.name, first)
     if dry_run:
         return result
     with store.lock(timeout=lock_timeout, on_wait=hooks.on_lock_wait):
         hooks.on_locked(loaded.name)
-        obs, first = plan_index(loaded, store, obs)
+        obs, first = plan_index(loaded, store, obs, now=hooks.clock(), ask_confirm=True)
         result.plan = first
         if expect is not None:
             if first.to_dict() != expect:
@@ -256,7 +268,7 @@ def reconcile_index(loaded: LoadedManifest, store: Store, *, dry_run: bool = Fal
                 if not current.changes:
                     break
                 obs = _execute(current, obs, loaded, store, hooks, result)
-                obs, current = plan_index(loaded, store, obs)
+                obs, current = plan_index(loaded, store, obs, now=hooks.clock(), ask_confirm=True)
         except InvalidInput:
             raise  # found before anything was written: the status stays as it was
         except Exception as exc:
@@ -443,6 +455,14 @@ def _route(action: Action, store: Store, loaded: LoadedManifest, hooks: Hooks) -
     if action.kind == "delete":
         store.delete_version(name, action.version)
         gc_embedding_cache(store)  # the store's GC is also the embedding cache's (docs/embedding.md)
+        return
+    if action.state is not None:  # a step transition: routing, step state and journal in one commit
+        if action.kind == "stepState":
+            store.commit_transition(name, rollout=action.state)
+            return
+        rollout.commit_step(store, name, loaded.manifest.alias, action.kind, action.version, action.reason,
+                            action.message, action.state, notify=hooks.on_transition, manifest_digest=loaded.digest,
+                            source=str(loaded.source), extra=hooks.journal_extra)
         return
     routing = store.routing(name)
     if action.kind == "promote":

@@ -66,6 +66,14 @@ def persist_status(store: Store, name: str, *, plan: Plan | None = None, alias: 
     base = stored if stored is not None else (previous or {})
     if plan is None:
         plan = Plan(name, target=base.get("target"))
+    if plan.rollout is None:  # paths without a plan (verbs, errors) still show the step state
+        from dataclasses import replace
+
+        from controller.engine.rollout import rollout_summary
+
+        summary = rollout_summary(store, name, plan.target)
+        if summary is not None:
+            plan = replace(plan, rollout=summary)
     routing = store.routing(name)
     versions = store.versions(name)
     flag = suspension(store, name)

@@ -1,0 +1,105 @@
+"""Stepped rollouts through the real reconcile loop and store: steps, state, journal, status, verbs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from controller.core.types import Routing
+from controller.engine.reconcile import Hooks, reconcile_index
+from controller.engine.rollout import apply_command
+from controller.errors import InvalidInput
+from controller.manifest.load import load_manifests
+from controller.store.fs import Store
+from tests.helpers import V2_OPTIONS, manifest, write_manifest
+
+T0 = 1_800_000_000.0
+STEPS = [{"setMirror": 50}, {"pause": {"duration": "10m"}}, {"setWeight": 20}, {"pause": {}}]
+
+
+def apply(ws: Path, doc: dict, store: Store, at: float, events: list | None = None, **kw):
+    [loaded] = load_manifests(write_manifest(ws, doc))
+    sink = events if events is not None else []
+    return reconcile_index(loaded, store, hooks=Hooks(clock=lambda: at, on_transition=lambda n, e: sink.append(e)),
+                           **kw)
+
+
+def stepped(steps=STEPS, **kw) -> dict:
+    doc = manifest("v2", V2_OPTIONS, **kw)
+    doc["spec"]["rollout"] = {"steps": steps}
+    return doc
+
+
+@pytest.fixture
+def rolling(ws, store):
+    apply(ws, manifest("v1"), store, T0 - 100)
+    events: list = []
+    result = apply(ws, stepped(), store, T0, events)
+    return result, events
+
+
+def test_steps_run_until_the_first_wait_and_journal_each_transition(rolling, store):
+    result, events = rolling
+    assert store.routing("qs") == Routing(stable="v1", candidate="v2", weight=0.0, mirror=50.0)
+    record = json.loads((store.index_dir("qs") / "routing.json").read_text())
+    assert record["mirror"] == 50.0 and "interleave" not in record  # serve reads the shares from here
+    steps = [r["step"] for r in store.journal("qs") if "step" in r]
+    assert [(s["index"], s["mirror"]) for s in steps] == [(0, 50.0), (1, 50.0)]
+    rollout = result.status["rollout"]
+    assert (rollout["currentStepIndex"], rollout["stepStartedAt"], rollout["nextDueAt"]) == (1, T0, T0 + 600)
+    assert "pause of 10m" in rollout["waitingFor"] and result.status["phase"] == "Progressing"
+    assert [e["event"] for e in events if e.get("step") is not None] == ["StepTransition", "StepTransition"]
+
+
+def test_dry_run_shows_the_next_step_and_when(rolling, ws, store):
+    before = (store.index_dir("qs") / "rollout.json").read_bytes()
+    waiting = apply(ws, stepped(), store, T0 + 300, dry_run=True).plan
+    assert not waiting.changes and waiting.rollout["nextDueAt"] == T0 + 600
+    due = apply(ws, stepped(), store, T0 + 600, dry_run=True).plan
+    assert [(a.kind, a.weight) for a in due.actions] == [("step", 20.0), ("step", 20.0)]
+    assert (store.index_dir("qs") / "rollout.json").read_bytes() == before  # a dry run writes nothing
+
+
+def test_a_restart_mid_pause_resumes_the_same_step(rolling, ws, store):
+    again = apply(ws, stepped(), store, T0 + 300)  # a new process: only the store carries the state
+    assert again.executed == [] and again.status["rollout"]["currentStepIndex"] == 1
+    done = apply(ws, stepped(), store, T0 + 600)
+    assert store.routing("qs").weight == 20.0 and done.status["rollout"]["currentStepIndex"] == 3
+    assert "controller promote" in done.status["rollout"]["waitingFor"]
+
+
+def test_promote_abort_retry_verbs(rolling, ws, store):
+    status = apply_command(store, "qs", "promote", now=T0 + 5)  # skip the 10m pause
+    assert store.routing("qs").weight == 20.0 and status["rollout"]["currentStepIndex"] == 3
+    status = apply_command(store, "qs", "abort", now=T0 + 6)
+    assert store.routing("qs") == Routing(stable="v1", candidate=None, weight=0.0)
+    assert status["phase"] == "RolledBack" and status["rollout"]["aborted"]
+    again = apply(ws, stepped(), store, T0 + 10**5)  # stays aborted on later reconciles
+    assert again.executed == [] and store.routing("qs").candidate is None
+    with pytest.raises(InvalidInput, match="is aborted"):
+        apply_command(store, "qs", "promote", now=T0 + 7)
+    apply_command(store, "qs", "retry", now=T0 + 8)
+    assert store.routing("qs") == Routing(stable="v1", candidate="v2", weight=0.0, mirror=50.0)
+    status = apply_command(store, "qs", "promote-full", now=T0 + 9)
+    assert store.routing("qs") == Routing(stable="v2", candidate=None, weight=0.0)
+    assert status["phase"] == "Healthy" and status["rollout"]["promoted"]
+    reasons = [r["reason"] for r in store.journal("qs") if "step" in r]
+    assert reasons[-5:] == ["RolloutAborted", "RolloutRetried", "StepStarted", "PromotedFull", "StepsComplete"]
+    with pytest.raises(InvalidInput, match="already promoted"):
+        apply_command(store, "qs", "abort")
+
+
+def test_a_manifest_change_mid_rollout_restarts_the_steps(rolling, ws, store):
+    apply(ws, stepped(), store, T0 + 600)
+    assert store.routing("qs").weight == 20.0
+    changed = apply(ws, stepped(keep=4), store, T0 + 700)
+    assert changed.status["rollout"]["currentStepIndex"] == 1 and store.routing("qs").weight == 0.0
+    assert any(r["reason"] == "StepsRestarted" for r in store.journal("qs"))
+
+
+def test_verbs_refuse_an_index_without_steps(ws, store):
+    apply(ws, manifest("v1"), store, T0)
+    with pytest.raises(InvalidInput, match="no stepped rollout"):
+        apply_command(store, "qs", "promote")
