@@ -294,8 +294,8 @@ class RolloutStep(Model):
 class ConfirmSpec(Model):
     url: str = Field(pattern=r"^https?://", description="Receiver POSTed before the final promotion; "
                                                         "HTTP 200 = go, anything else = wait.")
-    timeout: float = Field(default=5, gt=0, le=60, description="Seconds to wait for the receiver.")
-    interval: float = Field(default=30, gt=0, description="Seconds between two asks while it says wait.")
+    timeout: float = Field(default=5, gt=0, le=60, description="Seconds to wait for the receiver; it is asked "
+                                                               "again every 30 s while it says wait.")
 
 
 class RolloutSpec(Model):
