@@ -32,7 +32,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1] / "controller"
 SHELLS = {"cli", "operator", "gitops", "serve"}
 RANK = {"<leaf>": 0, "core": 1, "manifest": 0, "inputs": 0, "checks": 2, "store": 2, "embed": 2, "backends": 2,
-        "engine": 3, "api": 3, "<package>": 3, "report": 4, "cliargs": 4, **{s: 5 for s in SHELLS}}
+        "engine": 3, "api": 3, "<package>": 3, "report": 4, "simulate": 4, "cliargs": 4, **{s: 5 for s in SHELLS}}
 LEAVES = {"errors", "paths", "naming", "durations", "progress"}
 PURE_FORBIDDEN = ("numpy", "scipy", "faiss", "kubernetes", "kopf")
 VERB_TOP_LEVEL_ALLOWED = ("controller.cliargs", "controller.errors", "controller.paths", "controller")

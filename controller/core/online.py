@@ -1,0 +1,328 @@
+"""Online gates: candidate against stable on live traffic, decided sequentially (pure).
+
+A gate is ``{metric, maxDrop | maxIncrease | min | max, minSamples}``:
+
+* ``maxDrop d``     fails when candidate - stable < -d (a metric that should not fall: ctr, mrr...)
+* ``maxIncrease d`` fails when candidate - stable > d (latency, skip or complaint rate...)
+* ``min m`` / ``max m`` bound the candidate's own value (mirror overlap, error rate...)
+
+Thresholds are in the metric's own units (a maxDrop of 0.02 on ctr is two
+points; a maxIncrease of 5 on latencyP99 is 5 ms).
+
+Each gate is judged on an always-valid (1 - alpha) confidence sequence
+(controller.core.sequential) of the difference (maxDrop/maxIncrease) or of the
+candidate's value (min/max). The gate
+
+* fails only when the interval lies entirely on the bad side of the threshold,
+* passes only when it lies entirely on the good side,
+* is "inconclusive" otherwise, and always below ``minSamples`` on either arm.
+
+Because the interval is a confidence sequence, the gate may be evaluated at
+every analysis interval: a candidate as good as stable is aborted with
+probability at most alpha however often it is looked at. "Not enough data"
+is never a pass; what happens when a step's maxDuration runs out is the
+caller's policy (``on_timeout``).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from controller.core import sequential as S
+from controller.errors import InvalidInput
+
+Decision = Literal["passed", "failed", "inconclusive"]
+PASSED: Decision = "passed"
+FAILED: Decision = "failed"
+INCONCLUSIVE: Decision = "inconclusive"
+
+#: Per-sample means (one value per impression, per dwell event or per mirrored query).
+MEAN_METRICS = ("ctr", "clicksPerQuery", "mrr", "dwellMean", "skipRate", "complaintRate", "zeroResultRate",
+                "errorRate", "mirrorOverlap", "mirrorRbo", "mirrorJaccard", "mirrorErrorRate")
+#: Quantiles of a latency distribution (milliseconds).
+QUANTILE_METRICS = {"latencyP50": 0.50, "latencyP95": 0.95, "latencyP99": 0.99,
+                    "mirrorLatencyP50": 0.50, "mirrorLatencyP95": 0.95, "mirrorLatencyP99": 0.99}
+#: Every metric name a gate may use; "ctr@K" (a click within the first K positions) is also accepted.
+METRICS = MEAN_METRICS + tuple(QUANTILE_METRICS)
+_CTR_AT = re.compile(r"^ctr@([1-9][0-9]*)$")
+
+KINDS = ("maxDrop", "maxIncrease", "min", "max")
+DEFAULT_MIN_SAMPLES = 100
+#: Values of ``on_timeout``: what an undecided gate becomes when the caller's time is up.
+TIMEOUT_POLICIES = (PASSED, FAILED, INCONCLUSIVE)
+
+
+def known_metric(metric: str) -> bool:
+    return metric in METRICS or bool(_CTR_AT.match(metric))
+
+
+def quantile_of(metric: str) -> float | None:
+    """The quantile a latency metric reads (None for a mean metric)."""
+    return QUANTILE_METRICS.get(metric)
+
+
+@dataclass(frozen=True)
+class OnlineGate:
+    metric: str
+    max_drop: float | None = None
+    max_increase: float | None = None
+    min: float | None = None
+    max: float | None = None
+    min_samples: int = DEFAULT_MIN_SAMPLES
+
+    def __post_init__(self) -> None:
+        if not known_metric(self.metric):
+            raise InvalidInput(f"unknown online metric {self.metric!r}; use one of {', '.join(METRICS)} or "
+                               "ctr@K", field="metric", value=self.metric)
+        set_ = [k for k, v in self._thresholds() if v is not None]
+        if len(set_) != 1:
+            raise InvalidInput(f"an online gate on {self.metric} needs exactly one of maxDrop, maxIncrease, "
+                               f"min, max (got {', '.join(set_) or 'none'}); write two gates for two bounds",
+                               field="gates")
+        value = self.threshold
+        if not math.isfinite(value) or (self.kind in ("maxDrop", "maxIncrease") and value < 0):
+            raise InvalidInput(f"{self.kind} of the online gate on {self.metric} must be a finite number"
+                               f"{' >= 0' if self.kind in ('maxDrop', 'maxIncrease') else ''}",
+                               field=self.kind, value=value)
+        if self.min_samples < 1:
+            raise InvalidInput("minSamples must be at least 1", field="minSamples", value=self.min_samples)
+
+    def _thresholds(self) -> list[tuple[str, float | None]]:
+        return [("maxDrop", self.max_drop), ("maxIncrease", self.max_increase), ("min", self.min),
+                ("max", self.max)]
+
+    @property
+    def kind(self) -> str:
+        return next(k for k, v in self._thresholds() if v is not None)
+
+    @property
+    def threshold(self) -> float:
+        return float(next(v for _, v in self._thresholds() if v is not None))
+
+    @property
+    def relative(self) -> bool:
+        """Judged on candidate - stable (else on the candidate's own value)."""
+        return self.kind in ("maxDrop", "maxIncrease")
+
+    @property
+    def bound(self) -> float:
+        """The threshold on the judged quantity: -maxDrop, +maxIncrease, min or max."""
+        return -self.threshold if self.kind == "maxDrop" else self.threshold
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.kind in ("maxDrop", "min")
+
+
+@dataclass(frozen=True)
+class OnlineVerdict:
+    status: Decision
+    gates: list[dict[str, Any]] = field(default_factory=list)
+    interleave: dict[str, Any] | None = None
+    window: dict[str, float] | None = None
+    alpha: float = 0.05
+
+    @property
+    def message(self) -> str:
+        parts = [g["message"] for g in self.gates]
+        if self.interleave is not None:
+            parts.append(self.interleave["message"])
+        return "; ".join(parts) or "no online gates"
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"status": self.status, "alpha": self.alpha, "gates": self.gates,
+                               "message": self.message}
+        if self.interleave is not None:
+            out["interleave"] = self.interleave
+        if self.window is not None:
+            out["window"] = self.window
+        return out
+
+
+def combine(results: Sequence[Decision]) -> Decision:
+    """Any failed gate fails; all passed passes; anything else is inconclusive."""
+    if any(r == FAILED for r in results):
+        return FAILED
+    if results and all(r == PASSED for r in results):
+        return PASSED
+    return INCONCLUSIVE
+
+
+def _judge(interval: S.Interval, bound: float, higher_is_better: bool) -> Decision:
+    if higher_is_better:
+        return PASSED if interval.lo > bound else FAILED if interval.hi < bound else INCONCLUSIVE
+    return PASSED if interval.hi < bound else FAILED if interval.lo > bound else INCONCLUSIVE
+
+
+def _interval(gate: OnlineGate, stable: Sequence[float], candidate: Sequence[float], alpha: float,
+              horizon: float) -> S.Interval:
+    p = quantile_of(gate.metric)
+    if gate.relative:
+        if p is not None:
+            return S.quantile_difference_cs(stable, candidate, p, alpha, horizon)
+        return S.difference_cs(stable, candidate, alpha, horizon)
+    return S.quantile_cs(candidate, p, alpha, horizon) if p is not None else S.mean_cs(candidate, alpha, horizon)
+
+
+def _point(gate: OnlineGate, xs: Sequence[float]) -> float | None:
+    if not xs:
+        return None
+    p = quantile_of(gate.metric)
+    return S.quantile_cs(xs, p, 0.5).estimate if p is not None else math.fsum(xs) / len(xs)
+
+
+def _check_timeout(on_timeout: str | None) -> None:
+    if on_timeout is not None and on_timeout not in TIMEOUT_POLICIES:
+        raise InvalidInput(f"on_timeout must be one of {', '.join(TIMEOUT_POLICIES)}", field="on_timeout",
+                           value=on_timeout)
+
+
+def decide(stable_samples: Sequence[float], candidate_samples: Sequence[float], gate: OnlineGate,
+           alpha: float = 0.05, *, horizon: float | None = None, on_timeout: str | None = None) -> dict[str, Any]:
+    """One gate's decision from every sample so far (one value per impression, dwell or mirrored query).
+
+    ``horizon`` (samples per arm where the interval is tightest) defaults to
+    10 x minSamples. ``on_timeout`` (None while time remains) turns a gate
+    still undecided when the caller's maxDuration ran out into that decision,
+    with reason "timeout".
+    """
+    if not 0.0 < alpha < 1.0:
+        raise InvalidInput("alpha must be between 0 and 1", field="alpha", value=alpha)
+    _check_timeout(on_timeout)
+    horizon = float(horizon if horizon is not None else 10 * gate.min_samples)
+    ns, nc = len(stable_samples), len(candidate_samples)
+    value, baseline = _point(gate, candidate_samples), _point(gate, stable_samples)
+    enough = nc >= gate.min_samples and (ns >= gate.min_samples or not gate.relative)
+    interval = _interval(gate, stable_samples, candidate_samples, alpha, horizon)
+    if not enough:
+        decision, reason = INCONCLUSIVE, "notEnoughSamples"
+    else:
+        decision = _judge(interval, gate.bound, gate.higher_is_better)
+        reason = {PASSED: "intervalOnGoodSide", FAILED: "intervalOnBadSide",
+                  INCONCLUSIVE: "intervalStraddlesThreshold"}[decision]
+    if decision == INCONCLUSIVE and on_timeout is not None:
+        decision, reason = on_timeout, "timeout"  # type: ignore[assignment]
+    delta = None if value is None or baseline is None else value - baseline
+    result = {
+        "metric": gate.metric, "kind": gate.kind, "threshold": gate.threshold,
+        "value": _round(value), "baseline": _round(baseline), "delta": _round(delta),
+        "intervalOf": "delta" if gate.relative else "value", "interval": interval.as_list(),
+        "samples": {"stable": ns, "candidate": nc}, "minSamples": gate.min_samples, "alpha": alpha,
+        "decision": decision, "reason": reason,
+    }
+    result["message"] = _gate_message(result)
+    return result
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None or not math.isfinite(x) else round(x, 6)
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.4g}"
+
+
+def _gate_message(r: dict[str, Any]) -> str:
+    lo, hi = r["interval"]
+    of = "delta" if r["intervalOf"] == "delta" else "value"
+    interval = f"{1 - r['alpha']:.0%} CS of {of} [{_fmt(lo) if lo is not None else '-inf'}, " \
+               f"{_fmt(hi) if hi is not None else '+inf'}]"
+    head = f"{r['metric']} {_fmt(r['value'])} vs stable {_fmt(r['baseline'])}" if r["intervalOf"] == "delta" \
+        else f"{r['metric']} {_fmt(r['value'])}"
+    samples = f"n={r['samples']['candidate']}/{r['samples']['stable']} (candidate/stable)"
+    why = {"notEnoughSamples": f"not enough samples yet (minSamples {r['minSamples']})",
+           "intervalStraddlesThreshold": "interval straddles the threshold",
+           "intervalOnGoodSide": "interval clear of the threshold", "intervalOnBadSide": "interval past the threshold",
+           "timeout": "undecided at maxDuration"}[r["reason"]]
+    return f"{head}, {r['kind']} {_fmt(r['threshold'])}: {r['decision']} ({why}; {interval}; {samples})"
+
+
+def interleave_decide(wins_stable: int, wins_candidate: int, ties: int, min_queries: int, alpha: float = 0.05,
+                      *, margin: float = 0.0, on_timeout: str | None = None) -> OnlineVerdict:
+    """Sequential preference test on team-draft interleaving outcomes.
+
+    Among queries one team won (more credited clicks), the candidate's win
+    share is Bernoulli(p); the exact Beta-Binomial confidence sequence of p is
+    checked against 0.5 - margin (margin 0: the candidate must be preferred
+    to pass; a positive margin accepts a candidate at most that much less
+    preferred). Ties (including queries without clicks) count toward
+    ``min_queries`` but carry no preference. Below ``min_queries`` queries the
+    verdict is inconclusive.
+    """
+    if not 0.0 < alpha < 1.0:
+        raise InvalidInput("alpha must be between 0 and 1", field="alpha", value=alpha)
+    if not 0.0 <= margin < 0.5:
+        raise InvalidInput("margin must be in [0, 0.5)", field="margin", value=margin)
+    if min(wins_stable, wins_candidate, ties) < 0:
+        raise InvalidInput("win and tie counts must be >= 0", field="wins",
+                           value=(wins_stable, wins_candidate, ties))
+    _check_timeout(on_timeout)
+    decisive = wins_stable + wins_candidate
+    queries = decisive + ties
+    interval = S.bernoulli_cs(wins_candidate, decisive, alpha)
+    bound = 0.5 - margin
+    if queries < min_queries:
+        decision, reason = INCONCLUSIVE, "notEnoughSamples"
+    else:
+        decision = _judge(interval, bound, True)
+        reason = {PASSED: "intervalOnGoodSide", FAILED: "intervalOnBadSide",
+                  INCONCLUSIVE: "intervalStraddlesThreshold"}[decision]
+    if decision == INCONCLUSIVE and on_timeout is not None:
+        decision, reason = on_timeout, "timeout"  # type: ignore[assignment]
+    share = wins_candidate / decisive if decisive else None
+    # Chapelle et al.'s Delta: > 0 when the candidate is preferred
+    delta = (wins_candidate + ties / 2) / queries - 0.5 if queries else None
+    lo, hi = interval.as_list()
+    detail = {
+        "metric": "interleavePreference", "kind": "min", "threshold": bound, "value": _round(share),
+        "delta": _round(delta), "intervalOf": "candidateWinShare", "interval": [lo, hi],
+        "wins": {"stable": wins_stable, "candidate": wins_candidate}, "ties": ties, "queries": queries,
+        "minQueries": min_queries, "alpha": alpha, "decision": decision, "reason": reason,
+    }
+    detail["message"] = (f"interleaving: candidate won {wins_candidate}, stable {wins_stable}, ties {ties} "
+                         f"({queries} queries, minQueries {min_queries}); candidate win share {_fmt(share)}, "
+                         f"{1 - alpha:.0%} CS [{_fmt(lo)}, {_fmt(hi)}] vs {bound:.3g}: {decision}")
+    return OnlineVerdict(status=decision, interleave=detail, alpha=alpha)
+
+
+def verdict(gate_results: Sequence[dict[str, Any]], alpha: float, *, interleave: dict[str, Any] | None = None,
+            window: dict[str, float] | None = None) -> OnlineVerdict:
+    """The overall verdict of some gate results (and an interleaving result)."""
+    decisions = [g["decision"] for g in gate_results] + ([interleave["decision"]] if interleave else [])
+    return OnlineVerdict(status=combine(decisions), gates=list(gate_results), interleave=interleave,
+                         window=window, alpha=alpha)
+
+
+def jaccard(a: Sequence[str], b: Sequence[str]) -> float:
+    """|A & B| / |A | B| of two result lists (1.0 when both are empty)."""
+    sa, sb = set(a), set(b)
+    return len(sa & sb) / len(sa | sb) if sa | sb else 1.0
+
+
+def rbo(a: Sequence[str], b: Sequence[str], p: float = 0.9) -> float:
+    """Rank-biased overlap, extrapolated (Webber, Moffat, Zobel 2010, eq. 32), in [0, 1].
+
+    Top-weighted: agreement at rank 1 counts most. Lists of unequal length
+    are compared to the shorter one's depth; two empty lists agree fully.
+    """
+    depth = min(len(a), len(b))
+    if depth == 0:
+        return 1.0 if not a and not b else 0.0
+    seen_a: set[str] = set()
+    seen_b: set[str] = set()
+    overlap = 0
+    total = 0.0
+    for d in range(1, depth + 1):
+        x, y = a[d - 1], b[d - 1]
+        if x == y:
+            overlap += 1 if x not in seen_a else 0
+        else:
+            overlap += (x in seen_b) + (y in seen_a)
+        seen_a.add(x)
+        seen_b.add(y)
+        total += overlap / d * p**d
+    return min(1.0, overlap / depth * p**depth + (1 - p) / p * total)

@@ -1,0 +1,181 @@
+"""Always-valid confidence sequences: intervals that may be looked at after every sample.
+
+A fixed-n 95% interval checked at 20 looks excludes the truth far more than
+5% of the time at some look. A confidence sequence (CS) holds at every sample
+size simultaneously: P(exists n: truth outside CS_n) <= alpha, so checking it
+at every analysis interval, and stopping the first time it excludes a
+threshold, keeps the error rate at alpha.
+
+Two constructions, both mixture martingales closed with Ville's inequality:
+
+* `bernoulli_cs`: the Beta-Binomial mixture (Robbins 1970; the mSPRT of
+  Johari et al. 2017 with a conjugate prior). For 0/1 outcomes it is exact,
+  not asymptotic: the set of p whose mixture likelihood ratio stays under
+  1/alpha. Used for the interleaving win share.
+* `mean_cs` / `difference_cs` / `quantile_cs`: the two-sided normal mixture
+  boundary (Howard, Ramdas, McAuliffe, Sekhon 2021, eq. 14) with the variance
+  estimated from the data: the asymptotic confidence sequence of
+  Waudby-Smith, Arbour, Sinha, Kennedy, Ramdas (2023, "Time-uniform central
+  limit theory"), valid for any metric with a finite variance (CTR, dwell,
+  latency...). For the difference of two independent streams (stable and
+  candidate arms of an A/B split) the estimator's variance is the sum of the
+  arms' variances, as in the two-sample mSPRT of Johari et al.
+
+`rho` is the mixture's width in samples; the boundary is tightest near
+`horizon` samples (Waudby-Smith et al.'s choice), loose but valid elsewhere.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+#: The default number of samples (per arm) at which the normal-mixture boundary is tightest.
+DEFAULT_HORIZON = 1000
+
+
+@dataclass(frozen=True)
+class Interval:
+    lo: float
+    hi: float
+    estimate: float
+
+    def as_list(self, digits: int = 6) -> list[float | None]:
+        return [_finite(self.lo, digits), _finite(self.hi, digits)]
+
+
+def _finite(x: float, digits: int) -> float | None:
+    """JSON has no infinity: an unbounded side is null."""
+    return round(x, digits) if math.isfinite(x) else None
+
+
+def rho_for(horizon: float, alpha: float) -> float:
+    """Mixture width (in samples) that makes the boundary tightest at `horizon` samples."""
+    log_term = -2.0 * math.log(alpha)
+    return max(horizon, 1.0) / (log_term + math.log(log_term + 1.0))
+
+
+def normal_mixture_radius(variance: float, n: float, alpha: float, rho: float) -> float:
+    """Half-width of the CS of a mean after `n` samples of per-sample `variance`.
+
+    sqrt(variance * (n + rho) / n^2 * log((n + rho) / (rho * alpha^2))): the
+    two-sided normal mixture boundary divided by n.
+    """
+    if n <= 0:
+        return math.inf
+    return math.sqrt(max(variance, 0.0) * (n + rho) / n**2 * math.log((n + rho) / (rho * alpha**2)))
+
+
+def _mean_var(xs: Sequence[float]) -> tuple[float, float]:
+    """Mean and a variance that never claims certainty from a few identical samples.
+
+    0/1 data use the smoothed share (k + 1/2) / (n + 1) (so ten zeros do not
+    read as variance 0); other data use the unbiased sample variance.
+    """
+    n = len(xs)
+    mean = math.fsum(xs) / n
+    if all(x in (0.0, 1.0) for x in xs):
+        p = (mean * n + 0.5) / (n + 1)
+        return mean, p * (1 - p)
+    var = math.fsum((x - mean) ** 2 for x in xs) / (n - 1) if n > 1 else math.inf
+    return mean, var
+
+
+def mean_cs(xs: Sequence[float], alpha: float, horizon: float = DEFAULT_HORIZON) -> Interval:
+    """Asymptotic CS of the mean of `xs` (all samples so far)."""
+    n = len(xs)
+    if n == 0:
+        return Interval(-math.inf, math.inf, math.nan)
+    mean, var = _mean_var(xs)
+    r = normal_mixture_radius(var, n, alpha, rho_for(horizon, alpha))
+    return Interval(mean - r, mean + r, mean)
+
+
+def difference_cs(stable: Sequence[float], candidate: Sequence[float], alpha: float,
+                  horizon: float = DEFAULT_HORIZON) -> Interval:
+    """Asymptotic CS of mean(candidate) - mean(stable) from two independent streams.
+
+    In "total samples" time N = n_s + n_c the estimator's variance is
+    sigma_eff^2 / N with sigma_eff^2 = N * (var_c / n_c + var_s / n_s); the
+    normal-mixture radius is applied to that, with the mixture tuned for a
+    horizon of `horizon` samples per arm.
+    """
+    ns, nc = len(stable), len(candidate)
+    if ns == 0 or nc == 0:
+        return Interval(-math.inf, math.inf, math.nan)
+    ms, vs = _mean_var(stable)
+    mc, vc = _mean_var(candidate)
+    total = ns + nc
+    sigma2 = total * (vs / ns + vc / nc)
+    r = normal_mixture_radius(sigma2, total, alpha, rho_for(2 * horizon, alpha))
+    delta = mc - ms
+    return Interval(delta - r, delta + r, delta)
+
+
+def quantile_cs(xs: Sequence[float], p: float, alpha: float, horizon: float = DEFAULT_HORIZON) -> Interval:
+    """CS of the p-quantile by order statistics (the idea of Howard & Ramdas 2022).
+
+    At the true quantile q the count of samples <= q is Binomial(n, p); the
+    normal-mixture boundary on that count (variance p(1-p)) picks the order
+    statistics that bracket q. A side with too few samples is unbounded.
+    """
+    n = len(xs)
+    if n == 0:
+        return Interval(-math.inf, math.inf, math.nan)
+    ordered = sorted(xs)
+    u = n * normal_mixture_radius(p * (1 - p), n, alpha, rho_for(horizon, alpha))
+    lo_rank = math.floor(n * p - u)  # 1-based order statistic
+    hi_rank = math.ceil(n * p + u) + 1
+    lo = ordered[lo_rank - 1] if lo_rank >= 1 else -math.inf
+    hi = ordered[hi_rank - 1] if hi_rank <= n else math.inf
+    estimate = ordered[min(n - 1, max(0, math.ceil(n * p) - 1))]
+    return Interval(lo, hi, estimate)
+
+
+def quantile_difference_cs(stable: Sequence[float], candidate: Sequence[float], p: float, alpha: float,
+                           horizon: float = DEFAULT_HORIZON) -> Interval:
+    """CS of q_p(candidate) - q_p(stable): two quantile CSs at alpha/2 each (union bound)."""
+    s = quantile_cs(stable, p, alpha / 2, horizon)
+    c = quantile_cs(candidate, p, alpha / 2, horizon)
+    return Interval(c.lo - s.hi, c.hi - s.lo, c.estimate - s.estimate)
+
+
+def _log_beta(a: float, b: float) -> float:
+    return math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)
+
+
+def beta_binomial_log_ratio(successes: int, n: int, p: float, a: float = 0.5, b: float = 0.5) -> float:
+    """log of the Beta(a, b) mixture likelihood ratio against the point p (a nonnegative martingale under p)."""
+    mixture = _log_beta(a + successes, b + n - successes) - _log_beta(a, b)
+    if p <= 0.0:
+        return math.inf if successes > 0 else mixture
+    if p >= 1.0:
+        return math.inf if successes < n else mixture
+    return mixture - successes * math.log(p) - (n - successes) * math.log1p(-p)
+
+
+def bernoulli_cs(successes: int, n: int, alpha: float, a: float = 0.5, b: float = 0.5) -> Interval:
+    """Exact always-valid CS of a success probability: {p : mixture ratio < 1/alpha}.
+
+    The log ratio is convex in p with its minimum at the share successes / n,
+    so the set is an interval; its ends are found by bisection.
+    """
+    if n == 0:
+        return Interval(0.0, 1.0, math.nan)
+    share = successes / n
+    bound = math.log(1.0 / alpha)
+
+    def inside(p: float) -> bool:
+        return beta_binomial_log_ratio(successes, n, p, a, b) < bound
+
+    def edge(outer: float) -> float:
+        if inside(outer):
+            return outer
+        good, bad = share, outer
+        for _ in range(60):
+            mid = (good + bad) / 2
+            good, bad = (mid, bad) if inside(mid) else (good, mid)
+        return good
+
+    return Interval(edge(0.0), edge(1.0), share)

@@ -1,0 +1,200 @@
+"""Online gates and interleaving verdicts from a window of the service's event log.
+
+Reads the records `controller serve` writes (docs/serving.md): impressions,
+feedback (click, dwell, skip, complaint), errors, and the rollout records of
+progressive delivery:
+
+* an interleaved impression is an impression with ``"mode": "interleave"``,
+  ``"teams"`` (per position "stable" or "candidate") and ``version`` = the
+  candidate; it counts only toward the interleaving test, never toward either
+  arm's A/B metrics (its list is neither version's);
+* a mirror record ``{"type": "mirror", requestId, version (candidate),
+  stableVersion, ids, stableIds, tookMs, error}`` is a copy of a stable query
+  answered by the candidate off the request path.
+
+Per-sample values (one per impression unless said otherwise), so every metric
+is a mean or a quantile the sequential tests of controller.core.online can judge:
+
+  ctr / ctr@K      1 if the impression got a click (at rank <= K), else 0
+  clicksPerQuery   number of click events
+  mrr              1 / rank of the first click, 0 without a click
+  dwellMean        one value per dwell event (dwellMs)
+  skipRate, complaintRate, zeroResultRate   0/1 per impression
+  errorRate        0 per impression, 1 per error event of the version
+  latencyPxx       the impression's tookMs
+  mirrorOverlap    RBO (p = 0.9) of candidate's vs stable's ids per mirrored query (= mirrorRbo)
+  mirrorJaccard    Jaccard overlap per mirrored query
+  mirrorErrorRate  1 if the mirrored call failed
+  mirrorLatencyPxx candidate: the mirror's tookMs; stable: tookMs of the same requests' impressions
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from controller.core import interleave as IL
+from controller.core import online as O
+from controller.store import events as E
+
+FEEDBACK = ("click", "dwell", "skip", "complaint")
+
+
+@dataclass
+class Window:
+    """The records of one index in [since, until), grouped by request."""
+
+    impressions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    feedback: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
+    errors: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    mirrors: list[dict[str, Any]] = field(default_factory=list)
+
+
+def collect(records: Iterable[dict[str, Any]], *, since: float | None = None, until: float | None = None) -> Window:
+    w = Window()
+    for r in records:
+        ts = r.get("ts")
+        if not isinstance(ts, (int, float)) or (since is not None and ts < since) or (until is not None and ts >= until):
+            continue
+        kind = r.get("type")
+        if kind == "impression" and r.get("requestId"):
+            w.impressions[r["requestId"]] = r
+        elif kind in FEEDBACK:
+            w.feedback[r.get("requestId", "")].append(r)
+        elif kind == "error":
+            w.errors[r.get("version") or "-"] += 1
+        elif kind == "mirror":
+            w.mirrors.append(r)
+    return w
+
+
+def _rank(event: dict[str, Any], impression: dict[str, Any]) -> int:
+    """The 1-based position the client reported, else the doc's rank in the served list."""
+    if isinstance(event.get("position"), int) and event["position"] >= 1:
+        return int(event["position"])
+    ids = impression.get("ids") or []
+    return ids.index(event.get("docId")) + 1 if event.get("docId") in ids else len(ids) + 1
+
+
+def _interleaved(imp: dict[str, Any]) -> bool:
+    return imp.get("mode") == "interleave"
+
+
+def _impression_value(metric: str, imp: dict[str, Any], events: list[dict[str, Any]]) -> float:
+    clicks = [e for e in events if e.get("type") == "click"]
+    if metric == "ctr":
+        return float(bool(clicks))
+    if metric.startswith("ctr@"):
+        cutoff = int(metric[4:])
+        return float(any(_rank(e, imp) <= cutoff for e in clicks))
+    if metric == "clicksPerQuery":
+        return float(len(clicks))
+    if metric == "mrr":
+        return 1.0 / min(_rank(e, imp) for e in clicks) if clicks else 0.0
+    if metric == "skipRate":
+        return float(any(e.get("type") == "skip" for e in events))
+    if metric == "complaintRate":
+        return float(any(e.get("type") == "complaint" for e in events))
+    if metric == "zeroResultRate":
+        return float(not imp.get("ids"))
+    if O.quantile_of(metric) is not None:
+        return float(imp.get("tookMs", 0.0))
+    raise ValueError(metric)  # unreachable for a validated gate
+
+
+def arm_samples(w: Window, version: str, metric: str) -> list[float]:
+    """One version's per-sample values of a non-mirror metric (interleaved impressions excluded)."""
+    imps = [imp for imp in w.impressions.values() if imp.get("version") == version and not _interleaved(imp)]
+    if metric == "dwellMean":
+        return [float(e["dwellMs"]) for imp in imps for e in w.feedback.get(imp["requestId"], [])
+                if e.get("type") == "dwell" and isinstance(e.get("dwellMs"), (int, float))]
+    if metric == "errorRate":
+        return [0.0] * len(imps) + [1.0] * w.errors.get(version, 0)
+    return [_impression_value(metric, imp, w.feedback.get(imp["requestId"], [])) for imp in imps]
+
+
+def mirror_samples(w: Window, stable: str, candidate: str, metric: str) -> tuple[list[float], list[float]]:
+    """(stable, candidate) values of a mirror metric."""
+    mirrors = [m for m in w.mirrors if m.get("version") == candidate
+               and m.get("stableVersion") in (None, stable)]
+    ok = [m for m in mirrors if not m.get("error")]
+    if metric in ("mirrorOverlap", "mirrorRbo"):
+        return [], [O.rbo(m.get("ids") or [], m.get("stableIds") or []) for m in ok]
+    if metric == "mirrorJaccard":
+        return [], [O.jaccard(m.get("ids") or [], m.get("stableIds") or []) for m in ok]
+    if metric == "mirrorErrorRate":
+        return [], [float(bool(m.get("error"))) for m in mirrors]
+    candidate_ms = [float(m["tookMs"]) for m in ok if isinstance(m.get("tookMs"), (int, float))]
+    matched = [w.impressions[m["requestId"]] for m in mirrors if m.get("requestId") in w.impressions]
+    stable_ms = [float(imp.get("tookMs", 0.0)) for imp in matched if imp.get("version") == stable]
+    return stable_ms, candidate_ms
+
+
+def samples(w: Window, stable: str, candidate: str, metric: str) -> tuple[list[float], list[float]]:
+    if metric.startswith("mirror"):
+        return mirror_samples(w, stable, candidate, metric)
+    return arm_samples(w, stable, metric), arm_samples(w, candidate, metric)
+
+
+def interleave_outcomes(w: Window, candidate: str) -> tuple[int, int, int]:
+    """(stable wins, candidate wins, ties) over the candidate's interleaved impressions."""
+    wins_s = wins_c = ties = 0
+    for imp in w.impressions.values():
+        if not _interleaved(imp) or imp.get("version") != candidate:
+            continue
+        positions = [_rank(e, imp) for e in w.feedback.get(imp["requestId"], []) if e.get("type") == "click"]
+        winner = IL.outcome(IL.credit(imp.get("teams") or [], positions))
+        wins_s += winner == IL.STABLE
+        wins_c += winner == IL.CANDIDATE
+        ties += winner == "tie"
+    return wins_s, wins_c, ties
+
+
+def events_dir(root: str | Path) -> Path:
+    """A store root (it has indexes/ or events/) means its events/; anything else is the events root."""
+    root = Path(root)
+    if (root / "indexes").is_dir() or (root / "events").is_dir():
+        return E.events_root(root)
+    return root
+
+
+def read_window(root: str | Path, index: str, since: float, until: float) -> Window:
+    return collect(E.read_events(events_dir(root), index, since=since), since=since, until=until)
+
+
+def decide_window(w: Window, *, stable: str, candidate: str, gates: Sequence[O.OnlineGate], alpha: float = 0.05,
+                  on_timeout: str | None = None, window: dict[str, float] | None = None) -> O.OnlineVerdict:
+    """Every gate on one collected window (pure; what `analyse` does after reading)."""
+    results = []
+    for gate in gates:
+        s, c = samples(w, stable, candidate, gate.metric)
+        results.append(O.decide(s, c, gate, alpha, on_timeout=on_timeout))
+    return O.verdict(results, alpha, window=window)
+
+
+def analyse(events_dir_or_store_root: str | Path, index: str, *, stable: str, candidate: str, since: float,
+            until: float, gates: list[O.OnlineGate], alpha: float = 0.05,
+            on_timeout: str | None = None) -> O.OnlineVerdict:
+    """Candidate against stable on the events of [since, until): one decision per gate, then overall.
+
+    Status is "failed" as soon as one gate's confidence sequence lies past its
+    threshold, "passed" when every gate's lies on the good side, else
+    "inconclusive" (not enough samples, or still straddling).
+    """
+    w = read_window(events_dir_or_store_root, index, since, until)
+    return decide_window(w, stable=stable, candidate=candidate, gates=gates, alpha=alpha, on_timeout=on_timeout,
+                         window={"since": since, "until": until})
+
+
+def interleave_verdict(events_dir_or_store_root: str | Path, index: str, *, stable: str, candidate: str,
+                       since: float, until: float, min_queries: int, alpha: float = 0.05, margin: float = 0.0,
+                       on_timeout: str | None = None) -> O.OnlineVerdict:
+    """The team-draft preference test on the candidate's interleaved impressions of [since, until)."""
+    w = read_window(events_dir_or_store_root, index, since, until)
+    wins_s, wins_c, ties = interleave_outcomes(w, candidate)
+    v = O.interleave_decide(wins_s, wins_c, ties, min_queries, alpha, margin=margin, on_timeout=on_timeout)
+    detail = {**(v.interleave or {}), "stable": stable, "candidate": candidate}
+    return O.OnlineVerdict(status=v.status, interleave=detail, window={"since": since, "until": until}, alpha=alpha)

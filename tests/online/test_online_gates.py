@@ -1,0 +1,149 @@
+"""Online gate decisions: pass / fail / inconclusive, with numbers in every verdict."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from controller.core.online import (FAILED, INCONCLUSIVE, PASSED, OnlineGate, combine, decide, interleave_decide,
+                                    jaccard, known_metric, rbo, verdict)
+from controller.errors import InvalidInput
+
+
+def _bern(p: float, n: int, seed: int) -> list[float]:
+    rng = random.Random(seed)
+    return [float(rng.random() < p) for _ in range(n)]
+
+
+def _exp(mean: float, n: int, seed: int) -> list[float]:
+    rng = random.Random(seed)
+    return [rng.expovariate(1 / mean) for _ in range(n)]
+
+
+S50 = _bern(0.5, 4000, 1)
+
+
+@pytest.mark.parametrize("gate,candidate,decision,reason", [
+    (OnlineGate("ctr", max_drop=0.02), _bern(0.40, 4000, 2), FAILED, "intervalOnBadSide"),
+    (OnlineGate("ctr", max_drop=0.02), _bern(0.60, 4000, 2), PASSED, "intervalOnGoodSide"),
+    (OnlineGate("ctr", max_drop=0.02), _bern(0.50, 4000, 2), INCONCLUSIVE, "intervalStraddlesThreshold"),
+    (OnlineGate("ctr", max_drop=0.02, min_samples=5000), _bern(0.10, 4000, 2), INCONCLUSIVE, "notEnoughSamples"),
+    (OnlineGate("skipRate", max_increase=0.02), _bern(0.60, 4000, 2), FAILED, "intervalOnBadSide"),
+    (OnlineGate("skipRate", max_increase=0.02), _bern(0.40, 4000, 2), PASSED, "intervalOnGoodSide"),
+    (OnlineGate("ctr", min=0.45), _bern(0.55, 4000, 2), PASSED, "intervalOnGoodSide"),
+    (OnlineGate("ctr", min=0.45), _bern(0.35, 4000, 2), FAILED, "intervalOnBadSide"),
+    (OnlineGate("errorRate", max=0.01), [0.0] * 4000, PASSED, "intervalOnGoodSide"),
+    (OnlineGate("errorRate", max=0.01), _bern(0.05, 4000, 3), FAILED, "intervalOnBadSide"),
+])
+def test_gate_table(gate, candidate, decision, reason):
+    r = decide(S50, candidate, gate, 0.05)
+    assert (r["decision"], r["reason"]) == (decision, reason)
+    assert r["samples"] == {"stable": 4000, "candidate": len(candidate)}
+    lo, hi = r["interval"]
+    assert lo <= (r["delta"] if gate.relative else r["value"]) <= hi
+    assert r["threshold"] == gate.threshold and r["kind"] == gate.kind and r["alpha"] == 0.05
+    assert gate.metric in r["message"] and r["decision"] in r["message"]
+
+
+def test_latency_quantile_gate_fails_a_slow_candidate_and_passes_a_fast_one():
+    stable = _exp(40, 3000, 1)
+    slow = decide(stable, _exp(80, 3000, 2), OnlineGate("latencyP99", max_increase=10), 0.05)
+    fast = decide(stable, _exp(20, 3000, 2), OnlineGate("latencyP95", max_increase=10), 0.05)
+    assert slow["decision"] == FAILED and slow["delta"] > 10
+    assert fast["decision"] == PASSED
+
+
+def test_minimum_samples_applies_to_both_arms_for_relative_gates_only():
+    gate = OnlineGate("ctr", max_drop=0.0, min_samples=100)
+    assert decide(S50[:50], _bern(0.0, 500, 1), gate)["reason"] == "notEnoughSamples"
+    absolute = OnlineGate("ctr", max=0.9, min_samples=100)
+    assert decide([], _bern(0.0, 500, 1), absolute)["decision"] == PASSED
+
+
+def test_no_data_is_never_a_pass_and_timeout_policy_is_the_callers():
+    gate = OnlineGate("ctr", max_drop=0.02)
+    r = decide([], [], gate)
+    assert r["decision"] == INCONCLUSIVE and r["value"] is None and r["interval"] == [None, None]
+    straddle = _bern(0.5, 4000, 2)
+    assert decide(S50, straddle, gate, on_timeout="passed")["decision"] == PASSED
+    assert decide(S50, straddle, gate, on_timeout="failed")["reason"] == "timeout"
+    assert decide(S50, _bern(0.3, 4000, 2), gate, on_timeout="passed")["decision"] == FAILED  # decided stays
+
+
+@pytest.mark.parametrize("kwargs,field", [
+    ({"metric": "nope", "max_drop": 0.1}, "metric"),
+    ({"metric": "ctr"}, "gates"),
+    ({"metric": "ctr", "max_drop": 0.1, "min": 0.2}, "gates"),
+    ({"metric": "ctr", "max_drop": -0.1}, "maxDrop"),
+    ({"metric": "ctr", "min": float("nan")}, "min"),
+    ({"metric": "ctr", "min": 0.1, "min_samples": 0}, "minSamples"),
+])
+def test_bad_gates_are_refused_with_the_field(kwargs, field):
+    with pytest.raises(InvalidInput) as err:
+        OnlineGate(**kwargs)
+    assert err.value.field == field
+
+
+def test_metric_names():
+    for m in ("ctr", "ctr@3", "mrr", "dwellMean", "latencyP99", "mirrorOverlap", "mirrorJaccard",
+              "mirrorLatencyP99", "zeroResultRate", "complaintRate", "clicksPerQuery", "errorRate"):
+        assert known_metric(m)
+    assert not known_metric("ctr@0") and not known_metric("ndcg@10")
+
+
+@pytest.mark.parametrize("ws,wc,ties,minq,decision", [
+    (10, 40, 50, 100, PASSED),
+    (40, 10, 50, 100, FAILED),
+    (25, 25, 50, 100, INCONCLUSIVE),
+    (0, 30, 0, 100, INCONCLUSIVE),  # clear preference, but fewer queries than minQueries
+    (0, 0, 0, 0, INCONCLUSIVE),
+])
+def test_interleave_table(ws, wc, ties, minq, decision):
+    v = interleave_decide(ws, wc, ties, minq, 0.05)
+    assert v.status == decision
+    d = v.to_json()["interleave"]
+    assert d["wins"] == {"stable": ws, "candidate": wc} and d["ties"] == ties and d["queries"] == ws + wc + ties
+    assert d["interval"][0] <= d["interval"][1]
+
+
+def test_interleave_margin_accepts_a_slightly_less_preferred_candidate():
+    assert interleave_decide(480, 520, 0, 100, 0.05).status == INCONCLUSIVE
+    assert interleave_decide(520, 480, 0, 100, 0.05, margin=0.1).status == PASSED
+    with pytest.raises(InvalidInput):
+        interleave_decide(1, 1, 1, 1, 0.05, margin=0.6)
+
+
+def test_interleave_false_preference_rate_under_no_difference():
+    """Equal rankers: 300 streams of 600 decisive queries, looked at every 10: wrong verdicts <= alpha."""
+    rng = random.Random(11)
+    wrong = 0
+    for _ in range(300):
+        ws = wc = 0
+        for n in range(1, 601):
+            if rng.random() < 0.5:
+                wc += 1
+            else:
+                ws += 1
+            if n % 10 == 0 and interleave_decide(ws, wc, 0, 10, 0.05).status != INCONCLUSIVE:
+                wrong += 1
+                break
+    assert wrong / 300 <= 0.05
+
+
+def test_combine_and_verdict_json():
+    assert combine([PASSED, FAILED]) == FAILED
+    assert combine([PASSED, PASSED]) == PASSED
+    assert combine([PASSED, INCONCLUSIVE]) == INCONCLUSIVE
+    assert combine([]) == INCONCLUSIVE
+    g = decide(S50, _bern(0.3, 4000, 2), OnlineGate("ctr", max_drop=0.02))
+    j = verdict([g], 0.05, window={"since": 1.0, "until": 2.0}).to_json()
+    assert j["status"] == FAILED and j["gates"][0]["metric"] == "ctr" and j["window"]["until"] == 2.0
+    assert "ctr" in j["message"]
+
+
+def test_overlap_measures():
+    assert rbo(list("abcde"), list("abcde")) == pytest.approx(1.0)
+    assert rbo(list("abc"), list("xyz")) == 0.0
+    assert rbo(list("abcd"), list("abdc")) > rbo(list("abcd"), list("bacd")) > rbo(list("abcd"), list("dcba"))
+    assert jaccard("abc", "bcd") == 0.5 and jaccard([], []) == 1.0
