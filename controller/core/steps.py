@@ -91,7 +91,8 @@ class RolloutState:
     message: str = ""  # the last transition, or why it is aborted
     analysis: dict[str, Any] | None = None  # the last verdict of the current step (value, threshold, counts)
     looked_at: float | None = None  # the last analysis look / confirm ask of the current step
-    last_command: str | None = None  # the last operator command applied (an annotation is consumed once)
+    last_command: str | None = None  # the last operator command applied
+    consumed: str | None = None  # the last operator annotation value applied: one value is applied once
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -100,7 +101,8 @@ class RolloutState:
                 "steps": d["steps"], "currentStepIndex": self.index, "stepStartedAt": self.started_at,
                 "weight": self.weight, "mirror": self.mirror, "interleave": self.interleave,
                 "aborted": self.aborted, "promoted": self.promoted, "message": self.message,
-                "analysis": self.analysis, "lookedAt": self.looked_at, "lastCommand": self.last_command}
+                "analysis": self.analysis, "lookedAt": self.looked_at, "lastCommand": self.last_command,
+                "consumedCommand": self.consumed}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RolloutState:
@@ -110,7 +112,7 @@ class RolloutState:
                    mirror=float(d.get("mirror", 0.0)), interleave=float(d.get("interleave", 0.0)),
                    aborted=bool(d.get("aborted")), promoted=bool(d.get("promoted")),
                    message=d.get("message", ""), analysis=d.get("analysis"), looked_at=d.get("lookedAt"),
-                   last_command=d.get("lastCommand"))
+                   last_command=d.get("lastCommand"), consumed=d.get("consumedCommand"))
 
     @property
     def current(self) -> dict[str, Any] | None:
@@ -214,8 +216,11 @@ def advance(state: RolloutState, now: float, *, command: str | None = None, verd
 
 
 def _enter(state: RolloutState, index: int, now: float) -> RolloutState:
-    """Step `index` begins now; its effect (weight, mirror, interleave share) applies at once."""
-    state = replace(state, index=index, started_at=now, analysis=None, looked_at=None)
+    """Step `index` begins now; its effect (weight, mirror, interleave share) applies at once.
+
+    The last verdict stays in the state (status and the journal show the numbers behind the step
+    just passed) but no longer counts: only a look taken in this step (looked_at) decides it."""
+    state = replace(state, index=index, started_at=now, looked_at=None)
     step = state.current
     if step is None:
         return state
@@ -269,8 +274,9 @@ def _outcome(state: RolloutState, kind: str, body: Any, now: float) -> tuple[str
         if duration is not None and now >= state.started_at + duration:
             return STEP_STARTED, f"{n} pause of {body['duration']} is over"
         return None
-    status = (state.analysis or {}).get("status")
-    detail = (state.analysis or {}).get("message") or ""
+    looked = state.looked_at is not None  # a verdict of this step, not of the one before
+    status = (state.analysis or {}).get("status") if looked else None
+    detail = ((state.analysis or {}).get("message") or "") if looked else ""
     what = "interleaving preference test" if kind == "interleave" else "online analysis"
     if status == "passed":
         return STEP_STARTED, f"{n} {what} passed: {detail}".rstrip(": ")
@@ -339,7 +345,7 @@ def _waiting(state: RolloutState, now: float, confirm: bool) -> tuple[str, float
         limit = _seconds(body.get("maxDuration"), None)
         if limit is not None:
             due = min(due, state.started_at + limit)
-        last = (state.analysis or {}).get("message")
+        last = (state.analysis or {}).get("message") if state.looked_at is not None else None
         what = "interleaving preference test" if kind == "interleave" else "online gates"
         return f"the {what} to decide" + (f" (last look: {last})" if last else ""), due
     return "", None

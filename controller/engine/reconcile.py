@@ -94,6 +94,8 @@ class Hooks:
 def desired_of(loaded: LoadedManifest) -> Desired:
     m = loaded.manifest
     s = m.spec
+    if s.rollout.steps is not None:
+        rollout.check_gate_metrics(loaded)
     return Desired(name=m.name, alias=m.alias, label=s.index.version, fingerprint=s.model.fingerprint(),
                    factory=s.index.factory, metric=s.index.metric, percentage=s.rollout.percentage,
                    keep=s.history.keep, suspend=s.suspend, manifest_digest=loaded.digest,

@@ -25,6 +25,18 @@ from controller.store.fs import Store, print_lock_wait
 Notify = Callable[[str, dict[str, Any]], None]
 
 
+def check_gate_metrics(loaded: LoadedManifest) -> None:
+    """Online gate metric names are known to core/online (the manifest package cannot import core)."""
+    from controller.core.online import known_metric
+
+    for i, step in enumerate(loaded.manifest.spec.rollout.steps or ()):
+        for j, gate in enumerate(step.analysis.gates if step.analysis else ()):
+            if not known_metric(gate.metric):
+                raise InvalidInput(f"unknown online metric {gate.metric!r}; see docs/rollouts.md for the list",
+                                   file=loaded.source, field=f"spec.rollout.steps[{i}].analysis.gates[{j}].metric",
+                                   value=gate.metric)
+
+
 def stored_state(store: Store, name: str) -> S.RolloutState | None:
     raw = store.rollout(name)
     return S.RolloutState.from_dict(raw) if raw else None
@@ -118,10 +130,38 @@ def commit_step(store: Store, name: str, alias: str, action_kind: str, version: 
                   "analysis": st.analysis, **(extra or {})})
 
 
+COMMAND_ANNOTATION = "indexops.dev/command"
+
+
+def apply_annotation(store: Store, name: str, value: str, *, notify: Notify = lambda name, event: None,
+                     lock_timeout: float | None = None) -> str | None:
+    """The operator's `indexops.dev/command` annotation: `promote`, `promote-full`, `abort` or `retry`,
+    optionally `:anything` after it so the same command can be asked again. Each value is applied once
+    (recorded in the step state); returns what was done, or None when this value was already consumed.
+    A command that does not apply is consumed too (and said), so it is not retried forever."""
+    command = value.split(":", 1)[0].strip()
+    state = stored_state(store, name)
+    if state is None or state.consumed == value:
+        return None
+    try:
+        apply_command(store, name, command, lock_timeout=lock_timeout, notify=notify, source="annotation",
+                      token=value)
+        return f"{COMMAND_ANNOTATION}={value}: {command} applied"
+    except InvalidInput as exc:
+        with store.lock(timeout=lock_timeout):
+            current = stored_state(store, name)
+            if current is not None:
+                store.commit_transition(name, rollout=replace(current, consumed=value).to_dict())
+        return f"{COMMAND_ANNOTATION}={value} refused: {exc.reason}"
+
+
 def apply_command(store: Store, name: str, command: str, *, lock_timeout: float | None = None,
                   notify: Notify = lambda name, event: None, now: float | None = None,
-                  on_lock_wait: Callable[[str], None] = print_lock_wait, source: str = "cli") -> dict[str, Any]:
-    """promote, promote-full, abort or retry the stepped rollout of `name`; returns the new status."""
+                  on_lock_wait: Callable[[str], None] = print_lock_wait, source: str = "cli",
+                  token: str | None = None) -> dict[str, Any]:
+    """promote, promote-full, abort or retry the stepped rollout of `name`; returns the new status.
+
+    `token` (an annotation value) is recorded with the state so the operator applies it once."""
     from controller.engine.status import persist_status
 
     if command not in S.COMMANDS:
@@ -135,6 +175,8 @@ def apply_command(store: Store, name: str, command: str, *, lock_timeout: float 
             raise InvalidInput(problem, field="command", value=command)
         assert state is not None
         now = time.time() if now is None else now
+        if token is not None:
+            state = replace(state, consumed=token)
         decision = S.advance(state, now, command=command)
         alias = store.routing_record(name).get("alias") or name
         for t in decision.transitions:
@@ -174,3 +216,20 @@ def rollout_summary(store: Store, name: str, target: str | None, now: float | No
         return None
     return S.summary_now(state, time.time() if now is None else now)
 
+
+
+def next_due(store: Store, names: list[str] | None = None, now: float | None = None) -> float | None:
+    """The earliest time (epoch s) a stepped rollout of the store is due: loops sleep until then, not longer."""
+    now = time.time() if now is None else now
+    due = None
+    for name in store.indexes() if names is None else names:
+        try:
+            state = stored_state(store, name)
+        except (KeyError, ValueError, TypeError, OSError):
+            continue
+        if state is None:
+            continue
+        at = S.summary_now(state, now)["nextDueAt"]
+        if at is not None and (due is None or at < due):
+            due = at
+    return due

@@ -225,9 +225,9 @@ class PauseStep(_DurationFields):
 class OnlineGateSpec(Model):
     metric: str = Field(
         min_length=1,
-        description="Online metric from the event log: ctr@K, clicksPerQuery, clickMrr, meanDwell, skipRate, "
-                    "complaintRate, zeroResultRate, latencyP50/P95/P99, errorRate, mirrorOverlap, "
-                    "mirrorLatency (see docs/rollouts.md).",
+        description="Online metric from the event log: ctr, ctr@K, clicksPerQuery, mrr, dwellMean, skipRate, "
+                    "complaintRate, zeroResultRate, errorRate, latencyP50/P95/P99, mirrorOverlap, mirrorRbo, "
+                    "mirrorJaccard, mirrorErrorRate, mirrorLatencyP50/P95/P99 (see docs/rollouts.md).",
     )
     max_drop: float | None = Field(default=None, ge=0, description="Largest drop of the candidate versus stable.")
     max_increase: float | None = Field(default=None, ge=0,

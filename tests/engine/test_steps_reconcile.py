@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -119,3 +120,63 @@ def test_bad_steps_name_their_field(ws, steps, field, fragment):
     with pytest.raises(InvalidInput) as info:
         load_manifests(write_manifest(ws, stepped(steps)))
     assert info.value.field == field and fragment in str(info.value)
+
+
+# the event log reader skips segments last written before the window: analysis windows are in the real past
+TA = float(int(time.time()) - 7200)
+ANALYSIS = [{"setWeight": 20}, {"analysis": {"gates": [{"metric": "ctr", "maxDrop": 0.05}], "interval": "1m",
+                                             "minSamples": 100, "maxDuration": "30m"}}, {"pause": {}}]
+
+
+def served(store: Store, p_stable: float, p_candidate: float, start: float, n: int = 4000) -> None:
+    """Impressions and clicks of both versions in the event log, as `controller serve` writes them."""
+    import random
+
+    from controller.store import events as E
+
+    rng = random.Random(7)
+    log = E.EventLog(E.events_root(store.root), window_s=3600)
+    for i in range(n):
+        version, p = ("v1", p_stable) if i % 2 else ("v2", p_candidate)
+        rid = f"r{i}"
+        log.append({"type": "impression", "index": "qs", "ts": start + i * 0.01, "requestId": rid,
+                    "version": version, "role": "stable" if version == "v1" else "candidate", "k": 3,
+                    "ids": ["a", "b", "c"], "tookMs": 5.0})
+        if rng.random() < p:
+            log.append({"type": "click", "index": "qs", "ts": start + i * 0.01 + 0.005, "requestId": rid,
+                        "version": version, "docId": "a", "position": 1})
+    log.close()
+
+
+@pytest.mark.parametrize("p_candidate, at, reason, index, aborted", [
+    (0.30, 120, "AnalysisFailed", 1, True),        # 30% vs 60% CTR: the online gate fails
+    (0.60, 120, "StepStarted", 2, False),          # as good as stable: passed, on to the pause
+    (None, 30 * 60, "AnalysisTimedOut", 1, True),  # no traffic at all: inconclusive until maxDuration
+])
+def test_analysis_step_on_the_event_log(ws, store, p_candidate, at, reason, index, aborted):
+    apply(ws, manifest("v1"), store, TA - 100)
+    apply(ws, stepped(ANALYSIS), store, TA)
+    assert store.routing("qs").weight == 20.0
+    if p_candidate is not None:
+        served(store, 0.6, p_candidate, TA + 1)
+    early = apply(ws, stepped(ANALYSIS), store, TA + 30)  # before the first interval: no look yet
+    assert early.executed == []
+    result = apply(ws, stepped(ANALYSIS), store, TA + at)
+    rollout = result.status["rollout"]
+    assert (rollout["currentStepIndex"], rollout["aborted"]) == (index, aborted)
+    last = [r for r in store.journal("qs") if "step" in r][-1]
+    assert last["reason"] == reason
+    if aborted:
+        assert store.routing("qs").weight == 0.0 and result.status["phase"] == "RolledBack"
+    if p_candidate is not None:  # the numbers behind the decision, in the journal record of the transition
+        gate = last["step"]["analysis"]["gates"][0]
+        assert gate["metric"] == "ctr" and gate["samples"]["candidate"] == 2000
+        assert gate["value"] == pytest.approx(p_candidate, abs=0.05)
+
+
+def test_unknown_online_metric_is_refused_naming_its_field(ws, store):
+    steps = [{"analysis": {"gates": [{"metric": "ctr", "maxDrop": 0.1}, {"metric": "clickz", "min": 0.1}]}}]
+    apply(ws, manifest("v1"), store, T0)
+    with pytest.raises(InvalidInput) as info:
+        apply(ws, stepped(steps), store, T0)
+    assert info.value.field == "spec.rollout.steps[0].analysis.gates[1].metric"
