@@ -180,3 +180,55 @@ def test_unknown_online_metric_is_refused_naming_its_field(ws, store):
     with pytest.raises(InvalidInput) as info:
         apply(ws, stepped(steps), store, T0)
     assert info.value.field == "spec.rollout.steps[0].analysis.gates[1].metric"
+
+
+def test_command_annotation_is_applied_once_per_value(rolling, store):
+    from controller.engine.rollout import apply_annotation
+
+    assert "promote applied" in apply_annotation(store, "qs", "promote")
+    assert store.routing("qs").weight == 20.0
+    assert apply_annotation(store, "qs", "promote") is None  # the same value again: already consumed
+    assert store.routing("qs").weight == 20.0
+    refused = apply_annotation(store, "qs", "retry")  # not aborted: refused, consumed, said
+    assert "refused" in refused and apply_annotation(store, "qs", "retry") is None
+    assert "abort applied" in apply_annotation(store, "qs", "abort:1")
+    assert store.routing("qs").candidate is None
+
+
+def test_confirm_webhook_holds_the_promotion_until_it_answers_200(ws, store, monkeypatch):
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    answers = [503, 200]
+    asked: list[dict] = []
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            asked.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(answers.pop(0))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    monkeypatch.setenv("CONTROLLER_ALLOW_PRIVATE_WEBHOOKS", "1")
+    try:
+        doc = stepped([{"setWeight": 30}])
+        doc["spec"]["rollout"]["confirm"] = {"url": f"http://127.0.0.1:{httpd.server_address[1]}/confirm",
+                                             "timeout": 5}
+        apply(ws, manifest("v1"), store, T0 - 100)
+        dry = apply(ws, doc, store, T0, dry_run=True)  # a dry run never asks the receiver
+        assert asked == [] and "promote" not in [a.kind for a in dry.plan.actions]
+        held = apply(ws, doc, store, T0)
+        assert store.routing("qs") == Routing(stable="v1", candidate="v2", weight=30.0)
+        assert "confirm webhook" in held.status["rollout"]["waitingFor"] and len(asked) == 1
+        apply(ws, doc, store, T0 + 10)  # asked again only after 30 s
+        assert len(asked) == 1
+        apply(ws, doc, store, T0 + 31)
+        assert store.routing("qs").stable == "v2" and len(asked) == 2
+        assert asked[-1]["event"] == "ConfirmPromotion" and asked[-1]["version"] == "v2"
+    finally:
+        httpd.shutdown()
