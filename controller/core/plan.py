@@ -267,7 +267,7 @@ def _stepped(desired: Desired, observed: Observed, version_id: str, *, if_gates_
 def _step_action(t: S.Transition, desired: Desired, stable: str | None, if_gates_pass: bool) -> Action:
     state = t.state
     if t.promote:
-        return Action("promote", state.version, R.ROLLOUT_COMPLETE,
+        return Action("promote", state.version, t.reason,
                       f"{t.message}: switch alias {desired.alias} from {stable} to {state.version}", weight=100,
                       baseline=stable, if_gates_pass=if_gates_pass, state=state.to_dict())
     candidate, weight, mirror, interleave = S.routing_of(state)

@@ -71,7 +71,8 @@ def online_verdict(store: Store, name: str, state: S.RolloutState, kind: str, bo
     if kind == "interleave":
         result = online.interleave_verdict(store.root, name, stable=state.stable, candidate=state.version,
                                            since=state.started_at, until=now,
-                                           min_queries=int(body.get("minQueries", 200)), alpha=alpha)
+                                           min_queries=int(body.get("minQueries", 200)), alpha=alpha,
+                                           margin=float(body.get("margin", 0.0)))
     else:
         result = online.analyse(store.root, name, stable=state.stable, candidate=state.version,
                                 since=state.started_at, until=now, gates=online_gates(body), alpha=alpha)

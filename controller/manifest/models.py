@@ -262,6 +262,9 @@ class InterleaveStep(_DurationFields):
     max_duration: Duration | None = Field(
         default=None, description="Still inconclusive after this long: the rollout is aborted (default: wait).")
     alpha: float = Field(default=0.05, gt=0, lt=1, description="False-decision rate of the preference test.")
+    margin: float = Field(default=0.0, ge=0, lt=0.5,
+                          description="Non-inferiority margin: pass when the candidate's win share is surely above "
+                                      "0.5 - margin (0: it must be preferred).")
 
 
 class RolloutStep(Model):
