@@ -11,7 +11,6 @@ only that plan: another writer may have changed the store while this one waited.
 from __future__ import annotations
 
 import time
-import uuid
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,6 +28,7 @@ from controller.errors import CheckError, ControllerError, EmbedError, InvalidIn
 from controller.engine.checks import run_checks
 from controller.engine.drift import corpus_drift_for_build, reuse_training
 from controller.engine import rollout
+from controller.engine.journal import journal_record
 from controller.engine.embedding import CacheStats, embed_documents, gc_embedding_cache
 from controller.engine.status import persist_status, utc_now
 from controller.engine.validate import validate_inputs, validated_corpus
@@ -500,18 +500,6 @@ def _write_routing(store: Store, loaded: LoadedManifest, old: Routing, new: Rout
     hooks.on_transition(loaded.name, {"event": event, "version": action.version, "message": action.message,
                                       "stable": new.stable, "candidate": new.candidate, "weight": new.weight,
                                       **hooks.journal_extra})
-
-
-def journal_record(name: str, alias: str, old: Routing, new: Routing, reason: str, message: str, *,
-                   manifest_digest: str | None, source: str | None, extra: dict[str, Any] | None = None
-                   ) -> dict[str, Any]:
-    return {
-        "id": uuid.uuid4().hex,  # lets recovery replay a transition without a second copy of the record
-        "time": utc_now(), "index": name, "alias": alias, "reason": reason, "message": message,
-        "from": {"stable": old.stable, "candidate": old.candidate, "weight": old.weight},
-        "to": {"stable": new.stable, "candidate": new.candidate, "weight": new.weight},
-        "manifestDigest": manifest_digest, "source": source, **(extra or {}),
-    }
 
 
 def remove_index(store: Store, name: str, lock_timeout: float | None = None) -> None:

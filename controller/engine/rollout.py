@@ -106,7 +106,7 @@ def commit_step(store: Store, name: str, alias: str, action_kind: str, version: 
                 state: dict[str, Any], *, notify: Notify, manifest_digest: str | None, source: str | None,
                 extra: dict[str, Any] | None = None) -> None:
     """Routing + step state + journal record in one transition; the webhook event after the commit."""
-    from controller.engine.reconcile import journal_record
+    from controller.engine.journal import journal_record
 
     old = store.routing(name)
     st = S.RolloutState.from_dict(state)
@@ -205,18 +205,6 @@ def _refusal(store: Store, name: str, state: S.RolloutState | None, command: str
         return (f"the stable version changed to {store.routing(name).stable} since the rollout of {state.version} "
                 f"began beside {state.stable}; reconcile first")
     return None
-
-
-def rollout_summary(store: Store, name: str, target: str | None, now: float | None = None) -> dict[str, Any] | None:
-    """The step summary of status (current step, waitingFor, nextDueAt, analysis), when a rollout exists."""
-    try:
-        state = stored_state(store, name)
-    except (KeyError, ValueError, TypeError):
-        return None
-    if state is None or (target is not None and state.version != target):
-        return None
-    return S.summary_now(state, time.time() if now is None else now)
-
 
 
 def next_due(store: Store, names: list[str] | None = None, now: float | None = None) -> float | None:

@@ -153,9 +153,10 @@ def test_e5_promoted_and_a_degraded_candidate_aborted_on_live_traffic(scifact, v
         assert reasons[-1][0] == "StepsComplete" and len(reasons) >= 8
         passed = [r["step"]["analysis"] for r in journal if "step" in r and r["step"].get("analysis")]
         assert any(a.get("interleave") for a in passed) and any(a.get("gates") for a in passed)
-        mirrors = sum(1 for seg in (store / "events" / "scifact").glob("*.jsonl")
-                      for line in seg.read_text().splitlines() if '"type": "mirror"' in line)
-        assert mirrors > 0
+        mirrors = [json.loads(line) for seg in (store / "events" / "scifact").glob("*.jsonl")
+                   for line in seg.read_text().splitlines() if '"type":"mirror"' in line]
+        assert mirrors and all(m["version"] == "e5" and m["stableVersion"] == "minilm" for m in mirrors)
+        assert sum(m["error"] is None for m in mirrors) > 0.9 * len(mirrors)
 
         degraded = index_manifest(scifact, "degraded", "minilm16", "minilm16", 16, vectors["minilm16"],
                                   query_server, loose, steps)
