@@ -55,3 +55,20 @@ def test_lock_timeout_while_another_writer_holds_the_store(rolling, capsys):
     with Store(rolling).lock():
         assert main(["abort", "qs", "--store", str(rolling), "--lock-timeout", "0"]) == 1
     assert "lock" in capsys.readouterr().err
+
+
+def test_dry_run_text_shows_the_step_it_waits_in_and_when(tmp_path, capsys):
+    ws = workspace(tmp_path, n_docs=60)
+    store = tmp_path / "store"
+    assert main(["reconcile", str(write_manifest(ws, manifest("v1"))), "--store", str(store)]) == 0
+    doc = manifest("v2", V2_OPTIONS)
+    doc["spec"]["rollout"] = {"steps": [{"setMirror": 50}, {"pause": {"duration": "1h"}}, {"setWeight": 50}]}
+    path = write_manifest(ws, doc)
+    capsys.readouterr()
+    assert main(["reconcile", str(path), "--store", str(store), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "+ step" in out and "rollout: step 2/3 (pause 1h), waiting for the pause of 1h to end, next due at" in out
+    assert main(["reconcile", str(path), "--store", str(store)]) == 0
+    capsys.readouterr()
+    assert main(["reconcile", str(path), "--store", str(store), "--dry-run", "--detailed-exitcode"]) == 0
+    assert "no changes" in capsys.readouterr().out
