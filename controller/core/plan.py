@@ -255,7 +255,11 @@ def _stepped(desired: Desired, observed: Observed, version_id: str, *, if_gates_
     else:
         decision = S.advance(state, now, verdict=observed.step_verdict, confirm=desired.confirm,
                              confirmed=observed.confirmed)
-    actions = [_step_action(t, desired, routing.stable, if_gates_pass) for t in decision.transitions]
+    if if_gates_pass:
+        # the steps begin once the checks passed, in the reconcile's next pass with its own `now` (a pause
+        # must not count the build and the checks); the plan shows where they would start
+        return [], S.summary(decision.state, decision.waiting_for, decision.next_due)
+    actions = [_step_action(t, desired, routing.stable, False) for t in decision.transitions]
     if decision.changed and not decision.transitions:
         actions.append(Action("stepState", version_id, R.ANALYSIS_LOOK,
                               f"record the look at step {decision.state.index + 1}: "
@@ -264,7 +268,7 @@ def _stepped(desired: Desired, observed: Observed, version_id: str, *, if_gates_
     return actions, S.summary(decision.state, decision.waiting_for, decision.next_due)
 
 
-def _step_action(t: S.Transition, desired: Desired, stable: str | None, if_gates_pass: bool) -> Action:
+def _step_action(t: S.Transition, desired: Desired, stable: str | None, if_gates_pass: bool = False) -> Action:
     state = t.state
     if t.promote:
         return Action("promote", state.version, t.reason,

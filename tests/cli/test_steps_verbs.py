@@ -67,7 +67,7 @@ def test_dry_run_text_shows_the_step_it_waits_in_and_when(tmp_path, capsys):
     capsys.readouterr()
     assert main(["reconcile", str(path), "--store", str(store), "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "+ step" in out and "rollout: step 2/3 (pause 1h), waiting for the pause of 1h to end, next due at" in out
+    assert "+ build" in out and "rollout: step 2/3 (pause 1h), waiting for the pause of 1h to end, next due at" in out
     assert main(["reconcile", str(path), "--store", str(store)]) == 0
     capsys.readouterr()
     assert main(["reconcile", str(path), "--store", str(store), "--dry-run", "--detailed-exitcode"]) == 0
