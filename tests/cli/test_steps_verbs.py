@@ -72,3 +72,10 @@ def test_dry_run_text_shows_the_step_it_waits_in_and_when(tmp_path, capsys):
     capsys.readouterr()
     assert main(["reconcile", str(path), "--store", str(store), "--dry-run", "--detailed-exitcode"]) == 0
     assert "no changes" in capsys.readouterr().out
+
+
+def test_status_text_shows_the_rollout(rolling, capsys):
+    capsys.readouterr()
+    assert main(["status", "qs", "--store", str(rolling)]) == 0
+    out = capsys.readouterr().out
+    assert "rollout    step 2/4 (pause (until promoted)); mirror 0%, interleave 0%; waiting for `controller promote`" in out
