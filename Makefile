@@ -28,6 +28,7 @@ bench: install-dev
 	$(BIN)/python bench/bench_drift.py
 	$(BIN)/python bench/bench_cli.py
 	$(BIN)/python bench/bench_build.py
+	$(BIN)/python bench/bench_online.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache out

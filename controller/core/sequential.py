@@ -67,19 +67,34 @@ def normal_mixture_radius(variance: float, n: float, alpha: float, rho: float) -
     return math.sqrt(max(variance, 0.0) * (n + rho) / n**2 * math.log((n + rho) / (rho * alpha**2)))
 
 
-def _mean_var(xs: Sequence[float]) -> tuple[float, float]:
-    """Mean and a variance that never claims certainty from a few identical samples.
+@dataclass(frozen=True)
+class Summary:
+    """What the mean CSs need from a stream: its size, mean and per-sample variance."""
 
-    0/1 data use the smoothed share (k + 1/2) / (n + 1) (so ten zeros do not
-    read as variance 0); other data use the unbiased sample variance.
+    n: int
+    mean: float
+    variance: float
+
+
+def binary_summary(successes: int, n: int) -> Summary:
+    """A 0/1 stream from its counts, with a variance that never claims certainty from a few samples.
+
+    The smoothed share (k + 1/2) / (n + 1) gives the variance, so ten zeros do
+    not read as variance 0.
     """
+    p = (successes + 0.5) / (n + 1)
+    return Summary(n, successes / n if n else math.nan, p * (1 - p))
+
+
+def summarize(xs: Sequence[float]) -> Summary:
+    """0/1 data as in `binary_summary`; other data with the unbiased sample variance."""
     n = len(xs)
-    mean = math.fsum(xs) / n
+    total = math.fsum(xs)
     if all(x in (0.0, 1.0) for x in xs):
-        p = (mean * n + 0.5) / (n + 1)
-        return mean, p * (1 - p)
+        return binary_summary(round(total), n)
+    mean = total / n
     var = math.fsum((x - mean) ** 2 for x in xs) / (n - 1) if n > 1 else math.inf
-    return mean, var
+    return Summary(n, mean, var)
 
 
 def mean_cs(xs: Sequence[float], alpha: float, horizon: float = DEFAULT_HORIZON) -> Interval:
@@ -87,9 +102,15 @@ def mean_cs(xs: Sequence[float], alpha: float, horizon: float = DEFAULT_HORIZON)
     n = len(xs)
     if n == 0:
         return Interval(-math.inf, math.inf, math.nan)
-    mean, var = _mean_var(xs)
-    r = normal_mixture_radius(var, n, alpha, rho_for(horizon, alpha))
-    return Interval(mean - r, mean + r, mean)
+    return mean_cs_of(summarize(xs), alpha, horizon)
+
+
+def mean_cs_of(summary: Summary, alpha: float, horizon: float = DEFAULT_HORIZON) -> Interval:
+    """`mean_cs` from a stream's summary."""
+    if summary.n == 0:
+        return Interval(-math.inf, math.inf, math.nan)
+    r = normal_mixture_radius(summary.variance, summary.n, alpha, rho_for(horizon, alpha))
+    return Interval(summary.mean - r, summary.mean + r, summary.mean)
 
 
 def difference_cs(stable: Sequence[float], candidate: Sequence[float], alpha: float,
@@ -101,15 +122,20 @@ def difference_cs(stable: Sequence[float], candidate: Sequence[float], alpha: fl
     normal-mixture radius is applied to that, with the mixture tuned for a
     horizon of `horizon` samples per arm.
     """
-    ns, nc = len(stable), len(candidate)
-    if ns == 0 or nc == 0:
+    if not stable or not candidate:
         return Interval(-math.inf, math.inf, math.nan)
-    ms, vs = _mean_var(stable)
-    mc, vc = _mean_var(candidate)
-    total = ns + nc
-    sigma2 = total * (vs / ns + vc / nc)
+    return difference_cs_of(summarize(stable), summarize(candidate), alpha, horizon)
+
+
+def difference_cs_of(stable: Summary, candidate: Summary, alpha: float,
+                     horizon: float = DEFAULT_HORIZON) -> Interval:
+    """`difference_cs` from the two streams' summaries (counts are enough for 0/1 data)."""
+    if stable.n == 0 or candidate.n == 0:
+        return Interval(-math.inf, math.inf, math.nan)
+    total = stable.n + candidate.n
+    sigma2 = total * (stable.variance / stable.n + candidate.variance / candidate.n)
     r = normal_mixture_radius(sigma2, total, alpha, rho_for(2 * horizon, alpha))
-    delta = mc - ms
+    delta = candidate.mean - stable.mean
     return Interval(delta - r, delta + r, delta)
 
 

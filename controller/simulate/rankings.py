@@ -3,7 +3,9 @@
 The degraded model is a real model made worse in a controlled, reproducible
 way: the vectors projected to `dim` dimensions by a seeded Gaussian random
 projection (Johnson-Lindenstrauss), then re-normalised. Fewer dimensions keep
-less of the geometry, so nDCG falls.
+less of the geometry, so nDCG falls. For small gaps, seeded Gaussian noise
+added to the document vectors (not the queries) blurs the geometry a little;
+nDCG falls smoothly with the noise's standard deviation.
 """
 
 from __future__ import annotations
@@ -21,6 +23,12 @@ def random_projection(vectors: np.ndarray, dim: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     matrix = rng.normal(size=(vectors.shape[1], dim)).astype(np.float32) / np.sqrt(dim)
     return vectors.astype(np.float32) @ matrix
+
+
+def add_noise(vectors: np.ndarray, sigma: float, seed: int) -> np.ndarray:
+    """`vectors` plus seeded N(0, sigma^2) noise in every coordinate."""
+    rng = np.random.default_rng(seed)
+    return vectors + rng.normal(scale=sigma, size=vectors.shape).astype(np.float32)
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -44,8 +52,9 @@ def ndcg_at(golden: GoldenSet, rankings: dict[str, list[str]], k: int = 10) -> f
 
 
 def scifact_rankings(data_dir: Path, model: str = "all-minilm-l6-v2", *, k: int = 10,
-                     project_to: int | None = None, seed: int = 0) -> tuple[dict[str, list[str]], GoldenSet]:
-    """Rankings of SciFact's 300 test queries from the shared vectors (optionally projected)."""
+                     project_to: int | None = None, doc_noise: float | None = None,
+                     seed: int = 0) -> tuple[dict[str, list[str]], GoldenSet]:
+    """Rankings of SciFact's 300 test queries from the shared vectors (optionally projected, or with noisy docs)."""
     data_dir = Path(data_dir)
     doc_ids = (data_dir / "doc_ids.txt").read_text().split()
     query_ids = (data_dir / "query_ids.txt").read_text().split()
@@ -53,5 +62,7 @@ def scifact_rankings(data_dir: Path, model: str = "all-minilm-l6-v2", *, k: int 
     queries = np.load(data_dir / "vectors" / model / "queries.npy")
     if project_to is not None:
         docs, queries = random_projection(docs, project_to, seed), random_projection(queries, project_to, seed)
+    if doc_noise is not None:
+        docs = add_noise(docs, doc_noise, seed)
     golden = load_golden(data_dir / "qrels" / "test.tsv", data_dir / "queries.jsonl")
     return exact_rankings(doc_ids, docs, query_ids, queries, k), golden

@@ -38,6 +38,19 @@ class RunResult:
     naive_failed_at: int | None = None  # queries at the first look the naive test failed, if ever
 
 
+class _Looks:
+    """Look every `every` queries, and at least `growth` x the queries so far apart (0: evenly)."""
+
+    def __init__(self, every: int, growth: float) -> None:
+        self.every, self.growth, self.next = every, growth, every
+
+    def __call__(self, n: int) -> bool:
+        if n % self.every or n < self.next:
+            return False
+        self.next = n + max(self.every, int(self.growth * n))
+        return True
+
+
 def _value(metric: str, interaction: Interaction) -> float:
     if metric == "ctr":
         return float(bool(interaction.clicks))
@@ -78,10 +91,11 @@ def naive_fails(stable: Sequence[float], candidate: Sequence[float], gate: O.Onl
 def run_ab(stable: Rankings, candidate: Rankings, qrels: Qrels, *, gate: O.OnlineGate, seed: int,
            alpha: float = 0.05, model: ClickModel = ClickModel(), weight: float = 0.5, k: int = 10,
            look_every: int = 100, max_queries: int = 2000, horizon: float | None = None,
-           until_naive: bool = False) -> RunResult:
+           until_naive: bool = False, growth: float = 0.0) -> RunResult:
     """An A/B split: each query goes to the candidate with probability `weight`, the gate is looked at
-    every `look_every` queries. With `until_naive` the run goes on to max_queries to see whether the
-    naive test would have failed at some look."""
+    every `look_every` queries (and, with `growth` > 0, no sooner than `growth` x the queries so far after
+    the previous look). With `until_naive` the run goes on to max_queries to see whether the naive test
+    would have failed at some look."""
     rng = random.Random(seed)
     relevant = _relevant(qrels)
     qids = _queries(stable, candidate, qrels)
@@ -89,12 +103,13 @@ def run_ab(stable: Rankings, candidate: Rankings, qrels: Qrels, *, gate: O.Onlin
     decided: tuple[str, int, int] | None = None
     naive_at: int | None = None
     looks = 0
+    due = _Looks(look_every, growth)
     for n in range(1, max_queries + 1):
         q = rng.choice(qids)
         to_candidate = rng.random() < weight
         ranking = (candidate if to_candidate else stable)[q][:k]
         arms[to_candidate].append(_value(gate.metric, simulate(ranking, relevant[q], rng, model)))
-        if n % look_every:
+        if not due(n):
             continue
         looks += 1
         if decided is None:
@@ -111,13 +126,14 @@ def run_ab(stable: Rankings, candidate: Rankings, qrels: Qrels, *, gate: O.Onlin
 
 def run_interleave(stable: Rankings, candidate: Rankings, qrels: Qrels, *, seed: int, alpha: float = 0.05,
                    model: ClickModel = ClickModel(), k: int = 10, min_queries: int = 10, look_every: int = 10,
-                   max_queries: int = 2000, margin: float = 0.0) -> RunResult:
+                   max_queries: int = 2000, margin: float = 0.0, growth: float = 0.0) -> RunResult:
     """Every query interleaved by team draft; the preference test is looked at every `look_every` queries."""
     rng = random.Random(seed)
     relevant = _relevant(qrels)
     qids = _queries(stable, candidate, qrels)
     wins_s = wins_c = ties = 0
     looks = 0
+    due = _Looks(look_every, growth)
     for n in range(1, max_queries + 1):
         q = rng.choice(qids)
         merged, teams = IL.team_draft(stable[q][:k], candidate[q][:k], k, rng)
@@ -125,7 +141,7 @@ def run_interleave(stable: Rankings, candidate: Rankings, qrels: Qrels, *, seed:
         wins_s += winner == IL.STABLE
         wins_c += winner == IL.CANDIDATE
         ties += winner == "tie"
-        if n % look_every:
+        if not due(n):
             continue
         looks += 1
         v = O.interleave_decide(wins_s, wins_c, ties, min_queries, alpha, margin=margin)
