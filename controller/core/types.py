@@ -157,6 +157,12 @@ class Plan:
         return out
 
 
+def comparable(plan: dict[str, Any]) -> dict[str, Any]:
+    """A plan dict without its rollout summary, which moves with the clock (stepStartedAt of a step that
+    would begin now): a reviewed plan is the same plan when its actions are."""
+    return {k: v for k, v in plan.items() if k != "rollout"}
+
+
 @dataclass(frozen=True)
 class GateResult:
     metric: str

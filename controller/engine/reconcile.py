@@ -21,7 +21,7 @@ import numpy as np
 from controller.core import reasons as R
 from controller.core.gates import summarize_failures
 from controller.core.plan import plan as make_plan, previous_stable_of
-from controller.core.types import Action, CheckReport, Desired, Observed, Plan, Routing
+from controller.core.types import Action, CheckReport, Desired, Observed, Plan, Routing, comparable
 from controller.embed import make_embedder
 from controller.embed.base import check_finite
 from controller.errors import CheckError, ControllerError, EmbedError, InvalidInput, StalePlan
@@ -260,7 +260,7 @@ def reconcile_index(loaded: LoadedManifest, store: Store, *, dry_run: bool = Fal
         obs, first = plan_index(loaded, store, obs, now=hooks.clock(), ask_confirm=True)
         result.plan = first
         if expect is not None:
-            if first.to_dict() != expect:
+            if comparable(first.to_dict()) != comparable(expect):
                 raise StalePlan(f"index {loaded.name!r}: the plan made under the store lock differs from the "
                                 "reviewed plan; make a new plan (`controller reconcile --dry-run --out`)")
         try:

@@ -232,3 +232,20 @@ def test_confirm_webhook_holds_the_promotion_until_it_answers_200(ws, store, mon
         assert asked[-1]["event"] == "ConfirmPromotion" and asked[-1]["version"] == "v2"
     finally:
         httpd.shutdown()
+
+
+def test_a_reviewed_plan_of_a_stepped_rollout_applies(ws, store, tmp_path):
+    """`reconcile --dry-run --out` then `apply`: the plan made again at apply time is the reviewed one."""
+    from controller.engine.planfile import apply_plan_file, write_plan_file
+    from controller.engine.reconcile import IndexResult, plan_index
+
+    past = time.time() - 3600  # the rollout began an hour ago: its 10m pause is over now
+    apply(ws, manifest("v1"), store, past - 100)
+    apply(ws, stepped(), store, past)
+    [loaded] = load_manifests(write_manifest(ws, stepped()))
+    _, planned = plan_index(loaded, store)
+    assert [a.kind for a in planned.actions] == ["step", "step"]
+    out = tmp_path / "plan.json"
+    write_plan_file([IndexResult("qs", planned)], [loaded], store, out, [])
+    [result] = apply_plan_file(out, store)
+    assert [a.kind for a in result.executed] == ["step", "step"] and store.routing("qs").weight == 20.0
