@@ -29,6 +29,7 @@ bench: install-dev
 	$(BIN)/python bench/bench_cli.py
 	$(BIN)/python bench/bench_build.py
 	$(BIN)/python bench/bench_online.py
+	$(BIN)/python bench/bench_backends.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache out

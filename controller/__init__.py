@@ -9,7 +9,7 @@ The public Python API (the same functions the CLI verbs call)::
     print(status("quickstart", store)["phase"])
 
 Names load on first use (PEP 562), so `import controller` stays cheap and
-`controller --version` does not pay for numpy, faiss or pydantic.
+`controller --version` does not pay for numpy, the vector index library or pydantic.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from controller.errors import InvalidInput, NotFound
 from controller.paths import store_path
 from controller.store.fs import Store
 
-if TYPE_CHECKING:  # the engine (numpy, faiss, pydantic) loads when a function needs it
+if TYPE_CHECKING:  # the engine (numpy, vector backends, pydantic) loads when a function needs it
     from controller.engine.reconcile import Hooks, IndexResult
     from controller.manifest.load import LoadedManifest
 

@@ -5,7 +5,7 @@ another shell (gitops/ sync, watch and diff; operator/; serve/) all take their
 arguments through it, so none of them imports another shell.
 
 Light on purpose: building the parser imports this module for every verb, so
-nothing here may import numpy, faiss, pydantic or the engine at import time.
+nothing here may import numpy, a vector backend, pydantic or the engine at import time.
 """
 
 from __future__ import annotations

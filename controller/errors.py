@@ -73,8 +73,16 @@ class EmbedError(ControllerError):
     """An embedder could not produce vectors."""
 
 
+class EmbeddingBusy(EmbedError):
+    """Another process owns the embedding work of this model (a `controller embed` job, or a reconcile)."""
+
+
+class EmbedInterrupted(EmbedError):
+    """A batch job stopped on SIGTERM/SIGINT after keeping everything it had in flight."""
+
+
 class BackendError(ControllerError):
-    """A vector backend (FAISS files, pgvector, Qdrant) could not do what was asked.
+    """A vector backend (index files in the store, pgvector, Qdrant) could not do what was asked.
 
     The message names the backend and the setting at fault, never a credential.
     """

@@ -3,7 +3,7 @@
 The controller's store (store/fs.py) stays the record of truth for everything a
 reconcile decides on: version metadata (meta.json), document ids and content
 hashes, verdicts, routing, the journal. A backend holds only the searchable
-vectors of each version: FAISS files inside the store's version directory (the
+vectors of each version: index files inside the store's version directory (the
 embedded default), a table per version in PostgreSQL/pgvector, a collection per
 version in Qdrant.
 
@@ -24,7 +24,7 @@ through the same cases):
   reports and ``delete_version`` removes; the engine deletes every listed
   version the store does not know, before it builds.
 * Alias. ``set_alias`` repoints the backend's native alias (a view, a Qdrant
-  alias; for FAISS the store's routing record is the alias and this is a no-op)
+  alias; for the embedded files the store's routing record is the alias and this is a no-op)
   in one atomic step, so that a query never sees a half state.
 * Errors. Unreachable servers, bad credentials, a missing extension and the
   like raise ``BackendError`` naming the backend and the setting; bad
@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Protocol, Sequence, runtime_checkable
 
 if TYPE_CHECKING:  # numpy loads with the backend, not with `controller status`
     import numpy as np
@@ -50,7 +50,7 @@ class VersionRef:
     """Which version a backend call is about, and the facts every backend needs to lay it out.
 
     ``location`` is the store's directory for this version (the staging directory while it is
-    being built): the FAISS backend keeps its files there; database backends keep nothing there.
+    being built): the embedded backend keeps its files there; database backends keep nothing there.
     """
 
     index: str
@@ -79,14 +79,21 @@ class Capabilities:
     reusable_training: bool = False
     #: exact search is the index itself (Flat), so annRecall is 1 by construction.
     exact: bool = False
+    #: a new version can keep the unchanged rows of an earlier one instead of a second copy (RowSharing).
+    shares_rows: bool = False
 
 
 @runtime_checkable
 class VersionWriter(Protocol):
     """Fills one version; nothing is visible until ``finish``."""
 
-    def add(self, vectors: np.ndarray) -> None:
-        """Append rows in order (the next rows after those already added). Called in chunks."""
+    def add(self, vectors: np.ndarray, *, ids: Sequence[str] | None = None,
+            content_hashes: Sequence[str] | None = None) -> None:
+        """Append rows in order (the next rows after those already added). Called in chunks.
+
+        ``ids`` and ``content_hashes`` are the rows' document ids and content hashes, for backends
+        whose tables are read by other tools too; a backend may ignore them (the store keeps both).
+        """
         ...
 
     def finish(self) -> None:
@@ -118,6 +125,40 @@ class OpenVersion(Protocol):
         ...
 
     def close(self) -> None:
+        ...
+
+
+@runtime_checkable
+class TrainingReuse(Protocol):
+    """Two more methods of a backend whose ``capabilities.reusable_training`` is true.
+
+    Under the same model, a corpus that did not drift may keep the reference version's trained
+    structure (e.g. IVF centroids): the engine then builds through ``create_version_on_trained``.
+    """
+
+    def has_training(self, settings: BackendSettings) -> bool:
+        """The structure these settings build learns from the vectors (so it can go stale)."""
+        ...
+
+    def create_version_on_trained(self, ref: VersionRef, settings: BackendSettings,
+                                  reference: VersionRef) -> VersionWriter:
+        """A writer that refills ``reference``'s trained structure instead of training again."""
+        ...
+
+
+@runtime_checkable
+class RowSharing(Protocol):
+    """One more method of a backend whose ``capabilities.shares_rows`` is true.
+
+    A corpus revision under the same model reuses most vectors of the version it was built from;
+    such a backend stores only what changed. The writer still gets every row through ``add`` (the
+    contract stays the same); rows with ``base_rows[i] >= 0`` are row ``base_rows[i]`` of ``base``,
+    bit for bit, and the backend may keep a reference instead of the vector. A backend that cannot
+    share for these settings returns an ordinary writer.
+    """
+
+    def create_version_sharing(self, ref: VersionRef, settings: BackendSettings, base: VersionRef,
+                               base_rows: np.ndarray) -> VersionWriter:
         ...
 
 

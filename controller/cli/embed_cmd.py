@@ -1,6 +1,7 @@
 """`controller embed PATH`: embed a manifest's corpus into the store's cache ahead of a build.
 
-Resumable (a rerun skips everything already cached), shardable across
+Resumable (a rerun skips everything already cached; SIGTERM stops after the
+batches in flight are kept), shardable across
 machines (`--shard i/N`) and parallel on one machine (`--workers N`). The next
 `reconcile` of the same model then embeds nothing.
 """
@@ -8,7 +9,13 @@ machines (`--shard i/N`) and parallel on one machine (`--workers N`). The next
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import signal
+import sys
+import threading
 from pathlib import Path
+from typing import Iterator
 
 from controller.cliargs import (EXIT_OK, add_data_root_arg, add_output_arg, add_store_arg, add_verb, emit,
                                 resolve_store, stores_into)
@@ -50,7 +57,9 @@ def run(args: argparse.Namespace) -> int:
         if not manifests:
             raise InvalidInput(f"no index named {args.index!r} in {args.path}", field="--index", value=args.index)
     store = resolve_store(args)
-    reports = [embed_job(m, store, shard=shard, workers=args.workers, progress=terminal_bar) for m in manifests]
+    with _stop_on_signals() as stop:
+        reports = [embed_job(m, store, shard=shard, workers=args.workers, progress=terminal_bar, stop=stop.is_set)
+                   for m in manifests]
     if not emit({"store": str(store.root), "jobs": reports}, args.output):
         for r in reports:
             rate = f" ({r['docsPerSecond']:,.0f} docs/s)" if r["docsPerSecond"] else ""
@@ -58,3 +67,32 @@ def run(args: argparse.Namespace) -> int:
                   f"({r['hitRate']:.0%}), {r['embedded']} embedded in {r['seconds']:.1f}s{rate}")
         stores_into(store)
     return EXIT_OK
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[threading.Event]:
+    """SIGTERM (Kubernetes evicting a pod) or Ctrl-C: send nothing new, keep what is in flight, exit 1.
+
+    A second signal ends the process at once (losing at most the batches in flight).
+    The previous handlers come back afterwards (`main()` may be called in-process).
+    """
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop  # only the main thread may handle signals; a caller's thread keeps its own
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        if stop.is_set():
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        stop.set()
+        sys.stderr.write(f"\ncontroller embed: {signal.Signals(signum).name}: keeping the batches in flight, "
+                         "then stopping (send it again to stop at once)\n")
+
+    previous = {signum: signal.signal(signum, handler) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield stop
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)

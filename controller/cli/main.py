@@ -9,7 +9,7 @@ neutral controller.cliargs.
 
 Start-up stays fast because only the chosen verb's module is imported (the
 others appear in `--help` from the light table below), and verb modules
-import the engine (numpy, faiss, scipy, pydantic) inside `run`, not at import.
+import the engine (numpy, vector backends, scipy, pydantic) inside `run`, not at import.
 
 Exit codes (the README table is the reference; tests/e2e/test_exit_codes.py has one test per row):
   0 ok / no changes; 1 error; 2 invalid input or usage; 3 applied, but a candidate failed its

@@ -1,6 +1,6 @@
 """Corpus drift under one model: is a trained index stale, and should the build retrain?
 
-Pure. A trained FAISS index (IVF coarse centroids, PQ codebooks) encodes the
+Pure. A trained index (coarse centroids, product-quantiser codebooks) encodes the
 distribution of the vectors it was trained on. When documents are added or
 changed under the same model, the new build may keep the reference's trained
 structures and only add vectors (fast: no k-means), which is right as long as
@@ -12,10 +12,13 @@ index is *stale*; retraining fixes it.
 The decision table (``assess``):
 
   no drift measured            -> keep the trained structures, not stale
-  drift, index not trained     -> reported only (Flat / HNSW learn nothing)
+  drift, index not trained     -> reported only (flat / graph indexes learn nothing)
   drift, trained, retrain: true  -> train afresh on the new corpus, not stale
   drift, trained, retrain: false -> keep the old training: IndexStale=True
   reference trained differently  -> train afresh (nothing to keep)
+
+Whether an index structure is trained is the backend's knowledge (its ``has_training``); this
+module only gets the answer.
 """
 
 from __future__ import annotations
@@ -25,15 +28,6 @@ from typing import Any
 
 from controller.core import reasons as R
 from controller.core.types import Condition
-
-#: index_factory components that learn from the data (coarse quantiser, product quantiser).
-TRAINED_MARKERS: tuple[str, ...] = ("IVF", "PQ")
-
-
-def is_trained_factory(factory: str) -> bool:
-    """True when the FAISS factory string has a component trained on the vectors."""
-    return any(marker in factory for marker in TRAINED_MARKERS)
-
 
 @dataclass(frozen=True)
 class StaleAssessment:
@@ -57,10 +51,12 @@ def _summary(results: list[dict[str, Any]]) -> str:
     return "; ".join(shown) if shown else "no informative statistic"
 
 
-def assess(results: list[dict[str, Any]], *, factory: str, reference: str, compared: int,
+def assess(results: list[dict[str, Any]], *, factory: str, trained: bool, reference: str, compared: int,
            retrain_allowed: bool, can_reuse: bool) -> StaleAssessment:
-    """Decide from drift results (``DriftResult.to_dict()``s) of new/changed documents vs ``reference``."""
-    trained = is_trained_factory(factory)
+    """Decide from drift results (``DriftResult.to_dict()``s) of new/changed documents vs ``reference``.
+
+    ``factory`` names the index structure in messages; ``trained`` says whether it learns from the data.
+    """
     drifted = any(r.get("informative") and r.get("drifted") for r in results)
     what = f"{compared} new or changed documents vs {reference}"
     if not drifted:

@@ -1,6 +1,6 @@
 """Plain data the pure core decides on: what is wanted, what is there, what to do.
 
-Nothing here touches disk, FAISS or the clock; the engine fills these in.
+Nothing here touches disk, a vector backend or the clock; the engine fills these in.
 """
 
 from __future__ import annotations

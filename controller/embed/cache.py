@@ -27,18 +27,20 @@ removed, so a crash mid-collection loses nothing.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from controller.errors import EmbedError, StoreError
+from controller.errors import EmbedError, EmbeddingBusy, EmbedInterrupted, StoreError
 from controller.progress import Progress, silent
 from controller.store import atomic
 
@@ -46,8 +48,9 @@ HASH_LEN = 16                  # hex characters of store.corpus.text_hash
 LINE = HASH_LEN + 1            # hash + newline: fixed width, so a row number is a byte offset
 ROWS_SUFFIX, INDEX_SUFFIX = ".f32", ".idx"
 DEFAULT_GRACE_SECONDS = 24 * 3600
-CHUNK = 1024                   # texts per embedder call unless it says otherwise (`chunk_size`):
-                               # a failure or a kill loses at most one chunk
+OWNER_LOCK = ".owner.lock"     # flock: who embeds with this model now (EmbeddingCache.owned)
+CHUNK = 1024                   # texts per call of an embedder that cannot stream (`chunk_size` overrides):
+                               # a kill loses at most one chunk
 
 
 def fingerprint_dir_name(fingerprint: dict[str, Any]) -> str:
@@ -165,6 +168,29 @@ class EmbeddingCache:
             for i, h in enumerate(hashes):
                 self._where.setdefault(h, (stem, start + i))
 
+    @contextmanager
+    def owned(self, *, shared: bool, who: str) -> Iterator[None]:
+        """Who embeds this model now: batch jobs share the lock, a reconcile that must embed takes it alone.
+
+        flock: released by the kernel when the holder dies, SIGKILL included, so a
+        killed job never leaves a stale claim. (Local filesystems; over NFS flock
+        may not be shared between hosts, and the operator waits on Job status instead.)
+        """
+        self._prepare_dir()
+        fd = os.open(self.dir / OWNER_LOCK, os.O_RDWR | os.O_CREAT, atomic.file_mode())
+        try:
+            try:
+                fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise EmbeddingBusy(
+                    f"{who}: another process is embedding with this model now (cache {self.dir}): "
+                    + ("a reconcile is embedding; run the job after it" if shared else
+                       "`controller embed` owns the work; reconcile after it finishes (its vectors are reused)")
+                ) from None
+            yield
+        finally:
+            os.close(fd)
+
     def _prepare_dir(self) -> None:
         if (self.dir / "fingerprint.json").is_file():
             self._check_fingerprint()
@@ -198,20 +224,22 @@ def query_hash(text: str) -> str:
 def embed_through_cache(embedder: Any, cache: EmbeddingCache | None, ids: Sequence[str],
                         texts: Sequence[str], hashes: Sequence[str],
                         progress: Callable[[str], Progress] = lambda label: silent,
-                        chunk: int | None = None, queries: bool = False) -> tuple[np.ndarray, CacheStats]:
-    """Vectors for `texts`: cached ones read, the rest embedded in chunks and cached as they finish.
+                        chunk: int | None = None, queries: bool = False,
+                        stop: Callable[[], bool] = lambda: False) -> tuple[np.ndarray, CacheStats]:
+    """Vectors for `texts`: cached ones read, the rest embedded and cached as each piece finishes.
 
-    A failure part-way keeps the chunks already embedded (in the cache, never in
-    a version), so a retry starts where this one stopped. Texts repeated within
-    one call are embedded once. With `queries`, `hashes` must come from query_hash.
+    An embedder with `iter_documents` (http) is streamed: every batch is
+    appended and fsynced the moment its answer arrives, so a kill loses only
+    the batches in flight. Others run in chunks of `chunk_size` texts. A failure
+    part-way keeps what was embedded (in the cache, never in a version), so a
+    retry starts where this one stopped. Once `stop()` is true nothing new is
+    sent, what is in flight is kept, and EmbedInterrupted is raised. Texts
+    repeated within one call are embedded once. With `queries`, `hashes` must
+    come from query_hash.
     """
-    def run(run_ids: Sequence[str], run_texts: Sequence[str], bar: Progress) -> np.ndarray:
-        if queries:
-            return embedder.embed_queries(run_ids, run_texts)
-        return embedder.embed_documents(run_ids, run_texts, progress=bar)
-
     if cache is None:
-        vectors = run(ids, texts, progress("embedding"))
+        vectors = (embedder.embed_queries(ids, texts) if queries
+                   else embedder.embed_documents(ids, texts, progress=progress("embedding")))
         _check_shape(vectors, len(texts), embedder)
         return vectors, CacheStats(misses=len(texts), embedded=len(texts))
     found, cached = cache.get(hashes)
@@ -221,24 +249,47 @@ def embed_through_cache(embedder: Any, cache: EmbeddingCache | None, ids: Sequen
     for i in np.flatnonzero(~found):
         first.setdefault(hashes[i], int(i))
     todo = sorted(first.values())
-    chunk = chunk or getattr(embedder, "chunk_size", CHUNK)
     stats = CacheStats(hits=int(found.sum()), misses=int((~found).sum()), embedded=len(todo))
     bar = progress(f"embedding ({stats.hits} cached, {stats.misses} to embed)") if todo else silent
-    for start in range(0, len(todo), chunk):
-        rows = todo[start:start + chunk]
-        try:
-            fresh = run([ids[i] for i in rows], [texts[i] for i in rows],
-                        lambda done, total, base=start: bar(base + done, len(todo)))
-        except EmbedError as exc:
-            raise EmbedError(f"{exc} [texts {start}-{start + len(rows) - 1} of the {len(todo)} to embed; "
-                             f"the {start} before them are cached, a retry resumes there]") from exc
-        _check_shape(fresh, len(rows), embedder)
-        cache.put([hashes[i] for i in rows], fresh)
-        out[rows] = fresh
+    pieces = _pieces(embedder, [ids[i] for i in todo], [texts[i] for i in todo], queries, stop,
+                     chunk or getattr(embedder, "chunk_size", CHUNK), bar)
+    done = 0
+    try:
+        for offset, fresh in pieces:
+            rows = todo[offset:offset + len(fresh)]
+            _check_shape(fresh, len(rows), embedder)
+            cache.put([hashes[i] for i in rows], fresh)
+            out[rows] = fresh
+            done += len(rows)
+            bar(done, len(todo))
+    except EmbedError as exc:
+        raise EmbedError(f"{exc} [{done} of the {len(todo)} texts to embed are cached; "
+                         f"a retry resumes there]") from exc
+    if done < len(todo):
+        raise EmbedInterrupted(f"stopped on request with {done} of the {len(todo)} texts to embed cached "
+                               f"(nothing in flight was lost); rerun to resume")
     if todo:
         missing = np.flatnonzero(~found)
         out[missing] = out[[first[hashes[i]] for i in missing]]
     return out, stats
+
+
+def _pieces(embedder: Any, ids: list[str], texts: list[str], queries: bool, stop: Callable[[], bool],
+            chunk: int, bar: Progress) -> Iterator[tuple[int, np.ndarray]]:
+    """(offset, vectors) as the embedder finishes them: streamed per batch, or per chunk."""
+    stream = getattr(embedder, "iter_documents", None)
+    if stream is not None and not queries:
+        yield from stream(ids, texts, stop)
+        return
+    for start in range(0, len(texts), chunk):
+        if stop():
+            return
+        part_ids, part_texts = ids[start:start + chunk], texts[start:start + chunk]
+        if queries:
+            yield start, embedder.embed_queries(part_ids, part_texts)
+        else:
+            yield start, embedder.embed_documents(part_ids, part_texts,
+                                                  progress=lambda d, t, base=start: bar(base + d, len(texts)))
 
 
 def _check_shape(vectors: np.ndarray, rows: int, embedder: Any) -> None:

@@ -28,11 +28,11 @@ import socket
 import threading
 import time
 import urllib.parse
-from concurrent.futures import ThreadPoolExecutor, as_completed, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -62,6 +62,7 @@ DEFAULTS: dict[str, Any] = {
 }
 # Never accepted: a key written into a manifest would be stored, hashed and shown.
 SECRET_OPTIONS = frozenset({"apikey", "api_key", "key", "token", "authorization", "password", "bearer", "secret"})
+SECRET_ENV = "EIC_EMBEDDING_API_KEY"  # where operator Job pods receive options.secretRef's key
 RETRY_STATUS = frozenset({408, 409, 425, 429}) | frozenset(range(500, 600))
 
 
@@ -113,32 +114,65 @@ class HttpEmbedder:
     def embed_queries(self, ids: Sequence[str], texts: Sequence[str]) -> np.ndarray:
         return self._embed(ids, texts, "query", silent)
 
+    def iter_documents(self, ids: Sequence[str], texts: Sequence[str],
+                       stop: Callable[[], bool] = lambda: False) -> Iterator[tuple[int, np.ndarray]]:
+        """(first row, vectors) per batch as each finishes; at most `concurrency` batches in flight.
+
+        The cache persists each batch as it is yielded, so a kill loses only the
+        batches whose answers had not arrived. Once `stop()` is true no further
+        batch is sent; the ones in flight still arrive and are yielded.
+        """
+        return self._stream(ids, texts, "document", stop)
+
     # ---- batching ------------------------------------------------------------
     def _embed(self, ids: Sequence[str], texts: Sequence[str], kind: str, progress: Progress) -> np.ndarray:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if not texts:
             return out
-        headers = self._headers()
-        batches = self._batches(ids, [self._prepare(t, kind) for t in texts])
-        stop = threading.Event()  # set on the first failure: queued batches are not sent
-        futures = [self._pool().submit(self._run_batch, b, kind, headers, stop) for b in batches]
         done = 0
         progress(0, len(texts))
+        for start, rows in self._stream(ids, texts, kind, lambda: False):
+            out[start:start + len(rows)] = rows
+            done += len(rows)
+            progress(done, len(texts))
+        return out
+
+    def _stream(self, ids: Sequence[str], texts: Sequence[str], kind: str,
+                stop: Callable[[], bool]) -> Iterator[tuple[int, np.ndarray]]:
+        """A sliding window over the batches: a new one is sent as soon as one returns (no chunk barrier)."""
+        if not texts:
+            return
+        headers = self._headers()
+        queue = iter(self._batches(ids, [self._prepare(t, kind) for t in texts]))
+        failed = threading.Event()  # set on the first failure: batches not yet sent never are
+        pending: set[Future] = set()
+
+        def send_next() -> None:
+            batch = next(queue, None)
+            if batch is not None:
+                pending.add(self._pool().submit(self._run_batch, batch, kind, headers, failed))
+
+        for _ in range(self.opts["concurrency"]):
+            send_next()
         try:
-            for future in as_completed(futures):
-                batch, rows = future.result()
-                out[batch.start:batch.start + len(batch.texts)] = rows
-                done += len(batch.texts)
-                progress(done, len(texts))
-        except BaseException:
-            stop.set()
-            wait(futures)  # nothing keeps talking to the server after we report the failure
+            while pending:
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    pending.discard(future)
+                    batch, rows = future.result()
+                    # the consumer persists the batch before its slot is refilled: at most
+                    # `concurrency` batches are ever sent but not yet written
+                    yield batch.start, (l2_normalize(rows) if self.normalize else rows)
+                    if not stop():
+                        send_next()
+        except BaseException:  # includes GeneratorExit: the consumer gave up
+            failed.set()
+            wait(pending)  # nothing keeps talking to the server after we report the failure
             raise
-        return l2_normalize(out) if self.normalize else out
 
     @property
     def chunk_size(self) -> int:
-        """Texts in flight at once: what a failure or a kill can lose, at most (see embed/cache.py)."""
+        """Texts in flight at once: what a kill can lose, at most (see embed/cache.py)."""
         return self.opts["batchSize"] * self.opts["concurrency"]
 
     def _pool(self) -> ThreadPoolExecutor:
@@ -260,11 +294,15 @@ class HttpEmbedder:
     def _api_key(self) -> str | None:
         env = self.opts["apiKeyEnv"]
         if env is None:
-            if self.opts["secretRef"] is not None:
-                raise EmbedError(f"{self.label}: options.secretRef is read by the operator, which does not "
-                                 "wire it yet; expose the Secret as an environment variable and name it in "
-                                 "options.apiKeyEnv (see docs/embedding.md)")
-            return None
+            if self.opts["secretRef"] is None:
+                return None
+            # operator mode: the Job pod gets the Secret's key in SECRET_ENV (controller/operator/jobs.py)
+            key = os.environ.get(SECRET_ENV)
+            if not key:
+                raise EmbedError(f"{self.label}: options.secretRef names a Kubernetes Secret, which only "
+                                 f"reaches the operator's embedding Jobs (as ${SECRET_ENV}); elsewhere export "
+                                 "the key and name the variable in options.apiKeyEnv (see docs/embedding.md)")
+            return key
         key = os.environ.get(env)
         if not key:
             raise EmbedError(f"{self.label}: the environment variable {env} named by options.apiKeyEnv "
@@ -273,7 +311,7 @@ class HttpEmbedder:
 
     def _scrub(self, message: str) -> str:
         """Servers may echo what they were sent: no message leaves with the key in it."""
-        env = self.opts["apiKeyEnv"]
+        env = self.opts["apiKeyEnv"] or (SECRET_ENV if self.opts["secretRef"] is not None else None)
         key = os.environ.get(env) if env else None
         return message.replace(key, "***") if key else message
 

@@ -17,13 +17,13 @@ from controller.checks.stats import most_regressed, paired_bootstrap
 from controller.core.gates import Context, GateSpec, corpus_loss_gate, default_gates, evaluate_gates
 from controller.core.types import CheckReport, GateResult
 from controller.embed import capabilities
+from controller.engine import backend as B
 from controller.engine.embedding import embed_queries
 from controller.engine.drift import resolve_threshold
 from controller.engine.embedders import EmbedderCache
 from controller.errors import CheckError, InvalidInput
 from controller.manifest.defaults import ANN_RECALL, DEFAULT_CONFIDENCE, REPORTED_METRICS
 from controller.manifest.load import LoadedManifest
-from controller.store import faiss_index
 from controller.store.fs import Store
 
 ANN_PREFIX = f"{ANN_RECALL}@"
@@ -97,17 +97,16 @@ def _canonical(metric: str) -> str:
 
 def _corpus_loss(store: Store, name: str, version: str, baseline: str, max_removed: float) -> GateResult:
     """Share of the stable version's document ids missing from the candidate."""
-    old_ids, _ = store.vectors(name, baseline)
-    new_ids, _ = store.vectors(name, version)
+    old_ids = store.ids(name, baseline)
+    new_ids = store.ids(name, version)
     removed = len(set(old_ids) - set(new_ids))
     return corpus_loss_gate(baseline, len(old_ids), removed, max_removed)
 
 
 def _drift(store: Store, name: str, version: str, baseline: str,
            checks: list[Any]) -> tuple[list[dict[str, Any]], list[GateResult]]:
-    _, ref = store.vectors(name, baseline)
-    _, cur = store.vectors(name, version)
-    ref, cur = np.asarray(ref), np.asarray(cur)
+    ref = B.stored_vectors(store, name, baseline)
+    cur = B.stored_vectors(store, name, version)
     same_space = store.meta(name, baseline)["fingerprint"] == store.meta(name, version)["fingerprint"]
     cache = NormCache()
     results, gates = [], []
@@ -140,17 +139,15 @@ def _ann_cutoffs(golden_spec: Any) -> list[int]:
 
 def _golden_run(store: Store, name: str, version: str, golden: G.GoldenSet, metrics: list[str],
                 k: int, ann_cutoffs: list[int], embedders: EmbedderCache | None = None) -> GoldenRun:
-    meta = store.meta(name, version)
     qids, queries = query_vectors(store, name, version, golden, embedders)
-    index = store.index(name, version)
-    doc_ids, vectors = store.vectors(name, version)
-    metric = meta["index"]["metric"]
+    doc_ids = store.ids(name, version)
     depth = max([k] + [G.parse_metric(m)[1] for m in metrics])
-    scores, rows = faiss_index.search(index, queries, depth, metric)
+    with B.opened(store, name, version) as opened:
+        scores, rows = opened.search(queries, depth)
+        ann = _ann_recall(opened, queries, ann_cutoffs)
     ids = np.asarray(doc_ids, dtype=object)
     run_docs = np.where(rows >= 0, ids[np.maximum(rows, 0)], "")
     evaluation = G.evaluate(golden, qids, run_docs, scores, metrics, corpus_ids=set(doc_ids))
-    ann = _ann_recall(index, np.asarray(vectors), queries, metric, meta["index"]["factory"], ann_cutoffs)
     return GoldenRun(evaluation, ann)
 
 
@@ -178,17 +175,11 @@ def query_vectors(store: Store, name: str, version: str, golden: G.GoldenSet,
     return list(golden.query_ids), embed_queries(store, embedder, golden.query_ids, texts)
 
 
-def _ann_recall(index, vectors: np.ndarray, queries: np.ndarray, metric: str, factory: str,
-                cutoffs: list[int]) -> dict[str, float]:
-    """Share of the exact top-k the index returns: 'the index is too approximate' vs 'the model is worse'.
-
-    Flat is exact by construction, so it is not searched twice.
-    """
-    if factory.strip() == "Flat":
-        return {f"{ANN_PREFIX}{k}": 1.0 for k in cutoffs}
+def _ann_recall(opened: Any, queries: np.ndarray, cutoffs: list[int]) -> dict[str, float]:
+    """Share of the exact top-k the index returns: 'the index is too approximate' vs 'the model is worse'."""
     depth = max(cutoffs)
-    _, ann = faiss_index.search(index, queries, depth, metric)
-    _, exact = faiss_index.exact_search(vectors, queries, depth, metric)
+    _, ann = opened.search(queries, depth)
+    _, exact = opened.exact_search(queries, depth)
     return {f"{ANN_PREFIX}{k}": overlap_at(ann[:, :k], exact[:, :k]) for k in cutoffs}
 
 

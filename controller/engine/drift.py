@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-import faiss
 import numpy as np
 
 from controller.checks.drift import DEFAULT_SPLITS, REGISTRY, NormCache, calibrate_null, run_drift
-from controller.core.stale import StaleAssessment, assess, is_trained_factory
+from controller.backends.base import BackendSettings, RowSharing, TrainingReuse, VersionRef, VersionWriter
+from controller.core.stale import StaleAssessment, assess
 from controller.embed.base import l2_normalize
+from controller.engine import backend as B
 from controller.engine.embedders import stored_embedder
 from controller.errors import CheckError, InvalidInput, NotFound
 from controller.progress import Progress, silent
@@ -73,8 +74,7 @@ def calibrate_index(store: Store, name: str, *, version: str | None = None, metr
     version = version or store.routing(name).stable
     if version is None:
         raise NotFound(f"{name} has no stable version to calibrate on; run `controller reconcile` first")
-    _, vectors = store.vectors(name, version)
-    ref = np.asarray(vectors)
+    ref = B.stored_vectors(store, name, version)
     names = metrics or sorted(REGISTRY)
     stats: dict[str, Any] = {}
     skipped: dict[str, str] = {}
@@ -130,9 +130,9 @@ def corpus_drift_reference(store: Store, name: str, fingerprint: dict[str, Any])
 
 
 def measure_corpus_drift(store: Store, name: str, reference: str, ids: list[str], hashes: list[str],
-                         vectors: np.ndarray, *, spec: Any, factory: str, metric: str) -> CorpusDriftRecord:
+                         vectors: np.ndarray, *, spec: Any, index_spec: Any) -> CorpusDriftRecord:
     """New or changed documents (or the whole new corpus) vs the reference version's vectors."""
-    ref_ids, ref_vectors = store.vectors(name, reference)
+    ref_ids = store.ids(name, reference)
     ref_hashes = store.hashes(name, reference)
     old = dict(zip(ref_ids, ref_hashes))
     new_rows = [i for i, (d, h) in enumerate(zip(ids, hashes)) if d not in old]
@@ -140,8 +140,9 @@ def measure_corpus_drift(store: Store, name: str, reference: str, ids: list[str]
     removed = len(set(old) - set(ids))
     rows = list(range(len(ids))) if spec.compare == "all" else sorted(new_rows + changed_rows)
     ref_meta = store.meta(name, reference)
+    factory, metric = index_spec.structure(), index_spec.metric
     can_reuse = (ref_meta["index"]["factory"], ref_meta["index"]["metric"]) == (factory, metric)
-    ref = np.asarray(ref_vectors)
+    ref = B.stored_vectors(store, name, reference)
     if len(rows) < 2:
         results: list[dict[str, Any]] = []
         note = (f"only {len(rows)} new or changed document(s): too few to measure corpus drift "
@@ -151,25 +152,18 @@ def measure_corpus_drift(store: Store, name: str, reference: str, ids: list[str]
     else:
         cur = np.ascontiguousarray(vectors[rows])
         results = run_battery(store, name, reference, ref, cur, [(m.metric, m.max) for m in spec.metrics])
-    decision = assess(results, factory=factory, reference=reference, compared=len(rows),
-                      retrain_allowed=spec.retrain, can_reuse=can_reuse)
+    decision = assess(results, factory=factory, trained=has_training(index_spec), reference=reference,
+                      compared=len(rows), retrain_allowed=spec.retrain, can_reuse=can_reuse)
     return CorpusDriftRecord(reference, len(new_rows), len(changed_rows), removed, len(rows), results, decision)
 
 
-def build_on_trained(store: Store, name: str, reference: str, vectors: np.ndarray, factory: str,
-                     metric: str) -> faiss.Index:
-    """The reference's trained index emptied and refilled: centroids/codebooks kept, no k-means.
-
-    ``reset()`` removes the stored vectors of IVF / PQ / pre-transform indexes and keeps what was
-    trained, so row i is again document i of the new corpus.
-    """
-    if not is_trained_factory(factory):
-        raise CheckError(f"{factory} has nothing trained to reuse")
-    index = faiss.clone_index(store.index(name, reference))
-    index.reset()
-    data = np.ascontiguousarray(vectors, dtype=np.float32)
-    index.add(l2_normalize(data.copy()) if metric == "cosine" else data)
-    return index
+def has_training(index_spec: Any) -> bool:
+    """The index structure learns from the vectors and the backend can keep that training."""
+    backend = B.get_backend(index_spec.backend_settings()[0])
+    if not backend.capabilities.reusable_training:
+        return False  # rebuilt from scratch every time: nothing can go stale
+    kind, params = index_spec.backend_settings()
+    return cast(TrainingReuse, backend).has_training(BackendSettings(kind, params))
 
 
 # ---- query drift (on demand) ---------------------------------------------------------------------
@@ -260,8 +254,7 @@ def corpus_drift_for_build(store: Store, loaded: Any, corpus: Any, vectors: np.n
     if ref_meta["corpus"]["digest"] == corpus.digest:
         return _retrain_record(ref_meta, spec)
     return measure_corpus_drift(store, loaded.name, reference, corpus.ids, corpus.hashes, vectors,
-                                spec=spec.checks.corpus_drift, factory=spec.index.factory,
-                                metric=spec.index.metric)
+                                spec=spec.checks.corpus_drift, index_spec=spec.index)
 
 
 def _retrain_record(ref_meta: dict[str, Any], spec: Any) -> CorpusDriftRecord | None:
@@ -269,17 +262,31 @@ def _retrain_record(ref_meta: dict[str, Any], spec: Any) -> CorpusDriftRecord | 
     old = ref_meta.get("corpusDrift") or {}
     if not (old.get("assessment") or {}).get("stale") or not spec.checks.corpus_drift.retrain:
         return None
-    decision = assess(old["results"], factory=spec.index.factory, reference=old["reference"],
+    decision = assess(old["results"], factory=spec.index.structure(), trained=has_training(spec.index),
+                      reference=old["reference"],
                       compared=old["compared"], retrain_allowed=True, can_reuse=True)
     return CorpusDriftRecord(old["reference"], old["added"], old["changed"], old["removed"], old["compared"],
                              old["results"], decision)
 
 
-def reuse_training(store: Store, loaded: Any, record: CorpusDriftRecord | None, vectors: np.ndarray
-                   ) -> faiss.Index | None:
-    """The new index on the reference's trained structures when the assessment keeps them, else None."""
-    if record is None or record.assessment.retrain or not record.assessment.trained:
-        return None
-    spec = loaded.manifest.spec
-    return build_on_trained(store, loaded.name, record.reference, vectors, spec.index.factory, spec.index.metric)
+def version_writer(store: Store, loaded: Any, record: CorpusDriftRecord | None, ref: VersionRef,
+                   settings: BackendSettings, shared: tuple[str, np.ndarray] | None = None) -> VersionWriter:
+    """A writer for the new version.
 
+    On the reference's trained structures when the assessment keeps them (``reusable_training``);
+    else sharing the unchanged rows of ``shared`` = (version, row of each document there or -1)
+    when the backend can (``shares_rows``); else a fresh build.
+    """
+    backend = B.get_backend(settings.type)
+    keeps_training = (record is not None and not record.assessment.retrain and record.assessment.trained
+                      and backend.capabilities.reusable_training)
+    if keeps_training:
+        assert record is not None
+        reference = B.version_ref(store, loaded.name, record.reference)
+        return cast(TrainingReuse, backend).create_version_on_trained(ref, settings, reference)
+    if shared is not None and backend.capabilities.shares_rows:
+        version, rows = shared
+        if B.recorded_settings(store.meta(loaded.name, version)) == settings:
+            base = B.version_ref(store, loaded.name, version)
+            return cast(RowSharing, backend).create_version_sharing(ref, settings, base, rows)
+    return backend.create_version(ref, settings)

@@ -25,8 +25,9 @@ from controller.core.types import Action, CheckReport, Desired, Observed, Plan, 
 from controller.embed import make_embedder
 from controller.embed.base import check_finite
 from controller.errors import CheckError, ControllerError, EmbedError, InvalidInput, StalePlan
+from controller.engine import backend as B
 from controller.engine.checks import run_checks
-from controller.engine.drift import corpus_drift_for_build, reuse_training
+from controller.engine.drift import corpus_drift_for_build, version_writer
 from controller.engine import rollout
 from controller.engine.journal import journal_record
 from controller.engine.embedding import CacheStats, embed_documents, gc_embedding_cache
@@ -35,7 +36,6 @@ from controller.engine.validate import validate_inputs, validated_corpus
 from controller.progress import Progress, silent
 from controller.manifest.load import LoadedManifest
 from controller.manifest.providers import capabilities
-from controller.store import faiss_index
 from controller.store.corpus import Corpus, read_corpus
 from controller.store import signature
 from controller.store.fs import Store, print_lock_wait
@@ -97,7 +97,7 @@ def desired_of(loaded: LoadedManifest) -> Desired:
     if s.rollout.steps is not None:
         rollout.check_gate_metrics(loaded)
     return Desired(name=m.name, alias=m.alias, label=s.index.version, fingerprint=s.model.fingerprint(),
-                   factory=s.index.factory, metric=s.index.metric, percentage=s.rollout.percentage,
+                   factory=s.index.structure(), metric=s.index.metric, percentage=s.rollout.percentage,
                    keep=s.history.keep, suspend=s.suspend, manifest_digest=loaded.digest,
                    retrain_stale=bool(s.checks.corpus_drift and s.checks.corpus_drift.retrain),
                    steps=(tuple(step.model_dump(mode="json", by_alias=True) for step in s.rollout.steps)
@@ -221,7 +221,7 @@ def _reuse_source(store: Store, loaded: LoadedManifest, corpus: Corpus, versions
     if not same:
         return None, None
     source = max(same, key=lambda v: v.created)
-    old_ids, _ = store.vectors(loaded.name, source.id)
+    old_ids = store.ids(loaded.name, source.id)
     position = {key: row for row, key in enumerate(zip(old_ids, store.hashes(loaded.name, source.id)))}
     rows = np.fromiter((position.get(key, -1) for key in zip(corpus.ids, corpus.hashes)),
                        dtype=np.int64, count=len(corpus))
@@ -284,6 +284,7 @@ def reconcile_index(loaded: LoadedManifest, store: Store, *, dry_run: bool = Fal
                 pass
             raise
         _record_inputs(store, loaded, obs)
+        B.sync_alias(store, loaded.name, loaded.manifest.spec)
         result.status = persist_status(store, loaded.name, plan=current, alias=loaded.manifest.alias,
                                        manifest_digest=loaded.digest, reports=result.reports)
     return result
@@ -327,40 +328,63 @@ def _build(action: Action, obs: Observation, loaded: LoadedManifest, store: Stor
     embed_s = time.monotonic() - started
     # corpus drift under the same model decides whether a trained index keeps its training
     corpus_drift = corpus_drift_for_build(store, loaded, corpus, vectors)
-    started = time.monotonic()
-    reused = reuse_training(store, loaded, corpus_drift, vectors)
-    index = reused
-    if index is None:
+    B.delete_partial_versions(store, loaded.name, spec)  # what a crashed build left in the backend
+    settings = B.settings_of(spec)
+
+    def fill(location: Path) -> None:
+        begun = time.monotonic()
+        ref = B.new_version_ref(loaded.name, action.version, spec, location)
+        shared = (obs.observed.reuse_from, obs.reuse_rows) if obs.reuse_rows is not None else None
+        writer = version_writer(store, loaded, corpus_drift, ref, settings, shared)
         try:
-            index = faiss_index.build_index(vectors, spec.index.factory, spec.index.metric,
-                                            progress=hooks.progress("building"))
+            _add_rows(writer, vectors, corpus.ids, corpus.hashes, hooks.progress("building"))
+            writer.finish()
         except InvalidInput as exc:
+            writer.abort()
             raise InvalidInput(exc.reason, file=loaded.source, field=exc.field, value=exc.value) from exc
-    build_s = time.monotonic() - started
+        except BaseException:
+            writer.abort()
+            raise
+        meta["build"]["buildSeconds"] = round(time.monotonic() - begun, 3)  # meta.json is written last
+
+    reused = corpus_drift is not None and not corpus_drift.assessment.retrain and corpus_drift.assessment.trained
+    backend_type, backend_params = spec.index.backend_settings()
     meta = {
         "name": loaded.name,
         "label": spec.index.version,
         "created": _created_stamp(),
         "fingerprint": spec.model.fingerprint(),
         "model": spec.model.model_dump(mode="json", by_alias=True),
-        "index": {"factory": spec.index.factory, "metric": spec.index.metric, "ntotal": int(index.ntotal),
-                  "dim": int(vectors.shape[1])},
+        "index": {"factory": spec.index.structure(), "metric": spec.index.metric, "ntotal": int(len(corpus)),
+                  "dim": int(vectors.shape[1]),
+                  # parameters only: connection settings and credentials come from the environment
+                  "backend": {"type": backend_type, **backend_params}},
         "corpus": {"digest": corpus.digest, "documents": len(corpus), "path": str(corpus.path)},
         "build": {"embedded": embedded, "reused": len(corpus) - embedded,
                   "reusedFrom": obs.observed.reuse_from if embedded < len(corpus) else None,
                   "cache": cache,
-                  "embedSeconds": round(embed_s, 3), "buildSeconds": round(build_s, 3)},
+                  "embedSeconds": round(embed_s, 3), "buildSeconds": 0.0},
         "manifestDigest": loaded.digest,
     }
     if corpus_drift is not None:
         meta["corpusDrift"] = {**corpus_drift.to_dict(),
-                               "trainedOn": corpus_drift.reference if reused is not None else action.version}
-    store.write_version(loaded.name, action.version, index=index, vectors=vectors, ids=corpus.ids,
+                               "trainedOn": corpus_drift.reference if reused else action.version}
+    store.write_version(loaded.name, action.version, fill=fill, ids=corpus.ids,
                         hashes=corpus.hashes, meta=meta, extra_files=_query_files(loaded))
     result.built += 1
     result.embedded += embedded
     hooks.on_transition(loaded.name, {"event": "ShadowBuilt", "version": action.version,
                                       "documents": len(corpus), "embedded": embedded, "cache": cache})
+
+
+def _add_rows(writer: Any, vectors: np.ndarray, ids: list[str], hashes: list[str], progress: Progress,
+              chunk: int = 65_536) -> None:
+    """Rows in order, in chunks, so a backend can stream them (and the bar moves)."""
+    n = vectors.shape[0]
+    for start in range(0, n, chunk):
+        stop = start + chunk
+        writer.add(vectors[start:stop], ids=ids[start:stop], content_hashes=hashes[start:stop])
+        progress(min(start + chunk, n), n)
 
 
 def _created_stamp() -> str:
@@ -390,10 +414,10 @@ def _vectors_for(store: Store, loaded: LoadedManifest, obs: Observation, embedde
     out: np.ndarray | None = None
     todo = list(range(len(corpus)))
     if rows is not None:
-        _, old_vecs = store.vectors(loaded.name, obs.observed.reuse_from)
+        old_vecs = B.stored_vectors(store, loaded.name, obs.observed.reuse_from)
         have = rows >= 0
         out = np.zeros((len(corpus), old_vecs.shape[1]), dtype=np.float32)
-        out[have] = np.asarray(old_vecs)[rows[have]]
+        out[have] = old_vecs[rows[have]]
         todo = np.flatnonzero(~have).tolist()
         if not todo:
             return out, 0, CacheStats().to_dict()
@@ -455,7 +479,7 @@ def _rollback_after_failure(store: Store, loaded: LoadedManifest, version: str, 
 def _route(action: Action, store: Store, loaded: LoadedManifest, hooks: Hooks) -> None:
     name = loaded.name
     if action.kind == "delete":
-        store.delete_version(name, action.version)
+        B.delete_stored_version(store, name, action.version)
         gc_embedding_cache(store)  # the store's GC is also the embedding cache's (docs/embedding.md)
         return
     if action.state is not None:  # a step transition: routing, step state and journal in one commit

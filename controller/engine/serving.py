@@ -1,8 +1,8 @@
 """The read path: routed versions loaded once and kept, one search function for every shell.
 
 `controller serve` and `controller query` both go through `VersionPool` and
-`search`. Nothing is reloaded per query: a version's FAISS index (memory-mapped
-where the index type allows), its ids and its query embedder are loaded the
+`search`. Nothing is reloaded per query: a version's opened vectors (the backend's
+OpenVersion; the embedded backend memory-maps its index where it can), its ids and its query embedder are loaded the
 first time the version is routed and kept while it is routed, plus a grace
 period so that a rollback finds it still warm.
 
@@ -23,19 +23,18 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
 
-import faiss
 import numpy as np
 
+from controller.backends.base import OpenVersion
 from controller.core.routing import bucket, choose_version
 from controller.core.types import Routing
 from controller.embed import fingerprint_key, make_embedder
+from controller.engine.backend import open_version
 from controller.engine.embedders import stored_embedder
 from controller.errors import Conflict, ControllerError, InvalidInput, NotFound, NotReady
 from controller.manifest.providers import capabilities
-from controller.store import faiss_index
 from controller.store.fs import Store
 from controller.store.queries import fingerprint_key as short_key
 
@@ -63,7 +62,7 @@ class LoadedVersion:
     name: str
     version: str
     meta: dict[str, Any]
-    index: faiss.Index
+    index: OpenVersion
     ids: list[str]
     text_embedder: Any | None  # None: the version takes vectors only
     mmapped: bool
@@ -94,32 +93,18 @@ class LoadedVersion:
         return np.asarray(self.text_embedder.embed_queries(["query"], [text]), dtype=np.float32)
 
     def search(self, vector: np.ndarray, k: int) -> list[Hit]:
-        scores, rows = faiss_index.search(self.index, vector, k, self.metric)
+        scores, rows = self.index.search(vector, k)
         return [Hit(self.ids[int(row)], float(score), r + 1)
                 for r, (row, score) in enumerate(zip(rows[0], scores[0])) if row >= 0]
 
 
 def load_version(store: Store, name: str, version: str) -> LoadedVersion:
-    """Index (mmap when FAISS can), ids and the embedder that maps query text into its space."""
+    """Opened vectors (memory-mapped when the backend can), ids and the embedder for query text."""
     meta = store.meta(name, version)
-    path = store.version_dir(name, version) / "index.faiss"
-    index, mmapped = _read_index(path)
-    ids, _ = store.vectors(name, version)
-    return LoadedVersion(name, version, meta, index, list(ids), _text_embedder(store, name, version, meta), mmapped)
-
-
-def _read_index(path: Path) -> tuple[faiss.Index, bool]:
-    """Memory-map when the index type supports it, so pages are shared and loading copies nothing.
-
-    IO_FLAG_MMAP_IFC maps the codes of flat-code indexes (Flat, and the storage of HNSW); measured
-    here, plain IO_FLAG_MMAP still copies a Flat index into memory. Other types are read normally.
-    """
-    for flags in (faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY, faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY):
-        try:
-            return faiss.read_index(str(path), flags), True
-        except RuntimeError:
-            continue
-    return faiss_index.load(path), False
+    index = open_version(store, name, version, meta)
+    ids = store.ids(name, version)
+    return LoadedVersion(name, version, meta, index, list(ids), _text_embedder(store, name, version, meta),
+                         bool(getattr(index, "mmapped", False)))
 
 
 def _text_embedder(store: Store, name: str, version: str, meta: dict[str, Any]) -> Any | None:

@@ -14,10 +14,10 @@ from typing import Any
 from controller.checks.drift import REGISTRY as DRIFT_REGISTRY
 from controller.checks.golden import GoldenSet, load_golden
 from controller.embed import make_embedder
+from controller.engine.backend import validate_backend
 from controller.errors import InvalidInput
 from controller.manifest.load import LoadedManifest
 from controller.manifest.providers import capabilities
-from controller.store import faiss_index
 from controller.store import signature
 from controller.store.corpus import Corpus, read_corpus
 from controller.store.fs import Store
@@ -65,14 +65,11 @@ def validated_corpus(loaded: LoadedManifest, inputs: dict[str, Any]) -> Corpus |
 
 
 def validate_inputs(loaded: LoadedManifest, corpus: Corpus) -> None:
-    """Metric names, factory string, vectors and golden files of one manifest."""
+    """Metric names, backend parameters, vectors and golden files of one manifest."""
     spec = loaded.manifest.spec
     _drift_names(loaded)
     embedder = make_embedder(spec.model.model_dump(mode="json", by_alias=True), loaded.paths, loaded.source)
-    try:
-        faiss_index.validate_factory(spec.index.factory, spec.model.dim, spec.index.metric)
-    except InvalidInput as exc:
-        raise InvalidInput(exc.reason, file=loaded.source, field=exc.field, value=exc.value) from exc
+    validate_backend(spec, loaded.source)
     validate = getattr(embedder, "validate", None)
     if validate is not None:
         validate(corpus.ids)

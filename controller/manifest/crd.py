@@ -187,6 +187,9 @@ def _structural(node: dict[str, Any], path: str) -> dict[str, Any]:
             out["additionalProperties"] = {"type": extra["type"]}
         else:
             out["x-kubernetes-preserve-unknown-fields"] = True  # free-form, e.g. model.options
+    elif out.get("type") == "object" and node.get("additionalProperties") is True:
+        # declared fields plus free ones (index.backend: type + that backend's parameters)
+        out["x-kubernetes-preserve-unknown-fields"] = True
     if description and "description" not in out:
         out["description"] = description
     if path in _VALIDATIONS:

@@ -1,6 +1,6 @@
 """Pydantic models of the EmbeddingIndex manifest (apiVersion indexops.dev/v1alpha1).
 
-This module is pure: no file system, no FAISS. Field names are camelCase in
+This module is pure: no file system, no vector library. Field names are camelCase in
 YAML (Kubernetes convention) and snake_case in Python. Every model forbids
 unknown fields so a typo is an error, not a silently ignored setting.
 """
@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serial
 from pydantic.alias_generators import to_camel
 
 from controller.manifest.defaults import DEFAULT_MAX_DROP, GATE_METRIC_PATTERN, NAME_PATTERN, VERSION_PATTERN
+from controller.manifest.reembed import ReembedSpec
 
 API_VERSION = "indexops.dev/v1alpha1"
 KIND = "EmbeddingIndex"
@@ -166,16 +167,79 @@ class ModelSpec(Model):
         }
 
 
+#: spec.index.backend.type when none is given: the embedded files in the store.
+DEFAULT_BACKEND = "faiss"
+
+
+class BackendSpec(Model):
+    """Where a version's vectors live; every key besides ``type`` is a parameter of that backend."""
+
+    model_config = ConfigDict(extra="allow", alias_generator=to_camel, populate_by_name=True, frozen=True)
+
+    type: str = Field(
+        default=DEFAULT_BACKEND, pattern=NAME_PATTERN,
+        description=(
+            "Vector backend: faiss (files in the store, the default), pgvector or qdrant. The other keys "
+            "are that backend's parameters, checked before anything is built (docs/backends.md)."
+        ),
+    )
+
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
 class IndexSpec(Model):
     version: str = Field(
         description="Label of the built index version; immutable once built.",
         pattern=VERSION_PATTERN,
         max_length=63,
     )
-    factory: str = Field(default="Flat", min_length=1, description="FAISS index_factory string.")
+    factory: str = Field(
+        default="Flat", min_length=1,
+        description="index_factory string of the default backend (same as spec.index.backend.factory).",
+    )
     metric: Literal["cosine", "ip", "l2"] = Field(
         default="cosine", description="Similarity: cosine (normalised inner product), ip or l2."
     )
+    backend: BackendSpec = Field(default_factory=BackendSpec, description="Vector backend and its parameters.")
+
+    @model_serializer(mode="wrap")
+    def _omit_default_backend(self, handler: Any) -> dict[str, Any]:
+        # the default backend leaves the dump (so the manifest digest) as it was before the field existed
+        data = handler(self)
+        if self.backend == BackendSpec():
+            data.pop("backend", None)
+        return data
+
+    @model_validator(mode="after")
+    def _factory_of_default_backend(self) -> IndexSpec:
+        params = self.backend.params()
+        if self.backend.type == DEFAULT_BACKEND:
+            if "factory" in params:
+                if "factory" in self.model_fields_set and params["factory"] != self.factory:
+                    raise ValueError(f"spec.index.factory {self.factory!r} and spec.index.backend.factory "
+                                     f"{params['factory']!r} differ: give one of them")
+                if not isinstance(params["factory"], str) or not params["factory"]:
+                    raise ValueError("spec.index.backend.factory must be a non-empty string")
+                object.__setattr__(self, "factory", params["factory"])  # one name for the build
+        elif "factory" in self.model_fields_set and self.factory != IndexSpec.model_fields["factory"].default:
+            raise ValueError(f"spec.index.factory is a parameter of the {DEFAULT_BACKEND} backend; "
+                             f"{self.backend.type} takes its index parameters under spec.index.backend")
+        return self
+
+    def backend_settings(self) -> tuple[str, dict[str, Any]]:
+        """(type, parameters) of the backend; the default backend gets its factory here."""
+        params = self.backend.params()
+        if self.backend.type == DEFAULT_BACKEND:
+            params["factory"] = self.factory
+        return self.backend.type, params
+
+    def structure(self) -> str:
+        """What a built version's index structure is compared by (the factory for the default backend)."""
+        kind, params = self.backend_settings()
+        if kind == DEFAULT_BACKEND:
+            return self.factory
+        return f"{kind}:{json.dumps(params, sort_keys=True, separators=(',', ':'))}"
 
     @field_validator("version", mode="before")
     @classmethod
@@ -438,11 +502,13 @@ class IndexSpecRoot(Model):
     )
     corpus: CorpusSpec = Field(description="Documents to embed.")
     model: ModelSpec = Field(description="Embedding model.")
-    index: IndexSpec = Field(description="Index version and FAISS build parameters.")
+    index: IndexSpec = Field(description="Index version, vector backend and build parameters.")
     rollout: RolloutSpec = Field(default_factory=RolloutSpec, description="Progressive delivery.")
     checks: ChecksSpec = Field(default_factory=ChecksSpec, description="Drift and quality checks.")
     history: HistorySpec = Field(default_factory=HistorySpec, description="Version retention.")
     suspend: bool = Field(default=False, description="When true the reconciler leaves this index alone.")
+    reembed: ReembedSpec | None = Field(
+        default=None, description="Batch re-embedding: Kubernetes Jobs, schedule, shards (docs/embedding.md).")
     on_delete: Literal["retain", "delete"] | None = Field(
         default=None,
         description=(
@@ -450,6 +516,14 @@ class IndexSpecRoot(Model):
             "version) or delete; default: the operator's setting (retain)."
         ),
     )
+
+    @model_serializer(mode="wrap")
+    def _omit_absent_reembed(self, handler: Any) -> dict[str, Any]:
+        # without spec.reembed the manifest digest stays what it was before the field existed
+        data = handler(self)
+        if data.get("reembed", 0) is None:
+            del data["reembed"]
+        return data
 
 
 class EmbeddingIndex(Model):

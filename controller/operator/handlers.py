@@ -29,6 +29,7 @@ from controller.progress import silent
 from controller.operator.body import (ON_DELETE_ANNOTATION, loaded_from_body, on_delete_policy, plain,
                                       resource_ref, store_for)
 from controller.operator.faults import CycleStopped, LeadershipLost, classify
+from controller.operator.jobs import JobApi, JobPending, JobSettings, ensure_embedded
 from controller.operator.metrics import Metrics
 from controller.operator.routing import NullPublisher, RoutingPublisher, owner_reference, routing_record
 from controller.operator.statuswriter import MemoryStatusWriter, StatusWriter
@@ -75,6 +76,8 @@ class Runtime:
     last_cycle: float = field(default_factory=time.monotonic)
     # False the moment the Lease is lost (main.run wires LeaseElector.holds_lease): checked before each write
     may_write: Callable[[], bool] = lambda: True
+    # spec.reembed: Jobs embed before the build (None: the reconcile embeds in-process, as without it)
+    jobs: tuple[JobApi, JobSettings] | None = None
     # resource -> monotonic time before which no trigger (create/update/timer) may retry it: a 401/403,
     # a full store or a Retry-After holds every handler of that resource, not only the one that failed
     _hold: dict[str, float] = field(default_factory=dict)
@@ -204,6 +207,10 @@ def reconcile_resource(rt: Runtime, body: dict[str, Any], stopped: Callable[[], 
         check_writable(rt, stopped)  # a timer that waited here behind the finalizer must not rebuild the index
         store = store_for(rt.config.store_root, namespace)
         hooks = make_hooks(rt, body, stopped)
+        reembed = None
+        if rt.jobs is not None:  # while a Job owns the embedding work, JobPending: no build, no embedding here
+            reembed = ensure_embedded(rt.jobs[0], rt.jobs[1], loaded, store, namespace or "default",
+                                      owner_reference(body))
         command = (meta.get("annotations") or {}).get(COMMAND_ANNOTATION)
         if command and store.index_dir(loaded.name).is_dir():  # promote/abort/retry by annotation, once per value
             said = apply_annotation(store, loaded.name, command, notify=hooks.on_transition)
@@ -213,6 +220,8 @@ def reconcile_resource(rt: Runtime, body: dict[str, Any], stopped: Callable[[], 
     if result.status is not None:
         rt.note_due(resource_ref(namespace or "", loaded.name), (result.status.get("rollout") or {}).get("nextDueAt"))
     status = cr_status(result.status or {}, meta.get("generation"))
+    if reembed is not None:
+        status["reembed"] = reembed
     check_writable(rt, stopped)
     rt.publisher.publish(namespace or "default", loaded.name, owner_reference(body), routing_record(status))
     return status
@@ -245,6 +254,12 @@ def run_cycle(rt: Runtime, body: Any, retry: int, trigger: str, stopped: Callabl
         result = "ok"
     except kopf.PermanentError:
         raise
+    except JobPending as exc:  # not a fault: the Job owns the work; look again after its poll interval
+        result = "waiting"
+        log.info("%s: %s", ref, exc)
+        check_writable(rt, stopped)
+        rt.status_writer.write(raw, {**(raw.get("status") or {}), "reembed": exc.status})
+        raise kopf.TemporaryError(f"{ref}: {exc}", delay=exc.delay) from exc
     except Exception as exc:  # ControllerError, OSError, API errors: all may pass on a later try
         fault = classify(exc, ref)
         if fault.resource_gone:  # lease lost, or the resource was deleted (or recreated) meanwhile

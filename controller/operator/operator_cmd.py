@@ -45,6 +45,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lease-duration", type=int, default=15, metavar="SECONDS", help="lease duration (15)")
     p.add_argument("--renew-deadline", type=float, default=10.0, metavar="SECONDS",
                    help="step down when the lease could not be renewed for this long (10)")
+    jobs = p.add_argument_group("embedding Jobs (spec.reembed; without --job-image the reconcile embeds)")
+    jobs.add_argument("--job-image", metavar="IMAGE", help="image of the embedding Job pods (the operator's own)")
+    jobs.add_argument("--job-store-claim", metavar="PVC", help="claim of the shared store volume, mounted at --store")
+    jobs.add_argument("--job-data-claim", metavar="PVC", help="claim of the data volume, mounted at --data-dir")
+    jobs.add_argument("--job-service-account", metavar="NAME", help="service account of the Job pods")
     p.set_defaults(run=run)
 
 
@@ -57,6 +62,19 @@ def current_namespace() -> str:
     """The pod's namespace in a cluster, else `default` (kubectl's fallback)."""
     path = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
     return path.read_text().strip() if path.is_file() else "default"
+
+
+def job_runtime(args: argparse.Namespace, api: object, store: Path, data_dir: Path) -> tuple | None:
+    if not args.job_image:
+        return None
+    if not args.job_store_claim:
+        raise InvalidInput("embedding Jobs need the store's claim to mount: pass --job-store-claim",
+                           field="--job-store-claim")
+    from controller.operator.jobs import JobSettings, KubeJobApi
+
+    return KubeJobApi(api), JobSettings(image=args.job_image, store_claim=args.job_store_claim,
+                                        store_mount=store, data_mount=data_dir, data_claim=args.job_data_claim,
+                                        service_account=args.job_service_account)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -84,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
                             data_roots=tuple(Path(p) for p in args.data_root), interval=args.interval,
                             on_delete_default=args.on_delete)
     api = kube_api_client()
-    rt = Runtime(config=config, publisher=KubePublisher(api), status_writer=KubeStatusWriter(api))
+    rt = Runtime(config=config, publisher=KubePublisher(api), status_writer=KubeStatusWriter(api),
+                 jobs=job_runtime(args, api, Path(store), data_dir))
     options = OperatorOptions(namespaces=namespaces, all_namespaces=args.all_namespaces,
                               health_port=args.health_port, metrics_port=args.metrics_port,
                               leader_elect=args.leader_elect, lease_name=args.lease_name,

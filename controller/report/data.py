@@ -16,9 +16,9 @@ from controller.checks.drift import neighbour_overlap
 from controller.checks.drift.base import bin_proportions, is_constant, row_norms, shared_bin_edges
 from controller.checks.drift.cosine_shift import cosine_to_centroid
 from controller.checks.drift.pair_cosine_shift import random_pair_cosines
+from controller.engine.backend import opened, stored_vectors
 from controller.engine.drift import golden_queries
 from controller.errors import ControllerError, InvalidInput, NotFound
-from controller.store import faiss_index
 from controller.store.fs import Store
 
 PAIRS = 5000
@@ -89,10 +89,9 @@ def _overlap(store: Store, name: str, old: str, new: str, k: int) -> tuple[dict[
     lists = []
     doc_number: dict[str, int] = {}
     for version, vectors, pos in ((old, va, pa), (new, vb, pb)):
-        meta = store.meta(name, version)
-        ids, _ = store.vectors(name, version)
-        _, rows = faiss_index.search(store.index(name, version), vectors[[pos[q] for q in common]], k,
-                                     meta["index"]["metric"])
+        ids = store.ids(name, version)
+        with opened(store, name, version) as handle:
+            _, rows = handle.search(vectors[[pos[q] for q in common]], k)
         # doc ids become shared integers so both versions' lists are comparable
         lists.append(np.array([[doc_number.setdefault(ids[r], len(doc_number)) if r >= 0 else -1 for r in row]
                                for row in rows], dtype=np.int64))
@@ -122,9 +121,7 @@ def gather(store: Store, name: str, *, old: str | None = None, new: str | None =
     store.require_index(name)
     old, new = pick_versions(store, name, old, new)
     om, nm = store.meta(name, old), store.meta(name, new)
-    _, a = store.vectors(name, old)
-    _, b = store.vectors(name, new)
-    a, b = np.asarray(a), np.asarray(b)
+    a, b = stored_vectors(store, name, old), stored_vectors(store, name, new)
     na, nb = row_norms(a), row_norms(b)
     rng = np.random.default_rng(seed)
     notes = []

@@ -137,7 +137,7 @@ def write_npy(path: Path, array: np.ndarray) -> None:
 
 
 def write_with(path: Path, writer: Callable[[Path], None]) -> None:
-    """A file written by a library (FAISS): give it the store's mode afterwards."""
+    """A file written by a library (a vector index): give it the store's mode afterwards."""
     before_write("write", path)
     writer(path)
     os.chmod(path, file_mode())

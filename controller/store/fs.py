@@ -3,9 +3,9 @@
 Layout, per index:
 
     <root>/indexes/<name>/
-        versions/<version>/   index.faiss, vectors.npy, ids.json, hashes.json,
-                              meta.json (immutable), verdict.json (check results),
-                              queries/ (copied precomputed query vectors)
+        versions/<version>/   ids.json, hashes.json, meta.json (immutable), verdict.json
+                              (check results), queries/ (copied golden query files), and the
+                              files of the embedded vector backend (docs/backends.md)
         routing.json          alias -> stable, candidate, weight, held (+ mirror, interleave shares)
         rollout.json          step state of a stepped rollout (spec.rollout.steps)
         status.json           the last computed status (written when it changes)
@@ -19,8 +19,8 @@ Layout, per index:
 
 Why plain files and not SQLite: every record is small, read whole and written
 whole, so temp-file + fsync + rename gives atomic replacement with no server
-or schema; files stay readable with `cat` and `jq`; FAISS and numpy need
-files anyway. One writer at a time is enforced with an flock on <root>/.lock;
+or schema; files stay readable with `cat` and `jq`; the embedded vector
+index is files anyway. One writer at a time is enforced with an flock on <root>/.lock;
 a second writer waits for it (bounded by the lock timeout). A version is staged
 in a hidden directory and renamed into place only when complete, so an alias
 can never point at a half-built version. Verdict, routing and journal change
@@ -49,10 +49,7 @@ from controller.inputs import valid_name, validate_name, validate_version
 from controller.store import atomic
 from controller.store import transition
 
-if TYPE_CHECKING:  # numpy, faiss and the core types load on first use, so `controller status` starts fast
-    import faiss
-    import numpy as np
-
+if TYPE_CHECKING:  # the core types load on first use, so `controller status` starts fast
     from controller.core.types import Routing, VersionInfo
 
 DEFAULT_LOCK_TIMEOUT = 300.0  # seconds a writer waits for another one; 0 fails at once
@@ -192,27 +189,21 @@ class Store:
     def write_verdict(self, name: str, version: str, verdict: dict[str, Any]) -> None:
         self.commit_transition(name, verdicts={version: verdict})
 
-    def vectors(self, name: str, version: str) -> tuple[list[str], np.ndarray]:
-        d = self.version_dir(name, version)
-        ids = json.loads((d / "ids.json").read_text())
-        import numpy as np
-
-        return ids, np.load(d / "vectors.npy", mmap_mode="r")
+    def ids(self, name: str, version: str) -> list[str]:
+        """Document ids of a version: row i of its vectors is document ids[i], on every backend."""
+        return json.loads((self.version_dir(name, version) / "ids.json").read_text())
 
     def hashes(self, name: str, version: str) -> list[str]:
         return json.loads((self.version_dir(name, version) / "hashes.json").read_text())
 
-    def index(self, name: str, version: str) -> faiss.Index:
-        from controller.store import faiss_index
-
-        return faiss_index.load(self.version_dir(name, version) / "index.faiss")
-
-    def write_version(self, name: str, version: str, *, index: faiss.Index, vectors: np.ndarray,
+    def write_version(self, name: str, version: str, *, fill: Callable[[Path], None],
                       ids: list[str], hashes: list[str], meta: dict[str, Any],
                       extra_files: dict[str, Path] | None = None) -> Path:
-        """Stage every file in a hidden directory, fsync, then rename it into place."""
-        from controller.store import faiss_index
+        """Stage every file in a hidden directory, fsync, then rename it into place.
 
+        ``fill(staging)`` writes the vectors through the version's backend (files in the staging
+        directory for the embedded one); the version exists for the store only after the rename.
+        """
         final = self.version_dir(name, version)
         if final.exists():
             raise StoreError(f"version {version!r} of {name!r} already exists; versions are immutable")
@@ -220,8 +211,7 @@ class Store:
         atomic.remove_tree(staging)
         atomic.make_dirs(staging)
         try:
-            atomic.write_with(staging / "index.faiss", lambda path: faiss_index.save(index, path))
-            atomic.write_npy(staging / "vectors.npy", vectors)
+            fill(staging)
             atomic.write_json(staging / "ids.json", ids)
             atomic.write_json(staging / "hashes.json", hashes)
             for rel, src in (extra_files or {}).items():

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import yaml
 
-from controller.core.stale import assess, is_trained_factory
+from controller.backends.faiss import is_trained_factory
+from controller.core.stale import assess
 from controller.engine.reconcile import reconcile_index
 from controller.manifest.load import load_manifests
 from controller.store.fs import Store
@@ -82,15 +83,15 @@ def test_decision_table_is_pure() -> None:
     kw = dict(reference="v1", compared=100, can_reuse=True)
     assert is_trained_factory("IVF64,PQ16") and is_trained_factory("OPQ8,IVF16,PQ8")
     assert not is_trained_factory("HNSW32") and not is_trained_factory("Flat")
-    a = assess(calm, factory="IVF64,Flat", retrain_allowed=False, **kw)
+    a = assess(calm, factory="IVF64,Flat", trained=True, retrain_allowed=False, **kw)
     assert not a.drifted and not a.stale and not a.retrain and "keeps the centroids" in a.message
-    a = assess(drifted, factory="IVF64,Flat", retrain_allowed=False, **kw)
+    a = assess(drifted, factory="IVF64,Flat", trained=True, retrain_allowed=False, **kw)
     assert a.stale and not a.retrain and a.reason == "CorpusDrift" and "MMD^2 0.03 > max 0.002" in a.message
-    a = assess(drifted, factory="IVF64,Flat", retrain_allowed=True, **kw)
+    a = assess(drifted, factory="IVF64,Flat", trained=True, retrain_allowed=True, **kw)
     assert a.retrain and not a.stale and a.reason == "Retrained"
-    a = assess(drifted, factory="HNSW32", retrain_allowed=False, **kw)
+    a = assess(drifted, factory="HNSW32", trained=False, retrain_allowed=False, **kw)
     assert a.drifted and not a.stale and a.reason == "IndexNotTrained"
-    a = assess(drifted, factory="IVF64,Flat", retrain_allowed=False, reference="v1", compared=5, can_reuse=False)
+    a = assess(drifted, factory="IVF64,Flat", trained=True, retrain_allowed=False, reference="v1", compared=5, can_reuse=False)
     assert a.retrain and not a.stale
 
 

@@ -19,6 +19,7 @@ import yaml
 
 from controller.checks.drift import REGISTRY
 from controller.cli.main import main
+from controller.engine.backend import stored_vectors
 from controller.engine.reconcile import reconcile_index
 from controller.manifest.load import load_manifests
 from controller.store.fs import Store
@@ -94,12 +95,11 @@ def test_calibrate_stores_thresholds_and_auto_uses_them(swapped, tmp_path: Path,
 
 def test_auto_threshold_prefers_the_stored_calibration(swapped) -> None:
     from controller.engine.drift import resolve_threshold
-    import numpy as np
 
     store, _ = swapped
     store.write_calibration("scifact", {"version": "v1", "falseAlarm": 0.05,
                                         "statistics": {"psi": {"threshold": 0.0123}}})
-    ref = np.asarray(store.vectors("scifact", "v1")[1])
+    ref = stored_vectors(store, "scifact", "v1")
     thr, source = resolve_threshold(store, "scifact", "v1", "psi", "auto", ref)
     assert thr == 0.0123 and "calibration.json" in source
     thr, source = resolve_threshold(store, "scifact", "v2", "psi", "auto", ref)  # other reference: calibrate now

@@ -102,9 +102,25 @@ def bad_factory(ws):
     return write_manifest(ws, manifest(factory="NotAnIndex")), "spec.index.factory", "NotAnIndex"
 
 
+def unknown_backend(ws):
+    d = manifest(); d["spec"]["index"]["backend"] = {"type": "nosuchdb"}
+    return write_manifest(ws, d), "spec.index.backend.type", "nosuchdb"
+
+
+def bad_backend_parameter(ws):
+    d = manifest(); d["spec"]["index"]["backend"] = {"type": "faiss", "lists": 64}
+    return write_manifest(ws, d), "spec.index.backend.lists", "64"
+
+
+def bad_backend_factory(ws):
+    d = manifest(); d["spec"]["index"]["backend"] = {"factory": "IVF-what"}
+    return write_manifest(ws, d), "spec.index.factory", "IVF-what"
+
+
 CASES: list[Callable] = [unknown_field, wrong_type, percentage_150, missing_corpus, escaping_path, dim_mismatch,
                          row_mismatch, nan_vectors, inf_vectors, duplicate_ids, empty_corpus, unreadable_yaml,
-                         bad_hashing_option, bad_golden_gate, bad_factory]
+                         bad_hashing_option, bad_golden_gate, bad_factory, unknown_backend, bad_backend_parameter,
+                         bad_backend_factory]
 
 
 @pytest.mark.parametrize("make", CASES, ids=[c.__name__ for c in CASES])

@@ -123,3 +123,25 @@ class FakeEmbeddingServer:
                     pass
 
         return Handler
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve in a process of its own (benchmarks: the client must not share the server's GIL).
+
+    Prints the base URL on stdout once listening, then serves until killed.
+    """
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--dim", type=int, default=32)
+    parser.add_argument("--work-per-text", type=float, default=0.0)
+    args = parser.parse_args(argv)
+    server = FakeEmbeddingServer(dim=args.dim, work_per_text=args.work_per_text)
+    print(server.base_url, flush=True)
+    sys.stdout.close()
+    server.httpd.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

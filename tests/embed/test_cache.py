@@ -13,6 +13,7 @@ import pytest
 
 from controller.embed.cache import EmbeddingCache, collect_garbage, embed_through_cache, fingerprint_dir_name
 from controller.engine.embedding import gc_embedding_cache
+from controller.engine.backend import stored_vectors
 from controller.engine.reconcile import reconcile_index
 from controller.errors import StoreError
 from controller.manifest.providers import capabilities
@@ -159,8 +160,8 @@ def test_reuse_across_factories_corpus_edits_and_indexes(tmp_path, server):
     second = apply(ws, http_manifest(server, "v1", name="other"), store, "other.yaml")
     assert documents_embedded(server) == n and second.embedded == 0
     assert store.meta("other", "v1")["build"]["cache"] == {"hits": n, "misses": 0, "embedded": 0}
-    np.testing.assert_array_equal(np.asarray(store.vectors("other", "v1")[1]),
-                                  np.asarray(store.vectors("qs", "v1")[1]))
+    np.testing.assert_array_equal(stored_vectors(store, "other", "v1"),
+                                  stored_vectors(store, "qs", "v1"))
 
     # changing 1% of the documents embeds exactly those
     lines = (ws / "data" / "corpus.jsonl").read_text().splitlines()

@@ -159,7 +159,15 @@ def test_throughput_options_and_key_location_are_not_part_of_the_fingerprint():
     assert base != other
 
 
-def test_secret_ref_alone_says_the_operator_does_not_wire_it_yet(server):
-    emb = make_embedder(model(server.base_url, secretRef={"name": "openai", "key": "apiKey"}), {})
-    with pytest.raises(EmbedError, match="apiKeyEnv"):
-        emb.embed_documents(["a"], ["x"])
+def test_secret_ref_reads_the_key_the_operator_job_exposes_and_says_where_it_is_missing(monkeypatch):
+    from controller.embed.http import SECRET_ENV
+
+    with FakeEmbeddingServer(dim=8, api_key="sk-from-secret-7f3a") as server:
+        emb = make_embedder(model(server.base_url, dim=8, secretRef={"name": "openai", "key": "apiKey"}), {})
+        monkeypatch.delenv(SECRET_ENV, raising=False)
+        with pytest.raises(EmbedError, match="apiKeyEnv") as info:
+            emb.embed_documents(["a"], ["x"])
+        assert SECRET_ENV in str(info.value) and server.requests == []
+        monkeypatch.setenv(SECRET_ENV, "sk-from-secret-7f3a")  # what the Job pod's secretKeyRef sets
+        assert emb.embed_documents(["a"], ["x"]).shape == (1, 8)
+        assert server.requests[-1]["headers"]["Authorization"] == "Bearer sk-from-secret-7f3a"

@@ -54,7 +54,7 @@ def test_faults_fail_the_build_cleanly_then_a_retry_resumes_and_the_key_is_nowhe
         assert failed.returncode == 1
         third = json.loads((ws / "data" / "corpus.jsonl").read_text().splitlines()[32])["id"]
         assert "provider http (model 'fake'" in failed.stderr and f"first id '{third}'" in failed.stderr
-        assert f"[texts 32-47 of the {n} to embed; the 32 before them are cached" in failed.stderr
+        assert f"[32 of the {n} texts to embed are cached; a retry resumes there]" in failed.stderr
         assert "failed after 3 attempts" in failed.stderr and "Traceback" not in failed.stderr
         assert not (store / "indexes" / "qs" / "versions" / "v1").exists()  # nothing half-embedded promoted
         assert documents_embedded(server) == 32

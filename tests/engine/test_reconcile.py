@@ -135,3 +135,29 @@ def test_model_change_under_same_version_is_refused(ws, store):
     assert result.plan.blocked == "IndexVersionImmutable"
     assert result.status["phase"] == "Stalled"
     assert store.routing("qs").stable == "v1" and result.built == 0
+
+
+def test_a_corpus_revision_stores_only_what_changed_and_checks_like_a_full_build(ws, store, tmp_path):
+    """#11 Disk: one copy of the vectors; a .rN reusing 99% of them adds <= 5% of a full copy."""
+    apply(ws, manifest("v1"), store)
+    v1 = store.version_dir("qs", "v1")
+    assert not (v1 / "vectors.npy").exists()  # the Flat index is the only copy
+    corpus = ws / "data" / "corpus.jsonl"
+    lines = corpus.read_text().splitlines()
+    for i in range(0, len(lines), 100):  # about 1% of the documents edited
+        doc = json.loads(lines[i])
+        doc["text"] += " An added sentence."
+        lines[i] = json.dumps(doc)
+    corpus.write_text("\n".join(lines) + "\n")
+    apply(ws, manifest("v1"), store)
+    rev = store.version_dir("qs", "v1.r2")
+    assert (rev / "rows.npy").is_file()
+    shared = {(p.stat().st_ino) for p in v1.iterdir()}
+    vector_files = [p for p in rev.iterdir() if p.suffix in (".faiss", ".npy", ".npz") and p.is_file()]
+    added = sum(p.stat().st_size for p in vector_files if p.stat().st_ino not in shared)
+    assert added <= 0.05 * len(lines) * 384 * 4, added
+    fresh = Store(tmp_path / "fresh")
+    apply(ws, manifest("v1"), fresh)  # the same corpus built from scratch
+    got = store.verdict("qs", "v1.r2")["report"]["metrics"]
+    want = fresh.verdict("qs", "v1")["report"]["metrics"]
+    assert got == pytest.approx(want, abs=1e-9)

@@ -83,3 +83,19 @@ def test_a_margin_is_only_for_the_services_test():
     pair = X.Pair.build({"q": STABLE}, {"q": CANDIDATE}, {"q": {d: 1 for d in RELEVANT}})
     with pytest.raises(ValueError):
         X.interleave_runs(pair, [10], seed=0, margin=0.1, horizons=(None, 1e3))
+
+
+@pytest.mark.slow
+@pytest.mark.scifact
+def test_aa_false_fails_stay_under_alpha_at_every_horizon_the_bench_compares(scifact):
+    """The bench's "best horizon" columns must not buy either design an invalid test."""
+    stable, golden = scifact_rankings(scifact)
+    pair = X.Pair.build(stable, stable, golden.qrels, CLICK_MODELS["informational"])
+    looks = X.look_points(5, 0.02, 10_000)
+    gate = O.OnlineGate("ctr", max_drop=0.0, min_samples=10)
+    horizons = (None, 1e3, 1e4)
+    ab = [X.ab_runs(pair, gate, looks, seed=s, horizons=horizons) for s in range(100)]
+    il = [X.interleave_runs(pair, looks, seed=s, horizons=horizons) for s in range(100)]
+    for h in range(len(horizons)):
+        assert sum(run[h].decision == O.FAILED for run in ab) / 100 <= 0.05
+        assert sum(run[h].decision == O.FAILED for run in il) / 100 <= 0.05

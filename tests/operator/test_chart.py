@@ -40,6 +40,7 @@ NON_DEFAULT = {
     "image": {"tag": "1.2.3"},
     "imagePullSecrets": [{"name": "regcred"}],
     "nodeSelector": {"kubernetes.io/os": "linux"},
+    "embeddingJobs": {"enabled": True},
 }
 HARDENED = {
     "networkPolicy": {"enabled": True, "ingressFrom": [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}],
@@ -201,6 +202,50 @@ def test_non_default_render_is_cluster_wide_with_an_existing_claim_and_a_service
     assert volumes["store"]["persistentVolumeClaim"]["claimName"] == "my-store"
     assert volumes["data"]["persistentVolumeClaim"] == {"claimName": "corpora", "readOnly": True}
     assert kinds["ServiceMonitor"][0]["metadata"]["labels"]["release"] == "prom"
+
+
+def _batch_rules(objects: list[dict[str, Any]]) -> dict[str, list[str]]:
+    kinds = _kinds(objects)
+    roles = kinds.get("ClusterRole", []) + kinds.get("Role", [])
+    return {res: r["verbs"] for role in roles for r in role["rules"] if "batch" in r["apiGroups"]
+            for res in r["resources"]}
+
+
+def test_embedding_jobs_get_rbac_for_jobs_and_cronjobs_and_the_operator_the_job_flags() -> None:
+    on = render.render_chart(NON_DEFAULT, release="eic", namespace="ops")
+    assert _batch_rules(on) == {"jobs": ["get", "create"], "cronjobs": ["get", "create", "patch"]}
+    container = _kinds(on)["Deployment"][0]["spec"]["template"]["spec"]["containers"][0]
+    assert {"--job-store-claim=my-store", "--job-data-claim=corpora"} <= set(container["args"])
+    assert any(a.startswith("--job-image=") and a.endswith(":1.2.3") for a in container["args"])
+    assert _batch_rules(render.render_chart({}, release="eic", namespace="ops")) == {}  # off by default
+
+
+def test_the_job_and_cronjob_the_operator_creates_validate_for_kubernetes_1_30(tmp_path: Path) -> None:
+    from controller.manifest.load import load_manifests
+    from controller.operator.jobs import JobSettings, cronjob_body, job_body
+    from controller.store.fs import Store
+    from tests.helpers import manifest, workspace, write_manifest
+
+    doc = manifest("v1")
+    doc["spec"]["reembed"] = {"schedule": "0 2 * * *", "window": "3h", "shards": 4, "parallelism": 2}
+    doc["spec"]["model"] = {"provider": "http", "name": "e5", "version": "1", "dim": 384, "options": {
+        "baseUrl": "http://tei:8080/v1", "secretRef": {"name": "openai", "key": "apiKey"}}}
+    [loaded] = load_manifests(write_manifest(workspace(tmp_path, n_docs=5), doc))
+    settings = JobSettings(image="ghcr.io/indexops/embedding-index-controller:1.2.3", store_claim="store",
+                           store_mount=Path("/var/lib/eic"), data_mount=Path("/data"), data_claim="corpora")
+    owner = {"apiVersion": "indexops.dev/v1alpha1", "kind": "EmbeddingIndex", "name": "qs", "uid": "u-1",
+             "controller": True}
+    store, manifest_path = Store(tmp_path / "store"), Path("/var/lib/eic/search/jobs/qs.yaml")
+    job = job_body(loaded, store, settings, manifest_path, "abc123", "search", owner)
+    cron = cronjob_body(loaded, store, settings, manifest_path, "search", owner)
+    for obj in (job, cron):
+        assert kubernetes_validate.validate(obj, K8S, strict=True) == K8S
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"] == ["controller"] and container["args"][0] == "embed"
+    secret = [e for e in container["env"] if e["name"] == "EIC_EMBEDDING_API_KEY"]
+    assert secret == [{"name": "EIC_EMBEDDING_API_KEY",
+                       "valueFrom": {"secretKeyRef": {"name": "openai", "key": "apiKey"}}}]
+    assert job["spec"]["activeDeadlineSeconds"] == 3 * 3600
 
 
 def test_namespaced_render_has_a_role_per_watched_namespace() -> None:

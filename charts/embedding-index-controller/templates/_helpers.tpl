@@ -47,7 +47,8 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 Least privilege: the operator reads and patches EmbeddingIndex objects (patch on the
 main resource only for its finalizer and bookkeeping annotations), writes their status,
 owns one routing ConfigMap per index, posts Events and, with leader election, holds a Lease.
-Nothing else: no Secrets, no Pods, no CRD management.
+With embeddingJobs, it also creates Jobs and CronJobs. Nothing else: no Secrets, no Pods,
+no CRD management.
 */}}
 {{- define "eic.rules" -}}
 - apiGroups: ["indexops.dev"]
@@ -79,6 +80,15 @@ Nothing else: no Secrets, no Pods, no CRD management.
 - apiGroups: ["", "events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
+{{- if .Values.embeddingJobs.enabled }}
+# spec.reembed: one Indexed Job per (model, corpus) and a CronJob per scheduled index, owned by the index
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["get", "create"]
+- apiGroups: ["batch"]
+  resources: ["cronjobs"]
+  verbs: ["get", "create", "patch"]
+{{- end }}
 {{- end -}}
 {{- define "eic.leaseRules" -}}
 - apiGroups: ["coordination.k8s.io"]

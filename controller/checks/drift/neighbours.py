@@ -9,7 +9,7 @@ For two lists truncated at the same depth k the extrapolated form is used:
     RBO_ext = (X_k / k) p^k + (1 - p) / p * sum_{d=1..k} (X_d / d) p^d
 
 where X_d = |top-d of A  intersect  top-d of B|; it equals 1 for identical
-lists and 0 for disjoint ones. Negative ids (FAISS padding for "no result")
+lists and 0 for disjoint ones. Negative ids (search padding for "no result")
 are ignored.
 """
 

@@ -1,0 +1,256 @@
+"""spec.reembed in operator mode: an Indexed Job (or a CronJob) embeds the corpus before the build.
+
+Each pod runs `controller embed <manifest> --shard $(JOB_COMPLETION_INDEX)/N`
+against the shared store volume, filling the content-addressed cache; the
+operator does not build while the Job owns that work, reads the Job's
+completion status, and then reconciles, which finds every vector in the cache
+and embeds nothing. Failed shard pods are retried by the Job's backoffLimit.
+
+With `schedule`, a CronJob runs the same Job template on that schedule (a
+nightly re-embedding) and the operator waits for the cache to cover the corpus
+rather than starting a Job itself. The Job's name carries a key of the model
+fingerprint and the corpus content, so a new model or an edited corpus gets a
+new Job, and a finished Job is never rerun for the same work.
+
+Pods mount the store claim and the data claim named in the operator's
+configuration at the operator's own paths; an API key comes from the Secret
+named by the model's `options.secretRef` as an environment variable, never
+through the manifest, the store or a log.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from controller.engine.embedding import SECRET_ENV, embedding_coverage, write_job_manifest
+from controller.manifest.load import LoadedManifest
+from controller.manifest.reembed import duration_seconds
+from controller.operator.routing import MANAGED_BY
+from controller.store.fs import Store
+
+log = logging.getLogger("controller.operator.jobs")
+
+INDEX_LABEL = "indexops.dev/index"
+KEY_LABEL = "indexops.dev/embedding-key"
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    """How Job pods are made: the operator's own image and volumes (from the chart)."""
+
+    image: str
+    store_claim: str
+    store_mount: Path
+    data_mount: Path
+    data_claim: str | None = None
+    service_account: str | None = None
+    poll: float = 10.0  # seconds between checks of a running Job
+
+
+class JobPending(Exception):
+    """The embedding work is owned by a Job (or awaits the schedule): the build waits.
+
+    `status` is what status.reembed shows meanwhile (coverage, the Job, its state)."""
+
+    def __init__(self, message: str, delay: float, status: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.delay = delay
+        self.status = status
+
+
+class JobFailed(Exception):
+    """The Job exhausted its backoffLimit: the build does not start until the Job is fixed or deleted."""
+
+
+class JobApi(Protocol):
+    def read_job(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+    def create_job(self, namespace: str, body: dict[str, Any]) -> None: ...
+    def apply_cronjob(self, namespace: str, body: dict[str, Any]) -> None: ...
+
+
+def job_name(name: str, key: str) -> str:
+    return f"{name[:40]}-embed-{key}"
+
+
+def cronjob_name(name: str) -> str:
+    return f"{name[:40]}-reembed"
+
+
+def pod_template(loaded: LoadedManifest, store: Store, settings: JobSettings, manifest: Path) -> dict[str, Any]:
+    reembed = loaded.manifest.spec.reembed
+    assert reembed is not None
+    args = ["embed", str(manifest), "--store", str(store.root), "--data-root", str(settings.data_mount),
+            "--shard", f"$(JOB_COMPLETION_INDEX)/{reembed.shards}", "-o", "json"]
+    env: list[dict[str, Any]] = [
+        {"name": "JOB_COMPLETION_INDEX", "valueFrom": {"fieldRef": {
+            "fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}}},
+        {"name": "HOME", "value": "/tmp"}, {"name": "TMPDIR", "value": "/tmp"}]
+    ref = (loaded.manifest.spec.model.options or {}).get("secretRef")
+    if isinstance(ref, dict):
+        env.append({"name": SECRET_ENV, "valueFrom": {"secretKeyRef": {
+            "name": ref["name"], "key": ref.get("key", "apiKey")}}})
+    mounts = [{"name": "store", "mountPath": str(settings.store_mount)},
+              {"name": "data", "mountPath": str(settings.data_mount), "readOnly": True},
+              {"name": "tmp", "mountPath": "/tmp"}]
+    data_volume: dict[str, Any] = ({"persistentVolumeClaim": {"claimName": settings.data_claim, "readOnly": True}}
+                                   if settings.data_claim else {"emptyDir": {}})
+    spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        # the image's user, and the store's group so the pods can write next to the operator
+        "securityContext": {"runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532, "fsGroup": 65532,
+                            "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [{
+            # the image's ENTRYPOINT is `controller operator`: the verb must replace it
+            "name": "embed", "image": settings.image, "command": ["controller"], "args": args, "env": env,
+            "volumeMounts": mounts,
+            "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}},
+        }],
+        "volumes": [{"name": "store", "persistentVolumeClaim": {"claimName": settings.store_claim}},
+                    {"name": "data", **data_volume}, {"name": "tmp", "emptyDir": {}}],
+        # SIGTERM at the window's end or an eviction: `embed` keeps what is in flight, then exits
+        "terminationGracePeriodSeconds": 60,
+    }
+    if settings.service_account:
+        spec["serviceAccountName"] = settings.service_account
+    return {"metadata": {"labels": {INDEX_LABEL: loaded.name}}, "spec": spec}
+
+
+def job_spec(loaded: LoadedManifest, store: Store, settings: JobSettings, manifest: Path) -> dict[str, Any]:
+    reembed = loaded.manifest.spec.reembed
+    assert reembed is not None
+    spec: dict[str, Any] = {
+        "completionMode": "Indexed", "completions": reembed.shards, "parallelism": reembed.parallelism,
+        "backoffLimit": reembed.backoff_limit,
+        "template": pod_template(loaded, store, settings, manifest),
+    }
+    if reembed.window:
+        spec["activeDeadlineSeconds"] = duration_seconds(reembed.window)
+    return spec
+
+
+def labels(name: str, key: str | None = None) -> dict[str, str]:
+    out = {"app.kubernetes.io/managed-by": MANAGED_BY, INDEX_LABEL: name}
+    if key:
+        out[KEY_LABEL] = key
+    return out
+
+
+def job_body(loaded: LoadedManifest, store: Store, settings: JobSettings, manifest: Path, key: str,
+             namespace: str, owner: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": job_name(loaded.name, key), "namespace": namespace,
+                         "labels": labels(loaded.name, key), "ownerReferences": [owner]},
+            "spec": job_spec(loaded, store, settings, manifest)}
+
+
+def cronjob_body(loaded: LoadedManifest, store: Store, settings: JobSettings, manifest: Path,
+                 namespace: str, owner: dict[str, Any]) -> dict[str, Any]:
+    reembed = loaded.manifest.spec.reembed
+    assert reembed is not None and reembed.schedule
+    return {"apiVersion": "batch/v1", "kind": "CronJob",
+            "metadata": {"name": cronjob_name(loaded.name), "namespace": namespace,
+                         "labels": labels(loaded.name), "ownerReferences": [owner]},
+            "spec": {"schedule": reembed.schedule, "concurrencyPolicy": "Forbid",
+                     "successfulJobsHistoryLimit": 3, "failedJobsHistoryLimit": 3,
+                     "jobTemplate": {"metadata": {"labels": labels(loaded.name)},
+                                     "spec": job_spec(loaded, store, settings, manifest)}}}
+
+
+def job_state(job: dict[str, Any]) -> str:
+    """Complete, Failed or Running, from the Job's conditions (what kube-controller-manager writes)."""
+    for condition in (job.get("status") or {}).get("conditions") or []:
+        if condition.get("status") == "True" and condition.get("type") in ("Complete", "Failed"):
+            return str(condition["type"])
+    return "Running"
+
+
+def ensure_embedded(api: JobApi, settings: JobSettings, loaded: LoadedManifest, store: Store,
+                    namespace: str, owner: dict[str, Any]) -> dict[str, Any] | None:
+    """Return once the build may start; raise JobPending while a Job (or the schedule) owns the work.
+
+    Returns status.reembed (coverage and the Job), None when spec.reembed is absent or the
+    model is not one the cache holds.
+    """
+    reembed = loaded.manifest.spec.reembed
+    if reembed is None:
+        return None
+    coverage = embedding_coverage(loaded, store)
+    if coverage is None:
+        return None
+    manifest = write_job_manifest(loaded, store)
+    status: dict[str, Any] = {"coverage": coverage.to_dict(), "priority": reembed.priority}
+    if reembed.schedule:
+        api.apply_cronjob(namespace, cronjob_body(loaded, store, settings, manifest, namespace, owner))
+        status["cronJob"] = cronjob_name(loaded.name)
+    else:
+        status["job"] = job_name(loaded.name, coverage.key)
+    if coverage.complete:  # the same keys every time: the status is merge-patched
+        return {**status, "state": "Complete"}
+    progress = f"{coverage.embedded} of {coverage.documents} documents embedded"
+    if reembed.schedule:
+        raise JobPending(f"waiting for the scheduled re-embedding ({reembed.schedule}, CronJob "
+                         f"{namespace}/{cronjob_name(loaded.name)}): {progress}", settings.poll,
+                         {**status, "state": "Scheduled"})
+    name = status["job"]
+    job = api.read_job(namespace, name)
+    if job is None:
+        api.create_job(namespace, job_body(loaded, store, settings, manifest, coverage.key, namespace, owner))
+        log.info("created Indexed Job %s/%s (%d shards): %s", namespace, name, reembed.shards, progress)
+        raise JobPending(f"created Job {namespace}/{name} ({reembed.shards} shards): {progress}", settings.poll,
+                         {**status, "state": "Running"})
+    state = job_state(job)
+    if state == "Failed":
+        raise JobFailed(f"Job {namespace}/{name} failed after its backoffLimit ({reembed.backoff_limit}) with "
+                        f"{progress}; see `kubectl logs -n {namespace} job/{name}`, then delete the Job to retry")
+    if state == "Running":
+        raise JobPending(f"Job {namespace}/{name} is embedding: {progress}", settings.poll,
+                         {**status, "state": "Running"})
+    return {**status, "state": "Complete"}  # the build embeds whatever the Job did not (a corpus edited meanwhile)
+
+
+class KubeJobApi:
+    """Jobs and CronJobs through the official client."""
+
+    def __init__(self, api_client: Any, timeout: float = 30.0) -> None:
+        from kubernetes import client  # operator extra
+
+        self._batch = client.BatchV1Api(api_client)
+        self._api_client = api_client
+        self._t = {"_request_timeout": timeout}
+
+    def read_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            job = self._batch.read_namespaced_job(name, namespace, **self._t)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return self._api_client.sanitize_for_serialization(job)
+
+    def create_job(self, namespace: str, body: dict[str, Any]) -> None:
+        self._batch.create_namespaced_job(namespace, body, **self._t)
+
+    def apply_cronjob(self, namespace: str, body: dict[str, Any]) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        name = body["metadata"]["name"]
+        try:
+            current = self._batch.read_namespaced_cron_job(name, namespace, **self._t)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            self._batch.create_namespaced_cron_job(namespace, body, **self._t)
+            return
+        current_spec = self._api_client.sanitize_for_serialization(current).get("spec", {})
+        if (current_spec.get("schedule") == body["spec"]["schedule"]
+                and current_spec.get("jobTemplate", {}).get("spec", {}).get("completions")
+                == body["spec"]["jobTemplate"]["spec"]["completions"]):
+            return
+        self._batch.patch_namespaced_cron_job(name, namespace, {"spec": body["spec"]},
+                                              _content_type="application/merge-patch+json", **self._t)
