@@ -30,6 +30,9 @@ _EXPORTS: dict[str, str] = {
     "get": "controller.api",
     "rollback": "controller.api",
     "history": "controller.api",
+    "promote": "controller.api",
+    "abort": "controller.api",
+    "retry": "controller.api",
     "wait": "controller.api",
     "WaitFor": "controller.api",
     "WaitResult": "controller.api",
@@ -45,7 +48,8 @@ _EXPORTS: dict[str, str] = {
 __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ imports on demand
-    from controller.api import (WaitFor, WaitResult, get, history, load_manifests, open_store, plan,
+    from controller.api import (WaitFor, WaitResult, abort, get, history, load_manifests, open_store, plan,
+                                promote, retry,
                                 reconcile, rollback, status, unhealthy, wait)
     from controller.engine.reconcile import Hooks, IndexResult
     from controller.errors import ControllerError, InvalidInput, NotFound

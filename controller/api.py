@@ -129,7 +129,7 @@ def _row(st: Store, name: str, now: datetime) -> dict[str, Any]:
         "stable": (s.get("stable") or {}).get("version"),
         "candidate": (s.get("candidate") or {}).get("version"),
         "weight": s.get("weight", 0),
-        "step": s.get("step"),  # rollout steps do not exist yet: None, printed "-"
+        "step": _step_column(s.get("rollout")),  # "2/7" during stepped rollouts, else None ("-")
         "created": created,
         "age": age(created, now),
     }
@@ -159,6 +159,40 @@ def rollback(name: str, to: str | None = None, store: StoreLike = None, *, force
     from controller.engine.manual import rollback as _rollback
 
     return _rollback(open_store(store), name, to, force=force, lock_timeout=lock_timeout)
+
+
+def _step_column(rollout: dict[str, Any] | None) -> str | None:
+    if not rollout or rollout.get("promoted"):
+        return None
+    at = f"{rollout['currentStepIndex'] + 1}/{rollout['steps']}"
+    return f"{at} aborted" if rollout.get("aborted") else at
+
+
+def promote(name: str, store: StoreLike = None, *, full: bool = False, lock_timeout: float | None = None,
+            notify: Any = None) -> dict[str, Any]:
+    """Skip the current rollout step (a pause, an analysis) or, with `full`, every remaining step: the
+    alias switches to the candidate. Returns the new status."""
+    return _rollout_command(name, "promote-full" if full else "promote", store, lock_timeout, notify)
+
+
+def abort(name: str, store: StoreLike = None, *, lock_timeout: float | None = None, notify: Any = None
+          ) -> dict[str, Any]:
+    """Abort the stepped rollout: weight, mirror and interleave back to 0 until `retry` or a manifest change."""
+    return _rollout_command(name, "abort", store, lock_timeout, notify)
+
+
+def retry(name: str, store: StoreLike = None, *, lock_timeout: float | None = None, notify: Any = None
+          ) -> dict[str, Any]:
+    """Start an aborted stepped rollout again from its first step."""
+    return _rollout_command(name, "retry", store, lock_timeout, notify)
+
+
+def _rollout_command(name: str, command: str, store: StoreLike, lock_timeout: float | None, notify: Any
+                     ) -> dict[str, Any]:
+    from controller.engine.rollout import apply_command
+
+    kwargs = {"notify": notify} if notify is not None else {}
+    return apply_command(open_store(store), name, command, lock_timeout=lock_timeout, **kwargs)
 
 
 def history(name: str, store: StoreLike = None) -> dict[str, Any]:

@@ -12,7 +12,7 @@ COLUMNS = ("NAME", "PHASE", "STABLE", "CANDIDATE", "WEIGHT", "STEP", "AGE")
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = add_verb(sub, "get", help="one line per index: NAME PHASE STABLE CANDIDATE WEIGHT STEP AGE",
-                 description=("One line per index (STEP is '-' until rollout steps exist; AGE since the first "
+                 description=("One line per index (STEP is 3/7 during a stepped rollout, else '-'; AGE since the first "
                               "journal record). -o json|yaml: a list without NAME, an object with one."),
                  examples="""
                      controller get

@@ -115,12 +115,26 @@ def render_dry_run(r: IndexResult) -> str:
         lines.append(f"  ! blocked ({plan.blocked}): {plan.message}")
     if not plan.actions:
         lines.append(f"  no changes. {plan.message}".rstrip())
-        return "\n".join(lines)
+        return "\n".join(lines + _next_step(plan.rollout))
     for a in plan.actions:
         cond = "  (if the gates pass; on a failure: roll back, weight 0)" if a.if_gates_pass else ""
         lines.append(f"  + {a.kind:<9} {a.version:<10} {a.message}{cond}")
+    lines += _next_step(plan.rollout)
     lines.append(f"Plan: {len(plan.actions)} action(s). Run without --dry-run to apply.")
     return "\n".join(lines)
+
+
+def _next_step(rollout: dict | None) -> list[str]:
+    """Stepped rollouts: where the steps will stand after this plan, what they wait for and when."""
+    if not rollout or rollout.get("promoted"):
+        return []
+    from datetime import datetime, timezone
+
+    due = rollout.get("nextDueAt")
+    when = (f", next due at {datetime.fromtimestamp(due, timezone.utc).isoformat(timespec='seconds')}"
+            if due is not None else "")
+    return [f"  rollout: step {rollout['currentStepIndex'] + 1}/{rollout['steps']} ({rollout['step']}), "
+            f"waiting for {rollout.get('waitingFor') or 'nothing'}{when}"]
 
 
 def render_result(r: IndexResult) -> str:

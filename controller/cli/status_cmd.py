@@ -62,6 +62,16 @@ def render(s: dict[str, Any]) -> str:
     ]
     if s.get("sync"):
         lines.append(f"  sync       {s['sync']['message']}")
+    rollout = s.get("rollout")
+    if rollout:  # a stepped rollout: where it is, what it waits for, the last online verdict
+        at = "promoted" if rollout.get("promoted") else (
+            f"step {rollout['currentStepIndex'] + 1}/{rollout['steps']} ({rollout['step']})"
+            + (" ABORTED" if rollout.get("aborted") else ""))
+        lines.append(f"  rollout    {at}; mirror {rollout.get('mirror', 0):g}%, interleave "
+                     f"{rollout.get('interleave', 0):g}%" + (f"; waiting for {rollout['waitingFor']}"
+                                                              if rollout.get("waitingFor") else ""))
+        if (rollout.get("analysis") or {}).get("message"):
+            lines.append(f"  online     {rollout['analysis']['message']}")
     if s.get("metrics"):
         checked = s.get("checkedVersion")
         nums = ", ".join(f"{k} {v:.4f}" for k, v in sorted(s["metrics"].items()))

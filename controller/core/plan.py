@@ -23,7 +23,10 @@ from __future__ import annotations
 import re
 from typing import Any, Iterable, Mapping
 
+from dataclasses import replace
+
 from controller.core import reasons as R
+from controller.core import steps as S
 from controller.core.types import Action, Desired, Observed, Plan, VersionInfo
 from controller.manifest.providers import capabilities
 
@@ -32,7 +35,8 @@ _BACKWARD_REASONS = frozenset({R.MANUAL_ROLLBACK, R.ROLLBACK, R.REVERTED_TO_CANA
 _REVISION = re.compile(r"\.r\d+$")  # next_version_id's suffix for a corpus revision of a label
 
 
-def plan(desired: Desired, observed: Observed) -> Plan:
+def plan(desired: Desired, observed: Observed, now: float = 0.0) -> Plan:
+    """`now` (seconds since the epoch) times rollout steps; the plan's rollout.nextDueAt says when to plan again."""
     if desired.suspend:
         return Plan(desired.name, message="suspended: spec.suspend is true, nothing is reconciled",
                     blocked=None, target=None)
@@ -43,16 +47,17 @@ def plan(desired: Desired, observed: Observed) -> Plan:
     if target is None:
         version_id = next_version_id(desired.label, observed.versions)
         actions = [_build(desired, observed, version_id), _check(version_id, observed, desired)]
-        actions += _rollout(desired, observed, version_id, if_gates_pass=True)
-        return _with_gc(Plan(desired.name, tuple(actions), target=version_id), desired, observed, version_id)
-    return _with_gc(_plan_existing(desired, observed, target), desired, observed, target.id)
+        more, rollout = _rollout(desired, observed, version_id, if_gates_pass=True, now=now)
+        return _with_gc(Plan(desired.name, tuple(actions + more), target=version_id, rollout=rollout),
+                        desired, observed, version_id)
+    return _with_gc(_plan_existing(desired, observed, target, now), desired, observed, target.id)
 
 
-def _plan_existing(desired: Desired, observed: Observed, target: VersionInfo) -> Plan:
+def _plan_existing(desired: Desired, observed: Observed, target: VersionInfo, now: float = 0.0) -> Plan:
     routing = observed.routing
     name = desired.name
     if target.id == routing.stable:
-        if desired.percentage < 100 and observed.previous_stable is not None:
+        if desired.percentage < 100 and desired.steps is None and observed.previous_stable is not None:
             return _revert_to_candidate(desired, observed, target)
         if routing.candidate is not None:
             return Plan(name, (Action("abort", routing.candidate, R.BACK_ON_STABLE,
@@ -76,9 +81,10 @@ def _plan_existing(desired: Desired, observed: Observed, target: VersionInfo) ->
     pending_check = target.verdict is None
     if pending_check:
         actions.append(_check(target.id, observed, desired))
-    actions += _rollout(desired, observed, target.id, if_gates_pass=pending_check)
-    message = "" if actions else _steady_message(target.id, observed)
-    return Plan(name, tuple(actions), target=target.id, message=message)
+    more, rollout = _rollout(desired, observed, target.id, if_gates_pass=pending_check, now=now)
+    actions += more
+    message = "" if actions else _steady_message(target.id, observed, rollout)
+    return Plan(name, tuple(actions), target=target.id, message=message, rollout=rollout)
 
 
 def _revert_to_candidate(desired: Desired, observed: Observed, target: VersionInfo) -> Plan:
@@ -143,8 +149,14 @@ def previous_stable_of(journal: Iterable[dict[str, Any]], stable: str | None,
     return None
 
 
-def _steady_message(version: str, observed: Observed) -> str:
+def _steady_message(version: str, observed: Observed, rollout: dict[str, Any] | None = None) -> str:
     r = observed.routing
+    if rollout is not None and rollout.get("aborted"):
+        return f"rollout of {version} aborted: {rollout.get('message')}"
+    if rollout is not None:
+        return (f"{version} at step {rollout['currentStepIndex'] + 1}/{rollout['steps']} ({rollout['step']}): "
+                f"{r.weight:g}% of {r.stable}'s traffic, mirror {r.mirror:g}%, interleave {r.interleave:g}%; "
+                f"waiting for {rollout['waitingFor']}")
     return f"up to date: {version} serves {r.weight:g}% of {r.stable}'s traffic as candidate"
 
 
@@ -220,7 +232,54 @@ def _check(version_id: str, observed: Observed, desired: Desired) -> Action:
     return Action("check", version_id, R.CHECKS_PENDING, msg, baseline=baseline)
 
 
-def _rollout(desired: Desired, observed: Observed, version_id: str, *, if_gates_pass: bool) -> list[Action]:
+def _rollout(desired: Desired, observed: Observed, version_id: str, *, if_gates_pass: bool, now: float = 0.0
+             ) -> tuple[list[Action], dict[str, Any] | None]:
+    """The routing actions toward the manifest's rollout, and the step summary of a stepped one."""
+    routing = observed.routing
+    if desired.steps is not None and routing.stable is not None and not _older_than_stable(observed, version_id):
+        return _stepped(desired, observed, version_id, if_gates_pass=if_gates_pass, now=now)
+    return _weighted(desired, observed, version_id, if_gates_pass=if_gates_pass), None
+
+
+def _stepped(desired: Desired, observed: Observed, version_id: str, *, if_gates_pass: bool, now: float
+             ) -> tuple[list[Action], dict[str, Any]]:
+    """Run the step machine: begin (first time, new version, manifest changed) or advance the stored state."""
+    routing = observed.routing
+    state: S.RolloutState | None = observed.rollout
+    if state is None or state.version != version_id or state.manifest_digest != desired.manifest_digest:
+        restarted = state is not None and state.version == version_id and not state.promoted
+        reason, why = ((S.STEPS_RESTARTED, "the manifest changed mid-rollout: the steps start again from the first")
+                       if restarted else (S.STEP_STARTED, f"rollout of {version_id} beside {routing.stable} begins"))
+        decision = S.begin(version_id, routing.stable, desired.manifest_digest, desired.steps or (), now,
+                           reason=reason, why=why, confirm=desired.confirm)
+    else:
+        decision = S.advance(state, now, verdict=observed.step_verdict, confirm=desired.confirm,
+                             confirmed=observed.confirmed)
+    if if_gates_pass:
+        # the steps begin once the checks passed, in the reconcile's next pass with its own `now` (a pause
+        # must not count the build and the checks); the plan shows where they would start
+        return [], S.summary(decision.state, decision.waiting_for, decision.next_due)
+    actions = [_step_action(t, desired, routing.stable, False) for t in decision.transitions]
+    if decision.changed and not decision.transitions:
+        actions.append(Action("stepState", version_id, R.ANALYSIS_LOOK,
+                              f"record the look at step {decision.state.index + 1}: "
+                              f"{(decision.state.analysis or {}).get('message') or decision.waiting_for}",
+                              state=decision.state.to_dict()))
+    return actions, S.summary(decision.state, decision.waiting_for, decision.next_due)
+
+
+def _step_action(t: S.Transition, desired: Desired, stable: str | None, if_gates_pass: bool = False) -> Action:
+    state = t.state
+    if t.promote:
+        return Action("promote", state.version, t.reason,
+                      f"{t.message}: switch alias {desired.alias} from {stable} to {state.version}", weight=100,
+                      baseline=stable, if_gates_pass=if_gates_pass, state=state.to_dict())
+    candidate, weight, mirror, interleave = S.routing_of(state)
+    return Action("step", state.version, t.reason, t.message, weight=weight, baseline=stable,
+                  if_gates_pass=if_gates_pass, mirror=mirror, interleave=interleave, state=state.to_dict())
+
+
+def _weighted(desired: Desired, observed: Observed, version_id: str, *, if_gates_pass: bool) -> list[Action]:
     routing = observed.routing
     if routing.stable is None:
         return [Action("promote", version_id, R.FIRST_VERSION,
@@ -257,7 +316,7 @@ def _with_gc(p: Plan, desired: Desired, observed: Observed, target_id: str) -> P
         return p
     gc = tuple(Action("delete", v.id, R.HISTORY_LIMIT,
                       f"delete {v.id}: beyond history.keep={desired.keep}") for v in doomed)
-    return Plan(p.name, p.actions + gc, p.blocked, p.message, p.target)
+    return replace(p, actions=p.actions + gc)
 
 
 def versions_to_delete(observed: Observed, keep: int, protect: set[str]) -> list[VersionInfo]:

@@ -32,3 +32,5 @@ ROLLBACK = "Rollback"  # the manifest names a version older than the stable: the
 PREVIOUS_STABLE_UNAVAILABLE = "PreviousStableUnavailable"  # such a revert, but the earlier stable is gone or failed
 RESUMED = "Resumed"
 CORPUS_SHRANK = "CorpusShrank"
+ANALYSIS_LOOK = "AnalysisLook"  # an online analysis was looked at; no step transition
+ROLLOUT_ABORTED = "RolloutAborted"  # a stepped rollout was aborted (operator, online gates, timeout)

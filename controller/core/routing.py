@@ -23,3 +23,21 @@ def choose_version(routing: Routing, *, key: str | None, draw: float) -> str | N
         return routing.stable
     position = bucket(key) if key is not None else draw
     return routing.candidate if position < routing.weight else (routing.stable or routing.candidate)
+
+
+def interleaved(routing: Routing, *, key: str | None, draw: float) -> bool:
+    """Whether a query gets the team-draft merge of stable and candidate (the interleave step).
+
+    Sticky by key like the weight, but on its own bucket (the key salted), so which users see
+    interleaved lists does not depend on which of them the weight sends to the candidate.
+    """
+    if routing.candidate is None or routing.stable is None or routing.interleave <= 0:
+        return False
+    position = bucket(f"interleave/{key}") if key is not None else draw
+    return position < routing.interleave
+
+
+def mirrored(routing: Routing, served: str, *, draw: float) -> bool:
+    """Whether a query the stable answered is copied to the candidate (setMirror)."""
+    return (routing.candidate is not None and routing.mirror > 0 and served != routing.candidate
+            and draw < routing.mirror)

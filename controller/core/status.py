@@ -62,6 +62,8 @@ def compute_status(*, name: str, alias: str, routing: Routing, versions: list[Ve
         "conditions": _conditions(phase, reason, message, previous, now,
                                   stale_condition((corpus_drift or {}).get("assessment"))),
     }
+    if plan.rollout is not None:  # stepped rollout: current step, what it waits for, analysis numbers
+        status["rollout"] = plan.rollout
     if corpus_drift:
         status["corpusDrift"] = corpus_drift
     if extra:
@@ -119,6 +121,14 @@ def _phase(routing: Routing, target: VersionInfo | None, plan: Plan, error: str 
         return (Phase.PAUSED, R.MANUAL_ROLLBACK, manual) if manual else (Phase.PAUSED, R.HELD, plan.message)
     if target is not None and target.verdict == "failed":
         return Phase.ROLLED_BACK, R.GATE_FAILED, f"{target.id} rolled back: {target.verdict_message}"
+    step = plan.rollout or {}
+    if target is not None and step.get("aborted") and step.get("version") == target.id:
+        return Phase.ROLLED_BACK, R.ROLLOUT_ABORTED, f"rollout of {target.id} aborted: {step.get('message')}"
+    if target is not None and routing.candidate == target.id and step.get("version") == target.id:
+        return Phase.PROGRESSING, R.WEIGHT_CHANGED, (
+            f"{target.id} at step {step['currentStepIndex'] + 1}/{step['steps']} ({step['step']}): "
+            f"{routing.weight:g}% of queries, mirror {routing.mirror:g}%, interleave {routing.interleave:g}%; "
+            f"waiting for {step.get('waitingFor') or 'nothing'}")
     if target is not None and routing.candidate == target.id:
         return Phase.PROGRESSING, R.WEIGHT_CHANGED, (
             f"{target.id} serves {routing.weight:g}% as candidate; {routing.stable} serves the rest")

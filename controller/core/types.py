@@ -58,6 +58,8 @@ class Routing:
     candidate: str | None = None
     weight: float = 0.0
     held: tuple[str, ...] = ()
+    mirror: float = 0.0  # share of queries copied to the candidate off the request path (setMirror)
+    interleave: float = 0.0  # share of queries answered with a team-draft merge (interleave step)
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,8 @@ class Desired:
     suspend: bool = False
     manifest_digest: str = ""
     retrain_stale: bool = False  # spec.checks.corpusDrift.retrain: rebuild a stale trained index
+    steps: tuple[dict[str, Any], ...] | None = None  # spec.rollout.steps as written; None: percentage rules
+    confirm: bool = False  # spec.rollout.confirm: a webhook holds the final promotion
 
 
 @dataclass(frozen=True)
@@ -90,10 +94,14 @@ class Observed:
     # the version that was stable before the current stable was promoted (from the journal):
     # what a manifest asking for the stable at less than 100% goes back to
     previous_stable: str | None = None
+    rollout: Any = None  # core.steps.RolloutState of the current or last stepped rollout
+    step_verdict: Any = None  # core.steps.Verdict measured for the current step when a look was due
+    confirmed: bool | None = None  # the confirm webhook's answer when it was asked
 
 
 # rollback: the stable goes back to being a candidate at `weight` beside `baseline` (its previous stable)
-ActionKind = Literal["build", "check", "setWeight", "promote", "abort", "rollback", "delete"]
+# step: a rollout step transition (routing + step state + journal); stepState: an analysis look (state only)
+ActionKind = Literal["build", "check", "setWeight", "promote", "abort", "rollback", "delete", "step", "stepState"]
 
 
 @dataclass(frozen=True)
@@ -108,9 +116,13 @@ class Action:
     baseline: str | None = None
     label: str | None = None
     if_gates_pass: bool = False  # runs only when the checks earlier in the plan pass
+    mirror: float | None = None
+    interleave: float | None = None
+    state: dict[str, Any] | None = None  # the rollout step state this action commits (not shown in plans)
 
     def to_dict(self) -> dict[str, Any]:
-        return {camel(k): v for k, v in asdict(self).items() if v not in (None, False) or k == "kind"}
+        return {camel(k): v for k, v in asdict(self).items()
+                if (v not in (None, False) or k == "kind") and k != "state"}
 
 
 @dataclass(frozen=True)
@@ -120,13 +132,19 @@ class Plan:
     blocked: str | None = None  # reason constant when the manifest cannot be applied
     message: str = ""  # why nothing happens, or why it is blocked
     target: str | None = None  # the version the manifest asks to serve
+    # stepped rollouts: current step, what it waits for and when the plan is next due (nextDueAt, epoch s)
+    rollout: dict[str, Any] | None = None
 
     @property
     def changes(self) -> bool:
         return bool(self.actions)
 
+    @property
+    def next_due(self) -> float | None:
+        return (self.rollout or {}).get("nextDueAt")
+
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "name": self.name,
             "target": self.target,
             "changes": self.changes,
@@ -134,6 +152,15 @@ class Plan:
             "message": self.message,
             "actions": [a.to_dict() for a in self.actions],
         }
+        if self.rollout is not None:
+            out["rollout"] = self.rollout
+        return out
+
+
+def comparable(plan: dict[str, Any]) -> dict[str, Any]:
+    """A plan dict without its rollout summary, which moves with the clock (stepStartedAt of a step that
+    would begin now): a reviewed plan is the same plan when its actions are."""
+    return {k: v for k, v in plan.items() if k != "rollout"}
 
 
 @dataclass(frozen=True)

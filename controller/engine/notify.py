@@ -191,8 +191,11 @@ def post_json(url: str, body: bytes, allow_private: bool, timeout: float = TIMEO
 
 def dedupe_key(name: str, event: dict[str, Any]) -> str:
     weight = event.get("weight")
-    return json.dumps([name, event.get("event"), event.get("version"),
-                       None if weight is None else float(weight), event.get("commit")])
+    key = [name, event.get("event"), event.get("version"), None if weight is None else float(weight),
+           event.get("commit")]
+    if event.get("step") is not None:  # two step transitions may keep the same weight (setMirror, pause)
+        key.append([event["step"], event.get("stepStartedAt")])
+    return json.dumps(key)
 
 
 @dataclass

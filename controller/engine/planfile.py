@@ -17,8 +17,8 @@ import json
 from pathlib import Path
 from typing import Any, Iterable
 
-from controller.core.plan import plan as make_plan
-from controller.engine.reconcile import Hooks, IndexResult, Observation, observe, reconcile_index, utc_now
+from controller.core.types import comparable
+from controller.engine.reconcile import Hooks, IndexResult, Observation, observe, plan_index, reconcile_index, utc_now
 from controller.errors import InvalidInput, StalePlan
 from controller.inputs import read_text
 from controller.manifest.load import LoadedManifest, load_manifests
@@ -148,8 +148,8 @@ def check_entry(entry: dict[str, Any], store: Store, roots: list[str], plan_path
         what = _differences(entry["observed"], observed)
         raise StalePlan(f"{plan_path}: the state of index {name!r} in {store.root} changed since the plan was "
                         f"made: {what}. Review a new plan (`controller reconcile --dry-run --out`)")
-    now = make_plan(obs.desired, obs.observed).to_dict()
-    if now != entry["plan"]:  # same inputs, pure planner: only a controller upgrade gets here
+    now = plan_index(loaded, store, obs)[1].to_dict()  # with the step inputs and the clock, as reconcile plans
+    if comparable(now) != comparable(entry["plan"]):  # same inputs, pure planner: only a controller upgrade gets here
         raise StalePlan(f"{plan_path}: planning index {name!r} again gives a different plan "
                         f"({_differences(entry['plan'], now)}); make a new plan")
     return loaded, obs
@@ -174,7 +174,7 @@ def apply_plan_file(path: str | Path, store: Store | None = None, hooks: Hooks |
     results = []
     for (loaded, obs), entry in zip(checked, doc["indexes"]):
         if not entry["plan"]["changes"]:
-            results.append(IndexResult(loaded.name, make_plan(obs.desired, obs.observed)))
+            results.append(IndexResult(loaded.name, plan_index(loaded, store, obs)[1]))
             continue
         try:
             result = reconcile_index(loaded, store, hooks=hooks, expect=entry["plan"])

@@ -11,7 +11,6 @@ only that plan: another writer may have changed the store while this one waited.
 from __future__ import annotations
 
 import time
-import uuid
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,13 +21,15 @@ import numpy as np
 from controller.core import reasons as R
 from controller.core.gates import summarize_failures
 from controller.core.plan import plan as make_plan, previous_stable_of
-from controller.core.types import Action, CheckReport, Desired, Observed, Plan, Routing
+from controller.core.types import Action, CheckReport, Desired, Observed, Plan, Routing, comparable
 from controller.embed import make_embedder
 from controller.embed.base import check_finite
 from controller.errors import CheckError, ControllerError, EmbedError, InvalidInput, StalePlan
 from controller.engine import backend as B
 from controller.engine.checks import run_checks
 from controller.engine.drift import corpus_drift_for_build, version_writer
+from controller.engine import rollout
+from controller.engine.journal import journal_record
 from controller.engine.embedding import CacheStats, embed_documents, gc_embedding_cache
 from controller.engine.status import persist_status, utc_now
 from controller.engine.validate import validate_inputs, validated_corpus
@@ -86,15 +87,22 @@ class Hooks:
     on_lock_wait: Callable[[str], None] = print_lock_wait
     # called with the index name once the lock is held, before the plan is made again
     on_locked: Callable[[str], None] = lambda name: None
+    # seconds since the epoch: when rollout steps are due (tests and simulations pass their own)
+    clock: Callable[[], float] = time.time
 
 
 def desired_of(loaded: LoadedManifest) -> Desired:
     m = loaded.manifest
     s = m.spec
+    if s.rollout.steps is not None:
+        rollout.check_gate_metrics(loaded)
     return Desired(name=m.name, alias=m.alias, label=s.index.version, fingerprint=s.model.fingerprint(),
                    factory=s.index.structure(), metric=s.index.metric, percentage=s.rollout.percentage,
                    keep=s.history.keep, suspend=s.suspend, manifest_digest=loaded.digest,
-                   retrain_stale=bool(s.checks.corpus_drift and s.checks.corpus_drift.retrain))
+                   retrain_stale=bool(s.checks.corpus_drift and s.checks.corpus_drift.retrain),
+                   steps=(tuple(step.model_dump(mode="json", by_alias=True) for step in s.rollout.steps)
+                          if s.rollout.steps is not None else None),
+                   confirm=s.rollout.confirm is not None)
 
 
 def observe(loaded: LoadedManifest, store: Store, previous: Observation | None = None) -> Observation:
@@ -224,10 +232,16 @@ def _reuse_source(store: Store, loaded: LoadedManifest, corpus: Corpus, versions
     return source.id, rows
 
 
-def plan_index(loaded: LoadedManifest, store: Store, previous: Observation | None = None
-               ) -> tuple[Observation, Plan]:
+def plan_index(loaded: LoadedManifest, store: Store, previous: Observation | None = None, *,
+               now: float | None = None, ask_confirm: bool = False) -> tuple[Observation, Plan]:
+    """Observe and plan at `now` (default: the clock); a stepped rollout's due look is measured first."""
     obs = observe(loaded, store, previous)
-    return obs, make_plan(obs.desired, obs.observed)
+    now = time.time() if now is None else now
+    if obs.desired.steps is not None:
+        state = rollout.stored_state(store, loaded.name)
+        verdict, confirmed = rollout.step_inputs(loaded, store, state, now, ask_confirm=ask_confirm)
+        obs = replace(obs, observed=replace(obs.observed, rollout=state, step_verdict=verdict, confirmed=confirmed))
+    return obs, make_plan(obs.desired, obs.observed, now)
 
 
 def reconcile_index(loaded: LoadedManifest, store: Store, *, dry_run: bool = False,
@@ -241,16 +255,16 @@ def reconcile_index(loaded: LoadedManifest, store: Store, *, dry_run: bool = Fal
     0: fail at once) bounds the wait for another writer.
     """
     hooks = hooks or Hooks()
-    obs, first = plan_index(loaded, store)  # validates the input before any wait or write
+    obs, first = plan_index(loaded, store, now=hooks.clock())  # validates the input before any wait or write
     result = IndexResult(loaded.name, first)
     if dry_run:
         return result
     with store.lock(timeout=lock_timeout, on_wait=hooks.on_lock_wait):
         hooks.on_locked(loaded.name)
-        obs, first = plan_index(loaded, store, obs)
+        obs, first = plan_index(loaded, store, obs, now=hooks.clock(), ask_confirm=True)
         result.plan = first
         if expect is not None:
-            if first.to_dict() != expect:
+            if comparable(first.to_dict()) != comparable(expect):
                 raise StalePlan(f"index {loaded.name!r}: the plan made under the store lock differs from the "
                                 "reviewed plan; make a new plan (`controller reconcile --dry-run --out`)")
         try:
@@ -260,7 +274,7 @@ def reconcile_index(loaded: LoadedManifest, store: Store, *, dry_run: bool = Fal
                 if not current.changes:
                     break
                 obs = _execute(current, obs, loaded, store, hooks, result)
-                obs, current = plan_index(loaded, store, obs)
+                obs, current = plan_index(loaded, store, obs, now=hooks.clock(), ask_confirm=True)
         except InvalidInput:
             raise  # found before anything was written: the status stays as it was
         except Exception as exc:
@@ -473,6 +487,14 @@ def _route(action: Action, store: Store, loaded: LoadedManifest, hooks: Hooks) -
         B.delete_stored_version(store, name, action.version)
         gc_embedding_cache(store)  # the store's GC is also the embedding cache's (docs/embedding.md)
         return
+    if action.state is not None:  # a step transition: routing, step state and journal in one commit
+        if action.kind == "stepState":
+            store.commit_transition(name, rollout=action.state)
+            return
+        rollout.commit_step(store, name, loaded.manifest.alias, action.kind, action.version, action.reason,
+                            action.message, action.state, notify=hooks.on_transition, manifest_digest=loaded.digest,
+                            source=str(loaded.source), extra=hooks.journal_extra)
+        return
     routing = store.routing(name)
     if action.kind == "promote":
         new = Routing(stable=action.version, candidate=None, weight=0.0,
@@ -507,18 +529,6 @@ def _write_routing(store: Store, loaded: LoadedManifest, old: Routing, new: Rout
     hooks.on_transition(loaded.name, {"event": event, "version": action.version, "message": action.message,
                                       "stable": new.stable, "candidate": new.candidate, "weight": new.weight,
                                       **hooks.journal_extra})
-
-
-def journal_record(name: str, alias: str, old: Routing, new: Routing, reason: str, message: str, *,
-                   manifest_digest: str | None, source: str | None, extra: dict[str, Any] | None = None
-                   ) -> dict[str, Any]:
-    return {
-        "id": uuid.uuid4().hex,  # lets recovery replay a transition without a second copy of the record
-        "time": utc_now(), "index": name, "alias": alias, "reason": reason, "message": message,
-        "from": {"stable": old.stable, "candidate": old.candidate, "weight": old.weight},
-        "to": {"stable": new.stable, "candidate": new.candidate, "weight": new.weight},
-        "manifestDigest": manifest_digest, "source": source, **(extra or {}),
-    }
 
 
 def remove_index(store: Store, name: str, lock_timeout: float | None = None) -> None:

@@ -200,6 +200,20 @@ def search(routed: RoutedIndex, *, text: str | None = None, vector: Any = None, 
                          hits, query, (time.perf_counter() - started) * 1000, k)
 
 
+def search_version(routed: RoutedIndex, version: str, *, text: str | None = None, vector: Any = None,
+                   model: str | None = None, k: int = 10) -> SearchOutcome:
+    """Search one named loaded version, whatever the weight (mirroring and interleaving use this)."""
+    started = time.perf_counter()
+    loaded = routed.versions.get(version)
+    if loaded is None:
+        raise NotReady(f"{routed.name}/{version} is not loaded")
+    query = _query_vector(loaded, text, vector, model)
+    hits = loaded.search(query, k)
+    return SearchOutcome(uuid.uuid4().hex, routed.name, version, role_of(routed.routing, version),
+                         loaded.fingerprint, loaded.model_key, None, hits, query,
+                         (time.perf_counter() - started) * 1000, k)
+
+
 def _query_vector(loaded: LoadedVersion, text: str | None, vector: Any, model: str | None) -> np.ndarray:
     """The query in the routed version's space: its own embedder for text, a same-model vector as is."""
     if vector is None:

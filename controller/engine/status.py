@@ -11,10 +11,12 @@ caller can forget one, and writes the result (skipped when unchanged).
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timezone
 from typing import Any
 
 from controller.core.status import compute_status, summarize_cycle
+from controller.core.steps import RolloutState, summary_now
 from controller.core.types import CheckReport, Phase, Plan
 from controller.errors import NotFound
 from controller.store.fs import Store
@@ -66,6 +68,12 @@ def persist_status(store: Store, name: str, *, plan: Plan | None = None, alias: 
     base = stored if stored is not None else (previous or {})
     if plan is None:
         plan = Plan(name, target=base.get("target"))
+    if plan.rollout is None:  # paths without a plan (verbs, errors) still show the step state
+        from dataclasses import replace
+
+        summary = rollout_summary(store, name, plan.target)
+        if summary is not None:
+            plan = replace(plan, rollout=summary)
     routing = store.routing(name)
     versions = store.versions(name)
     flag = suspension(store, name)
@@ -85,3 +93,19 @@ def persist_status(store: Store, name: str, *, plan: Plan | None = None, alias: 
     if write and (stored is not None or error is None) and store.index_dir(name).is_dir():
         store.write_status(name, status)
     return status
+
+
+def rollout_summary(store: Store, name: str, target: str | None, now: float | None = None) -> dict[str, Any] | None:
+    """The step summary of status (current step, waitingFor, nextDueAt, analysis), when a rollout exists."""
+    try:
+        state = _stored_rollout(store, name)
+    except (KeyError, ValueError, TypeError):
+        return None
+    if state is None or (target is not None and state.version != target):
+        return None
+    return summary_now(state, time.time() if now is None else now)
+
+
+def _stored_rollout(store: Store, name: str) -> RolloutState | None:
+    raw = store.rollout(name)
+    return RolloutState.from_dict(raw) if raw else None

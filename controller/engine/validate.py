@@ -85,9 +85,9 @@ def validate_inputs(loaded: LoadedManifest, corpus: Corpus) -> None:
 def _drift_names(loaded: LoadedManifest) -> None:
     """A misspelled statistic must fail here, not after a version was built and stored."""
     checks = loaded.manifest.spec.checks
-    named = [(f"spec.checks.drift.{i}.metric", c.metric) for i, c in enumerate(checks.drift)]
+    named = [(f"spec.checks.drift[{i}].metric", c.metric) for i, c in enumerate(checks.drift)]
     if checks.corpus_drift is not None:
-        named += [(f"spec.checks.corpusDrift.metrics.{i}.metric", m.metric)
+        named += [(f"spec.checks.corpusDrift.metrics[{i}].metric", m.metric)
                   for i, m in enumerate(checks.corpus_drift.metrics)]
     for fld, metric in named:
         if metric not in DRIFT_REGISTRY:

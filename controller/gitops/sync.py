@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from controller.engine.reconcile import Hooks, remove_index
+from controller.engine.rollout import next_due
 from controller.durations import parse_duration
 from controller.engine.validate import validate_all
 from controller.errors import ControllerError, InvalidInput
@@ -179,6 +181,7 @@ def sync_loop(source: SyncSource, store: Store, interval: float, stop: threading
     try:
         while not stop.is_set():
             on_report(sync_once(source, store, notifier=notifier, **kwargs))
-            stop.wait(interval)
+            due = next_due(store)  # a rollout step due before the next interval is applied on time
+            stop.wait(interval if due is None else min(interval, max(due - time.time(), 1.0)))
     finally:
         notifier.close()

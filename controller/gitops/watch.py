@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
@@ -27,6 +28,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 from controller.engine.reconcile import Hooks
+from controller.engine.rollout import next_due
 from controller.engine.validate import validate_all
 from controller.errors import ControllerError
 from controller.engine.notify import Notifier, make_notifier
@@ -109,12 +111,17 @@ def watch_directory(directory: Path, store: Store, stop: threading.Event, *, deb
         if ready is not None:
             ready.set()
         on_pass(run_pass(directory, store, hooks, notifier, data_roots))
+        due = next_due(store)  # a rollout step (pause end, analysis look) due without any file change
         while not stop.is_set():
             if not dirty.wait(POLL_S):
+                if due is not None and time.time() >= due:
+                    on_pass(run_pass(directory, store, hooks, notifier, data_roots))
+                    due = next_due(store)
                 continue
             if not _quiet_for(debounce, dirty, stop):
                 return
             on_pass(run_pass(directory, store, hooks, notifier, data_roots))
+            due = next_due(store)
     finally:
         observer.stop()
         observer.join(timeout=5)

@@ -132,10 +132,18 @@ def validate_document(doc: Any, file: Path, roots: list[Path]) -> LoadedManifest
     return LoadedManifest(manifest=manifest, source=file.resolve(), digest=digest, paths=paths)
 
 
+def field_path(loc: Iterable[Any]) -> str:
+    """spec.rollout.steps[2].pause.duration: list positions in brackets, as users write them."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
 def _one_line(exc: ValidationError, file: Path, doc: dict) -> InvalidInput:
     """The first validation error, as file + dotted field + bad value."""
     err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"])
+    loc = field_path(err["loc"])
     value = err.get("input")
     msg = err["msg"]
     if err["type"] == "extra_forbidden":

@@ -247,13 +247,146 @@ class IndexSpec(Model):
         return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
 
 
+Duration = str | float
+
+
+def _duration_seconds(value: Any) -> float:
+    """'10m', '30s', '1h', '500ms' or seconds; ValueError (pydantic names the field) otherwise."""
+    from controller.durations import parse_duration
+    from controller.errors import InvalidInput
+
+    if isinstance(value, bool):
+        raise ValueError(f"expected a duration such as 30s, 10m or 1h, got {value!r}")
+    try:
+        return parse_duration(str(value), "duration")
+    except InvalidInput:
+        raise ValueError(f"expected a positive duration such as 30s, 10m or 1h, got {value!r}") from None
+
+
+class _DurationFields(Model):
+    """Validates every duration field at load time, so a typo names its field before any write."""
+
+    @field_validator("duration", "interval", "max_duration", check_fields=False)
+    @classmethod
+    def _valid_duration(cls, value: Any) -> Any:
+        if value is not None:
+            _duration_seconds(value)
+        return value
+
+    def seconds(self, name: str) -> float | None:
+        value = getattr(self, name, None)
+        return None if value is None else _duration_seconds(value)
+
+
+class PauseStep(_DurationFields):
+    duration: Duration | None = Field(
+        default=None,
+        description="How long to hold the current weights (30s, 10m, 1h); without it the rollout waits "
+                    "for `controller promote`.",
+    )
+
+
+class OnlineGateSpec(Model):
+    metric: str = Field(
+        min_length=1,
+        description="Online metric from the event log: ctr, ctr@K, clicksPerQuery, mrr, dwellMean, skipRate, "
+                    "complaintRate, zeroResultRate, errorRate, latencyP50/P95/P99, mirrorOverlap, mirrorRbo, "
+                    "mirrorJaccard, mirrorErrorRate, mirrorLatencyP50/P95/P99 (see docs/rollouts.md).",
+    )
+    max_drop: float | None = Field(default=None, ge=0, description="Largest drop of the candidate versus stable.")
+    max_increase: float | None = Field(default=None, ge=0,
+                                       description="Largest increase of the candidate versus stable.")
+    min: float | None = Field(default=None, description="Absolute floor for the candidate.")
+    max: float | None = Field(default=None, description="Absolute ceiling for the candidate.")
+    min_samples: int | None = Field(default=None, ge=1,
+                                    description="Samples per arm before this gate can decide; default: the step's.")
+
+    @model_validator(mode="after")
+    def _has_threshold(self) -> OnlineGateSpec:
+        if all(v is None for v in (self.max_drop, self.max_increase, self.min, self.max)):
+            raise ValueError("an online gate needs maxDrop, maxIncrease, min or max")
+        return self
+
+
+class AnalysisStep(_DurationFields):
+    gates: list[OnlineGateSpec] = Field(min_length=1, description="Online gates, candidate against stable.")
+    interval: Duration = Field(default="1m", description="How often the gates are evaluated (default 1m).")
+    min_samples: int = Field(default=100, ge=1, description="Samples per arm before any gate may pass.")
+    max_duration: Duration | None = Field(
+        default=None, description="Still inconclusive after this long: the rollout is aborted (default: wait).")
+    alpha: float = Field(default=0.05, gt=0, lt=1,
+                         description="False-abort rate of the sequential test over all looks (default 0.05).")
+
+
+class InterleaveStep(_DurationFields):
+    percentage: float = Field(gt=0, le=100, description="Share of queries answered with a team-draft merge "
+                                                         "of stable and candidate.")
+    min_queries: int = Field(default=200, ge=1, description="Interleaved queries with a click before deciding.")
+    interval: Duration = Field(default="1m", description="How often the preference test is evaluated.")
+    max_duration: Duration | None = Field(
+        default=None, description="Still inconclusive after this long: the rollout is aborted (default: wait).")
+    alpha: float = Field(default=0.05, gt=0, lt=1, description="False-decision rate of the preference test.")
+    margin: float = Field(default=0.0, ge=0, lt=0.5,
+                          description="Non-inferiority margin: pass when the candidate's win share is surely above "
+                                      "0.5 - margin (0: it must be preferred).")
+
+
+class RolloutStep(Model):
+    """One step, in Argo Rollouts' vocabulary: exactly one of the keys."""
+
+    set_weight: float | None = Field(default=None, ge=0, le=100,
+                                     description="Send this share of queries (0-100) to the candidate.")
+    set_mirror: float | None = Field(default=None, ge=0, le=100,
+                                     description="Copy this share of queries to the candidate off the request "
+                                                 "path; its results are logged, never returned.")
+    pause: PauseStep | None = Field(default=None, description="Hold: {duration: 10m}, or {} until promoted.")
+    analysis: AnalysisStep | None = Field(default=None, description="Online gates evaluated at an interval.")
+    interleave: InterleaveStep | None = Field(default=None, description="Team-draft interleaving test.")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> RolloutStep:
+        given = [k for k in ("set_weight", "set_mirror", "pause", "analysis", "interleave")
+                 if getattr(self, k) is not None]
+        if len(given) != 1:
+            names = ", ".join(to_camel(k) for k in given) or "none"
+            raise ValueError(f"a step has exactly one of setWeight, setMirror, pause, analysis, interleave "
+                             f"(got {names})")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _only_the_step(self, handler: Any) -> dict[str, Any]:
+        return {k: v for k, v in handler(self).items() if v is not None}
+
+
+class ConfirmSpec(Model):
+    url: str = Field(pattern=r"^https?://", description="Receiver POSTed before the final promotion; "
+                                                        "HTTP 200 = go, anything else = wait.")
+    timeout: float = Field(default=5, gt=0, le=60, description="Seconds to wait for the receiver; it is asked "
+                                                               "again every 30 s while it says wait.")
+
+
 class RolloutSpec(Model):
     percentage: float = Field(
         default=100,
         ge=0,
         le=100,
-        description="Share of queries (0-100) the new version serves once its gates pass; 100 switches the alias.",
+        description="Share of queries (0-100) the new version serves once its gates pass; 100 switches the "
+                    "alias. Ignored when steps are given.",
     )
+    steps: list[RolloutStep] | None = Field(
+        default=None,
+        description="Progressive delivery steps (setWeight, setMirror, pause, analysis, interleave) run in "
+                    "order after the offline gates pass; after the last one the alias switches. See "
+                    "docs/rollouts.md.",
+    )
+    confirm: ConfirmSpec | None = Field(
+        default=None, description="Confirm-promotion webhook (Flagger): holds the final promotion until its "
+                                  "receiver answers 200.")
+
+    @model_serializer(mode="wrap")
+    def _omit_absent(self, handler: Any) -> dict[str, Any]:
+        # without steps the dump (and so the manifest digest) stays what it was before they existed
+        return {k: v for k, v in handler(self).items() if not (k in ("steps", "confirm") and v is None)}
 
 
 class DriftCheck(Model):

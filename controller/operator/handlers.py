@@ -22,6 +22,7 @@ from typing import Any, Callable
 import kopf
 
 from controller.engine.reconcile import Hooks, remove_index, reconcile_index
+from controller.engine.rollout import COMMAND_ANNOTATION, apply_annotation
 from controller.engine.status import persist_status
 from controller.errors import InvalidInput
 from controller.progress import silent
@@ -81,6 +82,28 @@ class Runtime:
     # a full store or a Retry-After holds every handler of that resource, not only the one that failed
     _hold: dict[str, float] = field(default_factory=dict)
 
+    # resource -> epoch time its stepped rollout is next due (a pause ends, an analysis look): the short
+    # timer tick reconciles it then instead of waiting for the full interval
+    _due: dict[str, float] = field(default_factory=dict)
+    _last_full: dict[str, float] = field(default_factory=dict)
+    consumed: dict[str, str] = field(default_factory=dict)  # the last command annotation a tick handed on
+
+    def note_due(self, ref: str, due: float | None) -> None:
+        with self._guard:
+            self._last_full[ref] = time.time()
+            if due is None:
+                self._due.pop(ref, None)
+            else:
+                self._due[ref] = due
+
+    def timer_due(self, ref: str) -> bool:
+        """On a short tick: whether this resource's step is due, or its full interval has passed."""
+        now = time.time()
+        with self._guard:
+            due = self._due.get(ref)
+            last = self._last_full.get(ref)
+        return last is None or now >= last + self.config.interval or (due is not None and now >= due)
+
     def hold(self, ref: str, seconds: float) -> None:
         with self._guard:
             self._hold[ref] = max(self._hold.get(ref, 0.0), time.monotonic() + seconds)
@@ -101,6 +124,9 @@ class Runtime:
         # One store per namespace and one writer per store: serialise here rather than fail on the flock.
         with self._guard:
             return self._locks[namespace or ""]
+
+
+STEP_TICK_S = 10.0  # the timer's tick: a due rollout step waits at most this long past its time
 
 
 def never() -> bool:
@@ -179,12 +205,20 @@ def reconcile_resource(rt: Runtime, body: dict[str, Any], stopped: Callable[[], 
     loaded = loaded_from_body(body, rt.config.data_dir, rt.config.data_roots)
     with rt.lock_for(namespace):
         check_writable(rt, stopped)  # a timer that waited here behind the finalizer must not rebuild the index
+        store = store_for(rt.config.store_root, namespace)
+        hooks = make_hooks(rt, body, stopped)
         reembed = None
         if rt.jobs is not None:  # while a Job owns the embedding work, JobPending: no build, no embedding here
-            reembed = ensure_embedded(rt.jobs[0], rt.jobs[1], loaded, store_for(rt.config.store_root, namespace),
-                                      namespace or "default", owner_reference(body))
-        result = reconcile_index(loaded, store_for(rt.config.store_root, namespace),
-                                 hooks=make_hooks(rt, body, stopped))
+            reembed = ensure_embedded(rt.jobs[0], rt.jobs[1], loaded, store, namespace or "default",
+                                      owner_reference(body))
+        command = (meta.get("annotations") or {}).get(COMMAND_ANNOTATION)
+        if command and store.index_dir(loaded.name).is_dir():  # promote/abort/retry by annotation, once per value
+            said = apply_annotation(store, loaded.name, command, notify=hooks.on_transition)
+            if said:
+                log.info("%s: %s", resource_ref(namespace or "", loaded.name), said)
+        result = reconcile_index(loaded, store, hooks=hooks)
+    if result.status is not None:
+        rt.note_due(resource_ref(namespace or "", loaded.name), (result.status.get("rollout") or {}).get("nextDueAt"))
     status = cr_status(result.status or {}, meta.get("generation"))
     if reembed is not None:
         status["reembed"] = reembed
@@ -349,8 +383,17 @@ def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
     def _on_update(body: Any, retry: int, **_: Any) -> None:
         run_cycle(rt, body, retry, "update")
 
-    @kopf.timer(*resource, interval=rt.config.interval, initial_delay=rt.config.interval, registry=registry)
+    tick = min(rt.config.interval, STEP_TICK_S)  # steps and command annotations are looked at this often
+
+    @kopf.timer(*resource, interval=tick, initial_delay=tick, registry=registry)
     def _on_timer(body: Any, retry: int, stopped: Any, **_: Any) -> None:
+        meta = plain(body).get("metadata", {})
+        ref = resource_ref(meta.get("namespace") or "", meta.get("name", ""))
+        command = (meta.get("annotations") or {}).get(COMMAND_ANNOTATION)
+        if not rt.timer_due(ref) and not (command and command != rt.consumed.get(ref)):
+            return
+        if command:
+            rt.consumed[ref] = command
         # kopf sets `stopped` when the resource is being deleted: the finalizer waits for this cycle to end
         run_cycle(rt, body, retry, "timer", stopped=stopped.is_set)
 

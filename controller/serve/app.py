@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 import threading
 import time
 import uuid
@@ -29,7 +30,9 @@ from pydantic.alias_generators import to_camel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from controller.engine.drift import record_served_query
-from controller.engine.serving import MAX_K, VersionPool, search
+from controller.core.routing import interleaved, mirrored
+from controller.engine.serving import MAX_K, VersionPool, search, validate_k
+from controller.serve import shadow
 from controller.errors import Conflict, ControllerError, InvalidInput, NotFound, NotReady
 from controller.serve.limits import BodyLimit
 from controller.serve.metrics import ServeMetrics
@@ -120,6 +123,7 @@ class ServeState:
         self.requests: OrderedDict[str, _Impression] = OrderedDict()
         self.vectors: dict[tuple[str, str], list[Any]] = {}
         self.vlock = threading.Lock()
+        self.mirror: shadow.Mirror | None = None  # setMirror's off-path queue, made with the event log
 
     def remember(self, request_id: str, impression: _Impression) -> None:
         self.requests[request_id] = impression
@@ -158,6 +162,7 @@ def create_app(store_root: str | Path, indexes: list[str] | None = None, *, even
     state = ServeState(pool, None, metrics, record)
     state.events = E.EventLog(Path(events_dir) if events_dir else E.events_root(store.root), window_s=window_s,
                               retention=retention, on_flush=state.record_vectors)
+    state.mirror = shadow.Mirror(state.events)
 
     from contextlib import asynccontextmanager
 
@@ -165,10 +170,12 @@ def create_app(store_root: str | Path, indexes: list[str] | None = None, *, even
     async def lifespan(_app: FastAPI):
         pool.start()
         state.events.start()
+        state.mirror.start()
         try:
             yield
         finally:
             pool.stop()
+            state.mirror.stop()
             state.events.close()
             state.record_vectors()
 
@@ -322,8 +329,14 @@ def _install_routes(app: FastAPI, state: ServeState) -> None:
     async def search_index(name: str, request: Request) -> JSONResponse:
         body = parse_search_body(await request.body(), request.headers.get("content-type"))
         routed = pool.routed(name)
+        teams = None  # interleave step: a team-draft merge of stable and candidate, teams per position
+        if interleaved(routed.routing, key=body.key, draw=random.uniform(0, 100)):
+            mixed = shadow.interleave(routed, text=body.query, vector=body.vector, model=body.model,
+                                      k=validate_k(body.k), seed=uuid.uuid4().hex)
+            out, teams = mixed if mixed is not None else (None, None)
         try:
-            out = search(routed, text=body.query, vector=body.vector, model=body.model, k=body.k, key=body.key)
+            if teams is None:
+                out = search(routed, text=body.query, vector=body.vector, model=body.model, k=body.k, key=body.key)
         except (Conflict, InvalidInput) as exc:
             # attribute the refusal to the version it was routed to (metrics and error events)
             request.state.version = getattr(exc, "version", None)
@@ -337,7 +350,8 @@ def _install_routes(app: FastAPI, state: ServeState) -> None:
                              "version": out.version, "role": out.role, "model": out.model_key,
                              "bucket": None if out.bucket is None else round(out.bucket, 4), "k": out.k,
                              "ids": ids, "tookMs": round(out.took_ms, 3),
-                             "input": "vector" if body.vector is not None else "text"})
+                             "input": "vector" if body.vector is not None else "text",
+                             **({"mode": "interleave", "teams": teams} if teams is not None else {})})
         ok, latency = metrics.served(name, out.version, out.role)
         ok.inc()
         latency.observe(out.took_ms / 1000)
@@ -348,6 +362,9 @@ def _install_routes(app: FastAPI, state: ServeState) -> None:
                    "hits": [{"id": h.id, "score": h.score if math.isfinite(h.score) else 0.0, "rank": h.rank}
                             for h in out.hits],
                    "tookMs": round(out.took_ms, 3)}
+        if teams is None and mirrored(routed.routing, out.version, draw=random.uniform(0, 100)):
+            # setMirror: only queued here (never awaited); the response above is already final
+            state.mirror.offer(routed, out, text=body.query, vector=body.vector, model=body.model)
         return _FastJSON(payload, headers={"X-Index-Version": out.version, "X-Request-Id": out.request_id})
 
     app.router.add_api_route(

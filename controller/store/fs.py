@@ -6,7 +6,8 @@ Layout, per index:
         versions/<version>/   ids.json, hashes.json, meta.json (immutable), verdict.json
                               (check results), queries/ (copied golden query files), and the
                               files of the embedded vector backend (docs/backends.md)
-        routing.json          alias -> stable, candidate, weight, held
+        routing.json          alias -> stable, candidate, weight, held (+ mirror, interleave shares)
+        rollout.json          step state of a stepped rollout (spec.rollout.steps)
         status.json           the last computed status (written when it changes)
         history.jsonl         append-only journal of alias and weight changes (each record has an id)
         transition.json       only between the commit and the end of a state transition (see
@@ -248,7 +249,8 @@ class Store:
         from controller.core.types import Routing
 
         return Routing(stable=data.get("stable"), candidate=data.get("candidate"),
-                       weight=float(data.get("weight", 0.0)), held=tuple(data.get("held", [])))
+                       weight=float(data.get("weight", 0.0)), held=tuple(data.get("held", [])),
+                       mirror=float(data.get("mirror", 0.0)), interleave=float(data.get("interleave", 0.0)))
 
     def routing_record(self, name: str) -> dict[str, Any]:
         return atomic.read_json(self.index_dir(name) / "routing.json") or {}
@@ -259,23 +261,29 @@ class Store:
     def commit_transition(self, name: str, *, verdicts: dict[str, dict[str, Any]] | None = None,
                           routing: tuple[str, Routing] | None = None, journal: dict[str, Any] | None = None,
                           forced: dict[str, dict[str, Any]] | None = None,
-                          status: dict[str, Any] | None = None) -> None:
+                          status: dict[str, Any] | None = None, rollout: dict[str, Any] | None = None) -> None:
         """Verdicts, routing, one journal record (and a status) as one atomic transition.
 
         The routing is checked first (counting the verdicts of this transition):
         a refused transition writes nothing. `forced` names versions a manual
-        `rollback --force` may route although they have no passing verdict.
+        `rollback --force` may route although they have no passing verdict. `rollout` is the
+        step state of a stepped rollout (rollout.json), committed with the routing it implies.
         """
         if journal is not None and not journal.get("id"):
             journal = {**journal, "id": uuid.uuid4().hex}  # the id makes a replayed append idempotent
         record: dict[str, Any] = {"id": journal["id"] if journal else uuid.uuid4().hex,
                                   "verdicts": verdicts or {}, "journal": journal, "status": status,
                                   "routing": None}
+        if rollout is not None:
+            record["rollout"] = rollout
         if routing is not None:
             alias, target = routing
             allowed = self._check_routable(name, target, verdicts or {}, forced or {})
             record["routing"] = {"alias": alias, "stable": target.stable, "candidate": target.candidate,
                                  "weight": target.weight, "held": list(target.held)}
+            for share in ("mirror", "interleave"):  # absent when 0: records stay as they were without steps
+                if getattr(target, share):
+                    record["routing"][share] = getattr(target, share)
             if allowed:
                 record["routing"]["forced"] = allowed
         transition.commit(self.index_dir(name), record)
@@ -301,6 +309,10 @@ class Store:
             if refusal:
                 raise StoreError(f"refusing to route {name!r} to {version!r}: {refusal}")
         return still
+
+    def rollout(self, name: str) -> dict[str, Any] | None:
+        """The step state of the index's current or last stepped rollout (core.steps.RolloutState)."""
+        return atomic.read_json(self.index_dir(name) / "rollout.json")
 
     def status(self, name: str) -> dict[str, Any] | None:
         return atomic.read_json(self.index_dir(name) / "status.json")

@@ -44,6 +44,8 @@ def apply(index_dir: Path, record: dict[str, Any]) -> None:
             atomic.write_json(path, verdict)
     if record.get("routing") is not None and atomic.read_json(index_dir / "routing.json") != record["routing"]:
         atomic.write_json(index_dir / "routing.json", record["routing"])
+    if record.get("rollout") is not None and atomic.read_json(index_dir / "rollout.json") != record["rollout"]:
+        atomic.write_json(index_dir / "rollout.json", record["rollout"])
     journal = record.get("journal")
     if journal is not None:
         path = index_dir / "history.jsonl"

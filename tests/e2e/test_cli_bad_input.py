@@ -95,7 +95,7 @@ def bad_hashing_option(ws):
 
 def bad_golden_gate(ws):
     return (write_manifest(ws, manifest(gates=[{"metric": "ndcg@ten", "min": 0.5}])),
-            "spec.checks.golden.gates.0.metric", "ndcg@ten")
+            "spec.checks.golden.gates[0].metric", "ndcg@ten")
 
 
 def bad_factory(ws):

@@ -29,7 +29,7 @@ def vector_for(text: str, dim: int) -> np.ndarray:
 
 class FakeEmbeddingServer:
     def __init__(self, dim: int = 32, *, api_key: str | None = None, retry_after: str = "0",
-                 stall: float = 2.0, work_per_text: float = 0.0) -> None:
+                 stall: float = 2.0, work_per_text: float = 0.0, port: int = 0) -> None:
         self.dim = dim
         self.api_key = api_key
         self.retry_after = retry_after
@@ -40,7 +40,7 @@ class FakeEmbeddingServer:
         self.embedded: collections.Counter = collections.Counter()
         self.requests: list[dict[str, Any]] = []
         self.lock = threading.Lock()
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
         self.httpd.handle_error = lambda request, address: None  # clients killed mid-request are expected
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)

@@ -117,3 +117,21 @@ def test_a_burst_of_saves_is_one_pass(manifest_dir: Path, tmp_path: Path):
 def test_which_paths_count_as_changes(tmp_path: Path, rel: str, relevant: bool):
     flag = _DirtyFlag(tmp_path, [tmp_path / "store"], threading.Event())
     assert flag.relevant(tmp_path / rel) is relevant
+
+
+def test_watch_applies_a_due_rollout_step_without_any_file_change(manifest_dir: Path, tmp_path: Path):
+    import yaml
+
+    store = Store(tmp_path / "store")
+    target = manifest_dir / "quickstart.yaml"
+    target.write_text(manifest("v1"))
+    with Watcher(manifest_dir, store) as w:
+        w.wait_pass(1)
+        doc = yaml.safe_load(manifest("v2"))
+        doc["spec"]["rollout"] = {"steps": [{"setWeight": 10}, {"pause": {"duration": "2s"}}, {"setWeight": 30},
+                                            {"pause": {}}]}
+        atomic_save(target, yaml.safe_dump(doc, sort_keys=False))
+        w.wait_pass(2)
+        assert store.routing("quickstart").weight == 10.0
+        third = w.wait_pass(3, timeout=30)  # the pause ends: a pass with no file event
+        assert third.error is None and store.routing("quickstart").weight == 30.0

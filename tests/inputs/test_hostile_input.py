@@ -168,7 +168,7 @@ def missing_text(ws):
 
 def misspelled_drift_metric(ws):
     d = manifest(); d["spec"]["checks"]["drift"] = [{"metric": "psii"}]
-    return write_manifest(ws, d), ["spec.checks.drift.0.metric", "psii"]
+    return write_manifest(ws, d), ["spec.checks.drift[0].metric", "psii"]
 
 
 def golden_without_texts(ws):
