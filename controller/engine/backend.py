@@ -106,9 +106,18 @@ def delete_stored_version(store: Store, name: str, version: str) -> None:
     backend_of(meta).delete_version(ref)
 
 
-def sync_alias(store: Store, name: str, spec: Any) -> None:
-    """Point the backend's native alias at the store's stable version (the store's record is the truth)."""
-    backend = backend_of_spec(spec)
+def sync_alias(store: Store, name: str, spec: Any = None) -> None:
+    """Point the native alias of the backend holding the stable version at it (the store's record is the
+    truth). The manifest's backend, when it does not hold the stable version (the backend just changed),
+    keeps no alias: it must never name a version that is not the stable one."""
     stable = store.routing(name).stable
-    if backend.get_alias(name) != stable:
-        backend.set_alias(name, stable)
+    holder = recorded_settings(store.meta(name, stable)).type if stable is not None else None
+    if holder is not None:
+        _point_alias(get_backend(holder), name, stable)
+    if spec is not None and spec.index.backend_settings()[0] != holder:
+        _point_alias(backend_of_spec(spec), name, None)
+
+
+def _point_alias(backend: VectorBackend, name: str, version: str | None) -> None:
+    if backend.get_alias(name) != version:
+        backend.set_alias(name, version)

@@ -16,6 +16,7 @@ from typing import Any
 
 from controller.core import reasons as R
 from controller.core.types import Routing, VersionInfo
+from controller.engine.backend import sync_alias
 from controller.engine.reconcile import journal_record
 from controller.engine.status import persist_status, utc_now
 from controller.errors import ControllerError, NotFound
@@ -38,6 +39,9 @@ def rollback(store: Store, name: str, to: str | None = None, *, force: bool = Fa
                                 extra={"forced": True} if forced else None)
         store.commit_transition(name, routing=(alias, new), journal=record, forced=forced)
         persist_status(store, name, manual=message, extra={"lastManualChange": record["time"]})
+        # the store's routing is the truth and is written first: a backend that fails here is synced
+        # again by the next reconcile
+        sync_alias(store, name)
     return record
 
 
