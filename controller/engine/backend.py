@@ -14,7 +14,7 @@ import numpy as np
 
 from controller.backends import get_backend
 from controller.backends.base import BackendSettings, OpenVersion, VectorBackend, VersionRef
-from controller.errors import InvalidInput
+from controller.errors import InvalidInput, NotFound
 from controller.manifest.models import DEFAULT_BACKEND
 from controller.store.fs import Store
 
@@ -106,16 +106,26 @@ def delete_stored_version(store: Store, name: str, version: str) -> None:
     backend_of(meta).delete_version(ref)
 
 
-def sync_alias(store: Store, name: str, spec: Any = None) -> None:
+def sync_alias(store: Store, name: str, spec: Any = None, previous: str | None = None) -> None:
     """Point the native alias of the backend holding the stable version at it (the store's record is the
-    truth). The manifest's backend, when it does not hold the stable version (the backend just changed),
-    keeps no alias: it must never name a version that is not the stable one."""
+    truth). The manifest's backend and the backend of the ``previous`` stable version, when they do not
+    hold the stable version (the backend just changed), keep no alias: it must never name another version."""
     stable = store.routing(name).stable
-    holder = recorded_settings(store.meta(name, stable)).type if stable is not None else None
+    holder = _type_of(store, name, stable)
     if holder is not None:
         _point_alias(get_backend(holder), name, stable)
-    if spec is not None and spec.index.backend_settings()[0] != holder:
-        _point_alias(backend_of_spec(spec), name, None)
+    others = {spec.index.backend_settings()[0] if spec is not None else None, _type_of(store, name, previous)}
+    for kind in sorted(k for k in others - {holder, None}):
+        _point_alias(get_backend(kind), name, None)
+
+
+def _type_of(store: Store, name: str, version: str | None) -> str | None:
+    if version is None:
+        return None
+    try:
+        return recorded_settings(store.meta(name, version)).type
+    except NotFound:  # a previous stable version collected since: its backend was cleaned then
+        return None
 
 
 def _point_alias(backend: VectorBackend, name: str, version: str | None) -> None:

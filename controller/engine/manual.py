@@ -41,7 +41,7 @@ def rollback(store: Store, name: str, to: str | None = None, *, force: bool = Fa
         persist_status(store, name, manual=message, extra={"lastManualChange": record["time"]})
         # the store's routing is the truth and is written first: a backend that fails here is synced
         # again by the next reconcile
-        sync_alias(store, name)
+        sync_alias(store, name, previous=routing.stable)
     return record
 
 

@@ -515,7 +515,7 @@ def _route(action: Action, store: Store, loaded: LoadedManifest, hooks: Hooks) -
         raise AssertionError(f"unknown action {action.kind}")
     _write_routing(store, loaded, routing, new, action, hooks, event)
     if new.stable != routing.stable:  # the native alias follows at once: a later GC may delete the old stable
-        B.sync_alias(store, name, loaded.manifest.spec)
+        B.sync_alias(store, name, loaded.manifest.spec, previous=routing.stable)
 
 
 def _write_routing(store: Store, loaded: LoadedManifest, old: Routing, new: Routing, action: Action,

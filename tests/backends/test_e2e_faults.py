@@ -240,3 +240,19 @@ def test_query_serve_rollback_and_gc_on_every_backend(ws, tmp_path, capsys, pg_b
         kept = sorted(p.name for p in (store / "indexes" / "qs" / "versions").iterdir() if not p.name.startswith("."))
         assert len(kept) == 2 and "v3" in kept
         assert sorted(native.list_versions("qs")) == kept
+
+
+def test_a_backend_that_does_not_hold_the_stable_version_keeps_no_alias(ws, tmp_path, capsys, pg_backend):
+    """v1 in FAISS files, then the manifest moves to pgvector: its alias only ever names the stable version."""
+    store = tmp_path / "store"
+    assert reconcile(ws, store, backend_manifest("v1", {"wordNgrams": 1, "seed": 1}, None)) == 0
+    failing = backend_manifest("v2", V2_OPTIONS, {"type": "pgvector"})
+    failing["spec"]["checks"]["golden"]["gates"] = [{"metric": "ndcg@10", "min": 0.99}]
+    capsys.readouterr()
+    assert reconcile(ws, store, failing) == 3  # gates failed, rolled back: not an error about the alias
+    assert "error" not in capsys.readouterr().err
+    assert stable(store, capsys) == "v1" and pg_backend.get_alias("qs") is None
+    assert reconcile(ws, store, backend_manifest("v3", V3_OPTIONS, {"type": "pgvector"})) == 0
+    assert stable(store, capsys) == "v3" and pg_backend.get_alias("qs") == "v3"
+    assert main(["rollback", "qs", "--store", str(store)]) == 0
+    assert stable(store, capsys) == "v1" and pg_backend.get_alias("qs") is None
