@@ -161,7 +161,7 @@ def test_collection_deleted_behind_our_back(ws, tmp_path, qdrant_backend, capsys
     [collection] = [c.name for c in qdrant.client().get_collections().collections if "v1" in c.name]
     qdrant.client().delete_collection(collection)
     err = v1_then_failing_v2(ws, store, capsys, backend)
-    assert len(err) == 1 and "backend qdrant" in err[0] and collection in err[0]
+    assert len(err) == 1 and "backend qdrant" in err[0] and collection in err[0], err
     assert stable(store, capsys) == "v1"
     assert qdrant.get_alias("qs") in ("v1", None)  # Qdrant drops an alias with its collection
 
