@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 from controller.core import steps as S
 from controller.core.types import Routing
+from controller.engine.backend import sync_alias
 from controller.errors import InvalidInput
 from controller.manifest.load import LoadedManifest
 from controller.store.fs import Store, print_lock_wait
@@ -123,6 +124,8 @@ def commit_step(store: Store, name: str, alias: str, action_kind: str, version: 
     record = journal_record(name, alias, old, new, reason, message, manifest_digest=manifest_digest,
                             source=source, extra={"step": step, **(extra or {})})
     store.commit_transition(name, journal=record, routing=(alias, new) if new != old else None, rollout=state)
+    if new.stable != old.stable:  # a promotion by step or by `controller promote`: the native alias follows
+        sync_alias(store, name, previous=old.stable)
     event = "AliasSwitched" if action_kind == "promote" else (
         "RolloutAborted" if st.aborted else "StepTransition")
     notify(name, {"event": event, "reason": reason, "version": version, "message": message,

@@ -256,3 +256,14 @@ def test_a_backend_that_does_not_hold_the_stable_version_keeps_no_alias(ws, tmp_
     assert stable(store, capsys) == "v3" and pg_backend.get_alias("qs") == "v3"
     assert main(["rollback", "qs", "--store", str(store)]) == 0
     assert stable(store, capsys) == "v1" and pg_backend.get_alias("qs") is None
+
+
+def test_a_stepped_rollout_promoted_by_the_verb_moves_the_native_alias(ws, tmp_path, capsys, pg_backend):
+    store = tmp_path / "store"
+    assert reconcile(ws, store, backend_manifest("v1", {"wordNgrams": 1, "seed": 1}, {"type": "pgvector"})) == 0
+    stepped = backend_manifest("v2", V2_OPTIONS, {"type": "pgvector"})
+    stepped["spec"]["rollout"] = {"steps": [{"setWeight": 20}, {"pause": {}}]}
+    assert reconcile(ws, store, stepped) == 0
+    assert pg_backend.get_alias("qs") == "v1"  # a canary at 20% is not the stable version
+    assert main(["promote", "qs", "--full", "--store", str(store)]) == 0
+    assert stable(store, capsys) == "v2" and pg_backend.get_alias("qs") == "v2"
