@@ -43,19 +43,23 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from controller.backends.base import BackendSettings, VersionRef  # noqa: E402
+from bench.bench_drift import best_of  # noqa: E402
 
 DIM = 384
 CHUNK = 20_000
 SCIFACT = Path(os.environ.get("SCIFACT_DIR", REPO.parent / "shared" / "data" / "scifact"))
 
 
-def best(fn: Callable[[], object], repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
+def layer_build_for(backend, settings: BackendSettings, tag: str, docs: np.ndarray, counter: list[int]
+                    ) -> Callable[[], None]:
+    """One version built through the backend layer per call (a fresh version name each time)."""
+    def build() -> None:
+        counter[0] += 1
+        writer = backend.create_version(VersionRef(tag, f"v{counter[0]}", DIM, "cosine", "fp"), settings)
+        for start in range(0, len(docs), CHUNK):
+            writer.add(docs[start:start + CHUNK])
+        writer.finish()
+    return build
 
 
 def datasets(rows: int, queries: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
@@ -156,13 +160,7 @@ def bench_pgvector(data, repeat: int, k: int) -> list[tuple[str, float, float]]:
             tag = name.split()[0]
             n = [0]
 
-            def layer_build() -> None:
-                n[0] += 1
-                ref = VersionRef(tag, f"v{n[0]}", DIM, "cosine", "fp")
-                writer = backend.create_version(ref, settings)
-                for start in range(0, len(docs), CHUNK):
-                    writer.add(docs[start:start + CHUNK])
-                writer.finish()
+            layer_build = layer_build_for(backend, settings, tag, docs, n)
 
             def direct_build() -> None:
                 n[0] += 1
@@ -214,13 +212,7 @@ def bench_qdrant(data, repeat: int, k: int, local_rows: int) -> list[tuple[str, 
             settings = BackendSettings("qdrant", {"hnswConfig": {"m": 16}})
             n = [0]
 
-            def layer_build() -> None:
-                n[0] += 1
-                ref = VersionRef(tag, f"v{n[0]}", DIM, "cosine", "fp")
-                writer = backend.create_version(ref, settings)
-                for start in range(0, len(docs), CHUNK):
-                    writer.add(docs[start:start + CHUNK])
-                writer.finish()
+            layer_build = layer_build_for(backend, settings, tag, docs, n)
 
             def direct_build() -> None:
                 n[0] += 1
@@ -257,7 +249,7 @@ def _alternate(layer: Callable[[], object], direct: Callable[[], object], repeat
     for i in range(repeat):
         order = [(layer, lt), (direct, dt)] if i % 2 == 0 else [(direct, dt), (layer, lt)]
         for fn, sink in order:
-            sink.append(best(fn, 1))
+            sink.append(best_of(fn, 1))
     return min(lt), min(dt)
 
 
