@@ -94,3 +94,54 @@ def outcome(credited: tuple[int, int]) -> str:
     if candidate > stable:
         return CANDIDATE
     return "tie"
+
+
+def win_probabilities(stable: Sequence[str], candidate: Sequence[str], merged: Sequence[str],
+                      clicked_positions: Iterable[int]) -> tuple[float, float] | None:
+    """(P(candidate wins), P(stable wins)) of one impression given the list shown and its clicks.
+
+    The draft's coins are not what the user reacts to: the user sees `merged`,
+    and when both rankers want the same document at a coin toss, either team
+    could have contributed it and the list looks the same. The realised team
+    of such a position is a coin flip that adds noise and no information. This
+    averages the outcome over every coin sequence of the draft that yields the
+    same list (each equally likely a priori): the conditional expectation of
+    the team-draft outcome given what was observed. Its mean is the
+    team-draft preference itself, its variance is never larger (Rao-Blackwell).
+
+    A forward pass over the list with states (team-size difference, credited
+    click difference); which document a team picks next depends only on the
+    list so far, so the states stay few. None when no coin sequence yields
+    `merged` (the lists do not belong to this impression).
+    """
+    clicked = set(clicked_positions)
+    used: set[str] = set()
+    pos_a = pos_b = 0
+    states: dict[tuple[int, int], float] = {(0, 0): 1.0}
+    for index, doc in enumerate(merged):
+        pos_a = _next_unused(stable, pos_a, used)
+        pos_b = _next_unused(candidate, pos_b, used)
+        a_left, b_left = pos_a < len(stable), pos_b < len(candidate)
+        a_fits = a_left and stable[pos_a] == doc
+        b_fits = b_left and candidate[pos_b] == doc
+        vote = 1 if index + 1 in clicked else 0
+        nxt: dict[tuple[int, int], float] = {}
+        for (size_diff, credit_diff), weight in states.items():
+            if a_left and b_left:
+                share_a = 0.5 if size_diff == 0 else float(size_diff < 0)
+            else:
+                share_a = float(a_left)
+            if a_fits and share_a:
+                key = (size_diff + 1, credit_diff - vote)
+                nxt[key] = nxt.get(key, 0.0) + weight * share_a
+            if b_fits and share_a < 1.0:
+                key = (size_diff - 1, credit_diff + vote)
+                nxt[key] = nxt.get(key, 0.0) + weight * (1.0 - share_a)
+        if not nxt:
+            return None
+        states = nxt
+        used.add(doc)
+    total = sum(states.values())
+    candidate_wins = sum(w for (_, c), w in states.items() if c > 0) / total
+    stable_wins = sum(w for (_, c), w in states.items() if c < 0) / total
+    return candidate_wins, stable_wins

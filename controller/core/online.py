@@ -259,51 +259,115 @@ def _gate_message(r: dict[str, Any]) -> str:
     return f"{head}, {r['kind']} {_fmt(r['threshold'])}: {r['decision']} ({why}; {interval}; {samples})"
 
 
-def interleave_decide(wins_stable: int, wins_candidate: int, ties: int, min_queries: int, alpha: float = 0.05,
-                      *, margin: float = 0.0, on_timeout: str | None = None) -> OnlineVerdict:
-    """Sequential preference test on team-draft interleaving outcomes.
+@dataclass
+class InterleaveTally:
+    """What the preference test needs from a stream of interleaved impressions.
 
-    Among queries one team won (more credited clicks), the candidate's win
-    share is Bernoulli(p); the exact Beta-Binomial confidence sequence of p is
-    checked against 0.5 - margin (margin 0: the candidate must be preferred
-    to pass; a positive margin accepts a candidate at most that much less
-    preferred). Ties (including queries without clicks) count toward
-    ``min_queries`` but carry no preference. Below ``min_queries`` queries the
-    verdict is inconclusive.
+    Per impression: P(candidate wins) and P(stable wins) given its list and
+    clicks (`controller.core.interleave.win_probabilities`; a realised
+    outcome is 1/0), and whether it got a click. An impression without a
+    click says nothing about either ranker and only counts in `queries`; the
+    test runs on the clicked ones, so no-click queries do not dilute it.
+    """
+
+    queries: int = 0
+    clicked: int = 0
+    wins_candidate: float = 0.0  # expected wins, summed over clicked impressions
+    wins_stable: float = 0.0
+    sum_vv: float = 0.0  # sums of squares and products of v = P(c) - P(s) and u = P(c) + P(s)
+    sum_uu: float = 0.0
+    sum_uv: float = 0.0
+
+    def add(self, candidate_wins: float, stable_wins: float, clicked: bool = True) -> None:
+        self.queries += 1
+        if not clicked:
+            return
+        v, u = candidate_wins - stable_wins, candidate_wins + stable_wins
+        self.clicked += 1
+        self.wins_candidate += candidate_wins
+        self.wins_stable += stable_wins
+        self.sum_vv, self.sum_uu, self.sum_uv = self.sum_vv + v * v, self.sum_uu + u * u, self.sum_uv + u * v
+
+    @classmethod
+    def of_counts(cls, wins_stable: int, wins_candidate: int, ties: int, unclicked: int = 0) -> InterleaveTally:
+        """Realised outcomes: `ties` clicked queries with equal credit, `unclicked` without a click."""
+        if min(wins_stable, wins_candidate, ties, unclicked) < 0:
+            raise InvalidInput("win, tie and unclicked counts must be >= 0", field="wins",
+                               value=(wins_stable, wins_candidate, ties, unclicked))
+        decisive = wins_stable + wins_candidate
+        return cls(queries=decisive + ties + unclicked, clicked=decisive + ties, wins_candidate=wins_candidate,
+                   wins_stable=wins_stable, sum_vv=decisive, sum_uu=decisive,
+                   sum_uv=wins_candidate - wins_stable)
+
+    @property
+    def ties(self) -> float:
+        return self.clicked - self.wins_candidate - self.wins_stable
+
+    @property
+    def win_share(self) -> float | None:
+        decisive = self.wins_candidate + self.wins_stable
+        return self.wins_candidate / decisive if decisive > 0 else None
+
+    def summary(self, margin: float = 0.0) -> S.Summary:
+        """Per clicked query z = P(c) - P(s) + 2 margin (P(c) + P(s)): mean >= 0 iff win share >= 0.5 - margin.
+
+        The variance carries half a pseudo-query at +1 and half at -1, so ten
+        wins in a row do not read as certainty (as `binary_summary` does for
+        0/1 data).
+        """
+        n = self.clicked
+        if n == 0:
+            return S.Summary(0, math.nan, math.inf)
+        total = (self.wins_candidate - self.wins_stable) + 2 * margin * (self.wins_candidate + self.wins_stable)
+        squares = self.sum_vv + 4 * margin * self.sum_uv + 4 * margin**2 * self.sum_uu
+        variance = (squares + 1.0) / (n + 1) - (total / (n + 1)) ** 2
+        return S.Summary(n, total / n, max(variance, 0.0))
+
+
+def interleave_decide(tally: InterleaveTally, min_queries: int, alpha: float = 0.05, *, margin: float = 0.0,
+                      horizon: float | None = None, on_timeout: str | None = None) -> OnlineVerdict:
+    """Sequential preference test on team-draft interleaving.
+
+    The candidate's win share among decided queries is checked against 0.5 -
+    margin (margin 0: the candidate must be preferred to pass; a positive
+    margin accepts a candidate at most that much less preferred) with the
+    same always-valid normal-mixture confidence sequence and the same horizon
+    rule (10 x minQueries) as the A/B gates, on the per-clicked-query
+    statistic of `InterleaveTally.summary` (a paired test: both rankers are
+    judged on the same query by the same user). Below ``min_queries`` clicked
+    queries the verdict is inconclusive.
     """
     if not 0.0 < alpha < 1.0:
         raise InvalidInput("alpha must be between 0 and 1", field="alpha", value=alpha)
     if not 0.0 <= margin < 0.5:
         raise InvalidInput("margin must be in [0, 0.5)", field="margin", value=margin)
-    if min(wins_stable, wins_candidate, ties) < 0:
-        raise InvalidInput("win and tie counts must be >= 0", field="wins",
-                           value=(wins_stable, wins_candidate, ties))
     _check_timeout(on_timeout)
-    decisive = wins_stable + wins_candidate
-    queries = decisive + ties
-    interval = S.bernoulli_cs(wins_candidate, decisive, alpha)
-    bound = 0.5 - margin
-    if queries < min_queries:
+    horizon = float(horizon if horizon is not None else 10 * max(min_queries, 1))
+    interval = S.mean_cs_of(tally.summary(margin), alpha, horizon)
+    if tally.clicked < min_queries or tally.clicked == 0:
         decision, reason = INCONCLUSIVE, "notEnoughSamples"
     else:
-        decision = judge(interval, bound, True)
+        decision = judge(interval, 0.0, True)
         reason = {PASSED: "intervalOnGoodSide", FAILED: "intervalOnBadSide",
                   INCONCLUSIVE: "intervalStraddlesThreshold"}[decision]
     if decision == INCONCLUSIVE and on_timeout is not None:
         decision, reason = on_timeout, "timeout"  # type: ignore[assignment]
-    share = wins_candidate / decisive if decisive else None
-    # Chapelle et al.'s Delta: > 0 when the candidate is preferred
-    delta = (wins_candidate + ties / 2) / queries - 0.5 if queries else None
+    share = tally.win_share
+    # Chapelle et al.'s Delta over clicked queries: > 0 when the candidate is preferred
+    delta = (tally.wins_candidate + tally.ties / 2) / tally.clicked - 0.5 if tally.clicked else None
     lo, hi = interval.as_list()
     detail = {
-        "metric": "interleavePreference", "kind": "min", "threshold": bound, "value": _round(share),
-        "delta": _round(delta), "intervalOf": "candidateWinShare", "interval": [lo, hi],
-        "wins": {"stable": wins_stable, "candidate": wins_candidate}, "ties": ties, "queries": queries,
+        "metric": "interleavePreference", "kind": "min", "threshold": 0.5 - margin, "value": _round(share),
+        "delta": _round(delta), "intervalOf": "meanPreference", "interval": [lo, hi],
+        "wins": {"stable": _round(tally.wins_stable), "candidate": _round(tally.wins_candidate)},
+        "ties": _round(tally.ties), "clicked": tally.clicked, "queries": tally.queries,
         "minQueries": min_queries, "alpha": alpha, "decision": decision, "reason": reason,
     }
-    detail["message"] = (f"interleaving: candidate won {wins_candidate}, stable {wins_stable}, ties {ties} "
-                         f"({queries} queries, minQueries {min_queries}); candidate win share {_fmt(share)}, "
-                         f"{1 - alpha:.0%} CS [{_fmt(lo)}, {_fmt(hi)}] vs {bound:.3g}: {decision}")
+    detail["message"] = (f"interleaving: candidate won {_fmt(tally.wins_candidate)}, stable "
+                         f"{_fmt(tally.wins_stable)}, ties {_fmt(tally.ties)} ({tally.clicked} clicked of "
+                         f"{tally.queries} queries, minQueries {min_queries}); candidate win share {_fmt(share)} "
+                         f"vs {0.5 - margin:.3g}, {1 - alpha:.0%} CS of the mean preference [{_fmt(lo)}, "
+                         f"{_fmt(hi)}] vs 0: {decision}")
     return OnlineVerdict(status=decision, interleave=detail, alpha=alpha)
 
 

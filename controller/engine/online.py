@@ -5,7 +5,8 @@ feedback (click, dwell, skip, complaint), errors, and the rollout records of
 progressive delivery:
 
 * an interleaved impression is an impression with ``"mode": "interleave"``,
-  ``"teams"`` (per position "stable" or "candidate") and ``version`` = the
+  ``"teams"`` (per position "stable" or "candidate"), ``"lists"`` (stable's and
+  candidate's own results, ``{"stable": [...], "candidate": [...]}``) and ``version`` = the
   candidate; it counts only toward the interleaving test, never toward either
   arm's A/B metrics (its list is neither version's);
 * a mirror record ``{"type": "mirror", requestId, version (candidate),
@@ -139,18 +140,33 @@ def samples(w: Window, stable: str, candidate: str, metric: str) -> tuple[list[f
     return arm_samples(w, stable, metric), arm_samples(w, candidate, metric)
 
 
-def interleave_outcomes(w: Window, candidate: str) -> tuple[int, int, int]:
-    """(stable wins, candidate wins, ties) over the candidate's interleaved impressions."""
-    wins_s = wins_c = ties = 0
+def interleave_tally(w: Window, candidate: str) -> O.InterleaveTally:
+    """The preference test's tally over the candidate's interleaved impressions.
+
+    An impression that records both source lists counts as P(candidate wins)
+    and P(stable wins) over every draft that yields its list
+    (`IL.win_probabilities`); one without them (older logs) by its realised
+    teams.
+    """
+    tally = O.InterleaveTally()
     for imp in w.impressions.values():
         if not _interleaved(imp) or imp.get("version") != candidate:
             continue
-        positions = [_rank(e, imp) for e in w.feedback.get(imp["requestId"], []) if e.get("type") == "click"]
-        winner = IL.outcome(IL.credit(imp.get("teams") or [], positions))
-        wins_s += winner == IL.STABLE
-        wins_c += winner == IL.CANDIDATE
-        ties += winner == "tie"
-    return wins_s, wins_c, ties
+        teams = imp.get("teams") or []
+        positions = [p for p in (_rank(e, imp) for e in w.feedback.get(imp["requestId"], [])
+                                 if e.get("type") == "click") if 1 <= p <= len(teams)]
+        tally.add(*_win_probabilities(imp, teams, positions), clicked=bool(positions))
+    return tally
+
+
+def _win_probabilities(imp: dict[str, Any], teams: list[str], positions: list[int]) -> tuple[float, float]:
+    lists = imp.get("lists")
+    if isinstance(lists, dict) and isinstance(lists.get("stable"), list) and isinstance(lists.get("candidate"), list):
+        shares = IL.win_probabilities(lists["stable"], lists["candidate"], imp.get("ids") or [], positions)
+        if shares is not None:
+            return shares
+    winner = IL.outcome(IL.credit(teams, positions))
+    return float(winner == IL.CANDIDATE), float(winner == IL.STABLE)
 
 
 def events_dir(root: str | Path) -> Path:
@@ -194,7 +210,6 @@ def interleave_verdict(events_dir_or_store_root: str | Path, index: str, *, stab
                        on_timeout: str | None = None) -> O.OnlineVerdict:
     """The team-draft preference test on the candidate's interleaved impressions of [since, until)."""
     w = read_window(events_dir_or_store_root, index, since, until)
-    wins_s, wins_c, ties = interleave_outcomes(w, candidate)
-    v = O.interleave_decide(wins_s, wins_c, ties, min_queries, alpha, margin=margin, on_timeout=on_timeout)
+    v = O.interleave_decide(interleave_tally(w, candidate), min_queries, alpha, margin=margin, on_timeout=on_timeout)
     detail = {**(v.interleave or {}), "stable": stable, "candidate": candidate}
     return O.OnlineVerdict(status=v.status, interleave=detail, window={"since": since, "until": until}, alpha=alpha)

@@ -329,13 +329,13 @@ def _install_routes(app: FastAPI, state: ServeState) -> None:
     async def search_index(name: str, request: Request) -> JSONResponse:
         body = parse_search_body(await request.body(), request.headers.get("content-type"))
         routed = pool.routed(name)
-        teams = None  # interleave step: a team-draft merge of stable and candidate, teams per position
+        mixed_fields = None  # interleave step: a team-draft merge; its impression fields (teams, source lists)
         if interleaved(routed.routing, key=body.key, draw=random.uniform(0, 100)):
             mixed = shadow.interleave(routed, text=body.query, vector=body.vector, model=body.model,
                                       k=validate_k(body.k), seed=uuid.uuid4().hex)
-            out, teams = mixed if mixed is not None else (None, None)
+            out, mixed_fields = mixed if mixed is not None else (None, None)
         try:
-            if teams is None:
+            if mixed_fields is None:
                 out = search(routed, text=body.query, vector=body.vector, model=body.model, k=body.k, key=body.key)
         except (Conflict, InvalidInput) as exc:
             # attribute the refusal to the version it was routed to (metrics and error events)
@@ -351,7 +351,7 @@ def _install_routes(app: FastAPI, state: ServeState) -> None:
                              "bucket": None if out.bucket is None else round(out.bucket, 4), "k": out.k,
                              "ids": ids, "tookMs": round(out.took_ms, 3),
                              "input": "vector" if body.vector is not None else "text",
-                             **({"mode": "interleave", "teams": teams} if teams is not None else {})})
+                             **(mixed_fields if mixed_fields is not None else {})})
         ok, latency = metrics.served(name, out.version, out.role)
         ok.inc()
         latency.observe(out.took_ms / 1000)
@@ -362,7 +362,7 @@ def _install_routes(app: FastAPI, state: ServeState) -> None:
                    "hits": [{"id": h.id, "score": h.score if math.isfinite(h.score) else 0.0, "rank": h.rank}
                             for h in out.hits],
                    "tookMs": round(out.took_ms, 3)}
-        if teams is None and mirrored(routed.routing, out.version, draw=random.uniform(0, 100)):
+        if mixed_fields is None and mirrored(routed.routing, out.version, draw=random.uniform(0, 100)):
             # setMirror: only queued here (never awaited); the response above is already final
             state.mirror.offer(routed, out, text=body.query, vector=body.vector, model=body.model)
         return _FastJSON(payload, headers={"X-Index-Version": out.version, "X-Request-Id": out.request_id})

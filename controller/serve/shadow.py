@@ -130,8 +130,11 @@ class Mirror:
 
 
 def interleave(routed: RoutedIndex, *, text: str | None, vector: Any, model: str | None, k: int,
-               seed: str) -> tuple[SearchOutcome, list[str]] | None:
-    """The team-draft merge of stable's and candidate's results, and the team of each position.
+               seed: str) -> tuple[SearchOutcome, dict[str, Any]] | None:
+    """The team-draft merge of stable's and candidate's results, and the impression's interleave fields.
+
+    The fields are the team of each position and both source lists: with the lists, the preference
+    test can average over every draft that yields the same merged list (core.interleave.win_probabilities).
 
     None when either version cannot answer this query (e.g. a vector of one model's space): the
     caller then serves the normal routed result.
@@ -144,9 +147,10 @@ def interleave(routed: RoutedIndex, *, text: str | None, vector: Any, model: str
         b = search_version(routed, r.candidate or "", text=text, vector=vector, model=model, k=k)
     except ControllerError:
         return None
-    ids, teams = team_draft([h.id for h in a.hits], [h.id for h in b.hits], k, random.Random(seed))
+    lists = {"stable": [h.id for h in a.hits], "candidate": [h.id for h in b.hits]}
+    ids, teams = team_draft(lists["stable"], lists["candidate"], k, random.Random(seed))
     # each position keeps the score of the list that contributed it (scores of two models do not compare)
     from_team = {"stable": {h.id: h.score for h in a.hits}, "candidate": {h.id: h.score for h in b.hits}}
     hits = [Hit(i, from_team[t][i], rank) for rank, (i, t) in enumerate(zip(ids, teams), 1)]
     merged = replace(b, hits=hits, took_ms=a.took_ms + b.took_ms)
-    return merged, teams
+    return merged, {"mode": "interleave", "teams": teams, "lists": lists}

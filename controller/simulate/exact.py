@@ -10,10 +10,15 @@ exact probabilities under the cascade model (controller.simulate.clicks):
 * a team-draft list's winner (more credited clicks) follows from a dynamic
   programme over the ranks on the credit difference, averaged over the
   2^ceil(k/2) equally likely coin sequences of the draft (the coin is only
-  flipped when both teams have the same size).
+  flipped when both teams have the same size);
+* what the service's preference test records for an interleaved impression,
+  P(candidate wins) and P(stable wins) over the drafts that give its list
+  (`IL.win_probabilities`), takes few values: every merged list and click
+  pattern (2^k of them, each with its cascade probability) is enumerated
+  once per query and equal values are merged (`rao_blackwell_atoms`).
 
-Drawing a query, then a Bernoulli (A/B) or a three-way outcome
-(interleaving), therefore has exactly the distribution of `simulate()` on
+Drawing a query, then a Bernoulli (A/B), a realised team-draft outcome or
+an atom (interleaving), therefore has exactly the distribution of `simulate()` on
 that query, and tests check it against click-by-click simulation. Counts are
 drawn in numpy blocks between looks, and every look is judged by the
 service's own decisions: `decide_difference` (the A/B gate's interval and
@@ -99,13 +104,63 @@ def _relevant(qrels: Qrels) -> dict[str, frozenset[str]]:
     return {q: frozenset(d for d, g in docs.items() if g > 0) for q, docs in qrels.items()}
 
 
+def _drafts(stable: Sequence[str], candidate: Sequence[str], k: int) -> dict[tuple[str, ...], np.ndarray]:
+    """Every merged list a team draft can give, with the teams (+1 candidate, -1 stable) of each coin
+    sequence that gives it, one row per sequence (all 2^ceil(k/2) sequences are equally likely)."""
+    by_list: dict[tuple[str, ...], list[list[int]]] = defaultdict(list)
+    for seq in itertools.product((True, False), repeat=(k + 1) // 2):
+        merged, teams = IL.team_draft(stable[:k], candidate[:k], k, _Coins(seq))  # type: ignore[arg-type]
+        by_list[tuple(merged)].append([1 if t == IL.CANDIDATE else -1 for t in teams])
+    return {m: np.array(rows) for m, rows in by_list.items()}
+
+
+def _pattern_probabilities(terms: Sequence[tuple[float, float]], patterns: np.ndarray) -> np.ndarray:
+    """P(exactly these positions clicked) under the cascade, per row of a (patterns x ranks) 0/1 array."""
+    scanning = np.ones(len(patterns))
+    stopped = np.zeros(len(patterns))
+    for rank, (click, stop) in enumerate(terms):
+        hit = patterns[:, rank].astype(bool)
+        stopped = np.where(hit, scanning * click * stop, stopped)  # a click after stopping is impossible
+        scanning = np.where(hit, scanning * click * (1.0 - stop), scanning * (1.0 - click))
+    return scanning + stopped
+
+
+def rao_blackwell_atoms(stable: Sequence[str], candidate: Sequence[str], relevant: Container[str],
+                        model: ClickModel = ClickModel(), k: int = 10) -> np.ndarray:
+    """Distribution of what the service's preference test records for one interleaved impression.
+
+    Rows (probability, P(candidate wins), P(stable wins), clicked): the values
+    of `IL.win_probabilities` over every merged list and click pattern,
+    equal values merged.
+    """
+    rows = []
+    drafts = _drafts(stable, candidate, k)
+    sequences = sum(len(t) for t in drafts.values())
+    for merged, teams in drafts.items():
+        width = len(merged)
+        patterns = (np.arange(2**width)[:, None] >> np.arange(width)) & 1
+        probability = _pattern_probabilities(_click_terms(merged, relevant, model), patterns)
+        keep = probability > 0
+        patterns, probability = patterns[keep], probability[keep] * len(teams) / sequences
+        diffs = patterns @ teams.T  # candidate-credited minus stable-credited clicks, per coin sequence
+        rows.append(np.column_stack([probability, (diffs > 0).mean(axis=1), (diffs < 0).mean(axis=1),
+                                     patterns.any(axis=1)]))
+    table = np.concatenate(rows)
+    # one integer per (P(c), P(s), clicked): the shares are multiples of 1/n for some n <= 2^ceil(k/2)
+    scale = 2 * 10**6
+    code = (np.round(table[:, 1] * 10**6) * scale + np.round(table[:, 2] * 10**6)) * 2 + table[:, 3]
+    _, first, inverse = np.unique(code.astype(np.int64), return_index=True, return_inverse=True)
+    return np.column_stack([np.bincount(inverse.ravel(), weights=table[:, 0]), table[first, 1:]])
+
+
 @dataclass(frozen=True)
 class Pair:
     """Per-query exact probabilities of one (stable, candidate, click model) pair."""
 
     ctr_stable: np.ndarray  # (Q,)
     ctr_candidate: np.ndarray  # (Q,)
-    interleave: np.ndarray  # (Q, 3): stable wins, candidate wins, tie
+    interleave: np.ndarray  # (Q, 4): realised team-draft outcome: stable wins, candidate wins, clicked tie, no click
+    atoms: np.ndarray  # (Q, A, 4): rao_blackwell_atoms per query, padded with probability 0
 
     @classmethod
     def build(cls, stable: Rankings, candidate: Rankings, qrels: Qrels, model: ClickModel = ClickModel(),
@@ -114,10 +169,15 @@ class Pair:
         qids = sorted(q for q in qrels if q in stable and q in candidate)
         if not qids:
             raise ValueError("no golden query has a ranking from both versions")
+        atoms = [rao_blackwell_atoms(stable[q], candidate[q], relevant[q], model, k) for q in qids]
+        unclicked = np.array([a[a[:, 3] == 0, 0].sum() for a in atoms])
+        three = np.array([interleave_probabilities(stable[q], candidate[q], relevant[q], model, k) for q in qids])
+        padded = np.zeros((len(qids), max(len(a) for a in atoms), 4))
+        for i, a in enumerate(atoms):
+            padded[i, :len(a)] = a
         return cls(np.array([click_probability(stable[q][:k], relevant[q], model) for q in qids]),
                    np.array([click_probability(candidate[q][:k], relevant[q], model) for q in qids]),
-                   np.array([interleave_probabilities(stable[q], candidate[q], relevant[q], model, k)
-                             for q in qids]))
+                   np.column_stack([three[:, :2], three[:, 2] - unclicked, unclicked]), padded)
 
     @property
     def ctr_gap(self) -> float:
@@ -179,52 +239,55 @@ def ab_runs(pair: Pair, gate: O.OnlineGate, looks: Sequence[int], *, seed: int, 
     return [decided.get(i, Outcome(O.INCONCLUSIVE, n)) for i in range(len(horizons))]
 
 
-def preference_summary(wins_stable: int, wins_candidate: int, ties: int) -> S.Summary:
-    """Per-query preference +1 (candidate won), -1 (stable won), 0 (tie): Chapelle et al.'s 2 x Delta."""
-    n = wins_stable + wins_candidate + ties
-    if n == 0:
-        return S.Summary(0, math.nan, math.inf)
-    mean = (wins_candidate - wins_stable) / n
-    second = (wins_candidate + wins_stable) / n
-    return S.Summary(n, mean, (second - mean**2) * n / (n - 1) if n > 1 else math.inf)
+def _realised_tally(pair: Pair, rng: np.random.Generator, m: int) -> O.InterleaveTally:
+    """m impressions credited by their realised teams (standard team-draft counting)."""
+    cumulative = np.cumsum(pair.interleave, axis=1)
+    q, u = rng.integers(len(cumulative), size=m), rng.random(m)
+    outcome = (cumulative[q] < u[:, None]).sum(axis=1)  # 0 stable won, 1 candidate won, 2 tie, 3 no click
+    counts = np.bincount(np.minimum(outcome, 3), minlength=4)
+    return O.InterleaveTally.of_counts(int(counts[0]), int(counts[1]), int(counts[2]), int(counts[3]))
+
+
+def _rao_blackwell_tally(pair: Pair, rng: np.random.Generator, m: int) -> O.InterleaveTally:
+    """m impressions credited as the service does: `IL.win_probabilities` over the drafts giving each list."""
+    cumulative = np.cumsum(pair.atoms[:, :, 0], axis=1)
+    q, u = rng.integers(len(cumulative), size=m), rng.random(m)
+    atom = np.minimum((cumulative[q] < u[:, None]).sum(axis=1), pair.atoms.shape[1] - 1)
+    _, pc, ps, clicked = pair.atoms[q, atom].T
+    pc, ps, on = pc[clicked > 0], ps[clicked > 0], clicked > 0
+    v, w = pc - ps, pc + ps
+    return O.InterleaveTally(queries=m, clicked=int(on.sum()), wins_candidate=float(pc.sum()),
+                             wins_stable=float(ps.sum()), sum_vv=float(v @ v), sum_uu=float(w @ w),
+                             sum_uv=float(v @ w))
+
+
+def _merge(a: O.InterleaveTally, b: O.InterleaveTally) -> O.InterleaveTally:
+    return O.InterleaveTally(a.queries + b.queries, a.clicked + b.clicked, a.wins_candidate + b.wins_candidate,
+                             a.wins_stable + b.wins_stable, a.sum_vv + b.sum_vv, a.sum_uu + b.sum_uu,
+                             a.sum_uv + b.sum_uv)
 
 
 def interleave_runs(pair: Pair, looks: Sequence[int], *, seed: int, alpha: float = 0.05, min_queries: int = 10,
-                    margin: float = 0.0, horizons: Sequence[float | None] = (None,)) -> list[Outcome]:
-    """One rollout that interleaves every query, judged at every look; one Outcome per entry of `horizons`.
+                    margin: float = 0.0, horizons: Sequence[float | None] = (None,),
+                    rao_blackwell: bool = True) -> list[Outcome]:
+    """One rollout that interleaves every query, judged at every look by the service's preference test
+    (`interleave_decide`); one Outcome per mixture horizon (None: the test's default, 10 x minQueries).
 
-    None: the service's test (`interleave_decide`, exact Beta-Binomial CS of
-    the candidate's win share). A number: the mean per-query preference (see
-    `preference_summary`) judged by the normal-mixture CS tuned to that many
-    queries, the A/B gate's machinery, so both designs can be compared at
-    their best tuning (margin 0 only: a margin is a win share, defined on decisive queries).
+    `rao_blackwell` False credits each impression by its realised teams (the
+    textbook team-draft count) instead of `IL.win_probabilities`, to show
+    what the averaging gains.
     """
-    if margin and any(h is not None for h in horizons):
-        raise ValueError("a margin applies to the service's test (horizon None) only")
     rng = np.random.default_rng(seed)
-    cumulative = np.cumsum(pair.interleave, axis=1)
-    n = wins_s = wins_c = 0
+    draw = _rao_blackwell_tally if rao_blackwell else _realised_tally
+    tally, n = O.InterleaveTally(), 0
     decided: dict[int, Outcome] = {}
     for look in looks:
-        m = look - n
-        q = rng.integers(len(cumulative), size=m)
-        u = rng.random(m)
-        stable_won = u < cumulative[q, 0]
-        candidate_won = ~stable_won & (u < cumulative[q, 1])
-        n, wins_s, wins_c = look, wins_s + int(stable_won.sum()), wins_c + int(candidate_won.sum())
+        tally, n = _merge(tally, draw(pair, rng, look - n)), look
         for i, horizon in enumerate(horizons):
-            if i in decided:
-                continue
-            if horizon is None:
-                decision = O.interleave_decide(wins_s, wins_c, n - wins_s - wins_c, min_queries, alpha,
-                                               margin=margin).status
-            elif n < min_queries:
-                decision = O.INCONCLUSIVE
-            else:
-                interval = S.mean_cs_of(preference_summary(wins_s, wins_c, n - wins_s - wins_c), alpha, horizon)
-                decision = O.judge(interval, 0.0, True)
-            if decision != O.INCONCLUSIVE:
-                decided[i] = Outcome(decision, n)
+            if i not in decided:
+                decision = O.interleave_decide(tally, min_queries, alpha, margin=margin, horizon=horizon).status
+                if decision != O.INCONCLUSIVE:
+                    decided[i] = Outcome(decision, n)
         if len(decided) == len(horizons):
             break
     return [decided.get(i, Outcome(O.INCONCLUSIVE, n)) for i in range(len(horizons))]

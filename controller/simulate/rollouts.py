@@ -131,20 +131,21 @@ def run_interleave(stable: Rankings, candidate: Rankings, qrels: Qrels, *, seed:
     rng = random.Random(seed)
     relevant = _relevant(qrels)
     qids = _queries(stable, candidate, qrels)
-    wins_s = wins_c = ties = 0
+    tally = O.InterleaveTally()
     looks = 0
     due = _Looks(look_every, growth)
     for n in range(1, max_queries + 1):
         q = rng.choice(qids)
-        merged, teams = IL.team_draft(stable[q][:k], candidate[q][:k], k, rng)
-        winner = IL.outcome(IL.credit(teams, simulate(merged, relevant[q], rng, model).positions))
-        wins_s += winner == IL.STABLE
-        wins_c += winner == IL.CANDIDATE
-        ties += winner == "tie"
+        a, b = stable[q][:k], candidate[q][:k]
+        merged, _ = IL.team_draft(a, b, k, rng)
+        clicked = simulate(merged, relevant[q], rng, model).positions
+        shares = IL.win_probabilities(a, b, merged, clicked)
+        assert shares is not None  # merged is a draft of a and b
+        tally.add(*shares, clicked=bool(clicked))
         if not due(n):
             continue
         looks += 1
-        v = O.interleave_decide(wins_s, wins_c, ties, min_queries, alpha, margin=margin)
+        v = O.interleave_decide(tally, min_queries, alpha, margin=margin)
         if v.status != O.INCONCLUSIVE:
             return RunResult(v.status, n, looks)
     return RunResult(O.INCONCLUSIVE, max_queries, looks)

@@ -101,13 +101,36 @@ def test_interleave_verdict_credits_clicks_to_teams_and_keeps_them_out_of_ab(tmp
     _write(tmp_path, "idx", recs)
     v = EO.interleave_verdict(tmp_path, "idx", stable="v1", candidate="v2", since=0, until=100, min_queries=50)
     d = v.to_json()["interleave"]
-    assert (d["wins"], d["ties"], d["queries"]) == ({"stable": 10, "candidate": 60}, 30, 100)
+    assert (d["wins"], d["ties"], d["clicked"], d["queries"]) == ({"stable": 10, "candidate": 60}, 15, 85, 100)
     assert v.status == PASSED and d["candidate"] == "v2"
     ab = EO.analyse(tmp_path, "idx", stable="v1", candidate="v2", since=0, until=100,
                     gates=[OnlineGate("ctr", max_drop=0.0, min_samples=1)])
     assert ab.gates[0]["samples"] == {"stable": 0, "candidate": 0}  # interleaved lists are neither arm's
     few = EO.interleave_verdict(tmp_path, "idx", stable="v1", candidate="v2", since=0, until=100, min_queries=500)
     assert few.status == INCONCLUSIVE
+
+
+def test_an_impression_with_its_source_lists_is_credited_over_every_draft_giving_its_list(tmp_path):
+    # both rankers put x then y first: either team could have contributed x, so a click on it is no vote
+    S, C = "stable", "candidate"
+    recs = []
+    for i in range(40):
+        recs += _interleaved(f"x{i}", [S, C, C], [1])
+        recs[-2]["ids"] = ["x", "y", "c"]
+        recs[-2]["lists"] = {"stable": ["x", "y", "s"], "candidate": ["x", "y", "c"]}
+        recs[-1]["docId"] = "x"
+    _write(tmp_path, "idx", recs)
+    d = EO.interleave_verdict(tmp_path, "idx", stable="v1", candidate="v2", since=0, until=100,
+                              min_queries=10).to_json()["interleave"]
+    assert d["wins"] == {"stable": 20.0, "candidate": 20.0} and d["clicked"] == 40
+    assert d["decision"] == INCONCLUSIVE
+    # the same impressions without their lists: the realised team (stable) takes every vote
+    for r in recs:
+        r.pop("lists", None)
+    _write(tmp_path / "old", "idx", recs)
+    d = EO.interleave_verdict(tmp_path / "old", "idx", stable="v1", candidate="v2", since=0, until=100,
+                              min_queries=10).to_json()["interleave"]
+    assert d["wins"] == {"stable": 40, "candidate": 0} and d["decision"] == FAILED
 
 
 def test_mirror_metrics(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import pytest
 
 from controller.core import interleave as IL
@@ -56,12 +57,23 @@ def test_decide_difference_equals_decide_on_the_samples():
         O.decide_difference(*summaries, O.OnlineGate("ctr", min=0.1))
 
 
-def test_preference_summary_is_the_mean_and_variance_of_plus_minus_one():
-    wins_s, wins_c, ties = 3, 5, 2
-    xs = [-1.0] * wins_s + [1.0] * wins_c + [0.0] * ties
-    s = X.preference_summary(wins_s, wins_c, ties)
-    assert s.mean == pytest.approx(sum(xs) / 10)
-    assert s.variance == pytest.approx(sum((x - s.mean) ** 2 for x in xs) / 9)
+@pytest.mark.parametrize("name", list(CLICK_MODELS))
+def test_rao_blackwell_atoms_match_click_by_click_simulation_and_keep_the_preference(name):
+    model, rng, n = CLICK_MODELS[name], random.Random(3), 20_000
+    atoms = X.rao_blackwell_atoms(STABLE, CANDIDATE, RELEVANT, model)
+    assert atoms[:, 0].sum() == pytest.approx(1.0)
+    sums = np.zeros(4)
+    for _ in range(n):
+        merged, _ = IL.team_draft(STABLE, CANDIDATE, 10, rng)
+        clicked = simulate(merged, RELEVANT, rng, model).positions
+        pc, ps = IL.win_probabilities(STABLE, CANDIDATE, merged, clicked)
+        sums += [pc, ps, (pc - ps) ** 2, bool(clicked)]
+    p = atoms[:, 0]
+    exact = [p @ atoms[:, 1], p @ atoms[:, 2], p @ (atoms[:, 1] - atoms[:, 2]) ** 2, p @ atoms[:, 3]]
+    assert list(sums / n) == pytest.approx(exact, abs=0.012)
+    # averaging over the drafts keeps the team-draft preference (its mean) exactly
+    s_wins, c_wins, _ = X.interleave_probabilities(STABLE, CANDIDATE, RELEVANT, model)
+    assert exact[:2] == pytest.approx([c_wins, s_wins])
 
 
 @pytest.mark.scifact
@@ -79,12 +91,6 @@ def test_a_small_gap_is_failed_by_both_designs_and_interleaving_needs_fewer_quer
     assert sorted(o.queries for o in il)[5] < sorted(o.queries for o in ab)[5]
 
 
-def test_a_margin_is_only_for_the_services_test():
-    pair = X.Pair.build({"q": STABLE}, {"q": CANDIDATE}, {"q": {d: 1 for d in RELEVANT}})
-    with pytest.raises(ValueError):
-        X.interleave_runs(pair, [10], seed=0, margin=0.1, horizons=(None, 1e3))
-
-
 @pytest.mark.slow
 @pytest.mark.scifact
 def test_aa_false_fails_stay_under_alpha_at_every_horizon_the_bench_compares(scifact):
@@ -96,6 +102,7 @@ def test_aa_false_fails_stay_under_alpha_at_every_horizon_the_bench_compares(sci
     horizons = (None, 1e3, 1e4)
     ab = [X.ab_runs(pair, gate, looks, seed=s, horizons=horizons) for s in range(100)]
     il = [X.interleave_runs(pair, looks, seed=s, horizons=horizons) for s in range(100)]
+    realised = [X.interleave_runs(pair, looks, seed=s, horizons=horizons, rao_blackwell=False) for s in range(100)]
     for h in range(len(horizons)):
-        assert sum(run[h].decision == O.FAILED for run in ab) / 100 <= 0.05
-        assert sum(run[h].decision == O.FAILED for run in il) / 100 <= 0.05
+        for runs in (ab, il, realised):
+            assert sum(run[h].decision == O.FAILED for run in runs) / 100 <= 0.05

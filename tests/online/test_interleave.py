@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import random
-from collections import Counter
+from collections import Counter, defaultdict
 
 import pytest
 
-from controller.core.interleave import CANDIDATE, STABLE, credit, outcome, team_draft
+from controller.core.interleave import CANDIDATE, STABLE, credit, outcome, team_draft, win_probabilities
 
 
 def _rankings(rng: random.Random, pool: int, k: int) -> tuple[list[str], list[str]]:
@@ -72,3 +73,50 @@ def test_duplicates_inside_one_list_are_skipped():
 def test_credit_table(teams, clicks, expected, winner):
     assert credit(teams, clicks) == expected
     assert outcome(credit(teams, clicks)) == winner
+
+
+class _Coins:
+    """Replays fixed coin flips in team_draft (True: stable picks first)."""
+
+    def __init__(self, flips):
+        self._flips = iter(flips)
+
+    def random(self):
+        return 0.0 if next(self._flips) else 0.99
+
+
+def _brute_force(a, b, k, clicks):
+    """Outcome shares per merged list over every coin sequence (each equally likely)."""
+    by_list = defaultdict(list)
+    for flips in itertools.product((True, False), repeat=k):
+        coins = _Coins(flips)
+        merged, teams = team_draft(a, b, k, coins)
+        by_list[tuple(merged)].append(outcome(credit(teams, clicks)))
+    return {m: (wins.count(CANDIDATE) / len(wins), wins.count(STABLE) / len(wins)) for m, wins in by_list.items()}
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_win_probabilities_average_the_outcome_over_the_drafts_that_give_the_same_list(seed):
+    rng = random.Random(seed)
+    k = rng.randint(1, 6)
+    pool = [f"d{i}" for i in range(rng.randint(k, 2 * k + 1))]
+    a = rng.sample(pool, rng.randint(1, k))
+    b = a[:] if seed % 5 == 0 else rng.sample(pool, rng.randint(1, k))
+    clicks = sorted(rng.sample(range(1, k + 1), rng.randint(0, k)))
+    for merged, expected in _brute_force(a, b, k, clicks).items():
+        got = win_probabilities(a, b, list(merged), clicks)
+        assert got == pytest.approx(expected), (a, b, merged, clicks)
+
+
+def test_documents_both_rankers_put_first_carry_no_preference():
+    # stable-x then candidate-y, or candidate-x then stable-y: the same list, so a click on x is worth nothing
+    a, b, merged = ["x", "y", "s"], ["x", "y", "c"], ["x", "y", "c"]
+    assert win_probabilities(a, b, merged, [1]) == pytest.approx((0.5, 0.5))
+    assert win_probabilities(a, b, merged, [1, 3]) == pytest.approx((0.5, 0.0))
+    assert win_probabilities(a, b, merged, [1, 2]) == pytest.approx((0.0, 0.0))
+    # only stable-x then candidate-c gives [x, c]: the realised teams are the only ones
+    assert win_probabilities(["x", "s"], ["x", "c"], ["x", "c"], [1]) == pytest.approx((0.0, 1.0))
+
+
+def test_a_list_no_draft_can_produce_has_no_probabilities():
+    assert win_probabilities(["a", "b"], ["c", "d"], ["b", "a"], [1]) is None

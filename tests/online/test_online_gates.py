@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from controller.core.online import (FAILED, INCONCLUSIVE, PASSED, OnlineGate, combine, decide, interleave_decide,
-                                    jaccard, known_metric, rbo, verdict)
+from controller.core.online import (FAILED, INCONCLUSIVE, PASSED, InterleaveTally, OnlineGate, combine, decide,
+                                    interleave_decide, jaccard, known_metric, rbo, verdict)
 from controller.errors import InvalidInput
 
 
@@ -92,43 +92,65 @@ def test_metric_names():
     assert not known_metric("ctr@0") and not known_metric("ndcg@10")
 
 
-@pytest.mark.parametrize("ws,wc,ties,minq,decision", [
-    (10, 40, 50, 100, PASSED),
-    (40, 10, 50, 100, FAILED),
-    (25, 25, 50, 100, INCONCLUSIVE),
-    (0, 30, 0, 100, INCONCLUSIVE),  # clear preference, but fewer queries than minQueries
-    (0, 0, 0, 0, INCONCLUSIVE),
+@pytest.mark.parametrize("ws,wc,ties,unclicked,minq,decision", [
+    (10, 40, 50, 0, 100, PASSED),
+    (40, 10, 50, 0, 100, FAILED),
+    (25, 25, 50, 0, 100, INCONCLUSIVE),
+    (0, 30, 0, 500, 100, INCONCLUSIVE),  # clear preference, but fewer clicked queries than minQueries
+    (0, 0, 0, 0, 0, INCONCLUSIVE),
 ])
-def test_interleave_table(ws, wc, ties, minq, decision):
-    v = interleave_decide(ws, wc, ties, minq, 0.05)
+def test_interleave_table(ws, wc, ties, unclicked, minq, decision):
+    v = interleave_decide(InterleaveTally.of_counts(ws, wc, ties, unclicked), minq, 0.05)
     assert v.status == decision
     d = v.to_json()["interleave"]
-    assert d["wins"] == {"stable": ws, "candidate": wc} and d["ties"] == ties and d["queries"] == ws + wc + ties
-    assert d["interval"][0] <= d["interval"][1]
+    assert d["wins"] == {"stable": ws, "candidate": wc} and d["ties"] == ties
+    assert (d["clicked"], d["queries"]) == (ws + wc + ties, ws + wc + ties + unclicked)
+    assert d["interval"][0] is None or d["interval"][0] <= d["interval"][1]
 
 
-def test_interleave_margin_accepts_a_slightly_less_preferred_candidate():
-    assert interleave_decide(480, 520, 0, 100, 0.05).status == INCONCLUSIVE
-    assert interleave_decide(520, 480, 0, 100, 0.05, margin=0.1).status == PASSED
+def test_queries_without_a_click_do_not_dilute_the_preference_test():
+    with_clicks = interleave_decide(InterleaveTally.of_counts(40, 60, 0), 10, 0.05, horizon=100)
+    diluted = interleave_decide(InterleaveTally.of_counts(40, 60, 0, unclicked=10_000), 10, 0.05, horizon=100)
+    assert with_clicks.interleave["interval"] == diluted.interleave["interval"]
+
+
+def test_the_tally_of_probabilities_equals_the_tally_of_counts_for_realised_outcomes():
+    tally = InterleaveTally()
+    for cw, sw, clicked in [(1, 0, True)] * 7 + [(0, 1, True)] * 3 + [(0, 0, True)] * 2 + [(0, 0, False)] * 5:
+        tally.add(cw, sw, clicked)
+    assert tally == InterleaveTally.of_counts(3, 7, 2, 5)
+    xs = [1.0] * 7 + [-1.0] * 3 + [0.0] * 2
+    s = tally.summary()
+    assert s.n == 12 and s.mean == pytest.approx(sum(xs) / 12)
+    # the variance carries half a pseudo-query at +1 and half at -1
+    assert s.variance == pytest.approx((sum(x * x for x in xs) + 1) / 13 - (sum(xs) / 13) ** 2)
+
+
+def test_the_margin_moves_the_bar_on_the_win_share():
+    # win share 0.48: the margin 0.1 bar is 0.4, so z = v + 2 m u has a positive mean
+    tally = InterleaveTally.of_counts(520, 480, 0)
+    assert tally.summary(0.1).mean == pytest.approx((480 - 520 + 0.2 * 1000) / 1000)
+    assert interleave_decide(InterleaveTally.of_counts(480, 520, 0), 100, 0.05).status == INCONCLUSIVE
+    assert interleave_decide(tally, 100, 0.05, margin=0.1).status == PASSED
     with pytest.raises(InvalidInput):
-        interleave_decide(1, 1, 1, 1, 0.05, margin=0.6)
+        interleave_decide(tally, 1, 0.05, margin=0.6)
+    with pytest.raises(InvalidInput):
+        InterleaveTally.of_counts(-1, 0, 0)
 
 
 def test_interleave_false_preference_rate_under_no_difference():
-    """Equal rankers: 300 streams of 600 decisive queries, looked at every 10: wrong verdicts <= alpha."""
+    """Equal rankers: 1000 streams of 600 decisive queries, looked at every 10: wrong verdicts <= alpha."""
     rng = random.Random(11)
     wrong = 0
-    for _ in range(300):
-        ws = wc = 0
+    for _ in range(1000):
+        tally = InterleaveTally()
         for n in range(1, 601):
-            if rng.random() < 0.5:
-                wc += 1
-            else:
-                ws += 1
-            if n % 10 == 0 and interleave_decide(ws, wc, 0, 10, 0.05).status != INCONCLUSIVE:
+            win = rng.random() < 0.5
+            tally.add(float(win), float(not win))
+            if n % 10 == 0 and interleave_decide(tally, 10, 0.05).status != INCONCLUSIVE:
                 wrong += 1
                 break
-    assert wrong / 300 <= 0.05
+    assert wrong / 1000 <= 0.05
 
 
 def test_combine_and_verdict_json():
