@@ -1,54 +1,66 @@
 """Sensitivity of online decisions: A/B on CTR against team-draft interleaving, and A/A false aborts.
 
 SciFact's 300 test queries, rankings by exact cosine search on the shared
-vectors. Stable: all-MiniLM-L6-v2 (nDCG@10 0.645). Candidates: the same model
-made slightly worse by seeded Gaussian noise (sigma 0.015-0.05 per coordinate)
-added to the document vectors, which covers nDCG@10 gaps of about 0.01-0.09,
-plus the projection to 32 dimensions (gap 0.31) for contrast. Each
-candidate's nDCG@10 is computed by the golden scorer and printed. Users click
-by the position-biased cascade model (controller.simulate.clicks) on the test
-qrels, under the four click models of Hofmann, Whiteson and de Rijke (2011):
-perfect, navigational, informational, almost random.
+vectors. Stable: all-MiniLM-L6-v2 (nDCG@10 0.645). Degraded candidates, each
+nDCG@10 computed by the golden scorer and printed: MiniLM with seeded
+Gaussian noise (sigma 0.015-0.05 per coordinate) added to the document
+vectors (gaps of about 0.006-0.09), and MiniLM through a seeded Gaussian
+random projection to 128/64/32/16 dimensions (gaps of about 0.1-0.5).
+
+Users click by the position-biased cascade model (controller.simulate.clicks)
+on the test qrels: rank r is examined with 1/r, an examined relevant document
+clicked with p_rel, a non-relevant one with p_nonrel, and the user stops
+after a click with p_stop (relevant) / p_stop_nonrel. Every candidate is run
+under the default model (p_rel 0.9, p_nonrel 0.1, p_stop 0.5, p_stop_nonrel
+0); the headline candidate also under the four models of Hofmann, Whiteson
+and de Rijke (2011) (`--all-models`: every candidate under every model).
+
+The pair named in the README was fixed before this version of the bench ran,
+by the criterion of the issue's brief: the candidate whose nDCG@10 gap is
+nearest 0.05 (a realistic model regression: sigma 0.04, gap 0.053), under the
+default click model. The whole table is printed so a reader sees where the
+issue's 5x goal holds and where it does not.
 
 Small gaps take A/B tests hundreds of thousands of queries, so the rollouts
 draw from the click model's exact per-query probabilities
-(controller.simulate.exact: P(a click) for A/B, P(stable wins / candidate
-wins / tie) of a team-draft list for interleaving), which have exactly the
-distribution of click-by-click simulation (tested). Every look is judged by
-the service's own decisions.
+(controller.simulate.exact), which have exactly the distribution of
+click-by-click simulation (tested). Every look is judged by the service's own
+decisions (`decide_difference`, `interleave_decide`).
 
 For each (candidate, click model), `runs` seeded rollouts of each design, on
 the same kind of query stream (each query drawn uniformly from the 300):
-  A/B         each query goes to stable or candidate (50/50: the split that
-              needs the fewest queries); gate ctr maxDrop 0, minSamples 10:
-              fails once the always-valid CS of CTR(candidate) - CTR(stable)
-              lies below 0
-  interleave  every query gets a team-draft list; fails once the exact
-              always-valid CS of the candidate's win share lies below 0.5
-              (margin 0), minQueries 10
-Both: alpha 0.05, "significantly worse" with no tolerance on either side,
-looks every 5 queries and past 250 every 2% of the queries so far.
-The A/B interval is a normal mixture tuned to a horizon (default 10 x
-minSamples = 100 per arm, loose for long runs); so as not to handicap A/B,
-each stream is also judged with horizons 1e3, 1e4, 1e5 per arm and the best
-median is reported too. The interleaving test (exact Beta-Binomial, Beta(1/2,
-1/2) mixture) is likewise loose for long runs, so its stream is also judged
-by the A/B gate's own machinery, the normal-mixture CS of the mean per-query
-preference (+1 candidate won, -1 stable won, 0 tie) at the same horizons in
-queries; the "best" ratio compares each design at its best tuning.
-"Queries to a correct decision" counts all queries of a rollout (both A/B
-arms) until the first look that failed the candidate; a rollout that passed
-it (wrong) or had no decision by MAX_QUERIES counts as never (printed).
-Goal: interleaving needs >= 5x fewer queries (median).
+  A/B   each query goes to stable or candidate (50/50: the split that needs
+        the fewest queries); gate ctr maxDrop 0, minSamples 10: fails once
+        the CS of CTR(candidate) - CTR(stable) lies below 0
+  IL    every query gets a team-draft list; the service's preference test
+        (minQueries 10 clicked queries, margin 0): each clicked impression
+        counts P(candidate wins) - P(stable wins) over the drafts that give
+        its list; fails once the CS of the mean lies below 0
+  TDI   the same, crediting each impression by its realised teams (the
+        textbook count: +1 / -1 / 0), to show what the averaging gains
+Same discipline for all: alpha 0.05, the normal-mixture always-valid CS of
+controller.core.sequential, "significantly worse" with no tolerance, looks
+every 5 queries and past 250 every 2% of the queries so far. The mixture is
+tightest at a horizon: by default 10 x minSamples (A/B, per arm) or 10 x
+minQueries (IL, clicked queries) = 100 for both; since that is loose for
+long runs, each stream is also judged at horizons 1e3, 1e4, 1e5 and "best"
+compares each design at its best horizon (an A/A test keeps every horizon
+valid: tests/online/test_exact.py).
+"Queries" counts all queries of a rollout (both A/B arms) until the first
+look that failed the candidate; a rollout that passed it (wrong) or had no
+decision by MAX_QUERIES counts as never. Goal: interleaving needs >= 5x
+fewer queries (median).
 
 Sizing: E5 (one nDCG point better) against MiniLM, queries until it passes,
 for the margins and tolerances a step would use (default click model).
 
-Then the A/A check (click-by-click): 200 rollouts of MiniLM against itself,
-20 looks each: false-abort rate of the sequential gate vs a naive fixed 95%
-interval checked at every look.
+Then the A/A checks (click-by-click): 200 rollouts of MiniLM against itself,
+20 looks each: false-abort rate of the sequential A/B gate vs a naive fixed
+95% interval checked at every look; and interleaving false verdicts between
+two equally good rankers (MiniLM with two noise seeds, each query served in
+both orders).
 
-Run: .venv/bin/python bench/bench_online.py [runs]   (SCIFACT_DIR overrides the data path)
+Run: .venv/bin/python bench/bench_online.py [runs] [--all-models]   (SCIFACT_DIR overrides the data path)
 """
 from __future__ import annotations
 
@@ -63,19 +75,20 @@ from pathlib import Path
 from controller.core.online import FAILED, PASSED, OnlineGate
 from controller.simulate.clicks import CLICK_MODELS, ClickModel
 from controller.simulate.exact import Outcome, Pair, ab_runs, interleave_run, interleave_runs, look_points
-from controller.simulate.rankings import ndcg_at, scifact_rankings
-from controller.simulate.rollouts import run_ab
+from controller.simulate.rankings import both_orders, ndcg_at, scifact_rankings
+from controller.simulate.rollouts import run_ab, run_interleave
 
 DATA = Path(os.environ.get("SCIFACT_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact"))
 #: Candidates: (label, scifact_rankings keyword arguments); noise is per coordinate of the document vectors
-CANDIDATES = [(f"docs+N(0,{s}^2)", {"doc_noise": s}) for s in (0.015, 0.02, 0.03, 0.04, 0.05)] + \
-    [("projected to 32d", {"project_to": 32})]
+CANDIDATES = [(f"noise {s}", {"doc_noise": s}) for s in (0.015, 0.02, 0.03, 0.04, 0.05)] + \
+    [(f"projected {d}d", {"project_to": d}) for d in (128, 64, 32, 16)]
+HEADLINE = "noise 0.04"  # the a-priori pair: nDCG@10 gap nearest 0.05
+DEFAULT_MODEL = ("default", ClickModel())
 LOOK_EVERY = 5
 GROWTH = 0.02  # past 250 queries, look every 2% of the queries so far
 MIN = 10
 MAX_QUERIES = 1_000_000
-#: Mixture horizons. A/B: samples per arm, None = the gate's default (10 x minSamples). Interleaving:
-#: queries, None = the service's exact Beta-Binomial test, numbers = normal mixture on the per-query preference.
+#: Mixture horizons: None = the service's default (10 x minSamples per arm, 10 x minQueries clicked queries).
 HORIZONS = (None, 1e3, 1e4, 1e5)
 
 
@@ -85,7 +98,7 @@ def median_queries(outcomes: Sequence[Outcome]) -> float:
 
 
 def _fmt(q: float) -> str:
-    return f">{MAX_QUERIES:,}" if math.isinf(q) else f"{q:,.0f}"
+    return f">{MAX_QUERIES // 1000:,}k" if math.isinf(q) else f"{q:,.0f}"
 
 
 def _ratio(ab: float, il: float) -> str:
@@ -94,43 +107,63 @@ def _ratio(ab: float, il: float) -> str:
     return f">={MAX_QUERIES / il:.1f}x" if math.isinf(ab) else f"{ab / il:.1f}x"
 
 
-def sensitivity(pair: Pair, runs: int) -> tuple[list[float], list[float], int, int, int]:
-    """Median queries per horizon for A/B and interleaving; rollouts failed (A/B, IL) and A/B passed."""
+def _best(medians: list[float]) -> tuple[float, str]:
+    h = min(range(len(HORIZONS)), key=lambda i: medians[i])
+    return medians[h], "dflt" if HORIZONS[h] is None else f"{HORIZONS[h]:.0e}"
+
+
+def sensitivity(pair: Pair, runs: int) -> dict[str, tuple[list[float], int, int]]:
+    """Per design: median queries per horizon, rollouts failed and rollouts passed (default horizon)."""
     gate = OnlineGate("ctr", max_drop=0.0, min_samples=MIN)
     looks = look_points(LOOK_EVERY, GROWTH, MAX_QUERIES)
-    ab = [ab_runs(pair, gate, looks, seed=s, horizons=HORIZONS) for s in range(runs)]
-    il = [interleave_runs(pair, looks, seed=s, min_queries=MIN, horizons=HORIZONS) for s in range(runs)]
-    ab_medians = [median_queries([run[h] for run in ab]) for h in range(len(HORIZONS))]
-    il_medians = [median_queries([run[h] for run in il]) for h in range(len(HORIZONS))]
-    return (ab_medians, il_medians, sum(run[0].decision == FAILED for run in ab),
-            sum(run[0].decision == FAILED for run in il), sum(run[0].decision == PASSED for run in ab))
+    designs = {
+        "A/B": [ab_runs(pair, gate, looks, seed=s, horizons=HORIZONS) for s in range(runs)],
+        "IL": [interleave_runs(pair, looks, seed=s, min_queries=MIN, horizons=HORIZONS) for s in range(runs)],
+        "TDI": [interleave_runs(pair, looks, seed=s, min_queries=MIN, horizons=HORIZONS, rao_blackwell=False)
+                for s in range(runs)],
+    }
+    return {name: ([median_queries([run[h] for run in rs]) for h in range(len(HORIZONS))],
+                   sum(run[0].decision == FAILED for run in rs), sum(run[0].decision == PASSED for run in rs))
+            for name, rs in designs.items()}
 
 
-def _best(medians: list[float]) -> str:
-    h = min(range(len(HORIZONS)), key=lambda i: medians[i])
-    return f"{_fmt(medians[h])} ({'dflt' if HORIZONS[h] is None else f'{HORIZONS[h]:.0e}'})"
+def _cells(all_models: bool) -> list[tuple[str, dict, str, ClickModel]]:
+    models = [DEFAULT_MODEL, *CLICK_MODELS.items()]
+    cells = []
+    for label, kwargs in CANDIDATES:
+        chosen = models if all_models or label == HEADLINE else [DEFAULT_MODEL]
+        cells += [(label, kwargs, name, model) for name, model in chosen]
+    return cells
 
 
-def sensitivity_table(stable, golden, runs: int) -> None:
+def sensitivity_table(stable, golden, runs: int, all_models: bool) -> None:
     base = ndcg_at(golden, stable)
     print(f"{runs} seeded rollouts per cell; alpha 0.05; minSamples/minQueries {MIN}; looks every {LOOK_EVERY} "
           f"queries (every {GROWTH:.0%} past 250); cap {MAX_QUERIES:,} queries")
-    print("median queries to failing the candidate. default: the service's tests; best: each design at its "
-          "best mixture horizon (in brackets)")
-    print(f"{'candidate':<18} {'nDCG@10':>7} {'gap':>5} {'click model':<13} {'dCTR':>7} {'share':>5} "
-          f"{'A/B':>10} {'IL':>10} {'ratio':>7} {'A/B best':>17} {'IL best':>17} {'ratio':>7}  "
-          f"failed A/B,IL; A/B passed")
-    for label, kwargs in CANDIDATES:
-        candidate, _ = scifact_rankings(DATA, **kwargs)
+    print("click models (examination 1/r): " + "; ".join(
+        f"{n} p_rel {m.p_rel} p_nonrel {m.p_nonrel} p_stop {m.p_stop}/{m.p_stop_nonrel}"
+        for n, m in [DEFAULT_MODEL, *CLICK_MODELS.items()]))
+    print("median queries to failing the candidate. dflt: horizon 10 x min for both; best: each design at its "
+          "best horizon (in brackets). IL: the service's test; TDI: realised-team counting")
+    print(f"{'candidate':<14} {'nDCG@10':>7} {'gap':>5} {'clicks':<13} {'dCTR':>7} {'share':>5} "
+          f"{'A/B':>8} {'IL':>8} {'ratio':>6} {'A/B best':>15} {'IL best':>14} {'ratio':>6} {'TDI best':>14} "
+          f"{'ratio':>6}  failed A/B,IL,TDI; A/B passed")
+    pairs = {}
+    for label, kwargs, name, model in _cells(all_models):
+        t = time.perf_counter()
+        if label not in pairs:
+            pairs = {label: scifact_rankings(DATA, **kwargs)[0]}
+        candidate = pairs[label]
         ndcg = ndcg_at(golden, candidate)
-        for name, model in CLICK_MODELS.items():
-            t = time.perf_counter()
-            pair = Pair.build(stable, candidate, golden.qrels, model)
-            ab, il, ab_failed, il_failed, ab_passed = sensitivity(pair, runs)
-            print(f"{label:<18} {ndcg:>7.3f} {base - ndcg:>5.3f} {name:<13} {pair.ctr_gap:>+7.4f} "
-                  f"{pair.win_share:>5.3f} {_fmt(ab[0]):>10} {_fmt(il[0]):>10} {_ratio(ab[0], il[0]):>7} "
-                  f"{_best(ab):>17} {_best(il):>17} {_ratio(min(ab), min(il)):>7}  "
-                  f"{ab_failed}/{runs},{il_failed}/{runs}; {ab_passed}   ({time.perf_counter() - t:.1f}s)", flush=True)
+        pair = Pair.build(stable, candidate, golden.qrels, model)
+        r = sensitivity(pair, runs)
+        (ab, ab_h), (il, il_h), (tdi, tdi_h) = _best(r["A/B"][0]), _best(r["IL"][0]), _best(r["TDI"][0])
+        print(f"{label:<14} {ndcg:>7.3f} {base - ndcg:>5.3f} {name:<13} {pair.ctr_gap:>+7.4f} "
+              f"{pair.win_share:>5.3f} {_fmt(r['A/B'][0][0]):>8} {_fmt(r['IL'][0][0]):>8} "
+              f"{_ratio(r['A/B'][0][0], r['IL'][0][0]):>6} {_fmt(ab) + f' ({ab_h})':>15} "
+              f"{_fmt(il) + f' ({il_h})':>14} {_ratio(ab, il):>6} {_fmt(tdi) + f' ({tdi_h})':>14} "
+              f"{_ratio(ab, tdi):>6}  {r['A/B'][1]},{r['IL'][1]},{r['TDI'][1]}/{runs}; {r['A/B'][2]}"
+              f"   ({time.perf_counter() - t:.0f}s)", flush=True)
 
 
 def aa(stable, qrels, rollouts: int = 200, looks: int = 20, every: int = 100) -> tuple[float, float]:
@@ -139,6 +172,15 @@ def aa(stable, qrels, rollouts: int = 200, looks: int = 20, every: int = 100) ->
                    until_naive=True) for s in range(rollouts)]
     return (sum(r.decision == FAILED for r in runs) / rollouts,
             sum(r.naive_failed_at is not None for r in runs) / rollouts)
+
+
+def aa_interleave(qrels, rollouts: int = 200, looks: int = 20, every: int = 100) -> float:
+    x = scifact_rankings(DATA, doc_noise=0.03, seed=0)[0]
+    y = scifact_rankings(DATA, doc_noise=0.03, seed=1)[0]
+    stable, candidate, doubled = both_orders(x, y, qrels)  # two equally good rankers
+    runs = [run_interleave(stable, candidate, doubled, seed=s, min_queries=100, look_every=every,
+                           max_queries=looks * every) for s in range(rollouts)]
+    return sum(r.decision != "inconclusive" for r in runs) / rollouts
 
 
 def sizing(stable, golden, runs: int = 20) -> None:
@@ -160,17 +202,21 @@ def sizing(stable, golden, runs: int = 20) -> None:
               f"({sum(o.decision == PASSED for o in ab)}/{runs} passed)")
 
 
-def main(runs: int = 30) -> None:
+def main(runs: int = 50, all_models: bool = False) -> None:
     t = time.perf_counter()
+    print(f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     stable, golden = scifact_rankings(DATA)
     print(f"SciFact, {len(stable)} test queries; stable all-MiniLM-L6-v2 nDCG@10 {ndcg_at(golden, stable):.3f}")
-    sensitivity_table(stable, golden, runs)
+    sensitivity_table(stable, golden, runs, all_models)
     sizing(stable, golden)
     seq, naive = aa(stable, golden.qrels)
     print("A/A, 200 rollouts x 20 looks (every 100 queries), ctr maxDrop 0, alpha 0.05: "
           f"false aborts sequential {seq:.3f}, naive fixed 95% interval at every look {naive:.3f}")
-    print(f"total {time.perf_counter() - t:.0f}s")
+    print("A/A interleaving, two equally good rankers, 200 rollouts x 20 looks (every 100 queries), minQueries "
+          f"100, alpha 0.05: false verdicts {aa_interleave(golden.qrels):.3f}")
+    print(f"total {time.perf_counter() - t:.0f}s; load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 30)
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    main(int(args[0]) if args else 50, "--all-models" in sys.argv[1:])

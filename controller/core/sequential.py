@@ -6,20 +6,17 @@ size simultaneously: P(exists n: truth outside CS_n) <= alpha, so checking it
 at every analysis interval, and stopping the first time it excludes a
 threshold, keeps the error rate at alpha.
 
-Two constructions, both mixture martingales closed with Ville's inequality:
-
-* `bernoulli_cs`: the Beta-Binomial mixture (Robbins 1970; the mSPRT of
-  Johari et al. 2017 with a conjugate prior). For 0/1 outcomes it is exact,
-  not asymptotic: the set of p whose mixture likelihood ratio stays under
-  1/alpha. Used for the interleaving win share.
-* `mean_cs` / `difference_cs` / `quantile_cs`: the two-sided normal mixture
-  boundary (Howard, Ramdas, McAuliffe, Sekhon 2021, eq. 14) with the variance
-  estimated from the data: the asymptotic confidence sequence of
-  Waudby-Smith, Arbour, Sinha, Kennedy, Ramdas (2023, "Time-uniform central
-  limit theory"), valid for any metric with a finite variance (CTR, dwell,
-  latency...). For the difference of two independent streams (stable and
-  candidate arms of an A/B split) the estimator's variance is the sum of the
-  arms' variances, as in the two-sample mSPRT of Johari et al.
+One construction, a mixture martingale closed with Ville's inequality:
+`mean_cs` / `difference_cs` / `quantile_cs` use the two-sided normal mixture
+boundary (Howard, Ramdas, McAuliffe, Sekhon 2021, eq. 14) with the variance
+estimated from the data: the asymptotic confidence sequence of Waudby-Smith,
+Arbour, Sinha, Kennedy, Ramdas (2023, "Time-uniform central limit theory"),
+valid for any metric with a finite variance (CTR, dwell, latency, the
+per-query interleaving preference...). For the difference of two independent
+streams (stable and candidate arms of an A/B split) the estimator's variance
+is the sum of the arms' variances, as in the two-sample mSPRT of Johari et
+al. 2017. A/B gates and the interleaving test share it, so the two designs
+are compared under the same discipline.
 
 `rho` is the mixture's width in samples; the boundary is tightest near
 `horizon` samples (Waudby-Smith et al.'s choice), loose but valid elsewhere.
@@ -165,43 +162,3 @@ def quantile_difference_cs(stable: Sequence[float], candidate: Sequence[float], 
     s = quantile_cs(stable, p, alpha / 2, horizon)
     c = quantile_cs(candidate, p, alpha / 2, horizon)
     return Interval(c.lo - s.hi, c.hi - s.lo, c.estimate - s.estimate)
-
-
-def _log_beta(a: float, b: float) -> float:
-    return math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)
-
-
-def beta_binomial_log_ratio(successes: int, n: int, p: float, a: float = 0.5, b: float = 0.5) -> float:
-    """log of the Beta(a, b) mixture likelihood ratio against the point p (a nonnegative martingale under p)."""
-    mixture = _log_beta(a + successes, b + n - successes) - _log_beta(a, b)
-    if p <= 0.0:
-        return math.inf if successes > 0 else mixture
-    if p >= 1.0:
-        return math.inf if successes < n else mixture
-    return mixture - successes * math.log(p) - (n - successes) * math.log1p(-p)
-
-
-def bernoulli_cs(successes: int, n: int, alpha: float, a: float = 0.5, b: float = 0.5) -> Interval:
-    """Exact always-valid CS of a success probability: {p : mixture ratio < 1/alpha}.
-
-    The log ratio is convex in p with its minimum at the share successes / n,
-    so the set is an interval; its ends are found by bisection.
-    """
-    if n == 0:
-        return Interval(0.0, 1.0, math.nan)
-    share = successes / n
-    bound = math.log(1.0 / alpha)
-
-    def inside(p: float) -> bool:
-        return beta_binomial_log_ratio(successes, n, p, a, b) < bound
-
-    def edge(outer: float) -> float:
-        if inside(outer):
-            return outer
-        good, bad = share, outer
-        for _ in range(60):
-            mid = (good + bad) / 2
-            good, bad = (mid, bad) if inside(mid) else (good, mid)
-        return good
-
-    return Interval(edge(0.0), edge(1.0), share)

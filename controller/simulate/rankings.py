@@ -66,3 +66,16 @@ def scifact_rankings(data_dir: Path, model: str = "all-minilm-l6-v2", *, k: int 
         docs = add_noise(docs, doc_noise, seed)
     golden = load_golden(data_dir / "qrels" / "test.tsv", data_dir / "queries.jsonl")
     return exact_rankings(doc_ids, docs, query_ids, queries, k), golden
+
+
+def both_orders(x: dict[str, list[str]], y: dict[str, list[str]], qrels: dict) -> tuple[dict, dict, dict]:
+    """Stable and candidate rankings (and qrels) with each query present twice, once as (x, y) and once
+    as (y, x): over a uniform query stream neither side is preferred, exactly, whatever x and y are.
+
+    An A/A check for interleaving needs two different rankers of equal quality: with identical lists
+    every draft gives the same list and the preference test has nothing to be wrong about.
+    """
+    qids = [q for q in x if q in y and q in qrels]
+    stable = {**{f"{q}#xy": x[q] for q in qids}, **{f"{q}#yx": y[q] for q in qids}}
+    candidate = {**{f"{q}#xy": y[q] for q in qids}, **{f"{q}#yx": x[q] for q in qids}}
+    return stable, candidate, {f"{q}#{o}": qrels[q] for q in qids for o in ("xy", "yx")}

@@ -13,31 +13,6 @@ from controller.core import sequential as S
 ALPHA = 0.05
 
 
-def test_bernoulli_cs_is_exact_and_time_uniform():
-    """1000 streams of 400 Bernoulli(0.3) draws: the mixture ratio at the truth crosses 1/alpha rarely."""
-    rng = random.Random(0)
-    bound = math.log(1 / ALPHA)
-    misses = 0
-    for _ in range(1000):
-        successes = 0
-        for n in range(1, 401):
-            successes += rng.random() < 0.3
-            if S.beta_binomial_log_ratio(successes, n, 0.3) >= bound:
-                misses += 1
-                break
-    assert misses / 1000 <= ALPHA
-
-
-def test_bernoulli_cs_interval_matches_the_ratio():
-    iv = S.bernoulli_cs(60, 100, ALPHA)
-    assert iv.lo < 0.6 < iv.hi
-    for p in (iv.lo - 1e-6, iv.hi + 1e-6):
-        assert S.beta_binomial_log_ratio(60, 100, p) >= math.log(1 / ALPHA) - 1e-6
-    assert S.beta_binomial_log_ratio(60, 100, 0.6) < math.log(1 / ALPHA)
-    assert S.bernoulli_cs(0, 0, ALPHA).as_list() == [0.0, 1.0]
-    assert S.bernoulli_cs(10, 10, ALPHA).hi == 1.0 and S.bernoulli_cs(0, 10, ALPHA).lo == 0.0
-
-
 def _stream_misses(draw, truth: float, n: int, look_every: int, horizon: float, runs: int, seed: int,
                    fixed: bool = False) -> float:
     """Share of runs whose interval (CS or fixed-n normal interval) excluded `truth` at some look."""
