@@ -144,10 +144,11 @@ def sensitivity_table(stable, golden, runs: int, all_models: bool) -> None:
         f"{n} p_rel {m.p_rel} p_nonrel {m.p_nonrel} p_stop {m.p_stop}/{m.p_stop_nonrel}"
         for n, m in [DEFAULT_MODEL, *CLICK_MODELS.items()]))
     print("median queries to failing the candidate. dflt: horizon 10 x min for both; best: each design at its "
-          "best horizon (in brackets). IL: the service's test; TDI: realised-team counting")
+          "best horizon (in brackets). IL: the service's test; TDI: realised-team counting. Last column: "
+          f"rollouts (of {runs}) that failed / wrongly passed the candidate at the default horizon")
     print(f"{'candidate':<14} {'nDCG@10':>7} {'gap':>5} {'clicks':<13} {'dCTR':>7} {'share':>5} "
           f"{'A/B':>8} {'IL':>8} {'ratio':>6} {'A/B best':>15} {'IL best':>14} {'ratio':>6} {'TDI best':>14} "
-          f"{'ratio':>6}  failed A/B,IL,TDI; A/B passed")
+          f"{'ratio':>6}  failed/passed A/B IL TDI")
     pairs = {}
     for label, kwargs, name, model in _cells(all_models):
         t = time.perf_counter()
@@ -162,7 +163,7 @@ def sensitivity_table(stable, golden, runs: int, all_models: bool) -> None:
               f"{pair.win_share:>5.3f} {_fmt(r['A/B'][0][0]):>8} {_fmt(r['IL'][0][0]):>8} "
               f"{_ratio(r['A/B'][0][0], r['IL'][0][0]):>6} {_fmt(ab) + f' ({ab_h})':>15} "
               f"{_fmt(il) + f' ({il_h})':>14} {_ratio(ab, il):>6} {_fmt(tdi) + f' ({tdi_h})':>14} "
-              f"{_ratio(ab, tdi):>6}  {r['A/B'][1]},{r['IL'][1]},{r['TDI'][1]}/{runs}; {r['A/B'][2]}"
+              f"{_ratio(ab, tdi):>6}  {' '.join(f'{r[d][1]}/{r[d][2]}' for d in ('A/B', 'IL', 'TDI'))}"
               f"   ({time.perf_counter() - t:.0f}s)", flush=True)
 
 

@@ -50,6 +50,7 @@ def test_aa_false_abort_rate_is_at_most_alpha_and_the_naive_test_is_not(minilm):
     assert naive > ALPHA  # the contrast: peeking at a fixed test inflates false aborts
 
 
+@pytest.mark.slow
 def test_aa_interleaving_false_verdicts_are_at_most_alpha(scifact, minilm):
     """Two equally good but different rankers (MiniLM, two noise seeds; each query in both orders)."""
     _, qrels = minilm
