@@ -22,17 +22,31 @@ _MODULES: dict[str, str] = {
     "pgvector": "controller.backends.pgvector:PgvectorBackend",
     "qdrant": "controller.backends.qdrant:QdrantBackend",
 }
+#: types whose alias is the store's own routing record (their ``capabilities.native_alias`` is false),
+#: known without importing the module: a no-op reconcile then loads no backend at all
+_STORE_ALIAS: set[str] = {"faiss"}
 _instances: dict[str, VectorBackend] = {}
 
 
-def register(type_name: str, target: str) -> None:
-    """Make ``type_name`` resolvable to ``target`` ("package.module:Class"); plug-ins call this."""
+def register(type_name: str, target: str, *, native_alias: bool = True) -> None:
+    """Make ``type_name`` resolvable to ``target`` ("package.module:Class"); plug-ins call this.
+
+    ``native_alias`` must equal the class's ``capabilities.native_alias``."""
     _MODULES[type_name] = target
     _instances.pop(type_name, None)
+    if native_alias:
+        _STORE_ALIAS.discard(type_name)
+    else:
+        _STORE_ALIAS.add(type_name)
 
 
 def known_types() -> list[str]:
     return sorted(_MODULES)
+
+
+def has_native_alias(type_name: str) -> bool:
+    """Whether ``type_name`` keeps an alias of its own that must follow the store's routing."""
+    return type_name not in _STORE_ALIAS
 
 
 def get_backend(type_name: str) -> VectorBackend:

@@ -24,7 +24,8 @@ through the same cases):
   reports and ``delete_version`` removes; the engine deletes every listed
   version the store does not know, before it builds.
 * Alias. ``set_alias`` repoints the backend's native alias (a view, a Qdrant
-  alias; for the embedded files the store's routing record is the alias and this is a no-op)
+  alias; for the embedded files the store's routing record is the alias, ``capabilities.native_alias``
+  is false and this is a no-op)
   in one atomic step, so that a query never sees a half state.
 * Errors. Unreachable servers, bad credentials, a missing extension and the
   like raise ``BackendError`` naming the backend and the setting; bad
@@ -81,6 +82,10 @@ class Capabilities:
     exact: bool = False
     #: a new version can keep the unchanged rows of an earlier one instead of a second copy (RowSharing).
     shares_rows: bool = False
+    #: ``set_alias`` moves an alias of the backend's own (a view, a Qdrant alias). False: the store's
+    #: routing record is the alias, ``set_alias``/``get_alias`` do nothing and the engine never calls
+    #: them (the registry says so too, without importing the backend: backends/__init__.py).
+    native_alias: bool = True
 
 
 @runtime_checkable

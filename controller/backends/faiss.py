@@ -449,7 +449,7 @@ class FaissBackend:
 
     type: ClassVar[str] = "faiss"
     capabilities: ClassVar[Capabilities] = Capabilities(in_place_update=False, reusable_training=True,
-                                                        exact=False, shares_rows=True)
+                                                        exact=False, shares_rows=True, native_alias=False)
 
     def validate(self, settings: BackendSettings, dim: int, metric: Metric) -> None:
         unknown = sorted(set(settings.params) - set(PARAMS))

@@ -133,6 +133,13 @@ def previous_stable_of(journal: Iterable[dict[str, Any]], stable: str | None,
     their name without the `.rN` revision suffix. None for a first version or an index whose
     journal never saw the promotion.
     """
+    return previous_stable_newest_first(reversed(list(journal)), stable, labels)
+
+
+def previous_stable_newest_first(records: Iterable[dict[str, Any]], stable: str | None,
+                                 labels: Mapping[str, str] | None = None) -> str | None:
+    """previous_stable_of over the journal's records newest first: it stops at the first match, so a
+    journal read lazily from its end is read only back to the last promotion."""
     if stable is None:
         return None
 
@@ -141,7 +148,7 @@ def previous_stable_of(journal: Iterable[dict[str, Any]], stable: str | None,
             return None
         return (labels or {}).get(version) or _REVISION.sub("", version)
 
-    for record in reversed(list(journal)):
+    for record in records:
         before, after = record.get("from") or {}, record.get("to") or {}
         if (label(after.get("stable")) == label(stable) and label(before.get("stable")) != label(stable)
                 and record.get("reason") not in _BACKWARD_REASONS):

@@ -12,7 +12,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from controller.backends import get_backend
+from controller.backends import get_backend, has_native_alias
 from controller.backends.base import BackendSettings, OpenVersion, VectorBackend, VersionRef
 from controller.errors import InvalidInput, NotFound
 from controller.manifest.models import DEFAULT_BACKEND
@@ -112,10 +112,11 @@ def sync_alias(store: Store, name: str, spec: Any = None, previous: str | None =
     hold the stable version (the backend just changed), keep no alias: it must never name another version."""
     stable = store.routing(name).stable
     holder = _type_of(store, name, stable)
-    if holder is not None:
+    if holder is not None and has_native_alias(holder):
         _point_alias(get_backend(holder), name, stable)
     others = {spec.index.backend_settings()[0] if spec is not None else None, _type_of(store, name, previous)}
-    for kind in sorted(k for k in others - {holder, None}):
+    # a backend whose alias is the store's routing record has none to move: it is not even imported
+    for kind in sorted(k for k in others - {holder, None} if has_native_alias(k)):
         _point_alias(get_backend(kind), name, None)
 
 

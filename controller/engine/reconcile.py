@@ -20,7 +20,7 @@ import numpy as np
 
 from controller.core import reasons as R
 from controller.core.gates import summarize_failures
-from controller.core.plan import plan as make_plan, previous_stable_of
+from controller.core.plan import plan as make_plan, previous_stable_newest_first
 from controller.core.types import Action, CheckReport, Desired, Observed, Plan, Routing, comparable
 from controller.embed import make_embedder
 from controller.embed.base import check_finite
@@ -134,8 +134,8 @@ def observe(loaded: LoadedManifest, store: Store, previous: Observation | None =
         reuse_from, rows = (source, rows) if reusable else (None, None)
     observed = Observed(versions=versions, routing=routing, corpus_digest=digest,
                         documents=documents, to_embed=to_embed, reuse_from=reuse_from,
-                        previous_stable=previous_stable_of(store.journal(loaded.name), routing.stable,
-                                                           {v.id: v.label for v in versions}))
+                        previous_stable=previous_stable_newest_first(store.journal_newest_first(loaded.name),
+                                                                     routing.stable, {v.id: v.label for v in versions}))
     return Observation(desired, observed, corpus, rows, inputs)
 
 
@@ -182,7 +182,7 @@ def _record_inputs(store: Store, loaded: LoadedManifest, obs: Observation) -> No
               "documents": o.documents, "reuseFrom": o.reuse_from, "toEmbed": o.to_embed,
               "versions": [v.id for v in o.versions]}
     index_dir = store.index_dir(loaded.name)
-    if index_dir.is_dir() and signature.read_record(index_dir) != record:
+    if index_dir.is_dir() and not signature.still_current(signature.read_record(index_dir), record):
         signature.write_record(index_dir, record)
 
 

@@ -16,7 +16,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 if TYPE_CHECKING:  # numpy loads on first use, so read-only verbs start fast
     import numpy as np
@@ -207,6 +207,40 @@ def append_line(path: Path, record: dict) -> None:
 def read_lines(path: Path) -> list[dict]:
     """Journal records; torn lines from a crash mid-append are skipped (see read_lines_checked)."""
     return read_lines_checked(path)[0]
+
+
+def read_lines_newest_first(path: Path, block: int = 65_536) -> Iterator[dict]:
+    """Journal records from the last line back, read in blocks from the end of the file, so a reader
+    that stops at a recent record reads only the tail (a no-op reconcile must not scale with history).
+    Torn lines are skipped, as by read_lines."""
+    try:
+        handle = open(path, "rb")
+    except FileNotFoundError:
+        return
+    with handle:
+        position = handle.seek(0, os.SEEK_END)
+        rest = b""  # the start of a line whose beginning lies in the next block back
+        while position > 0:
+            start = max(0, position - block)
+            handle.seek(start)
+            lines = (handle.read(position - start) + rest).split(b"\n")
+            position = start
+            rest = lines.pop(0) if position > 0 else b""
+            for line in reversed(lines):
+                record = _record_of(line)
+                if record is not None:
+                    yield record
+
+
+def _record_of(line: bytes) -> dict | None:
+    text = line.decode("utf-8", errors="replace")
+    if not text.strip():
+        return None
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def read_lines_checked(path: Path) -> tuple[list[dict], list[int]]:

@@ -335,6 +335,10 @@ class Store:
     def journal(self, name: str) -> list[dict[str, Any]]:
         return atomic.read_lines(self.index_dir(name) / "history.jsonl")
 
+    def journal_newest_first(self, name: str) -> Iterator[dict[str, Any]]:
+        """The journal from its last record back, read lazily from the end of the file."""
+        return atomic.read_lines_newest_first(self.index_dir(name) / "history.jsonl")
+
     def torn_journal_lines(self, name: str) -> list[int]:
         """Line numbers of history.jsonl that a crash mid-append left unreadable (they are skipped)."""
         return atomic.read_lines_checked(self.index_dir(name) / "history.jsonl")[1]

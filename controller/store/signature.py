@@ -96,6 +96,22 @@ def vouches(recorded: Mapping[str, Any] | None, current: dict[str, Any], paths: 
     return None not in current["content"].values() and current["content"] == before
 
 
+def still_current(recorded: Mapping[str, Any] | None, record: Mapping[str, Any]) -> bool:
+    """Whether the stored record may stand for `record`: the same facts, learned under a stat signature
+    that still vouches by itself (same files, none racy against its own time, same content hashes).
+
+    Only the time the signature was taken differs then, and rewriting the record to move it would cost
+    a write and two fsyncs on every no-op. A record that vouched only through its content hashes, or
+    whose files were racy when it was taken, is replaced, so the next no-op needs no hashing.
+    """
+    if not recorded:
+        return False
+    if {k: v for k, v in recorded.items() if k != "signature"} != {k: v for k, v in record.items() if k != "signature"}:
+        return False
+    old, new = recorded.get("signature"), record["signature"]
+    return unchanged(old, new) and old.get("content") == new.get("content")
+
+
 def read_record(index_dir: Path) -> dict[str, Any] | None:
     try:
         record = atomic.read_json(index_dir / RECORD)

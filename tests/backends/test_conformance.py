@@ -13,7 +13,7 @@ from typing import Callable
 import numpy as np
 import pytest
 
-from controller.backends import get_backend
+from controller.backends import get_backend, has_native_alias
 from controller.backends.base import BackendSettings, OpenVersion, VectorBackend, VersionRef, VersionWriter
 from controller.errors import NotFound
 
@@ -170,6 +170,12 @@ def test_list_versions_reports_finished_and_partial_builds(harness: Harness) -> 
     assert {"v1", "v2"} <= set(harness.backend.list_versions("conf"))
     harness.backend.delete_version(harness.ref("v2", "cosine"))
     assert "v2" not in harness.backend.list_versions("conf")
+
+
+def test_native_alias_capability_is_known_without_importing(harness: Harness) -> None:
+    # the engine skips a backend without a native alias by the registry's word, never importing it
+    assert harness.backend.capabilities.native_alias is harness.native_alias
+    assert has_native_alias(harness.backend.type) is harness.native_alias
 
 
 def test_alias_moves_atomically_or_is_the_stores(harness: Harness) -> None:

@@ -15,6 +15,8 @@ BACKEND = ROOT / "backends" / "faiss.py"
 ALLOWED = {
     # the registry maps the type name to its module
     ("backends/__init__.py", '"faiss": "controller.backends.faiss:FaissBackend",'),
+    # its alias is the store's routing record: known without importing the backend
+    ("backends/__init__.py", '_STORE_ALIAS: set[str] = {"faiss"}'),
     # spec.index.backend.type's default value and its description in the manifest reference
     ("manifest/models.py", 'DEFAULT_BACKEND = "faiss"'),
     ("manifest/models.py", '"Vector backend: faiss (files in the store, the default), pgvector or qdrant. The other keys "'),

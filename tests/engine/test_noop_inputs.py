@@ -15,7 +15,7 @@ import pytest
 from controller.engine.reconcile import reconcile_index
 from controller.engine.validate import inputs_unchanged, validate_all
 from controller.manifest.load import load_manifests
-from controller.store import signature
+from controller.store import atomic, signature
 from tests.helpers import manifest, write_manifest
 
 DATA_FILES = ("corpus.jsonl", "vectors.npy", "queries.jsonl", "qrels.tsv")
@@ -184,3 +184,58 @@ def test_content_hashing_never_blocks_on_a_fifo(tmp_path):
     os.mkfifo(fifo)
     assert signature.content({"corpus": fifo, "missing": tmp_path / "nope"}) == {"corpus": None, "missing": None}
     assert signature.content({"corpus": tmp_path}) == {"corpus": None}  # a directory is not hashed either
+
+
+@pytest.mark.parametrize("block", [1, 7, 64, 65_536])
+def test_journal_read_from_the_end_equals_the_journal_reversed(tmp_path, block):
+    path = tmp_path / "history.jsonl"
+    records = [{"reason": "r", "n": i, "text": "é\u2028" * (i % 5)} for i in range(40)]
+    lines = [json.dumps(r, ensure_ascii=False).encode() for r in records]
+    lines[10] = b'{"reason": "Weig'  # a torn line between records
+    lines[20] = b"[1, 2]"  # JSON, but not a record
+    path.write_bytes(b"\n".join(lines[:30]) + b"\n\n" + b"\n".join(lines[30:]) + b'\n{"torn": ')
+    newest_first = list(atomic.read_lines_newest_first(path, block=block))
+    assert newest_first == list(reversed(atomic.read_lines(path)))
+    assert [r["n"] for r in newest_first][:3] == [39, 38, 37] and len(newest_first) == 38
+    assert list(atomic.read_lines_newest_first(tmp_path / "missing.jsonl", block=block)) == []
+
+
+def test_a_noop_reads_the_journal_only_back_to_the_last_promotion(ws, store, monkeypatch):
+    """A long history must not slow the no-op: previous_stable needs only the tail of the journal."""
+    age_files(ws)
+    [loaded] = load_manifests(write_manifest(ws, manifest("v1")))
+    reconcile_index(loaded, store)
+    path = store.index_dir("qs") / "history.jsonl"
+    old = {"reason": "WeightChanged", "from": {"stable": "v0"}, "to": {"stable": "v0"}, "pad": "x" * 500}
+    history = path.read_bytes()
+    path.write_bytes(b"".join(json.dumps(old).encode() + b"\n" for _ in range(5_000)) + history)
+    read = []
+    real = atomic._record_of
+    monkeypatch.setattr(atomic, "_record_of", lambda line: read.append(line) or real(line))
+    again = reconcile_index(loaded, store)
+    assert (again.built, again.executed) == (0, [])
+    assert 0 < len(read) < 100  # of 5,000+ lines: the promotion of v1 is the last record
+
+
+def test_a_noop_writes_nothing_and_loads_no_backend(ws, store, monkeypatch):
+    """The second no-op leaves inputs.json as it was (no write, no fsync) and never resolves the FAISS
+    backend: its alias is the store's routing record (capabilities.native_alias is false)."""
+    import controller.backends as backends
+
+    doc = precomputed(ws)
+    age_files(ws)
+    [loaded] = load_manifests(write_manifest(ws, doc))
+    reconcile_index(loaded, store)
+    writes, resolved = [], []
+    monkeypatch.setattr(atomic, "write_hook", lambda op, path: writes.append((op, path.name)))
+    real = backends.get_backend
+    monkeypatch.setattr(backends, "get_backend", lambda kind: resolved.append(kind) or real(kind))
+    import controller.engine.backend as B
+    monkeypatch.setattr(B, "get_backend", backends.get_backend)
+    opens = Opens(monkeypatch)
+    again = reconcile_index(loaded, store)
+    assert (again.built, again.executed) == (0, [])
+    assert (writes, resolved) == ([], [])
+    vector_files = {"index.faiss", "norms.npy", "fixups.npz", "ids.json", "hashes.json"}
+    assert [p for p in opens.paths if Path(p).name in vector_files] == []
+    assert opens.of(ws) == []
