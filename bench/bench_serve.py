@@ -5,7 +5,7 @@ Flat cosine version built by `controller reconcile`; queries are the 300 test qu
 (queries.npy), cycled. A real `controller serve` process on a loopback port.
 
 Measured:
-  raw        faiss `index.search` of one query on the loaded index, in this process
+  raw        faiss `index.search` of one (normalised) query on the index the pool loaded, in this process
   pool       `engine.serving.search` (the `controller query` path: route, check the model, search),
              timed alternately with raw on the same queries (the machine's load moves both alike)
   serial     one HTTP client, one request at a time            -> served p50 - raw p50 (goal <= 2 ms)
@@ -166,18 +166,21 @@ def main() -> int:
 
     queries = np.load(SCIFACT / "vectors" / MODEL / "queries.npy").astype(np.float32)
     s = Store(store)
-    index = faiss.read_index(str(s.version_dir("scifact", "v1") / "index.faiss"))
     pool = VersionPool(s, ["scifact"])
     pool.refresh()
     routed = pool.routed("scifact")
     key = routed.versions["v1"].model_key
+    # raw searches the very index the pool loaded (a FAISS index, memory-mapped): a second copy read
+    # with faiss.read_index would compete with it for the CPU cache, and the ratio would measure that
+    index = routed.versions["v1"].index.index
+    assert isinstance(index, faiss.Index)
     # raw = what a caller of FAISS itself does for cosine: normalise the query, search the index
     raw, inproc = timed_pair(lambda q: index.search(q.reshape(1, -1) / np.linalg.norm(q), 10),
                              lambda q: search(routed, vector=q, model=key, k=10), queries, 3000)
     raw50, pool50 = pct(raw, 50), pct(inproc, 50)
     print(f"raw index.search        p50 {raw50:.3f} ms  p99 {pct(raw, 99):.3f} ms")
     print(f"in-process pool search  p50 {pool50:.3f} ms  p99 {pct(inproc, 99):.3f} ms  "
-          f"ratio {pool50 / raw50:.2f}x raw (goal <= 1.2x)")
+          f"ratio {pool50 / raw50:.2f}x raw (goal <= 1.1x)")
 
     bodies = [json.dumps({"vector": q.tolist(), "model": key, "k": 10, "key": f"user-{i}"}).encode()
               for i, q in enumerate(queries)]

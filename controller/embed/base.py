@@ -32,7 +32,11 @@ def fingerprint_key(fingerprint: dict[str, Any]) -> str:
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    if x.dtype.kind not in "fc":
+        x = x.astype(np.float64)  # as np.linalg.norm would
+    # what np.linalg.norm(x, axis=1, keepdims=True) computes, bit for bit, without its argument
+    # handling, which was most of the cost for the one-row query of a search
+    norms = np.sqrt(np.add.reduce(x * x, axis=1, keepdims=True))
     norms[norms == 0] = 1.0
     return (x / norms).astype(np.float32, copy=False)
 

@@ -21,7 +21,6 @@ import os
 import random
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Callable, NamedTuple
@@ -102,9 +101,10 @@ class LoadedVersion:
         scores, rows = self.index.search(vector, k)
         ids = self.ids
         # tolist(): plain ints and floats at once instead of a numpy scalar and a conversion per hit
-        return [Hit(ids[row], score, r + 1)
-                for r, (row, score) in enumerate(zip(np.asarray(rows[0]).tolist(), np.asarray(scores[0]).tolist()))
-                if row >= 0]
+        row_list, score_list = np.asarray(rows[0]).tolist(), np.asarray(scores[0]).tolist()
+        if -1 not in row_list:  # the rule: k results, no padding (row -1), built without a loop in Python
+            return list(map(Hit, [ids[row] for row in row_list], score_list, range(1, len(row_list) + 1)))
+        return [Hit(ids[row], score, r + 1) for r, (row, score) in enumerate(zip(row_list, score_list)) if row >= 0]
 
 
 def load_version(store: Store, name: str, version: str) -> LoadedVersion:
@@ -158,6 +158,12 @@ class SearchOutcome:
     k: int
 
 
+def request_id() -> str:
+    """32 random hex digits, unguessable (feedback names its request by it), as uuid4().hex was,
+    without building a UUID object per query."""
+    return os.urandom(16).hex()
+
+
 def validate_k(k: Any) -> int:
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
         raise InvalidInput(f"k must be an integer from 1 to {MAX_K}", field="k", value=k)
@@ -195,7 +201,7 @@ def search(routed: RoutedIndex, *, text: str | None = None, vector: Any = None, 
         exc.version, exc.role = version, role_of(routed.routing, version)  # lets the service attribute it
         raise
     hits = loaded.search(query, k)
-    return SearchOutcome(uuid.uuid4().hex, routed.name, version, role_of(routed.routing, version),
+    return SearchOutcome(request_id(), routed.name, version, role_of(routed.routing, version),
                          loaded.fingerprint, loaded.model_key, bucket(key) if key is not None else None,
                          hits, query, (time.perf_counter() - started) * 1000, k)
 
@@ -209,7 +215,7 @@ def search_version(routed: RoutedIndex, version: str, *, text: str | None = None
         raise NotReady(f"{routed.name}/{version} is not loaded")
     query = _query_vector(loaded, text, vector, model)
     hits = loaded.search(query, k)
-    return SearchOutcome(uuid.uuid4().hex, routed.name, version, role_of(routed.routing, version),
+    return SearchOutcome(request_id(), routed.name, version, role_of(routed.routing, version),
                          loaded.fingerprint, loaded.model_key, None, hits, query,
                          (time.perf_counter() - started) * 1000, k)
 

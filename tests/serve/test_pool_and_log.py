@@ -77,6 +77,43 @@ def test_search_validates_k_vector_and_model(fresh_store):
         pool.routed("nope")
 
 
+def test_routed_search_returns_the_exact_ranking_and_only_real_rows(fresh_store):
+    """The pool's fast path (a full result, no padding) gives what brute force gives; k beyond the
+    corpus returns every document once, ranked 1..n, no padding row."""
+    _, root = fresh_store
+    store = Store(root)
+    pool = VersionPool(store, ["quickstart"])
+    pool.refresh()
+    routed = pool.routed("quickstart")
+    loaded = routed.versions["v1"]
+    key = next(f"s{i}" for i in range(100) if search(routed, text="a", key=f"s{i}").version == "v1")
+    stored = np.asarray(loaded.index.vectors(), dtype=np.float64)
+    unit = stored / np.linalg.norm(stored, axis=1, keepdims=True)
+    query = np.random.default_rng(3).standard_normal(stored.shape[1]).astype(np.float32)
+    out = search(routed, vector=query, model=loaded.model_key, key=key, k=7)
+    exact = unit @ (query / np.linalg.norm(query))
+    order = np.argsort(-exact, kind="stable")[:7]
+    assert [h.id for h in out.hits] == [loaded.ids[i] for i in order]
+    assert [h.score for h in out.hits] == pytest.approx(exact[order].tolist(), abs=1e-5)
+    assert [h.rank for h in out.hits] == list(range(1, 8))
+    everything = search(routed, vector=query, model=loaded.model_key, key=key, k=MAX_K).hits
+    assert len(everything) == len(loaded.ids) < MAX_K  # padded to k by the backend, dropped here
+    assert sorted(h.id for h in everything) == sorted(loaded.ids)
+    assert [h.rank for h in everything] == list(range(1, len(loaded.ids) + 1))
+    for bad in (np.inf, -np.inf, np.nan):
+        vector = query.copy()
+        vector[5] = bad
+        with pytest.raises(InvalidInput, match="first at position 5"):
+            search(routed, vector=vector, model=loaded.model_key, key=key)
+
+
+def test_request_ids_are_random_hex():
+    from controller.engine.serving import request_id
+
+    ids = {request_id() for _ in range(1000)}
+    assert len(ids) == 1000 and all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+
+
 def test_an_index_without_a_version_is_not_ready_to_search(fresh_store):
     _, root = fresh_store
     (root / "indexes" / "empty").mkdir()
