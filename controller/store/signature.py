@@ -15,6 +15,9 @@ too. Directories are never trusted: their stat says nothing of their files.
 When the signature did change (a touch, a checkout, a racy file), the bytes are
 hashed and compared with the hashes recorded beside it (taken before the content
 was parsed): equal bytes still need no parse, no validation and no vector scan.
+
+A record that still vouches by its stat signature alone is kept as it is (only
+its takenNs would move): a no-op reconcile writes nothing and fsyncs nothing.
 """
 
 from __future__ import annotations
