@@ -113,7 +113,7 @@ def _search(index: faiss.Index, queries: np.ndarray, k: int, metric: Metric,
     else:
         scores = np.empty((queries.shape[0], 0), dtype=np.float32)
         rows = np.empty((queries.shape[0], 0), dtype=np.int64)
-    if (rows < 0).any():  # FAISS pads with its worst finite score; a full result (the rule) is kept as is
+    if -1 in rows:  # FAISS pads with row -1 and its worst finite score; a full result (the rule) is kept as is
         scores = np.where(rows >= 0, scores, -np.inf).astype(np.float32)
     if got < k:
         pad = k - got

@@ -37,6 +37,8 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
     # what np.linalg.norm(x, axis=1, keepdims=True) computes, bit for bit, without its argument
     # handling, which was most of the cost for the one-row query of a search
     norms = np.sqrt(np.add.reduce(x * x, axis=1, keepdims=True))
+    if norms.shape[0] == 1:  # a query: the zero test on the one norm, not a mask
+        return (x / norms if norms[0, 0] != 0 else x / 1.0).astype(np.float32, copy=False)
     norms[norms == 0] = 1.0
     return (x / norms).astype(np.float32, copy=False)
 

@@ -101,7 +101,7 @@ class LoadedVersion:
         scores, rows = self.index.search(vector, k)
         ids = self.ids
         # tolist(): plain ints and floats at once instead of a numpy scalar and a conversion per hit
-        row_list, score_list = np.asarray(rows[0]).tolist(), np.asarray(scores[0]).tolist()
+        row_list, score_list = rows[0].tolist(), scores[0].tolist()  # arrays, by the backend protocol
         if -1 not in row_list:  # the rule: k results, no padding (row -1), built without a loop in Python
             return list(map(Hit, [ids[row] for row in row_list], score_list, range(1, len(row_list) + 1)))
         return [Hit(ids[row], score, r + 1) for r, (row, score) in enumerate(zip(row_list, score_list)) if row >= 0]
