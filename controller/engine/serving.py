@@ -191,7 +191,10 @@ def search(routed: RoutedIndex, *, text: str | None = None, vector: Any = None, 
         raise InvalidInput("send exactly one of query (text) or vector", field="query", value=None)
     if text is not None and (not isinstance(text, str) or not text.strip()):
         raise InvalidInput("query must be non-empty text", field="query", value=None)
-    version = choose_version(routed.routing, key=key, draw=random.uniform(0, 100) if draw is None else draw)
+    position = bucket(key) if key is not None else None  # hashed once: routing and the outcome share it
+    version = choose_version(routed.routing, key=None,
+                             draw=position if position is not None else
+                             random.uniform(0, 100) if draw is None else draw)
     loaded = routed.versions.get(version) if version else None
     if loaded is None:
         raise NotReady(f"{routed.name} serves no version yet; run `controller reconcile` first")
@@ -202,8 +205,8 @@ def search(routed: RoutedIndex, *, text: str | None = None, vector: Any = None, 
         raise
     hits = loaded.search(query, k)
     return SearchOutcome(request_id(), routed.name, version, role_of(routed.routing, version),
-                         loaded.fingerprint, loaded.model_key, bucket(key) if key is not None else None,
-                         hits, query, (time.perf_counter() - started) * 1000, k)
+                         loaded.fingerprint, loaded.model_key, position, hits, query,
+                         (time.perf_counter() - started) * 1000, k)
 
 
 def search_version(routed: RoutedIndex, version: str, *, text: str | None = None, vector: Any = None,
