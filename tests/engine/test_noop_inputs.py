@@ -82,7 +82,10 @@ def test_noop_reconcile_opens_no_input_file(ws, store, monkeypatch, kind):
 
 
 def test_fresh_files_are_read_again_until_out_of_the_racy_window(ws, store, monkeypatch):
-    [loaded] = load_manifests(write_manifest(ws, manifest("v1")))  # data just written: racy
+    # data just written is racy; stamped a minute ahead it stays racy however slowly a loaded machine
+    # gets from writing it to taking the signature (which must happen within the one-second window)
+    age_files(ws, seconds=-60)
+    [loaded] = load_manifests(write_manifest(ws, manifest("v1")))
     reconcile_index(loaded, store)
     opens = Opens(monkeypatch)
     reconcile_index(loaded, store, dry_run=True)
