@@ -39,6 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Protocol, Sequence, runtime_checkable
 
+from controller.errors import BackendError
+
 if TYPE_CHECKING:  # numpy loads with the backend, not with `controller status`
     import numpy as np
 
@@ -198,3 +200,25 @@ class VectorBackend(Protocol):
     def set_alias(self, index: str, version: str | None) -> None:
         """Atomically point the native alias at ``version`` (None removes it)."""
         ...
+
+
+def check_chunk(backend: str, target: str, dim: int, vectors: np.ndarray, first_row: int,
+                ids: Sequence[str] | None = None, content_hashes: Sequence[str] | None = None) -> np.ndarray:
+    """A chunk for ``VersionWriter.add`` as float32 rows, or BackendError naming what does not fit.
+
+    ``target`` names where the rows go (a table, a collection) and ``first_row`` is the row number of
+    the chunk's first vector, so a message points at the bad row of the whole version.
+    """
+    import numpy as np
+
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if vectors.ndim != 2 or vectors.shape[1] != dim:
+        raise BackendError(backend, f"vectors of shape {vectors.shape} do not fit {target} ({dim} dimensions)",
+                           setting="spec.model.dim")
+    for name, extra in (("ids", ids), ("content_hashes", content_hashes)):
+        if extra is not None and len(extra) != len(vectors):
+            raise BackendError(backend, f"{len(extra)} {name} for {len(vectors)} vectors", setting=name)
+    if not np.isfinite(vectors).all():
+        bad = int(np.argwhere(~np.isfinite(vectors))[0][0]) + first_row
+        raise BackendError(backend, f"row {bad} holds NaN or infinity, which {target} refuses", setting="vectors")
+    return vectors
