@@ -165,6 +165,33 @@ class RowSharing(Protocol):
 
 
 @runtime_checkable
+class InPlaceUpdate(Protocol):
+    """Two more methods of a backend whose ``capabilities.in_place_update`` is true.
+
+    An in-place refresh under the same model: the refreshed version is ``base`` without the rows
+    that were removed or changed, plus the vectors of the new and changed documents, made by
+    removing and adding rows (no training, no re-adding of the rows kept). Its rows are
+    ``keep_rows`` of ``base`` (ascending, renumbered 0..k-1 in that order) followed by the new
+    vectors (rows k..). ``base`` is not changed: it stays servable until the alias moves.
+    """
+
+    def in_place_blocker(self, settings: BackendSettings, base: VersionRef) -> str | None:
+        """Why ``base`` (built with ``settings``) cannot be refreshed in place, or None when it can."""
+        ...
+
+    def refresh_version(self, ref: VersionRef, settings: BackendSettings, base: VersionRef,
+                        keep_rows: np.ndarray, vectors: np.ndarray, *, ids: Sequence[str],
+                        content_hashes: Sequence[str]) -> None:
+        """Write ``ref`` as ``base``'s ``keep_rows`` plus ``vectors``; durable when it returns.
+
+        ``ids``/``content_hashes`` are those of every row of the refreshed version (kept then new).
+        Like a writer's ``finish``: nothing is visible before the store (or the backend's state
+        mark) publishes the version; a crash leaves a partial version ``list_versions`` reports.
+        """
+        ...
+
+
+@runtime_checkable
 class VectorBackend(Protocol):
     """One kind of vector store. Instances are cheap; connections are made lazily and reused."""
 
