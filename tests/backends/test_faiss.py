@@ -225,7 +225,7 @@ def refreshed(tmp_path: Path, x: np.ndarray, keep: np.ndarray, new: np.ndarray, 
 
 
 @pytest.mark.parametrize("metric", ["cosine", "ip", "l2"])
-@pytest.mark.parametrize("factory", ["Flat", "IVF8,Flat", "IVF8,PQ4", "SQ8"])
+@pytest.mark.parametrize("factory", ["Flat", "IVF8,Flat", "IVF8,PQ4x4", "SQ8"])
 def test_refresh_in_place_equals_a_rebuild_of_the_final_rows(tmp_path: Path, factory: str, metric: str) -> None:
     """Kept rows renumbered in order, new rows appended: answers and raw vectors of a rebuild, bit for bit."""
     x, new = raw(600), raw(120, seed=1)
