@@ -294,3 +294,36 @@ def test_a_refreshed_version_is_not_taken_for_corpus_order_by_a_later_build(ws, 
     r2 = dict(zip(store.ids("qs", "v1.r2"), B.stored_vectors(store, "qs", "v1.r2")))
     assert store.meta("qs", "v2")["build"]["embedded"] == 0
     assert all(np.array_equal(v2[i], r2[i]) for i in r2)
+
+
+@pytest.mark.parametrize("compare", ["changed", "all"])
+def test_corpus_drift_of_the_new_documents_turns_a_trained_refresh_into_a_full_build(ws, store, counted, compare):
+    gates = [{"metric": "ndcg@10", "min": 0.2, "maxDrop": 0.3}]
+    drift = {"metrics": [{"metric": "cosineShift", "max": 1e-9}], "retrain": True, "compare": compare}
+    doc = manifest("v1", factory="IVF4,Flat", reembed=IN_PLACE, gates=gates,
+                   checks={**manifest("v1", gates=gates)["spec"]["checks"], "corpusDrift": drift})
+    apply(ws, doc, store)
+    edit_corpus(ws, add=20, delete=10, change=2)
+    counted["build"].clear()
+    result = apply(ws, doc, store)
+    assert result.plan.actions[0].kind == "refresh"  # planned in place; the drift is measured on execution
+    meta = store.meta("qs", "v1.r2")
+    assert "refresh" not in meta and meta["corpusDrift"]["assessment"]["retrain"]
+    assert meta["corpusDrift"]["compared"] == (22 if compare == "changed" else meta["corpus"]["documents"])
+    assert "train" in counted["build"]  # retrained on the new corpus, as corpusDrift.retrain asks
+    assert store.routing("qs").stable == "v1.r2"
+
+
+def test_no_corpus_drift_keeps_the_refresh_in_place_and_records_the_training_it_kept(ws, store, counted):
+    gates = [{"metric": "ndcg@10", "min": 0.2, "maxDrop": 0.3}]
+    drift = {"metrics": [{"metric": "cosineShift", "max": 10.0}], "retrain": True}
+    doc = manifest("v1", factory="IVF4,Flat", reembed=IN_PLACE, gates=gates,
+                   checks={**manifest("v1", gates=gates)["spec"]["checks"], "corpusDrift": drift})
+    apply(ws, doc, store)
+    edit_corpus(ws, add=20, delete=10, change=2)
+    counted["build"].clear()
+    apply(ws, doc, store)
+    meta = store.meta("qs", "v1.r2")
+    assert meta["refresh"]["added"] == 20 and counted["build"] == []
+    assert meta["corpusDrift"]["trainedOn"] == "v1" and meta["corpusDrift"]["compared"] == 22
+    assert not meta["corpusDrift"]["assessment"]["drifted"]
