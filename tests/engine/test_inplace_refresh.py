@@ -333,3 +333,16 @@ def test_no_corpus_drift_keeps_the_refresh_in_place_and_records_the_training_it_
     assert meta["refresh"]["added"] == 20 and counted["build"] == []
     assert meta["corpusDrift"]["trainedOn"] == "v1" and meta["corpusDrift"]["compared"] == 22
     assert not meta["corpusDrift"]["assessment"]["drifted"]
+
+
+def test_deleting_only_embeds_nothing_and_removes_the_rows(ws, store, counted):
+    doc = manifest("v1", reembed=IN_PLACE)
+    apply(ws, doc, store)
+    edit = edit_corpus(ws, add=0, delete=5, change=0)
+    counted["texts"].clear()
+    result = apply(ws, doc, store)
+    assert [a.kind for a in result.executed] == ["refresh", "check", "promote"]
+    assert counted["texts"] == [] and result.embedded == 0
+    ids = store.ids("qs", "v1.r2")
+    assert not set(ids) & edit["deleted"] and len(ids) == len(store.ids("qs", "v1")) - 5
+    assert "+0 added, 0 changed, -5 removed" in store.journal("qs")[-1]["message"]
