@@ -346,3 +346,24 @@ def test_deleting_only_embeds_nothing_and_removes_the_rows(ws, store, counted):
     ids = store.ids("qs", "v1.r2")
     assert not set(ids) & edit["deleted"] and len(ids) == len(store.ids("qs", "v1")) - 5
     assert "+0 added, 0 changed, -5 removed" in store.journal("qs")[-1]["message"]
+
+
+def test_the_search_service_picks_up_a_refresh_like_an_alias_switch(ws, store):
+    from controller.engine.serving import VersionPool, search
+
+    doc = manifest("v1", reembed=IN_PLACE)
+    apply(ws, doc, store)
+    pool = VersionPool(store)
+    pool.refresh()
+    edit = edit_corpus(ws, add=5, delete=3, change=0)
+    added = sorted(edit["added"])[0]
+    new_doc = next(json.loads(l) for l in (ws / "data" / "corpus.jsonl").read_text().splitlines()
+                 if json.loads(l)["id"] == added)
+    query = f"{new_doc['title']} {new_doc['text']}"
+    before = search(pool.routed("qs"), text=query, k=5)
+    assert before.version == "v1" and added not in [h.id for h in before.hits]
+    apply(ws, doc, store)
+    assert pool.refresh()  # the routing record changed: the refreshed version is loaded and routed
+    after = search(pool.routed("qs"), text=query, k=5)
+    assert after.version == "v1.r2" and after.hits[0].id == added
+    assert not set(h.id for h in after.hits) & edit["deleted"]
