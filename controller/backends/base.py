@@ -75,7 +75,8 @@ class BackendSettings:
 class Capabilities:
     """What the engine may ask for beyond the protocol's minimum."""
 
-    #: ``remove``/``add`` by row on a finished version (in-place refresh under the same model).
+    #: a refreshed version made from a finished one by removing and adding rows (InPlaceUpdate):
+    #: an in-place refresh under the same model (spec.reembed.refresh: inPlace)
     in_place_update: bool = False
     #: the built structure can be refilled without training again (IVF/PQ reuse on corpus drift).
     reusable_training: bool = False
