@@ -447,7 +447,6 @@ def _refresh(action: Action, obs: Observation, loaded: LoadedManifest, store: St
         trained_on = (base_meta.get("corpusDrift") or {}).get("trainedOn") or base
         meta["corpusDrift"] = {**corpus_drift.to_dict(), "trainedOn": trained_on}
     B.delete_partial_versions(store, loaded.name, spec)  # what a crashed build or refresh left in the backend
-    begun = time.monotonic()
     F.write_refreshed(store, loaded.name, action.version, spec, base, changes, fresh, ids, hashes, meta,
                       _query_files(loaded))
     result.built += 1
@@ -455,7 +454,7 @@ def _refresh(action: Action, obs: Observation, loaded: LoadedManifest, store: St
     hooks.on_transition(loaded.name, {"event": "RefreshedInPlace", "version": action.version, "from": base,
                                       "added": changes.added, "changed": changes.changed,
                                       "removed": changes.removed, "embedded": done.stats.embedded,
-                                      "seconds": round(time.monotonic() - begun, 3)})
+                                      "seconds": meta["build"]["buildSeconds"]})
 
 
 def _refresh_corpus_drift(store: Store, loaded: LoadedManifest, base: str, changes: Any, fresh: np.ndarray,

@@ -8,6 +8,7 @@ refreshes since its last full build) and writes the refreshed version through th
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from typing import Any, cast
 
@@ -104,8 +105,10 @@ def write_refreshed(store: Store, name: str, version: str, spec: Any, base: str,
     base_ref = B.version_ref(store, name, base)
 
     def fill(location: Any) -> None:
+        begun = time.monotonic()
         ref = B.new_version_ref(name, version, spec, location)
         backend.refresh_version(ref, settings, base_ref, np.asarray(changes.keep, dtype=np.int64), fresh,
                                 ids=ids, content_hashes=hashes)
+        meta["build"]["buildSeconds"] = round(time.monotonic() - begun, 3)  # meta.json is written last
 
     store.write_version(name, version, fill=fill, ids=ids, hashes=hashes, meta=meta, extra_files=extra_files)
