@@ -40,6 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Protocol, Sequence, runtime_checkable
 
+from controller.errors import BackendError
+
 if TYPE_CHECKING:  # numpy loads with the backend, not with `controller status`
     import numpy as np
 
@@ -74,7 +76,8 @@ class BackendSettings:
 class Capabilities:
     """What the engine may ask for beyond the protocol's minimum."""
 
-    #: ``remove``/``add`` by row on a finished version (in-place refresh under the same model).
+    #: a refreshed version made from a finished one by removing and adding rows (InPlaceUpdate):
+    #: an in-place refresh under the same model (spec.reembed.refresh: inPlace)
     in_place_update: bool = False
     #: the built structure can be refilled without training again (IVF/PQ reuse on corpus drift).
     reusable_training: bool = False
@@ -168,6 +171,33 @@ class RowSharing(Protocol):
 
 
 @runtime_checkable
+class InPlaceUpdate(Protocol):
+    """Two more methods of a backend whose ``capabilities.in_place_update`` is true.
+
+    An in-place refresh under the same model: the refreshed version is ``base`` without the rows
+    that were removed or changed, plus the vectors of the new and changed documents, made by
+    removing and adding rows (no training, no re-adding of the rows kept). Its rows are
+    ``keep_rows`` of ``base`` (ascending, renumbered 0..k-1 in that order) followed by the new
+    vectors (rows k..). ``base`` is not changed: it stays servable until the alias moves.
+    """
+
+    def in_place_blocker(self, settings: BackendSettings, base: VersionRef) -> str | None:
+        """Why ``base`` (built with ``settings``) cannot be refreshed in place, or None when it can."""
+        ...
+
+    def refresh_version(self, ref: VersionRef, settings: BackendSettings, base: VersionRef,
+                        keep_rows: np.ndarray, vectors: np.ndarray, *, ids: Sequence[str],
+                        content_hashes: Sequence[str]) -> None:
+        """Write ``ref`` as ``base``'s ``keep_rows`` plus ``vectors``; durable when it returns.
+
+        ``ids``/``content_hashes`` are those of every row of the refreshed version (kept then new).
+        Like a writer's ``finish``: nothing is visible before the store (or the backend's state
+        mark) publishes the version; a crash leaves a partial version ``list_versions`` reports.
+        """
+        ...
+
+
+@runtime_checkable
 class VectorBackend(Protocol):
     """One kind of vector store. Instances are cheap; connections are made lazily and reused."""
 
@@ -203,3 +233,25 @@ class VectorBackend(Protocol):
     def set_alias(self, index: str, version: str | None) -> None:
         """Atomically point the native alias at ``version`` (None removes it)."""
         ...
+
+
+def check_chunk(backend: str, target: str, dim: int, vectors: np.ndarray, first_row: int,
+                ids: Sequence[str] | None = None, content_hashes: Sequence[str] | None = None) -> np.ndarray:
+    """A chunk for ``VersionWriter.add`` as float32 rows, or BackendError naming what does not fit.
+
+    ``target`` names where the rows go (a table, a collection) and ``first_row`` is the row number of
+    the chunk's first vector, so a message points at the bad row of the whole version.
+    """
+    import numpy as np
+
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if vectors.ndim != 2 or vectors.shape[1] != dim:
+        raise BackendError(backend, f"vectors of shape {vectors.shape} do not fit {target} ({dim} dimensions)",
+                           setting="spec.model.dim")
+    for name, extra in (("ids", ids), ("content_hashes", content_hashes)):
+        if extra is not None and len(extra) != len(vectors):
+            raise BackendError(backend, f"{len(extra)} {name} for {len(vectors)} vectors", setting=name)
+    if not np.isfinite(vectors).all():
+        bad = int(np.argwhere(~np.isfinite(vectors))[0][0]) + first_row
+        raise BackendError(backend, f"row {bad} holds NaN or infinity, which {target} refuses", setting="vectors")
+    return vectors

@@ -428,6 +428,53 @@ def _root_rows(location: Path, base_rows: np.ndarray) -> np.ndarray | None:
     return np.asarray(base_rows, dtype=np.int64)
 
 
+def _update_blocker(index: faiss.Index, factory: str) -> str | None:
+    """Why FAISS cannot remove rows from this index type in place, or None when it can."""
+    if isinstance(faiss.downcast_index(index), faiss.IndexFlatCodes):
+        return None
+    try:
+        faiss.extract_index_ivf(index)
+        return None
+    except RuntimeError:
+        pass
+    if isinstance(faiss.downcast_index(index), faiss.IndexHNSW):
+        return f"FAISS {factory} is an HNSW graph, which cannot remove vectors (IndexHNSW has no remove_ids)"
+    return f"FAISS {factory} ({type(faiss.downcast_index(index)).__name__}) cannot remove vectors by id"
+
+
+def _kept_rows(keep_rows: np.ndarray, ntotal: int) -> np.ndarray:
+    keep = np.asarray(keep_rows, dtype=np.int64).reshape(-1)
+    if keep.size and (keep[0] < 0 or keep[-1] >= ntotal or (np.diff(keep) <= 0).any()):
+        raise StoreError(f"rows to keep must be ascending rows of the base index (0..{ntotal - 1})")
+    return keep
+
+
+def _relabel(invlists: faiss.InvertedLists, old_to_new: np.ndarray) -> None:
+    """Every entry's label through ``old_to_new``, in the lists' own memory (no codes touched)."""
+    invlists = faiss.downcast_InvertedLists(invlists)
+    for list_no in range(invlists.nlist):
+        size = invlists.list_size(list_no)
+        if size:
+            labels = faiss.rev_swig_ptr(invlists.get_ids(list_no), size)
+            labels[:] = old_to_new[labels]
+
+
+def _refreshed_rescaler(base: Path, old_to_new: np.ndarray, keep: np.ndarray, dim: int, raw: np.ndarray,
+                        prepared: np.ndarray) -> _Rescaler:
+    """The base's norms and fixups of the kept rows (moved to their new rows), then the new rows'."""
+    rescaler = _Rescaler()
+    rescaler.norms.append(np.load(base / NORMS_FILE)[keep])
+    with np.load(base / FIXUPS_FILE) as fixups:
+        positions, values = fixups["positions"], fixups["values"]
+    rows = old_to_new[positions // dim]
+    kept = rows >= 0
+    rescaler.positions.append(rows[kept] * dim + positions[kept] % dim)
+    rescaler.values.append(values[kept])
+    rescaler.offset = keep.shape[0] * dim
+    rescaler.add(raw, prepared)
+    return rescaler
+
+
 def _read_index(path: Path) -> tuple[faiss.Index, bool]:
     """Memory-map when the index type supports it, so pages are shared and loading copies nothing.
 
@@ -449,7 +496,7 @@ class FaissBackend:
     """FAISS files in the store's version directories; the store's routing record is the alias."""
 
     type: ClassVar[str] = "faiss"
-    capabilities: ClassVar[Capabilities] = Capabilities(in_place_update=False, reusable_training=True,
+    capabilities: ClassVar[Capabilities] = Capabilities(in_place_update=True, reusable_training=True,
                                                         exact=False, shares_rows=True, native_alias=False)
 
     def validate(self, settings: BackendSettings, dim: int, metric: Metric) -> None:
@@ -506,6 +553,59 @@ class FaissBackend:
         prefix = BASE if (base.location / ROWS_FILE).is_file() else ""
         return SharingWriter(ref, {name: base.location / (prefix + name) for name in (INDEX_FILE, NORMS_FILE,
                                                                                       FIXUPS_FILE)}, root_rows)
+
+    def in_place_blocker(self, settings: BackendSettings, base: VersionRef) -> str | None:
+        """Flat-code indexes (Flat, SQ, PQ) and IVF indexes remove and add rows; graphs cannot."""
+        factory = factory_of(settings)
+        why = _update_blocker(_new_index(base.dim, factory, base.metric), factory)
+        if why is not None:
+            return why
+        if base.location is None or not (base.location / INDEX_FILE).is_file():
+            return f"{base.version} has no FAISS index file to start from"
+        if (base.location / ROWS_FILE).is_file():
+            return (f"{base.version} is a revision sharing rows with an earlier version (docs/backends.md): "
+                    "it is rebuilt once as a full index, which later refreshes update in place")
+        return None
+
+    def refresh_version(self, ref: VersionRef, settings: BackendSettings, base: VersionRef,
+                        keep_rows: np.ndarray, vectors: np.ndarray, *, ids: Sequence[str],
+                        content_hashes: Sequence[str]) -> None:
+        """A private copy of ``base``'s index with rows removed and added, written into ``ref.location``.
+
+        ``base``'s files are only read: the new files go into the store's staging directory, which the
+        store renames into place (so the serving files are never changed on disk, and an interrupted
+        refresh leaves a staging directory that recovery removes).
+        """
+        del ids, content_hashes  # the store's ids.json/hashes.json are the record for FAISS
+        assert ref.location is not None and base.location is not None
+        why = self.in_place_blocker(settings, base)
+        if why is not None:
+            raise StoreError(f"{ref.index}/{ref.version}: cannot refresh {base.version} in place: {why}")
+        raw = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, ref.dim)
+        index = faiss.read_index(str(base.location / INDEX_FILE))  # read fully: a memory map is read-only
+        keep = _kept_rows(keep_rows, int(index.ntotal))
+        old_to_new = np.full(int(index.ntotal), -1, dtype=np.int64)
+        old_to_new[keep] = np.arange(keep.shape[0])
+        removed = np.flatnonzero(old_to_new < 0)
+        if removed.size:
+            index.remove_ids(faiss.IDSelectorBatch(removed))
+        prepared = _prepare(raw, ref.metric)
+        try:
+            ivf = faiss.extract_index_ivf(index)
+        except RuntimeError:
+            ivf = None  # flat codes: remove_ids compacted the rows in order, add appends
+        if ivf is not None:  # inverted lists keep each entry's label: renumber the kept ones to 0..k-1
+            _relabel(ivf.invlists, old_to_new)
+            index.add_with_ids(prepared, np.arange(keep.shape[0], keep.shape[0] + raw.shape[0], dtype=np.int64))
+        else:
+            index.add(prepared)
+        atomic.make_dirs(ref.location)
+        if not _stores_vectors(index):  # the index holds no exact copy: vectors.npy does
+            old = np.load(base.location / VECTORS_FILE, mmap_mode="r")
+            atomic.write_npy(ref.location / VECTORS_FILE, np.concatenate([old[keep], raw]))
+        elif ref.metric == "cosine":
+            _refreshed_rescaler(base.location, old_to_new, keep, ref.dim, raw, prepared).write(ref.location)
+        atomic.write_with(ref.location / INDEX_FILE, lambda path: faiss.write_index(index, str(path)))
 
     def open_version(self, ref: VersionRef) -> FaissVersion | SharedVersion:
         if ref.location is None or not (ref.location / INDEX_FILE).is_file():

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from controller.backends.base import BackendSettings, Capabilities, Metric, VersionRef
+from controller.backends.base import BackendSettings, Capabilities, Metric, VersionRef, check_chunk
 from controller.errors import BackendError, InvalidInput, NotFound
 
 if TYPE_CHECKING:
@@ -514,13 +514,8 @@ class PgvectorWriter:
 
     def add(self, vectors: np.ndarray, *, ids: Sequence[str] | None = None,
             content_hashes: Sequence[str] | None = None) -> None:
-        vectors = np.asarray(vectors)
-        if vectors.ndim != 2 or vectors.shape[1] != self.ref.dim:
-            raise BackendError(NAME, f"vectors of shape {vectors.shape} do not fit {self.table} "
-                               f"(vector({self.ref.dim}))", setting="spec.model.dim")
-        for name, extra in (("ids", ids), ("content_hashes", content_hashes)):
-            if extra is not None and len(extra) != len(vectors):
-                raise BackendError(NAME, f"{len(extra)} {name} for {len(vectors)} vectors", setting=name)
+        vectors = check_chunk(NAME, f"pgvector table {self.table}", self.ref.dim, vectors, self.rows, ids,
+                              content_hashes)
         for start in range(0, len(vectors), COPY_BATCH):
             stop = min(start + COPY_BATCH, len(vectors))
             self._copy(vectors[start:stop], None if ids is None else ids[start:stop],
@@ -528,10 +523,6 @@ class PgvectorWriter:
 
     def _copy(self, vectors: np.ndarray, ids, hashes) -> None:
         n = len(vectors)
-        if not np.isfinite(vectors).all():
-            bad = int(np.argwhere(~np.isfinite(vectors))[0][0]) + self.rows
-            raise BackendError(NAME, f"row {bad} holds NaN or infinity, which pgvector refuses",
-                               setting="vectors")
         columns = ["row", "embedding"]
         if ids is None and hashes is None:
             rec = np.empty(n, dtype=self._record)

@@ -28,7 +28,7 @@ from typing import Any, ClassVar, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from controller.backends.base import BackendSettings, Capabilities, Metric, VersionRef
+from controller.backends.base import BackendSettings, Capabilities, Metric, VersionRef, check_chunk
 from controller.errors import BackendError, InvalidInput, NotFound
 
 NAME = "qdrant"
@@ -378,13 +378,8 @@ class QdrantWriter:
     def add(self, vectors: np.ndarray, *, ids: Sequence[str] | None = None,
             content_hashes: Sequence[str] | None = None) -> None:
         _, models = _qdrant()
-        vectors = np.asarray(vectors, dtype=np.float32)
-        if vectors.ndim != 2 or vectors.shape[1] != self.ref.dim:
-            raise BackendError(NAME, f"vectors of shape {vectors.shape} do not fit collection {self.name} "
-                               f"({self.ref.dim} dimensions)", setting="spec.model.dim")
-        if not np.isfinite(vectors).all():
-            bad = int(np.argwhere(~np.isfinite(vectors))[0][0]) + self.rows
-            raise BackendError(NAME, f"row {bad} holds NaN or infinity", setting="vectors")
+        vectors = check_chunk(NAME, f"Qdrant collection {self.name}", self.ref.dim, vectors, self.rows, ids,
+                              content_hashes)
         norms = np.linalg.norm(vectors, axis=1)
         for start in range(0, len(vectors), UPLOAD_BATCH):
             stop = min(start + UPLOAD_BATCH, len(vectors))

@@ -26,6 +26,7 @@ from typing import Any, Iterable, Mapping
 from dataclasses import replace
 
 from controller.core import reasons as R
+from controller.core import refresh as F
 from controller.core import steps as S
 from controller.core.types import Action, Desired, Observed, Plan, VersionInfo
 from controller.manifest.providers import capabilities
@@ -46,6 +47,9 @@ def plan(desired: Desired, observed: Observed, now: float = 0.0) -> Plan:
     target = _target(desired, observed)
     if target is None:
         version_id = next_version_id(desired.label, observed.versions)
+        refreshed = _refresh_serving(desired, observed, version_id, now)
+        if refreshed is not None:
+            return _with_gc(refreshed, desired, observed, version_id)
         actions = [_build(desired, observed, version_id), _check(version_id, observed, desired)]
         more, rollout = _rollout(desired, observed, version_id, if_gates_pass=True, now=now)
         return _with_gc(Plan(desired.name, tuple(actions + more), target=version_id, rollout=rollout),
@@ -228,6 +232,37 @@ def _build(desired: Desired, observed: Observed, version_id: str) -> Action:
                   f"build {version_id} ({desired.factory}, {desired.metric}): {why}; {verb} "
                   f"{observed.to_embed} of {observed.documents} documents{source}",
                   embed=observed.to_embed, reuse=reused, label=desired.label)
+
+
+def _refresh_serving(desired: Desired, observed: Observed, version_id: str, now: float) -> Plan | None:
+    """The corpus of the serving version changed and spec.reembed.refresh is inPlace: refresh it in
+    place (or rebuild it, saying why), check it, and switch the alias to it if the gates pass.
+
+    No rollout: the model and the index version are the ones serving, only documents changed. None
+    when the manifest does not ask for in-place refreshes or another version is being rolled out.
+    """
+    routing = observed.routing
+    stable = next((v for v in observed.versions if v.id == routing.stable), None)
+    decision = F.decide(desired.refresh, label=desired.label, stable=routing.stable,
+                        stable_label=stable.label if stable else None, stable_stale=bool(stable and stable.stale),
+                        candidate=routing.candidate, facts=observed.refresh, now=now)
+    if decision is None or stable is None or stable.label != desired.label or routing.candidate is not None:
+        return None
+    facts = observed.refresh
+    if decision.in_place:
+        first = Action("refresh", version_id, decision.reason, (
+            f"{decision.message}; embed {facts.added + facts.changed} new or changed documents into {version_id}"),
+            embed=facts.added + facts.changed, reuse=facts.kept, baseline=stable.id, label=desired.label)
+        what = f"{stable.id} refreshed in place ({facts.counts()})"
+    else:
+        built = _build(desired, observed, version_id)
+        first = replace(built, reason=decision.reason if decision.reason == R.REBUILD_DUE else built.reason,
+                        message=f"{built.message}; {decision.message}")
+        what = f"{stable.id} rebuilt on the changed corpus"
+    promote = Action("promote", version_id, decision.reason,
+                     f"switch alias {desired.alias} from {stable.id} to {version_id}: {what}", weight=100,
+                     baseline=stable.id, if_gates_pass=True)
+    return Plan(desired.name, (first, _check(version_id, observed, desired), promote), target=version_id)
 
 
 def _check(version_id: str, observed: Observed, desired: Desired) -> Action:

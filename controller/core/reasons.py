@@ -34,3 +34,5 @@ RESUMED = "Resumed"
 CORPUS_SHRANK = "CorpusShrank"
 ANALYSIS_LOOK = "AnalysisLook"  # an online analysis was looked at; no step transition
 ROLLOUT_ABORTED = "RolloutAborted"  # a stepped rollout was aborted (operator, online gates, timeout)
+REFRESHED_IN_PLACE = "RefreshedInPlace"  # same model, corpus changed: rows removed/added in the serving index
+REBUILD_DUE = "RebuildDue"  # spec.reembed.rebuildAfter reached: the corpus change is a full rebuild instead

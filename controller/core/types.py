@@ -79,6 +79,7 @@ class Desired:
     retrain_stale: bool = False  # spec.checks.corpusDrift.retrain: rebuild a stale trained index
     steps: tuple[dict[str, Any], ...] | None = None  # spec.rollout.steps as written; None: percentage rules
     confirm: bool = False  # spec.rollout.confirm: a webhook holds the final promotion
+    refresh: Any = None  # core.refresh.RefreshPolicy: spec.reembed.refresh/rebuildAfter (None: rebuild)
 
 
 @dataclass(frozen=True)
@@ -97,11 +98,13 @@ class Observed:
     rollout: Any = None  # core.steps.RolloutState of the current or last stepped rollout
     step_verdict: Any = None  # core.steps.Verdict measured for the current step when a look was due
     confirmed: bool | None = None  # the confirm webhook's answer when it was asked
+    refresh: Any = None  # core.refresh.RefreshFacts: the stable version vs the corpus, when observed
 
 
 # rollback: the stable goes back to being a candidate at `weight` beside `baseline` (its previous stable)
 # step: a rollout step transition (routing + step state + journal); stepState: an analysis look (state only)
-ActionKind = Literal["build", "check", "setWeight", "promote", "abort", "rollback", "delete", "step", "stepState"]
+# refresh: a new revision made from the stable version by removing and adding rows (core/refresh.py)
+ActionKind = Literal["build", "refresh", "check", "setWeight", "promote", "abort", "rollback", "delete", "step", "stepState"]
 
 
 @dataclass(frozen=True)

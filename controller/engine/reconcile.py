@@ -27,7 +27,8 @@ from controller.embed.base import check_finite
 from controller.errors import CheckError, ControllerError, EmbedError, InvalidInput, StalePlan
 from controller.engine import backend as B
 from controller.engine.checks import run_checks
-from controller.engine.drift import corpus_drift_for_build, version_writer
+from controller.engine.drift import corpus_drift_for_build, measure_corpus_drift, version_writer
+from controller.engine import refresh as F
 from controller.engine import rollout
 from controller.engine.journal import journal_record
 from controller.engine.embedding import CacheStats, embed_documents, gc_embedding_cache
@@ -102,7 +103,7 @@ def desired_of(loaded: LoadedManifest) -> Desired:
                    retrain_stale=bool(s.checks.corpus_drift and s.checks.corpus_drift.retrain),
                    steps=(tuple(step.model_dump(mode="json", by_alias=True) for step in s.rollout.steps)
                           if s.rollout.steps is not None else None),
-                   confirm=s.rollout.confirm is not None)
+                   confirm=s.rollout.confirm is not None, refresh=F.policy_of(s))
 
 
 def observe(loaded: LoadedManifest, store: Store, previous: Observation | None = None) -> Observation:
@@ -117,6 +118,8 @@ def observe(loaded: LoadedManifest, store: Store, previous: Observation | None =
     routing = effective_routing(store, loaded)
     inputs = signature.take(loaded.paths)
     known = _known_inputs(loaded, store, inputs, versions, previous)
+    if known is not None and known[0] is None and F.wants_facts(desired, versions, routing, known[1]):
+        known = None  # an in-place refresh is planned from the documents that changed: read the corpus
     if known is not None:
         corpus, digest, documents, reuse_from, to_embed, rows = known
     else:
@@ -135,7 +138,9 @@ def observe(loaded: LoadedManifest, store: Store, previous: Observation | None =
     observed = Observed(versions=versions, routing=routing, corpus_digest=digest,
                         documents=documents, to_embed=to_embed, reuse_from=reuse_from,
                         previous_stable=previous_stable_newest_first(store.journal_newest_first(loaded.name),
-                                                                     routing.stable, {v.id: v.label for v in versions}))
+                                                                     routing.stable, {v.id: v.label for v in versions}),
+                        refresh=F.observe_refresh(store, loaded.name, loaded.manifest.spec, desired, versions,
+                                                  routing, corpus))
     return Observation(desired, observed, corpus, rows, inputs)
 
 
@@ -221,8 +226,9 @@ def _reuse_source(store: Store, loaded: LoadedManifest, corpus: Corpus, versions
     if not same:
         return None, None
     source = max(same, key=lambda v: v.created)
-    if source.corpus_digest == corpus.digest:
+    if source.corpus_digest == corpus.digest and "refresh" not in store.meta(loaded.name, source.id):
         # the digest covers every (id, hash) in order: row i is document i, no need to read the files
+        # (not so after an in-place refresh: its rows are the kept ones, then the new documents)
         # (the re-plan after every build lands here: the version just built is the source)
         return source.id, np.arange(len(corpus), dtype=np.int64)
     old_ids = store.ids(loaded.name, source.id)
@@ -304,6 +310,9 @@ def _execute(plan: Plan, obs: Observation, loaded: LoadedManifest, store: Store,
         if action.kind == "build":
             obs = full_observation(obs, loaded, store)
             _build(action, obs, loaded, store, hooks, result)
+        elif action.kind == "refresh":
+            obs = full_observation(obs, loaded, store)
+            _refresh(action, obs, loaded, store, hooks, result)
         elif action.kind == "check":
             report = _run_checks(store, loaded, action)
             result.reports.append(report)
@@ -338,7 +347,9 @@ def _build(action: Action, obs: Observation, loaded: LoadedManifest, store: Stor
     def fill(location: Path) -> None:
         begun = time.monotonic()
         ref = B.new_version_ref(loaded.name, action.version, spec, location)
-        shared = (obs.observed.reuse_from, obs.reuse_rows) if obs.reuse_rows is not None else None
+        # in-place refreshes start from a full index: no revision sharing rows under them
+        shared = ((obs.observed.reuse_from, obs.reuse_rows)
+                  if obs.reuse_rows is not None and obs.desired.refresh is None else None)
         writer = version_writer(store, loaded, corpus_drift, ref, settings, shared)
         try:
             _add_rows(writer, vectors, corpus.ids, corpus.hashes, hooks.progress("building"))
@@ -379,6 +390,86 @@ def _build(action: Action, obs: Observation, loaded: LoadedManifest, store: Stor
     result.embedded += embedded
     hooks.on_transition(loaded.name, {"event": "ShadowBuilt", "version": action.version,
                                       "documents": len(corpus), "embedded": embedded, "cache": cache})
+
+
+def _refresh(action: Action, obs: Observation, loaded: LoadedManifest, store: Store, hooks: Hooks,
+             result: IndexResult) -> None:
+    """A revision of the stable version made by removing and adding rows (core/refresh.py decided).
+
+    Only the new and changed documents are embedded (through the cache); nothing is trained and the
+    kept rows are not added again. Corpus drift of those documents on a trained index turns it into
+    a full build, which trains as spec.checks.corpusDrift.retrain says: a refresh never extends
+    training the corpus has drifted away from.
+    """
+    spec, corpus, base = loaded.manifest.spec, obs.corpus, str(action.baseline)
+    started = time.monotonic()
+    changes = F.changes_of(store, loaded.name, base, corpus)
+    embedder = make_embedder(spec.model.model_dump(mode="json", by_alias=True), loaded.paths, loaded.source)
+    done = embed_documents(store, embedder, [corpus.ids[i] for i in changes.new],
+                           [corpus.texts[i] for i in changes.new], [corpus.hashes[i] for i in changes.new],
+                           hooks.progress)
+    fresh = np.ascontiguousarray(done.vectors, dtype=np.float32).reshape(len(changes.new), int(spec.model.dim))
+    try:
+        check_finite(fresh, f"vectors of {action.version}")
+    except EmbedError as exc:
+        raise InvalidInput(str(exc), file=loaded.source, field="spec.model", value=spec.model.name) from exc
+    embed_s = time.monotonic() - started
+    base_ids, base_hashes = store.ids(loaded.name, base), store.hashes(loaded.name, base)
+    ids = [base_ids[r] for r in changes.keep] + [corpus.ids[i] for i in changes.new]
+    hashes = [base_hashes[r] for r in changes.keep] + [corpus.hashes[i] for i in changes.new]
+    corpus_drift = _refresh_corpus_drift(store, loaded, base, changes, fresh, ids, hashes)
+    if corpus_drift is not None and corpus_drift.assessment.drifted and corpus_drift.assessment.trained:
+        rebuild = replace(action, kind="build", reason=R.CORPUS_DRIFT, message=(
+            f"full build of {action.version} instead of an in-place refresh of {base}: "
+            f"{corpus_drift.assessment.message}"))
+        _build(rebuild, obs, loaded, store, hooks, result)
+        return
+    base_meta = store.meta(loaded.name, base)
+    chain = base_meta.get("refresh") or {}
+    backend_type, backend_params = spec.index.backend_settings()
+    meta = {
+        "name": loaded.name, "label": spec.index.version, "created": _created_stamp(),
+        "fingerprint": spec.model.fingerprint(), "model": spec.model.model_dump(mode="json", by_alias=True),
+        "index": {"factory": spec.index.structure(), "metric": spec.index.metric, "ntotal": len(ids),
+                  "dim": int(spec.model.dim), "backend": {"type": backend_type, **backend_params}},
+        "corpus": {"digest": corpus.digest, "documents": len(corpus), "path": str(corpus.path)},
+        "build": {"embedded": done.stats.embedded, "reused": len(changes.keep), "reusedFrom": base,
+                  "cache": done.stats.to_dict(), "embedSeconds": round(embed_s, 3), "buildSeconds": 0.0,
+                  "inPlace": True},
+        # the chain since the last full build: spec.reembed.rebuildAfter counts and times it
+        "refresh": {"from": base, "added": changes.added, "changed": changes.changed, "removed": changes.removed,
+                    "refreshes": int(chain.get("refreshes", 0)) + 1,
+                    "fullBuild": chain.get("fullBuild") or base,
+                    "fullBuildAt": chain.get("fullBuildAt") or F.epoch(base_meta["created"])},
+        "manifestDigest": loaded.digest,
+    }
+    if corpus_drift is not None:
+        trained_on = (base_meta.get("corpusDrift") or {}).get("trainedOn") or base
+        meta["corpusDrift"] = {**corpus_drift.to_dict(), "trainedOn": trained_on}
+    B.delete_partial_versions(store, loaded.name, spec)  # what a crashed build or refresh left in the backend
+    F.write_refreshed(store, loaded.name, action.version, spec, base, changes, fresh, ids, hashes, meta,
+                      _query_files(loaded))
+    result.built += 1
+    result.embedded += done.stats.embedded
+    hooks.on_transition(loaded.name, {"event": "RefreshedInPlace", "version": action.version, "from": base,
+                                      "added": changes.added, "changed": changes.changed,
+                                      "removed": changes.removed, "embedded": done.stats.embedded,
+                                      "seconds": meta["build"]["buildSeconds"]})
+
+
+def _refresh_corpus_drift(store: Store, loaded: LoadedManifest, base: str, changes: Any, fresh: np.ndarray,
+                          ids: list[str], hashes: list[str]) -> Any:
+    """Corpus drift of the new and changed documents vs the stable version (when the manifest asks)."""
+    spec = loaded.manifest.spec
+    if spec.checks.corpus_drift is None:
+        return None
+    kept = len(changes.keep)
+    if spec.checks.corpus_drift.compare == "all":  # asked to compare every document: load the kept rows
+        vectors: Any = np.concatenate([B.stored_vectors(store, loaded.name, base)[changes.keep], fresh])
+    else:
+        vectors = F.TailRows(kept, fresh)
+    return measure_corpus_drift(store, loaded.name, base, ids, hashes, vectors,
+                                spec=spec.checks.corpus_drift, index_spec=spec.index)
 
 
 def _add_rows(writer: Any, vectors: np.ndarray, ids: list[str], hashes: list[str], progress: Progress,

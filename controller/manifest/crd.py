@@ -203,6 +203,8 @@ def _collapse_any_of(node: dict[str, Any]) -> dict[str, Any]:
     rest = {k: v for k, v in node.items() if k != "anyOf"}
     if len(options) == 1:
         return {**options[0], **rest}
+    if sorted(o.get("type", "") for o in options) == ["integer", "string"]:  # e.g. reembed.rebuildAfter
+        return {**rest, "x-kubernetes-int-or-string": True}
     return {**rest, "x-kubernetes-preserve-unknown-fields": True}
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from controller.backends.base import BackendSettings, VersionRef
-from controller.backends.faiss import FaissBackend, is_trained_factory
+from controller.backends.faiss import FaissBackend, FaissWriter, is_trained_factory
 from controller.errors import InvalidInput
 from controller.manifest.models import IndexSpec
 
@@ -211,3 +211,58 @@ def test_a_version_sharing_every_row_has_an_empty_delta_and_still_searches(tmp_p
     scores, rows = opened.search(x[:3], 60)
     assert (rows[:, 0] == [49, 48, 47]).all() and (rows[:, 50:] == -1).all() and np.isneginf(scores[:, 50:]).all()
     np.testing.assert_array_equal(np.asarray(opened.vectors()), x[::-1])
+
+
+# ---- in-place refresh (InPlaceUpdate) -------------------------------------------------------------
+def refreshed(tmp_path: Path, x: np.ndarray, keep: np.ndarray, new: np.ndarray, factory: str, metric: str):
+    backend = FaissBackend()
+    settings = BackendSettings("faiss", {"factory": factory})
+    base = ref(tmp_path, "v1", metric)
+    assert backend.in_place_blocker(settings, base) is None
+    target = ref(tmp_path, "v1.r2", metric)
+    backend.refresh_version(target, settings, base, keep, new, ids=[], content_hashes=[])
+    return backend.open_version(target)
+
+
+@pytest.mark.parametrize("metric", ["cosine", "ip", "l2"])
+@pytest.mark.parametrize("factory", ["Flat", "IVF8,Flat", "IVF8,PQ4x4", "SQ8"])
+def test_refresh_in_place_equals_a_rebuild_of_the_final_rows(tmp_path: Path, factory: str, metric: str) -> None:
+    """Kept rows renumbered in order, new rows appended: answers and raw vectors of a rebuild, bit for bit."""
+    x, new = raw(600), raw(120, seed=1)
+    write(tmp_path, "v1", x, factory=factory, metric=metric)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "v1").iterdir()}
+    keep = np.sort(np.random.default_rng(2).choice(600, 540, replace=False))  # 60 removed (or changed)
+    got = refreshed(tmp_path, x, keep, new, factory, metric)
+    final = np.concatenate([x[keep], new])
+    backend, settings = FaissBackend(), BackendSettings("faiss", {"factory": factory})
+    full = ref(tmp_path, "full", metric)
+    if factory == "Flat":
+        writer = backend.create_version(full, settings)
+    else:  # a rebuild on the same training (a fresh one would train other centroids/codebooks)
+        index = backend.open_version(ref(tmp_path, "v1", metric)).trained_index()
+        index.reset()
+        writer = FaissWriter(full, factory, base=index)
+    writer.add(final)
+    writer.finish()
+    want = backend.open_version(full)
+    assert got.count() == 660
+    np.testing.assert_array_equal(np.asarray(got.vectors()).view(np.int32), final.view(np.int32))
+    queries = raw(30, seed=3)
+    (gs, gr), (ws, wr) = got.search(queries, 10), want.search(queries, 10)
+    np.testing.assert_array_equal(gr, wr)
+    np.testing.assert_allclose(gs, ws, atol=1e-6)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "v1").iterdir()} == before  # the base is only read
+
+
+def test_hnsw_and_row_sharing_revisions_say_why_they_cannot_refresh_in_place(tmp_path: Path) -> None:
+    backend = FaissBackend()
+    write(tmp_path, "v1", raw(100), factory="HNSW16")
+    why = backend.in_place_blocker(BackendSettings("faiss", {"factory": "HNSW16"}), ref(tmp_path, "v1"))
+    assert why is not None and "HNSW" in why and "cannot remove vectors" in why
+    write(tmp_path, "v2", raw(100))
+    sharing = backend.create_version_sharing(ref(tmp_path, "v2.r2"), BackendSettings("faiss", {"factory": "Flat"}),
+                                             ref(tmp_path, "v2"), np.arange(100))
+    sharing.add(raw(100))
+    sharing.finish()
+    why = backend.in_place_blocker(BackendSettings("faiss", {"factory": "Flat"}), ref(tmp_path, "v2.r2"))
+    assert why is not None and "sharing rows" in why
