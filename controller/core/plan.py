@@ -262,9 +262,9 @@ def _stepped(desired: Desired, observed: Observed, version_id: str, *, if_gates_
         return [], S.summary(decision.state, decision.waiting_for, decision.next_due)
     actions = [_step_action(t, desired, routing.stable, False) for t in decision.transitions]
     if decision.changed and not decision.transitions:
+        last = None if decision.state.pending else (decision.state.analysis or {}).get("message")
         actions.append(Action("stepState", version_id, R.ANALYSIS_LOOK,
-                              f"record the look at step {decision.state.index + 1}: "
-                              f"{(decision.state.analysis or {}).get('message') or decision.waiting_for}",
+                              f"record the look at step {decision.state.index + 1}: {last or decision.waiting_for}",
                               state=decision.state.to_dict()))
     return actions, S.summary(decision.state, decision.waiting_for, decision.next_due)
 

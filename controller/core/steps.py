@@ -260,8 +260,6 @@ def _answered(state: RolloutState, answer: Confirmation, now: float) -> tuple[Ro
 def gate_for(state: RolloutState, index: int) -> str | None:
     """The confirm gate entering step `index` (len(steps): the promotion) waits behind, or None."""
     before = (state.confirm or {}).get("before") or ()
-    if not state.confirm:
-        return None
     if index >= len(state.steps):
         return "promotion" if "promotion" in before else None
     if "step" in before:
