@@ -295,17 +295,18 @@ def _stepped(desired: Desired, observed: Observed, version_id: str, *, if_gates_
         decision = S.begin(version_id, routing.stable, desired.manifest_digest, desired.steps or (), now,
                            reason=reason, why=why, confirm=desired.confirm)
     else:
-        decision = S.advance(state, now, verdict=observed.step_verdict, confirm=desired.confirm,
-                             confirmed=observed.confirmed)
+        if state.confirm != desired.confirm:  # a state stored before it kept the gate (same manifest digest)
+            state = replace(state, confirm=desired.confirm)
+        decision = S.advance(state, now, verdict=observed.step_verdict, confirmed=observed.confirmed)
     if if_gates_pass:
         # the steps begin once the checks passed, in the reconcile's next pass with its own `now` (a pause
         # must not count the build and the checks); the plan shows where they would start
         return [], S.summary(decision.state, decision.waiting_for, decision.next_due)
     actions = [_step_action(t, desired, routing.stable, False) for t in decision.transitions]
     if decision.changed and not decision.transitions:
+        last = None if decision.state.pending else (decision.state.analysis or {}).get("message")
         actions.append(Action("stepState", version_id, R.ANALYSIS_LOOK,
-                              f"record the look at step {decision.state.index + 1}: "
-                              f"{(decision.state.analysis or {}).get('message') or decision.waiting_for}",
+                              f"record the look at step {decision.state.index + 1}: {last or decision.waiting_for}",
                               state=decision.state.to_dict()))
     return actions, S.summary(decision.state, decision.waiting_for, decision.next_due)
 

@@ -37,7 +37,20 @@ def interleaved(routing: Routing, *, key: str | None, draw: float) -> bool:
     return position < routing.interleave
 
 
-def mirrored(routing: Routing, served: str, *, draw: float) -> bool:
-    """Whether a query the stable answered is copied to the candidate (setMirror)."""
-    return (routing.candidate is not None and routing.mirror > 0 and served != routing.candidate
-            and draw < routing.mirror)
+def mirrored(routing: Routing, served: str, *, key: str | None, draw: float) -> bool:
+    """Whether a query the stable answered is copied to the candidate (setMirror).
+
+    With a routing key the answer is a function of (key, candidate): a user's queries are all
+    mirrored or none are, so the mirror sees whole sessions, and a new rollout (another candidate)
+    draws a fresh set of users. The bucket is salted apart from the weight's and the interleave's.
+    Without a key each query is drawn on its own (`draw`, uniform in [0, 100)).
+    """
+    if routing.candidate is None or routing.mirror <= 0 or served == routing.candidate:
+        return False
+    position = bucket(mirror_salt(routing.candidate, key)) if key is not None else draw
+    return position < routing.mirror
+
+
+def mirror_salt(candidate: str, key: str) -> str:
+    """The string a key's mirror bucket is hashed from (routers outside the service use the same)."""
+    return f"mirror/{candidate}/{key}"

@@ -19,8 +19,14 @@ Semantics:
   inconclusive past maxDuration -> abort (the message says it timed out), else wait.
 - interleave {percentage}: that share of queries gets a team-draft merge while the preference test
   runs; decided like analysis; the share returns to 0 when the step ends.
-- after the last step: promotion (the alias switches to the candidate), held first by the confirm
-  webhook when one is configured.
+- after the last step: promotion (the alias switches to the candidate).
+- confirm gates (Flagger's confirm-rollout, confirm-traffic-increase, confirm-promotion): a rollout
+  whose `confirm.before` names a gate holds *before* the step (or the promotion) it applies to, with
+  nothing of that step applied yet, until the receiver says yes: `rollout` before the first step,
+  `step` before every step, `trafficIncrease` before a step that shows the candidate's results to more
+  users (setWeight above the current weight, interleave), `promotion` before the alias switches. The
+  machine only says what it waits for; the engine asks the receiver and passes the answer in. One
+  answer opens one gate; a no (or no answer) holds, and is journaled when it differs from the last.
 - abort: weight, mirror and interleave go to 0 and the rollout stays aborted until retry (or a
   manifest change, which restarts the steps).
 """
@@ -33,6 +39,9 @@ from typing import Any, Literal
 from controller.durations import parse_duration
 
 Command = Literal["promote", "promote-full", "abort", "retry"]
+CONFIRM_GATES: tuple[str, ...] = ("rollout", "step", "trafficIncrease", "promotion")
+CONFIRM_EVENTS = {"rollout": "ConfirmRollout", "step": "ConfirmStep", "trafficIncrease": "ConfirmTrafficIncrease",
+                  "promotion": "ConfirmPromotion"}
 COMMANDS: tuple[str, ...] = ("promote", "promote-full", "abort", "retry")
 STEP_KINDS = ("setWeight", "setMirror", "pause", "analysis", "interleave")
 DEFAULT_INTERVAL_S = 60.0
@@ -48,6 +57,9 @@ ANALYSIS_TIMED_OUT = "AnalysisTimedOut"
 ROLLOUT_RETRIED = "RolloutRetried"
 STEPS_COMPLETE = "StepsComplete"
 PROMOTED_FULL = "PromotedFull"
+AWAITING_CONFIRMATION = "AwaitingConfirmation"
+CONFIRMATION_WITHHELD = "ConfirmationWithheld"
+STEP_CONFIRMED = "StepConfirmed"
 
 
 def step_kind(step: dict[str, Any]) -> str:
@@ -93,6 +105,9 @@ class RolloutState:
     looked_at: float | None = None  # the last analysis look / confirm ask of the current step
     last_command: str | None = None  # the last operator command applied
     consumed: str | None = None  # the last operator annotation value applied: one value is applied once
+    confirm: dict[str, Any] | None = None  # the confirm gate: {"url", "before": [gates]}; kept so verbs see it
+    pending: str | None = None  # the confirm gate the step at `index` (or the promotion) waits behind
+    confirmation: dict[str, Any] | None = None  # the receiver's last answer at that gate: ok, answer, askedAt
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -102,7 +117,8 @@ class RolloutState:
                 "weight": self.weight, "mirror": self.mirror, "interleave": self.interleave,
                 "aborted": self.aborted, "promoted": self.promoted, "message": self.message,
                 "analysis": self.analysis, "lookedAt": self.looked_at, "lastCommand": self.last_command,
-                "consumedCommand": self.consumed}
+                "consumedCommand": self.consumed, "confirm": self.confirm, "awaitingConfirmation": self.pending,
+                "confirmation": self.confirmation}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RolloutState:
@@ -112,7 +128,8 @@ class RolloutState:
                    mirror=float(d.get("mirror", 0.0)), interleave=float(d.get("interleave", 0.0)),
                    aborted=bool(d.get("aborted")), promoted=bool(d.get("promoted")),
                    message=d.get("message", ""), analysis=d.get("analysis"), looked_at=d.get("lookedAt"),
-                   last_command=d.get("lastCommand"), consumed=d.get("consumedCommand"))
+                   last_command=d.get("lastCommand"), consumed=d.get("consumedCommand"), confirm=d.get("confirm"),
+                   pending=d.get("awaitingConfirmation"), confirmation=d.get("confirmation"))
 
     @property
     def current(self) -> dict[str, Any] | None:
@@ -147,23 +164,31 @@ class Verdict:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Confirmation:
+    """The confirm receiver's answer to the gate the rollout waits behind (the engine asks it)."""
+
+    ok: bool
+    answer: str  # what it said, for status and the journal: "HTTP 200", "HTTP 503", "unreachable: ..."
+
+
 def begin(version: str, stable: str | None, digest: str, steps: tuple[dict[str, Any], ...], now: float, *,
-          reason: str = STEP_STARTED, why: str = "", confirm: bool = False) -> Decision:
-    """A fresh rollout of `version`: step 0 is entered at `now`."""
+          reason: str = STEP_STARTED, why: str = "", confirm: dict[str, Any] | None = None) -> Decision:
+    """A fresh rollout of `version`: step 0 is entered at `now` (or waits behind its confirm gate)."""
     state = RolloutState(version=version, stable=stable, manifest_digest=digest, steps=tuple(steps),
-                         index=0, started_at=now)
-    return _run(state, now, [], first=(reason, why), confirm=confirm)
+                         index=0, started_at=now, confirm=confirm)
+    return _run(state, now, [], first=(reason, why))
 
 
-def due_input(state: RolloutState, now: float, *, confirm: bool = False) -> str | None:
+def due_input(state: RolloutState, now: float) -> str | None:
     """'analysis', 'interleave' or 'confirm' when the engine should measure before `advance`; else None."""
     if state.aborted or state.promoted:
         return None
+    if state.pending:
+        return "confirm" if state.looked_at is None or now >= state.looked_at + CONFIRM_INTERVAL_S else None
     step = state.current
     if step is None:
-        if not confirm:
-            return None
-        return "confirm" if state.looked_at is None or now >= state.looked_at + CONFIRM_INTERVAL_S else None
+        return None
     kind = step_kind(step)
     if kind not in ("analysis", "interleave"):
         return None
@@ -171,8 +196,9 @@ def due_input(state: RolloutState, now: float, *, confirm: bool = False) -> str 
 
 
 def advance(state: RolloutState, now: float, *, command: str | None = None, verdict: Verdict | None = None,
-            confirm: bool = False, confirmed: bool | None = None) -> Decision:
-    """Apply an operator command and a fresh verdict, then run every step that is due."""
+            confirmed: Confirmation | None = None) -> Decision:
+    """Apply an operator command, a fresh verdict or the confirm receiver's answer, then run every step
+    that is due. `confirmed` answers the gate the state waits behind; it is ignored when there is none."""
     if command is not None and command not in COMMANDS:
         raise ValueError(f"unknown command {command!r}; one of {', '.join(COMMANDS)}")
     transitions: list[Transition] = []
@@ -181,49 +207,104 @@ def advance(state: RolloutState, now: float, *, command: str | None = None, verd
         state = replace(state, last_command=command)
     if command == "retry":
         if not state.aborted:
-            return _hold(state, now, transitions, original, confirm)
+            return _hold(state, now, transitions, original)
         state = replace(state, index=0, started_at=now, aborted=False, analysis=None, looked_at=None,
-                        weight=0.0, mirror=0.0, interleave=0.0)
+                        weight=0.0, mirror=0.0, interleave=0.0, pending=None, confirmation=None)
         return _run(state, now, transitions, first=(ROLLOUT_RETRIED, "retried: the steps start again from the "
-                                                                     "first"), confirm=confirm, original=original)
+                                                                     "first"), original=original)
     if state.aborted or state.promoted:
-        return _hold(state, now, transitions, original, confirm)
+        return _hold(state, now, transitions, original)
     if command == "abort":
         transitions.append(_abort(state, now, ROLLOUT_ABORTED, "aborted by the operator"))
-        return _hold(transitions[-1].state, now, transitions, original, confirm)
+        return _hold(transitions[-1].state, now, transitions, original)
     if command == "promote-full":
         state = replace(state, index=len(state.steps), started_at=now, interleave=0.0, analysis=None,
-                        looked_at=None)
+                        looked_at=None, pending=None, confirmation=None)
         return _run(state, now, transitions, first=(PROMOTED_FULL, "promoted with --full: the remaining steps "
-                                                                   "are skipped"), confirm=False,
+                                                                   "are skipped"), skip_gates=True,
                     original=original)
+    answer = confirmed if state.pending else None  # an answer opens only the gate it was asked for
     if command == "promote":
         step = state.current
-        if step is not None:
+        if step is not None and not state.pending:
             skipped = describe(step)
-            state = _enter(replace(state, interleave=0.0 if step_kind(step) == "interleave" else state.interleave),
-                           state.index + 1, now)
+            state = replace(state, interleave=0.0 if step_kind(step) == "interleave" else state.interleave,
+                            index=state.index + 1)
             return _run(state, now, transitions, first=(STEP_SKIPPED, f"step {original.index + 1} ({skipped}) "
                                                                       "promoted by the operator"),
-                        confirm=confirm, original=original)
-        confirmed = True  # promote at the end answers the confirm gate by hand
-    if verdict is not None and state.current is not None:
+                        original=original)
+        answer = Confirmation(True, "`controller promote`")  # a confirm gate (or the promotion) by hand
+    if verdict is not None and state.current is not None and not state.pending:
         state = replace(state, analysis={"status": verdict.status, "message": verdict.message, **verdict.details},
                         looked_at=now)
-    elif confirmed is not None and state.current is None:
-        state = replace(state, looked_at=now)
-    return _run(state, now, transitions, confirm=confirm, confirmed=confirmed, original=original)
+    elif answer is not None and state.pending:
+        state, withheld = _answered(state, answer, now)
+        if withheld is not None:
+            transitions.append(withheld)
+    return _run(state, now, transitions, answer=answer, original=original)
 
 
-def _enter(state: RolloutState, index: int, now: float) -> RolloutState:
-    """Step `index` begins now; its effect (weight, mirror, interleave share) applies at once.
+def _answered(state: RolloutState, answer: Confirmation, now: float) -> tuple[RolloutState, Transition | None]:
+    """Record the receiver's answer; a no that differs from the last one at this gate is a journal record."""
+    before = (state.confirmation or {}).get("answer")
+    state = replace(state, looked_at=now, confirmation={"ok": answer.ok, "answer": answer.answer, "askedAt": now})
+    if answer.ok or before == answer.answer:
+        return state, None
+    message = (f"confirmation to {_gate_target(state)} withheld: the confirm receiver {_confirm_url(state)} "
+               f"answered {answer.answer} (asked again every {CONFIRM_INTERVAL_S:g}s; `controller promote` "
+               "confirms by hand)")
+    state = replace(state, message=message)
+    return state, Transition(CONFIRMATION_WITHHELD, message, state)
+
+
+def gate_for(state: RolloutState, index: int) -> str | None:
+    """The confirm gate entering step `index` (len(steps): the promotion) waits behind, or None."""
+    before = (state.confirm or {}).get("before") or ()
+    if index >= len(state.steps):
+        return "promotion" if "promotion" in before else None
+    if "step" in before:
+        return "step"
+    if index == 0 and "rollout" in before:
+        return "rollout"
+    if "trafficIncrease" in before and _raises_traffic(state, state.steps[index]):
+        return "trafficIncrease"
+    return None
+
+
+def _raises_traffic(state: RolloutState, step: dict[str, Any]) -> bool:
+    """Whether the step shows the candidate's results to more users (a mirror shows them to nobody)."""
+    kind = step_kind(step)
+    if kind == "setWeight":
+        return float(step[kind]) > state.weight
+    if kind == "interleave":
+        return float(step[kind]["percentage"]) > state.interleave
+    return False
+
+
+def _confirm_url(state: RolloutState) -> str:
+    return str((state.confirm or {}).get("url") or "?")
+
+
+def _gate_target(state: RolloutState) -> str:
+    step = state.current
+    if step is None:
+        return f"promote {state.version}"
+    return f"start step {state.index + 1}/{len(state.steps)} {describe(step)}"
+
+
+def _enter(state: RolloutState, index: int, now: float, *, gated: bool = True) -> RolloutState:
+    """Step `index` begins now; its effect (weight, mirror, interleave share) applies at once, unless a
+    confirm gate stands before it: then the step waits (`pending`), nothing of it applied yet.
 
     The last verdict stays in the state (status and the journal show the numbers behind the step
     just passed) but no longer counts: only a look taken in this step (looked_at) decides it."""
-    state = replace(state, index=index, started_at=now, looked_at=None)
+    state = replace(state, index=index, started_at=now, looked_at=None, pending=None, confirmation=None)
     step = state.current
     if step is None:
         return state
+    gate = gate_for(state, index) if gated else None
+    if gate is not None:
+        return replace(state, pending=gate)
     kind = step_kind(step)
     if kind == "setWeight":
         return replace(state, weight=float(step[kind]))
@@ -235,33 +316,55 @@ def _enter(state: RolloutState, index: int, now: float) -> RolloutState:
 
 
 def _run(state: RolloutState, now: float, transitions: list[Transition], *, first: tuple[str, str] | None = None,
-         confirm: bool = False, confirmed: bool | None = None, original: RolloutState | None = None) -> Decision:
-    """Enter the current step (when `first` says it is new) and every following step that completes now."""
+         answer: Confirmation | None = None, skip_gates: bool = False, original: RolloutState | None = None
+         ) -> Decision:
+    """Enter the current step (when `first` says it is new) and every following step that completes now.
+
+    `answer` opens the first confirm gate met (it was asked for that one); `skip_gates` (promote --full)
+    passes every gate."""
     if first is not None:
-        state = _enter(state, state.index, now)
+        state = _enter(state, state.index, now, gated=not skip_gates)
         transitions.append(_transition(state, first[0], first[1]))
-    for _ in range(len(state.steps) + 1):
+    for _ in range(2 * len(state.steps) + 3):
+        if state.pending:
+            if answer is None or not answer.ok:
+                return _hold(state, now, transitions, original)
+            who, answer = answer.answer, None  # one answer opens one gate
+            if state.current is not None:
+                state = _enter(state, state.index, now, gated=False)
+                transitions.append(_transition(state, STEP_CONFIRMED, f"confirmed ({who})"))
+                continue
+            return _promote(state, now, transitions, original, f", confirmed ({who})")
         step = state.current
         if step is None:
-            if confirm and confirmed is not True:
-                return _hold(state, now, transitions, original, confirm)
-            weights = replace(state, weight=100.0, mirror=0.0, interleave=0.0, promoted=True,
-                              message=f"all {len(state.steps)} steps done: {state.version} is promoted")
-            transitions.append(Transition(STEPS_COMPLETE, weights.message, weights, promote=True))
-            return _hold(weights, now, transitions, original, confirm)
+            gate = None if skip_gates else gate_for(state, state.index)
+            if gate is None:
+                return _promote(state, now, transitions, original, "")
+            state = replace(state, pending=gate, started_at=now, looked_at=None, confirmation=None)
+            transitions.append(_transition(state, AWAITING_CONFIRMATION,
+                                           f"all {len(state.steps)} steps done"))
+            continue
         kind = step_kind(step)
         body = step[kind]
         outcome = _outcome(state, kind, body, now)
         if outcome is None:
-            return _hold(state, now, transitions, original, confirm)
+            return _hold(state, now, transitions, original)
         reason, message = outcome
         if reason in (ANALYSIS_FAILED, ANALYSIS_TIMED_OUT):
             transitions.append(_abort(state, now, reason, message))
-            return _hold(transitions[-1].state, now, transitions, original, confirm)
+            return _hold(transitions[-1].state, now, transitions, original)
         ending = replace(state, interleave=0.0) if kind == "interleave" else state
-        state = _enter(ending, state.index + 1, now)
-        transitions.append(_transition(state, STEP_STARTED, message))
-    raise AssertionError("the step machine did not settle")  # every pass moves the index forward
+        state = _enter(ending, state.index + 1, now, gated=not skip_gates)
+        transitions.append(_transition(state, AWAITING_CONFIRMATION if state.pending else STEP_STARTED, message))
+    raise AssertionError("the step machine did not settle")  # every pass moves the index or opens a gate
+
+
+def _promote(state: RolloutState, now: float, transitions: list[Transition], original: RolloutState | None,
+             confirmed: str) -> Decision:
+    weights = replace(state, weight=100.0, mirror=0.0, interleave=0.0, promoted=True, pending=None,
+                      message=f"all {len(state.steps)} steps done{confirmed}: {state.version} is promoted")
+    transitions.append(Transition(STEPS_COMPLETE, weights.message, weights, promote=True))
+    return _hold(weights, now, transitions, original)
 
 
 def _outcome(state: RolloutState, kind: str, body: Any, now: float) -> tuple[str, str] | None:
@@ -308,30 +411,38 @@ def _transition(state: RolloutState, reason: str, why: str) -> Transition:
     step = state.current
     now_at = (f"step {state.index + 1}/{len(state.steps)} {describe(step)}" if step is not None
               else "all steps done")
-    message = f"{why}; now at {now_at}" if why else f"now at {now_at}"
+    if state.pending:
+        now_at = (f"waiting for confirmation from {_confirm_url(state)} to {_gate_target(state)} "
+                  f"(confirm before {state.pending})")
+    else:
+        now_at = f"at {now_at}"
+    message = f"{why}; now {now_at}" if why else f"now {now_at}"
     state = replace(state, message=message)
     return Transition(reason, message, state)
 
 
-def _hold(state: RolloutState, now: float, transitions: list[Transition], original: RolloutState | None,
-          confirm: bool) -> Decision:
+def _hold(state: RolloutState, now: float, transitions: list[Transition], original: RolloutState | None
+          ) -> Decision:
     if transitions:
         state = replace(state, message=transitions[-1].state.message)
-    waiting, due = _waiting(state, now, confirm)
+    waiting, due = _waiting(state, now)
     return Decision(state, tuple(transitions), waiting, due, changed=original is None or state != original)
 
 
-def _waiting(state: RolloutState, now: float, confirm: bool) -> tuple[str, float | None]:
+def _waiting(state: RolloutState, now: float) -> tuple[str, float | None]:
     """What the rollout waits for, in words, and when the machine is next due."""
     if state.aborted:
         return f"aborted ({state.message}); `controller retry` starts again", None
     if state.promoted:
         return "", None
+    if state.pending:
+        last = (state.confirmation or {}).get("answer")
+        due = state.started_at if state.looked_at is None else state.looked_at + CONFIRM_INTERVAL_S
+        return (f"confirmation from {_confirm_url(state)} (the confirm webhook answering 200) to "
+                f"{_gate_target(state)}" + (f"; last answer: {last}" if last else "")
+                + "; `controller promote` confirms by hand", due)
     step = state.current
     if step is None:
-        if confirm:
-            return ("the confirm webhook to answer 200 (or `controller promote`)",
-                    (state.looked_at or now) + CONFIRM_INTERVAL_S)
         return "", None
     kind = step_kind(step)
     body = step[kind]
@@ -366,9 +477,10 @@ def summary(state: RolloutState, waiting_for: str, next_due: float | None) -> di
             "stepStartedAt": state.started_at, "waitingFor": waiting_for, "nextDueAt": next_due,
             "weight": state.weight, "mirror": state.mirror, "interleave": state.interleave,
             "aborted": state.aborted, "promoted": state.promoted, "message": state.message,
-            "analysis": state.analysis}
+            "analysis": state.analysis,
+            **({"awaitingConfirmation": state.pending, "confirmation": state.confirmation} if state.confirm else {})}
 
 
-def summary_now(state: RolloutState, now: float, *, confirm: bool = False) -> dict[str, Any]:
-    waiting, due = _waiting(state, now, confirm)
+def summary_now(state: RolloutState, now: float) -> dict[str, Any]:
+    waiting, due = _waiting(state, now)
     return summary(state, waiting, due)

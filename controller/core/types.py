@@ -78,7 +78,7 @@ class Desired:
     manifest_digest: str = ""
     retrain_stale: bool = False  # spec.checks.corpusDrift.retrain: rebuild a stale trained index
     steps: tuple[dict[str, Any], ...] | None = None  # spec.rollout.steps as written; None: percentage rules
-    confirm: bool = False  # spec.rollout.confirm: a webhook holds the final promotion
+    confirm: dict[str, Any] | None = None  # spec.rollout.confirm: {"url", "before": [gates]} holds steps/promotion
     refresh: Any = None  # core.refresh.RefreshPolicy: spec.reembed.refresh/rebuildAfter (None: rebuild)
 
 
@@ -97,7 +97,7 @@ class Observed:
     previous_stable: str | None = None
     rollout: Any = None  # core.steps.RolloutState of the current or last stepped rollout
     step_verdict: Any = None  # core.steps.Verdict measured for the current step when a look was due
-    confirmed: bool | None = None  # the confirm webhook's answer when it was asked
+    confirmed: Any = None  # core.steps.Confirmation: the confirm receiver's answer when it was asked
     refresh: Any = None  # core.refresh.RefreshFacts: the stable version vs the corpus, when observed
 
 

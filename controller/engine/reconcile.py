@@ -103,7 +103,8 @@ def desired_of(loaded: LoadedManifest) -> Desired:
                    retrain_stale=bool(s.checks.corpus_drift and s.checks.corpus_drift.retrain),
                    steps=(tuple(step.model_dump(mode="json", by_alias=True) for step in s.rollout.steps)
                           if s.rollout.steps is not None else None),
-                   confirm=s.rollout.confirm is not None, refresh=F.policy_of(s))
+                   confirm=s.rollout.confirm.gate() if s.rollout.confirm is not None else None,
+                   refresh=F.policy_of(s))
 
 
 def observe(loaded: LoadedManifest, store: Store, previous: Observation | None = None) -> Observation:

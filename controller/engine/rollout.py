@@ -44,19 +44,21 @@ def stored_state(store: Store, name: str) -> S.RolloutState | None:
 
 
 def step_inputs(loaded: LoadedManifest, store: Store, state: S.RolloutState | None, now: float, *,
-                ask_confirm: bool) -> tuple[S.Verdict | None, bool | None]:
-    """(verdict, confirmed) for the current step of `state` when a look is due; (None, None) otherwise.
+                ask_confirm: bool) -> tuple[S.Verdict | None, S.Confirmation | None]:
+    """(verdict, confirmation) for the current step of `state` when a look is due; (None, None) otherwise.
 
-    The confirm webhook is asked only when `ask_confirm` (a real reconcile under the lock): a dry
-    run must not tell a receiver that a promotion is about to happen.
+    The confirm receiver is asked only when `ask_confirm` (a real reconcile under the lock): a dry
+    run must not tell a receiver that a step or a promotion is about to happen.
     """
     rollout = loaded.manifest.spec.rollout
     if (state is None or rollout.steps is None or state.manifest_digest != loaded.digest
             or state.aborted or state.promoted):
         return None, None
-    need = S.due_input(state, now, confirm=rollout.confirm is not None)
+    need = S.due_input(state, now)
     if need == "confirm":
-        return None, (ask(rollout.confirm, loaded.name, state) if ask_confirm else None)
+        if not ask_confirm or rollout.confirm is None:
+            return None, None
+        return None, ask(rollout.confirm, loaded.name, state)
     if need is None:
         return None, None
     body = state.current[need]  # type: ignore[index]
@@ -91,16 +93,34 @@ def online_gates(body: dict[str, Any]) -> list[Any]:
             for g in body.get("gates") or ()]
 
 
-def ask(confirm: Any, name: str, state: S.RolloutState) -> bool:
-    """Flagger's confirm-promotion: POST the rollout; 200 means go, anything else (or no answer) wait."""
+def ask(confirm: Any, name: str, state: S.RolloutState) -> S.Confirmation:
+    """Flagger's confirm gates: POST what is about to happen; 200 means go, anything else (or no answer) wait."""
     from controller.engine.notify import allow_private_default, post_json
 
-    body = json.dumps({"index": name, "event": "ConfirmPromotion", "version": state.version,
-                       "stable": state.stable, "steps": len(state.steps)}).encode()
+    step = state.current
+    body = json.dumps({"index": name, "event": S.CONFIRM_EVENTS.get(state.pending or "", "Confirm"),
+                       "gate": state.pending, "version": state.version, "stable": state.stable,
+                       "step": state.index if step is not None else None, "steps": len(state.steps),
+                       "next": S.describe(step) if step is not None else "promotion", "weight": state.weight,
+                       "mirror": state.mirror, "interleave": state.interleave,
+                       "waitingSince": state.started_at}).encode()
     try:
-        return post_json(confirm.url, body, allow_private_default(), timeout=confirm.timeout) == 200
-    except Exception:  # noqa: BLE001 - an unreachable receiver means "not yet", never an error
-        return False
+        status = post_json(confirm.url, body, allow_private_default(), timeout=confirm.timeout)
+    except Exception as exc:  # noqa: BLE001 - an unreachable receiver means "not yet", never an error
+        return S.Confirmation(False, _unreachable(exc, confirm.timeout))
+    return S.Confirmation(status == 200, f"HTTP {status}")
+
+
+def _unreachable(exc: Exception, timeout: float) -> str:
+    if isinstance(exc, TimeoutError):  # socket.timeout is TimeoutError since Python 3.10
+        return f"no answer within {timeout:g}s"
+    kind = "refused by the webhook policy" if type(exc).__name__ == "WebhookRefused" else "unreachable"
+    return f"{kind} ({type(exc).__name__}: {exc})"
+
+
+# webhook events of the confirm gates (the others are StepTransition, RolloutAborted, AliasSwitched)
+CONFIRM_EVENT_NAMES = {S.AWAITING_CONFIRMATION: "AwaitingConfirmation",
+                       S.CONFIRMATION_WITHHELD: "ConfirmationWithheld"}
 
 
 def commit_step(store: Store, name: str, alias: str, action_kind: str, version: str, reason: str, message: str,
@@ -120,14 +140,15 @@ def commit_step(store: Store, name: str, alias: str, action_kind: str, version: 
                       interleave=interleave)
     step = {"index": st.index, "of": len(st.steps), "step": S.describe(st.current) if st.current else None,
             "startedAt": st.started_at, "mirror": new.mirror, "interleave": new.interleave,
-            "aborted": st.aborted, "analysis": st.analysis}
+            "aborted": st.aborted, "analysis": st.analysis,
+            **({"awaitingConfirmation": st.pending, "confirmation": st.confirmation} if st.confirm else {})}
     record = journal_record(name, alias, old, new, reason, message, manifest_digest=manifest_digest,
                             source=source, extra={"step": step, **(extra or {})})
     store.commit_transition(name, journal=record, routing=(alias, new) if new != old else None, rollout=state)
     if new.stable != old.stable:  # a promotion by step or by `controller promote`: the native alias follows
         sync_alias(store, name, previous=old.stable)
     event = "AliasSwitched" if action_kind == "promote" else (
-        "RolloutAborted" if st.aborted else "StepTransition")
+        "RolloutAborted" if st.aborted else CONFIRM_EVENT_NAMES.get(reason, "StepTransition"))
     notify(name, {"event": event, "reason": reason, "version": version, "message": message,
                   "stable": new.stable, "candidate": new.candidate, "weight": new.weight, "mirror": new.mirror,
                   "interleave": new.interleave, "step": st.index, "stepStartedAt": st.started_at,

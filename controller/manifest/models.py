@@ -358,11 +358,30 @@ class RolloutStep(Model):
         return {k: v for k, v in handler(self).items() if v is not None}
 
 
+ConfirmGate = Literal["rollout", "step", "trafficIncrease", "promotion"]
+
+
 class ConfirmSpec(Model):
-    url: str = Field(pattern=r"^https?://", description="Receiver POSTed before the final promotion; "
-                                                        "HTTP 200 = go, anything else = wait.")
+    url: str = Field(pattern=r"^https?://", description="Receiver POSTed at each gate of `before`; "
+                                                        "HTTP 200 = go, anything else (or no answer) = wait.")
     timeout: float = Field(default=5, gt=0, le=60, description="Seconds to wait for the receiver; it is asked "
                                                                "again every 30 s while it says wait.")
+    before: list[ConfirmGate] = Field(
+        default=["promotion"], min_length=1,
+        description="Gates it holds (Flagger's confirm-*): rollout (before the first step), step (before every "
+                    "step), trafficIncrease (before a step that raises the weight or starts interleaving), "
+                    "promotion (before the alias switches; the default).")
+
+    @model_serializer(mode="wrap")
+    def _omit_default_gates(self, handler: Any) -> dict[str, Any]:
+        # a confirm written before `before` existed keeps its manifest digest (no restart of its steps)
+        out = handler(self)
+        return {k: v for k, v in out.items() if not (k == "before" and v == ["promotion"])}
+
+    def gate(self) -> dict[str, Any]:
+        """What the step machine keeps: the receiver (for messages) and the gates, in a stable order."""
+        return {"url": self.url, "before": sorted(set(self.before), key=["rollout", "step", "trafficIncrease",
+                                                                          "promotion"].index)}
 
 
 class RolloutSpec(Model):
@@ -380,8 +399,8 @@ class RolloutSpec(Model):
                     "docs/rollouts.md.",
     )
     confirm: ConfirmSpec | None = Field(
-        default=None, description="Confirm-promotion webhook (Flagger): holds the final promotion until its "
-                                  "receiver answers 200.")
+        default=None, description="Confirm webhook (Flagger's confirm-rollout, -traffic-increase, -promotion): "
+                                  "holds the gates named in `before` until its receiver answers 200.")
 
     @model_serializer(mode="wrap")
     def _omit_absent(self, handler: Any) -> dict[str, Any]:

@@ -217,13 +217,14 @@ def reconcile_resource(rt: Runtime, body: dict[str, Any], stopped: Callable[[], 
             if said:
                 log.info("%s: %s", resource_ref(namespace or "", loaded.name), said)
         result = reconcile_index(loaded, store, hooks=hooks)
+        routing = store.routing(loaded.name)  # with the mirror and interleave shares the status does not carry
     if result.status is not None:
         rt.note_due(resource_ref(namespace or "", loaded.name), (result.status.get("rollout") or {}).get("nextDueAt"))
     status = cr_status(result.status or {}, meta.get("generation"))
     if reembed is not None:
         status["reembed"] = reembed
     check_writable(rt, stopped)
-    rt.publisher.publish(namespace or "default", loaded.name, owner_reference(body), routing_record(status))
+    rt.publisher.publish(namespace or "default", loaded.name, owner_reference(body), routing_record(status, routing))
     return status
 
 

@@ -1,7 +1,8 @@
 """The routing record in the cluster: one ConfigMap per index, owned by the resource.
 
 Query routers (a sidecar, an ingress plugin, the `controller query` verb) read
-`<name>-routing` in the index's namespace: alias -> stable, candidate, weight.
+`<name>-routing` in the index's namespace: alias -> stable, candidate, weight, and the
+mirror and interleave shares of a stepped rollout (the store's routing record).
 The ConfigMap is owned by the EmbeddingIndex, so Kubernetes garbage-collects it
 with the resource; the finalizer also deletes it explicitly.
 """
@@ -11,22 +12,35 @@ from __future__ import annotations
 import json
 from typing import Any, Protocol
 
+from controller.core.types import Routing
+
 
 def configmap_name(name: str) -> str:
     return f"{name}-routing"
 
 
-def routing_record(status: dict[str, Any]) -> dict[str, str]:
-    """ConfigMap data from the status: flat keys for shell consumers, JSON for programs."""
-    stable = (status.get("stable") or {}).get("version")
-    candidate = (status.get("candidate") or {}).get("version")
-    weight = float(status.get("weight") or 0.0)
-    record = {"alias": status.get("alias"), "stable": stable, "candidate": candidate, "weight": weight}
+def routing_record(status: dict[str, Any], routing: Routing | None = None) -> dict[str, str]:
+    """ConfigMap data: flat keys for shell consumers, JSON for programs.
+
+    `routing` is the store's routing record, what `controller serve` reads: besides stable, candidate
+    and weight it carries the mirror and interleave shares of a stepped rollout and the held versions,
+    so a router fed from the ConfigMap mirrors and interleaves like the service. Without it (no store
+    at hand) the status's stable/candidate/weight, with both shares 0."""
+    if routing is None:
+        routing = Routing(stable=(status.get("stable") or {}).get("version"),
+                          candidate=(status.get("candidate") or {}).get("version"),
+                          weight=float(status.get("weight") or 0.0))
+    alias = str(status.get("alias") or "")
+    record = {"alias": status.get("alias"), "stable": routing.stable, "candidate": routing.candidate,
+              "weight": routing.weight, "mirror": routing.mirror, "interleave": routing.interleave,
+              "held": list(routing.held)}
     return {
-        "alias": str(status.get("alias") or ""),
-        "stable": stable or "",
-        "candidate": candidate or "",
-        "weight": f"{weight:g}",
+        "alias": alias,
+        "stable": routing.stable or "",
+        "candidate": routing.candidate or "",
+        "weight": f"{routing.weight:g}",
+        "mirror": f"{routing.mirror:g}",
+        "interleave": f"{routing.interleave:g}",
         "routing.json": json.dumps(record, sort_keys=True),
     }
 

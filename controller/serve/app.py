@@ -362,7 +362,8 @@ def _install_routes(app: FastAPI, state: ServeState) -> None:
                    "hits": [{"id": h.id, "score": h.score if math.isfinite(h.score) else 0.0, "rank": h.rank}
                             for h in out.hits],
                    "tookMs": round(out.took_ms, 3)}
-        if mixed_fields is None and mirrored(routed.routing, out.version, draw=random.uniform(0, 100)):
+        if mixed_fields is None and mirrored(routed.routing, out.version, key=body.key,
+                                             draw=random.uniform(0, 100)):
             # setMirror: only queued here (never awaited); the response above is already final
             state.mirror.offer(routed, out, text=body.query, vector=body.vector, model=body.model)
         return _FastJSON(payload, headers={"X-Index-Version": out.version, "X-Request-Id": out.request_id})

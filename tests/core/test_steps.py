@@ -121,13 +121,98 @@ def test_due_input(state, now, expect):
     assert due_input(state, now) == expect
 
 
+URL = "http://deploy-bot/confirm"
+YES, NO = S.Confirmation(True, "HTTP 200"), S.Confirmation(False, "HTTP 503")
+
+
+def gated(*before: str, steps=ALL, now=0.0):
+    return start(steps, now, confirm={"url": URL, "before": list(before)})
+
+
 def test_confirm_webhook_holds_the_promotion():
-    state = at(7, weight=50)
-    held = advance(state, 10.0, confirm=True, confirmed=False)
-    assert not held.state.promoted and "confirm webhook" in held.waiting_for and held.next_due == 40.0
-    assert due_input(held.state, 20.0, confirm=True) is None and due_input(held.state, 40.0, confirm=True)
-    go = advance(held.state, 40.0, confirm=True, confirmed=True)
-    assert go.state.promoted and go.transitions[-1].promote
+    state = at(7, weight=50, confirm={"url": URL, "before": ["promotion"]})
+    held = advance(state, 10.0)
+    assert held.state.pending == "promotion" and not held.state.promoted
+    assert [t.reason for t in held.transitions] == [S.AWAITING_CONFIRMATION]
+    assert f"confirmation from {URL}" in held.waiting_for and "promote v2" in held.waiting_for
+    assert held.next_due == 10.0 and due_input(held.state, 10.0) == "confirm"  # ask at once
+    no = advance(held.state, 11.0, confirmed=NO)
+    assert not no.state.promoted and no.next_due == 41.0 and "last answer: HTTP 503" in no.waiting_for
+    assert [t.reason for t in no.transitions] == [S.CONFIRMATION_WITHHELD]  # journaled
+    assert due_input(no.state, 20.0) is None and due_input(no.state, 41.0) == "confirm"
+    again = advance(no.state, 41.0, confirmed=NO)
+    assert again.transitions == () and again.changed  # the same no again: recorded, not journaled again
+    go = advance(again.state, 71.0, confirmed=YES)
+    assert go.state.promoted and go.transitions[-1].promote and "confirmed (HTTP 200)" in go.state.message
+
+
+@pytest.mark.parametrize("before, steps, pending_at, weights", [
+    # rollout: before the first step only; nothing of the candidate is served or mirrored meanwhile
+    (("rollout",), ({"setWeight": 10}, {"setWeight": 20}, {"pause": {}}), 0, (0, 0, 0)),
+    # step: before every step, the first included
+    (("step",), ({"setMirror": 100}, {"setWeight": 10}, {"pause": {}}), 0, (0, 0, 0)),
+    # trafficIncrease: a mirror shows nobody the candidate's results; a weight rise waits
+    (("trafficIncrease",), ({"setMirror": 100}, {"setWeight": 10}, {"pause": {}}), 1, (0, 100, 0)),
+    (("trafficIncrease",), ({"interleave": {"percentage": 20}},), 0, (0, 0, 0)),
+    # promotion only: the steps run, the promotion waits
+    (("promotion",), ({"setMirror": 100}, {"setWeight": 10}), 2, (10, 100, 0)),
+])
+def test_each_gate_holds_before_its_step_with_nothing_of_it_applied(before, steps, pending_at, weights):
+    d = gated(*before, steps=steps)
+    assert d.state.index == pending_at and d.state.pending is not None
+    assert (d.state.weight, d.state.mirror, d.state.interleave) == weights
+    assert d.transitions[-1].reason in (S.AWAITING_CONFIRMATION, S.STEP_STARTED)
+    assert "waiting for confirmation from" in d.transitions[-1].message
+    late = advance(d.state, 10**6, confirmed=S.Confirmation(False, "unreachable (ConnectionRefusedError)"))
+    assert late.state.index == pending_at and late.state.pending  # no answer never passes, however late
+
+
+def test_one_answer_opens_one_gate_and_the_step_clock_starts_then():
+    d = gated("step", steps=({"setWeight": 10}, {"pause": {"duration": "1m"}}, {"setWeight": 50}))
+    one = advance(d.state, 100.0, confirmed=YES)
+    # setWeight 10 applied and done at once; the pause waits behind its own gate, not opened by that yes
+    assert (one.state.index, one.state.pending, one.state.weight) == (1, "step", 10)
+    assert [t.reason for t in one.transitions] == [S.STEP_CONFIRMED, S.AWAITING_CONFIRMATION]
+    two = advance(one.state, 200.0, confirmed=YES)
+    assert (two.state.index, two.state.pending, two.state.started_at, two.next_due) == (1, None, 200.0, 260.0)
+
+
+def test_traffic_increase_only_before_a_rise():
+    steps = ({"setWeight": 30}, {"setWeight": 10}, {"setWeight": 20}, {"pause": {}})
+    d = gated("trafficIncrease", steps=steps)
+    assert (d.state.index, d.state.pending) == (0, "trafficIncrease")
+    d = advance(d.state, 5.0, confirmed=YES)  # 30 applies; 10 is a decrease: at once; 20 rises: waits
+    assert (d.state.index, d.state.pending, d.state.weight) == (2, "trafficIncrease", 10)
+
+
+def test_an_answer_for_no_pending_gate_is_ignored():
+    d = advance(at(6, weight=50, confirm={"url": URL, "before": ["promotion"]}), 10.0, confirmed=YES)
+    assert not d.state.promoted and d.state.index == 6  # the pause {} still waits for promote
+
+
+def test_promote_at_a_gate_confirms_it_by_hand_and_promote_full_skips_every_gate():
+    d = gated("step")
+    by_hand = advance(d.state, 5.0, command="promote")
+    assert by_hand.transitions[0].reason == S.STEP_CONFIRMED and "`controller promote`" in by_hand.transitions[0].message
+    assert by_hand.state.mirror == 100 and by_hand.state.pending == "step" and by_hand.state.index == 1
+    full = advance(by_hand.state, 6.0, command="promote-full")
+    assert full.state.promoted and full.transitions[-1].promote
+
+
+def test_a_restart_resumes_the_same_gate():
+    d = advance(gated("trafficIncrease").state, 400.0)  # the 5m pause ended: setWeight 10 waits
+    held = advance(d.state, 401.0, confirmed=NO)
+    again = RolloutState.from_dict(held.state.to_dict())
+    assert again == held.state and due_input(again, 420.0) is None and due_input(again, 431.0) == "confirm"
+    assert advance(again, 431.0, confirmed=YES).state.weight == 10
+
+
+def test_abort_while_waiting_and_retry_asks_again():
+    d = gated("rollout")
+    aborted = advance(d.state, 5.0, command="abort")
+    assert aborted.state.aborted and due_input(aborted.state, 100.0) is None
+    retried = advance(aborted.state, 10.0, command="retry")
+    assert retried.state.pending == "rollout" and retried.state.confirmation is None
 
 
 def test_restart_mid_step_resumes_the_same_step():

@@ -234,6 +234,98 @@ def test_confirm_webhook_holds_the_promotion_until_it_answers_200(ws, store, mon
         httpd.shutdown()
 
 
+class ConfirmReceiver:
+    """A real HTTP receiver on loopback answering each confirm POST from a script: a status, or
+    "sleep" (no answer within the manifest's timeout)."""
+
+    def __init__(self, answers: list) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.answers, self.asked = list(answers), []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                outer.asked.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                answer = outer.answers.pop(0)
+                if answer == "sleep":
+                    time.sleep(2.5)
+                    return
+                self.send_response(answer)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/confirm"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_confirm_gates_hold_each_traffic_increase_until_the_receiver_says_yes(ws, store, monkeypatch):
+    monkeypatch.setenv("CONTROLLER_ALLOW_PRIVATE_WEBHOOKS", "1")
+    receiver = ConfirmReceiver([503, "sleep", 200, 200, 200])
+    try:
+        doc = stepped([{"setMirror": 50}, {"setWeight": 20}, {"setWeight": 50}])
+        doc["spec"]["rollout"]["confirm"] = {"url": receiver.url, "timeout": 1,
+                                             "before": ["trafficIncrease", "promotion"]}
+        apply(ws, manifest("v1"), store, T0 - 100)
+        dry = apply(ws, doc, store, T0, dry_run=True)  # the plan says what it would wait for; nobody is asked
+        assert receiver.asked == [] and dry.plan.rollout["step"] == "setWeight 20"
+        events: list = []
+        held = apply(ws, doc, store, T0, events)
+        # the mirror (nobody sees its results) ran; the weight rise waits, asked once, the no journaled
+        assert store.routing("qs") == Routing(stable="v1", candidate="v2", weight=0.0, mirror=50.0)
+        assert [(a["event"], a["next"]) for a in receiver.asked] == [("ConfirmTrafficIncrease", "setWeight 20")]
+        rollout = held.status["rollout"]
+        assert rollout["awaitingConfirmation"] == "trafficIncrease"
+        assert rollout["confirmation"]["answer"] == "HTTP 503"
+        assert f"confirmation from {receiver.url}" in rollout["waitingFor"] and rollout["nextDueAt"] == T0 + 30
+        apply(ws, doc, store, T0 + 10)  # asked again only after 30 s
+        assert len(receiver.asked) == 1
+        late = apply(ws, doc, store, T0 + 31)  # no answer within the timeout: still held, never passed
+        assert store.routing("qs").weight == 0.0 and late.status["rollout"]["confirmation"]["answer"] == \
+            "no answer within 1s"
+        apply(ws, doc, store, T0 + 62, events)  # yes, yes, yes: one gate each, then the promotion
+        assert store.routing("qs").stable == "v2"
+        assert [a["event"] for a in receiver.asked] == ["ConfirmTrafficIncrease"] * 4 + ["ConfirmPromotion"]
+        assert [a["next"] for a in receiver.asked[2:]] == ["setWeight 20", "setWeight 50", "promotion"]
+        reasons = [r["reason"] for r in store.journal("qs") if "step" in r]
+        assert reasons == ["StepStarted", "AwaitingConfirmation", "ConfirmationWithheld", "ConfirmationWithheld",
+                           "StepConfirmed", "AwaitingConfirmation", "StepConfirmed", "StepStarted",
+                           "AwaitingConfirmation", "StepsComplete"]
+        withheld = [r for r in store.journal("qs") if r.get("reason") == "ConfirmationWithheld"]
+        assert "answered HTTP 503" in withheld[0]["message"] and "no answer within 1s" in withheld[1]["message"]
+        assert {"AwaitingConfirmation", "ConfirmationWithheld", "AliasSwitched"} <= {e["event"] for e in events}
+    finally:
+        receiver.close()
+
+
+def test_an_unreachable_confirm_receiver_holds_the_first_step(ws, store, monkeypatch):
+    monkeypatch.setenv("CONTROLLER_ALLOW_PRIVATE_WEBHOOKS", "1")
+    receiver = ConfirmReceiver([])
+    url = receiver.url
+    receiver.close()  # nothing listens there any more
+    doc = stepped([{"setWeight": 20}, {"pause": {}}])
+    doc["spec"]["rollout"]["confirm"] = {"url": url, "timeout": 1, "before": ["rollout"]}
+    apply(ws, manifest("v1"), store, T0 - 100)
+    held = apply(ws, doc, store, T0)
+    assert store.routing("qs") == Routing(stable="v1", candidate="v2", weight=0.0)
+    assert held.status["rollout"]["confirmation"]["answer"].startswith("unreachable (")
+    assert held.status["phase"] == "Progressing"
+    apply(ws, doc, store, T0 + 31)
+    assert store.routing("qs").weight == 0.0
+    result = apply_command(store, "qs", "promote", now=T0 + 40)  # confirmed by hand: step 1 starts
+    assert store.routing("qs").weight == 20.0 and result["rollout"]["step"] == "pause (until promoted)"
+
+
 def test_a_reviewed_plan_of_a_stepped_rollout_applies(ws, store, tmp_path):
     """`reconcile --dry-run --out` then `apply`: the plan made again at apply time is the reviewed one."""
     from controller.engine.planfile import apply_plan_file, write_plan_file

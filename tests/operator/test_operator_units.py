@@ -161,8 +161,19 @@ def test_routing_record_for_the_configmap() -> None:
     data = routing_record({"alias": "qs", "stable": {"version": "v1"}, "candidate": {"version": "v2"},
                            "weight": 25.0})
     assert data["stable"] == "v1" and data["candidate"] == "v2" and data["weight"] == "25"
-    assert json.loads(data["routing.json"]) == {"alias": "qs", "stable": "v1", "candidate": "v2", "weight": 25.0}
+    assert json.loads(data["routing.json"]) == {"alias": "qs", "stable": "v1", "candidate": "v2", "weight": 25.0,
+                                                "mirror": 0.0, "interleave": 0.0, "held": []}
     assert routing_record({"alias": "qs", "stable": None, "candidate": None, "weight": 0})["candidate"] == ""
+
+
+def test_routing_record_takes_the_shares_from_the_stores_routing() -> None:
+    from controller.core.types import Routing
+
+    routing = Routing(stable="v1", candidate="v2", weight=10.0, held=("v0",), mirror=30.0, interleave=20.0)
+    data = routing_record({"alias": "qs", "weight": 10.0}, routing)
+    assert (data["weight"], data["mirror"], data["interleave"]) == ("10", "30", "20")
+    assert json.loads(data["routing.json"]) == {"alias": "qs", "stable": "v1", "candidate": "v2", "weight": 10.0,
+                                                "mirror": 30.0, "interleave": 20.0, "held": ["v0"]}
 
 
 def test_status_writes_are_skipped_when_nothing_changed() -> None:

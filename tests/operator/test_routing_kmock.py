@@ -46,3 +46,34 @@ async def test_our_configmap_carries_the_labels_and_is_removed_with_the_index(cl
     await cluster.delete("owned")
     await eventually(lambda: cluster.get("owned") is None and cluster.configmap("owned") is None, 30,
                      "the resource and its ConfigMap gone")
+
+
+async def test_configmap_carries_the_mirror_and_interleave_shares_of_a_stepped_rollout(cluster: Api,
+                                                                                     operator) -> None:
+    """A router fed from the ConfigMap must mirror and interleave like `controller serve`: the shares are
+    the store's routing record, back to 0 when the rollout is aborted."""
+    import json
+
+    await cluster.create(example("quickstart-v1.yaml"))
+    await eventually(phase(cluster, "quickstart", "Healthy", 1), 60, "v1 Healthy")
+    spec = example("quickstart-v2-canary.yaml")["spec"]
+    spec["rollout"] = {"steps": [{"setMirror": 30}, {"setWeight": 10},
+                                 {"interleave": {"percentage": 20, "minQueries": 50, "interval": "1h"}}]}
+    await cluster.patch("quickstart", {"spec": spec})
+
+    def shares():
+        data = (cluster.configmap("quickstart") or {}).get("data") or {}
+        return data if data.get("interleave") == "20" else None
+    data = await eventually(shares, 60, "the ConfigMap with the interleave step's share")
+    assert (data["stable"], data["candidate"], data["weight"], data["mirror"]) == ("v1", "v2", "10", "30")
+    assert json.loads(data["routing.json"]) == {"alias": "quickstart", "stable": "v1", "candidate": "v2",
+                                                "weight": 10.0, "mirror": 30.0, "interleave": 20.0, "held": []}
+
+    await cluster.patch("quickstart", {"metadata": {"annotations": {"indexops.dev/command": "abort"}}})
+
+    def cleared():
+        data = (cluster.configmap("quickstart") or {}).get("data") or {}
+        return data if data.get("candidate") == "" and data.get("mirror") == "0" else None
+    data = await eventually(cleared, 30, "the shares back to 0 after the abort")
+    assert (data["weight"], data["interleave"]) == ("0", "0")
+    assert json.loads(data["routing.json"])["mirror"] == 0.0

@@ -159,3 +159,33 @@ def test_a_slow_or_failing_candidate_leaves_stable_p99_within_10_percent(mirrore
         assert all(errors) if fault == "raises" else not any(errors)
     finally:
         embedder.start()
+
+
+def test_mirror_sampling_is_sticky_per_routing_key(tmp_path, embedder, serve):
+    """setMirror 50 through the real service: a key's queries are all mirrored or none, exactly the keys
+    core.routing.mirrored picks for this rollout, about half of them."""
+    from controller.core.routing import mirrored
+
+    ws = workspace(tmp_path, n_docs=60)
+    store = tmp_path / "store"
+    reconcile(ws, manifest("v1"), store, "v1.yaml")
+    reconcile(ws, candidate(embedder, [{"setMirror": 50}, {"pause": {}}]), store, "v2.yaml")
+    routing = Store(store).routing("qs")
+    assert (routing.candidate, routing.mirror) == ("v2", 50.0)
+    server = serve(store, "--flush-window", "0.2")
+    keys = [f"user-{i}" for i in range(60)]
+    sent: dict[str, list[str]] = {}
+    for round_ in range(3):
+        for i, key in enumerate(keys):
+            response = server.search("qs", query=QUERIES[(i + round_) % len(QUERIES)], k=5, key=key)
+            assert response.status_code == 200 and response.json()["version"] == "v1"
+            sent.setdefault(key, []).append(response.json()["requestId"])
+    chosen = {k for k in keys if mirrored(routing, "v1", key=k, draw=0.0)}
+    assert 15 <= len(chosen) <= 45  # about half of 60
+    deadline = time.monotonic() + 20
+    while len(records(store, "mirror")) < 3 * len(chosen) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    logged = {r["requestId"] for r in records(store, "mirror")}
+    per_key = {k: sum(rid in logged for rid in rids) for k, rids in sent.items()}
+    assert {k for k, n in per_key.items() if n} == chosen
+    assert all(n in (0, 3) for n in per_key.values()), per_key  # never some of a user's queries
