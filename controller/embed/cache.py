@@ -123,10 +123,15 @@ class EmbeddingCache:
     def __len__(self) -> int:
         return len(self._index())
 
+    def has(self, hashes: Sequence[str]) -> np.ndarray:
+        """Which hashes have a vector (without reading any)."""
+        where = self._index()
+        return np.fromiter((h in where for h in hashes), dtype=bool, count=len(hashes))
+
     def get(self, hashes: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """(found mask, vectors of the found hashes in order)."""
         where = self._index()
-        found = np.fromiter((h in where for h in hashes), dtype=bool, count=len(hashes))
+        found = self.has(hashes)
         out = np.zeros((int(found.sum()), self.dim), dtype=np.float32)
         by_stem: dict[str, tuple[list[int], list[int]]] = {}
         for slot, h in enumerate(h for h in hashes if h in where):
@@ -243,35 +248,63 @@ def embed_through_cache(embedder: Any, cache: EmbeddingCache | None, ids: Sequen
         _check_shape(vectors, len(texts), embedder)
         return vectors, CacheStats(misses=len(texts), embedded=len(texts))
     found, cached = cache.get(hashes)
+    todo, stats = plan_misses(found, hashes)
     out = np.zeros((len(texts), cache.dim), dtype=np.float32)
     out[found] = cached
-    first: dict[str, int] = {}
-    for i in np.flatnonzero(~found):
-        first.setdefault(hashes[i], int(i))
-    todo = sorted(first.values())
-    stats = CacheStats(hits=int(found.sum()), misses=int((~found).sum()), embedded=len(todo))
     bar = progress(f"embedding ({stats.hits} cached, {stats.misses} to embed)") if todo else silent
-    pieces = _pieces(embedder, [ids[i] for i in todo], [texts[i] for i in todo], queries, stop,
-                     chunk or getattr(embedder, "chunk_size", CHUNK), bar)
     done = 0
+
+    def land(rows: range, fresh: np.ndarray) -> None:
+        nonlocal done
+        out[todo[rows.start:rows.stop]] = fresh
+        done += len(rows)
+
     try:
-        for offset, fresh in pieces:
-            rows = todo[offset:offset + len(fresh)]
-            _check_shape(fresh, len(rows), embedder)
-            cache.put([hashes[i] for i in rows], fresh)
-            out[rows] = fresh
-            done += len(rows)
-            bar(done, len(todo))
+        embed_into_cache(embedder, cache, [ids[i] for i in todo], [texts[i] for i in todo],
+                         [hashes[i] for i in todo], queries=queries, stop=stop,
+                         chunk=chunk or getattr(embedder, "chunk_size", CHUNK), bar=bar, on_piece=land)
     except EmbedError as exc:
         raise EmbedError(f"{exc} [{done} of the {len(todo)} texts to embed are cached; "
                          f"a retry resumes there]") from exc
     if done < len(todo):
         raise EmbedInterrupted(f"stopped on request with {done} of the {len(todo)} texts to embed cached "
                                f"(nothing in flight was lost); rerun to resume")
-    if todo:
+    if todo:  # repeated texts: copy the row of their first occurrence
+        first = {hashes[i]: i for i in todo}
         missing = np.flatnonzero(~found)
         out[missing] = out[[first[hashes[i]] for i in missing]]
     return out, stats
+
+
+def plan_misses(found: np.ndarray, hashes: Sequence[str]) -> tuple[list[int], CacheStats]:
+    """(rows to embed, stats) from the cache's found mask: the first row of each distinct uncached text."""
+    first: dict[str, int] = {}
+    for i in np.flatnonzero(~found):
+        first.setdefault(hashes[i], int(i))
+    todo = sorted(first.values())
+    return todo, CacheStats(hits=int(found.sum()), misses=int((~found).sum()), embedded=len(todo))
+
+
+def embed_into_cache(embedder: Any, cache: EmbeddingCache, ids: Sequence[str], texts: Sequence[str],
+                     hashes: Sequence[str], *, chunk: int, queries: bool = False,
+                     stop: Callable[[], bool] = lambda: False, bar: Progress = silent,
+                     on_piece: Callable[[range, np.ndarray], None] = lambda rows, vectors: None) -> int:
+    """Embed distinct texts the cache lacks, appending each piece as it finishes; returns how many landed.
+
+    Fewer than all when `stop()` turned true (what was in flight still lands).
+    `on_piece(rows, vectors)` sees each piece once it is persisted; `bar` moves within pieces too.
+    """
+    done = 0
+    if stop():  # a stream sends its first window before it looks at stop()
+        return done
+    for offset, fresh in _pieces(embedder, list(ids), list(texts), queries, stop, chunk, bar):
+        rows = range(offset, min(offset + len(fresh), len(texts)))
+        _check_shape(fresh, len(rows), embedder)
+        cache.put(hashes[rows.start:rows.stop], fresh)
+        done += len(rows)
+        on_piece(rows, fresh)
+        bar(done, len(texts))
+    return done
 
 
 def _pieces(embedder: Any, ids: list[str], texts: list[str], queries: bool, stop: Callable[[], bool],

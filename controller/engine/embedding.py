@@ -6,28 +6,32 @@ Reconcile, `controller embed` and the benchmarks all embed through here, so a
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import multiprocessing
 import os
 import signal
 import time
-from collections import Counter
-from concurrent.futures import ProcessPoolExecutor, wait
+import threading
+from collections import Counter, deque
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from controller.embed.cache import (DEFAULT_GRACE_SECONDS, CacheStats, EmbeddingCache, collect_garbage,
-                                    embed_through_cache, query_hash, referenced_hashes)
+from controller.embed.cache import (CHUNK, DEFAULT_GRACE_SECONDS, CacheStats, EmbeddingCache, collect_garbage,
+                                    embed_into_cache, embed_through_cache, plan_misses, query_hash,
+                                    referenced_hashes)
 from controller.embed import make_embedder
 from controller.embed.http import SECRET_ENV  # noqa: F401  (the operator's Job pods set it)
-from controller.errors import InvalidInput
+from controller.errors import EmbedError, EmbedInterrupted, InvalidInput
 from controller.manifest.load import LoadedManifest
 from controller.progress import Progress, silent
-from controller.store.corpus import read_corpus
+from controller.store.corpus import Corpus, read_corpus
 from controller.store import atomic
 from controller.store.events import events_root, read_events
 from controller.store.fs import Store
@@ -106,13 +110,15 @@ def embed_job(loaded: LoadedManifest, store: Store, *, shard: Shard = Shard(0, 1
     answer arrives, and a rerun starts from what is there, so a SIGKILL loses
     at most the batches in flight. When `stop()` turns true (the CLI's SIGTERM),
     nothing new is sent, what is in flight is kept, and EmbedInterrupted is
-    raised: a graceful stop loses nothing. `workers` processes split the shard
-    further, each appending to its own cache files (no IPC of vectors).
+    raised: a graceful stop loses nothing. With `workers` > 1 this process and
+    `workers - 1` helper processes take chunks of the work from one queue, each
+    appending to its own cache files (no vectors cross process boundaries).
     """
     spec = loaded.manifest.spec
     model = spec.model.model_dump(mode="json", by_alias=True)
     embedder = make_embedder(model, loaded.paths, loaded.source)
-    if cache_for(store, embedder) is None:
+    cache = cache_for(store, embedder)
+    if cache is None:
         raise InvalidInput(f"provider {spec.model.provider} reads vectors instead of embedding text: "
                            "there is nothing to embed ahead of a build", file=loaded.source,
                            field="spec.model.provider", value=spec.model.provider)
@@ -123,64 +129,210 @@ def embed_job(loaded: LoadedManifest, store: Store, *, shard: Shard = Shard(0, 1
     mine = [i for i, h in enumerate(corpus.hashes) if shard.holds(h)]
     mine = priority_order(loaded, store, corpus.ids, mine)
     started = time.monotonic()
-    parts = [[i for i in mine if int(corpus.hashes[i], 16) // shard.count % workers == w] for w in range(workers)]
     # shared: shards and workers run side by side; a reconcile wanting to embed the same model waits
-    with cache_for(store, embedder).owned(shared=True, who=f"controller embed {loaded.name}"):
-        if workers == 1:
-            stats = [_embed_part(model, loaded.paths, str(store.root), corpus.ids, corpus.texts, corpus.hashes,
-                                 parts[0], progress, stop)]
-        else:
-            stats = _embed_in_processes(model, loaded.paths, store, corpus, parts, stop)
+    with cache.owned(shared=True, who=f"controller embed {loaded.name}"):
+        total = _embed_rows(Work(embedder, model, loaded.paths, cache), workers, [corpus.ids[i] for i in mine],
+                            [corpus.texts[i] for i in mine], [corpus.hashes[i] for i in mine], progress, stop)
     seconds = time.monotonic() - started
-    total = CacheStats(hits=sum(s.hits for s in stats), misses=sum(s.misses for s in stats),
-                       embedded=sum(s.embedded for s in stats))
     return {"index": loaded.name, "fingerprint": embedder.fingerprint, "shard": f"{shard.index}/{shard.count}",
             "workers": workers, "documents": len(mine), **total.to_dict(),
             "hitRate": round(total.hits / len(mine), 4) if mine else 1.0,
             "seconds": round(seconds, 3),
             "docsPerSecond": round(total.embedded / seconds, 1) if seconds and total.embedded else None,
             "priority": spec.reembed.priority if spec.reembed else "none",
-            "coverage": embedding_coverage(loaded, store).to_dict()}
+            "coverage": embedding_coverage(loaded, store, corpus).to_dict()}
 
 
-def _embed_in_processes(model: dict[str, Any], paths: dict[str, Path], store: Store, corpus: Any,
-                        parts: list[list[int]], stop: Callable[[], bool]) -> list[CacheStats]:
-    """One process per part, each with only its own texts; the parent relays a stop request."""
-    # spawn, not fork: the parent may hold threads (HTTP pools, BLAS) that fork would copy mid-state
-    context = multiprocessing.get_context("spawn")
-    stopping = context.Event()
-    with ProcessPoolExecutor(max_workers=len(parts), mp_context=context, initializer=_worker_init,
-                             initargs=(stopping, os.getpid())) as pool:
-        futures = [pool.submit(_embed_part, model, paths, str(store.root),
-                               [corpus.ids[i] for i in part], [corpus.texts[i] for i in part],
-                               [corpus.hashes[i] for i in part], list(range(len(part))), None, None)
-                   for part in parts]
-        while not all(f.done() for f in futures):
-            wait(futures, timeout=0.2)
-            if stop():
-                stopping.set()
-        return [f.result() for f in futures]
+@dataclass(frozen=True)
+class Work:
+    """What a job embeds with: the parent's embedder and cache, and what a helper needs to make its own."""
+    embedder: Any
+    model: dict[str, Any]
+    paths: dict[str, Path]
+    cache: EmbeddingCache
 
 
-_worker_stop: Callable[[], bool] = lambda: False
+def _embed_rows(work: Work, workers: int, ids: list[str], texts: list[str], hashes: list[str],
+                progress: Callable[[str], Progress], stop: Callable[[], bool]) -> CacheStats:
+    """Embed what the cache lacks: alone, or in chunks shared with `workers - 1` helper processes.
+
+    Shared chunks come from one queue in order (hot-first stays first): whoever is
+    free takes the next, so a helper that started late or a core busy with other
+    work costs no idle time at the end. The chunks shrink towards the end
+    (guided scheduling) so that all processes finish together.
+    """
+    embedder, cache = work.embedder, work.cache
+    todo, stats = plan_misses(cache.has(hashes), hashes)
+    chunks = deque(guided_chunks(len(todo), workers, *chunk_bounds(embedder)))
+    if workers == 1 or len(chunks) < 2:  # too little work to share: no helper to start
+        return embed_through_cache(embedder, cache, ids, texts, hashes, progress, stop=stop)[1]
+    with Helpers(work, min(workers - 1, len(chunks) - 1)) as helpers:
+        _share(work, helpers, chunks, todo, ids, texts, hashes,
+               progress(f"embedding ({stats.hits} cached, {stats.misses} to embed)"), stop)
+    return stats
 
 
-def _worker_init(stopping: Any, parent: int) -> None:
-    """Workers leave signals to the parent (it relays them) and stop if the parent dies."""
-    global _worker_stop
+def _share(work: Work, helpers: Helpers, chunks: deque[range], todo: list[int], ids: list[str],
+           texts: list[str], hashes: list[str], bar: Progress, stop: Callable[[], bool]) -> None:
+    """The parent's loop: take the next chunk, keep each helper one chunk ahead, collect what they did."""
+    embedder, cache = work.embedder, work.cache
+    pending: set[Future] = set()
+    failures: list[BaseException] = []
+    landed = 0
+
+    def texts_of(span: range) -> tuple[list[str], list[str], list[str]]:
+        rows = todo[span.start:span.stop]
+        return [ids[i] for i in rows], [texts[i] for i in rows], [hashes[i] for i in rows]
+
+    def reap(block: bool) -> None:
+        nonlocal landed
+        if block:
+            wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+        for future in [f for f in pending if f.done()]:
+            pending.discard(future)
+            if future.cancelled():
+                continue
+            try:
+                landed += future.result()
+            except BrokenProcessPool:
+                failures.append(EmbedError("a worker process of this job ended unexpectedly (killed, or out "
+                                           "of memory)"))
+            except Exception as exc:  # raised in a helper: stop the others, then report it
+                failures.append(exc)
+
+    while not failures and not stop():
+        span = chunks.popleft() if chunks else None  # ours first: the hottest chunk waits for no start-up
+        while chunks and len(pending) < 2 * helpers.count:  # one running and one queued per helper
+            pending.add(helpers.submit(*texts_of(chunks.popleft())))
+        if span is not None:
+            base = landed
+            try:
+                landed += embed_into_cache(embedder, cache, *texts_of(span), chunk=piece_size(embedder),
+                                           stop=stop, bar=lambda done, _: bar(base + done, len(todo)))
+            except EmbedError as exc:
+                failures.append(exc)
+            reap(block=False)
+        elif pending:
+            reap(block=True)
+        else:
+            break
+        bar(landed, len(todo))
+    # finished, stopped or failed: nothing new is sent, and what is in flight lands before we return
+    helpers.stop()
+    wait(pending)
+    reap(block=False)
+    if failures and not isinstance(failures[0], EmbedError):
+        raise failures[0]
+    if failures or landed < len(todo):
+        done = int(EmbeddingCache(cache.dir.parent, cache.fingerprint).has([hashes[i] for i in todo]).sum())
+        if failures:
+            raise EmbedError(f"{failures[0]} [{done} of the {len(todo)} texts to embed are cached; "
+                             f"a retry resumes there]") from failures[0]
+        raise EmbedInterrupted(f"stopped on request with {done} of the {len(todo)} texts to embed cached "
+                               f"(nothing in flight was lost); rerun to resume")
+
+
+def piece_size(embedder: Any) -> int:
+    """Texts per embedder call (non-streaming): what a kill can lose, at most."""
+    return int(getattr(embedder, "chunk_size", CHUNK))
+
+
+def chunk_bounds(embedder: Any) -> tuple[int, int]:
+    """(smallest, largest) chunk of a shared job.
+
+    A streaming embedder (http) drains its window of requests at the end of a
+    chunk, so its chunks span many windows; for the others a chunk is at most one
+    call, and small ones at the end keep the processes finishing together.
+    """
+    unit = piece_size(embedder)
+    if getattr(embedder, "iter_documents", None) is not None:
+        return 4 * unit, 32 * unit
+    return max(1, unit // 16), unit
+
+
+def guided_chunks(total: int, processes: int, smallest: int, largest: int) -> list[range]:
+    """Consecutive spans of 0..total, each about a 1/(2 x processes) share of what is left, within bounds."""
+    spans, start = [], 0
+    while start < total:
+        size = min(max(-(-(total - start) // (2 * processes)), smallest), largest)
+        spans.append(range(start, min(start + size, total)))
+        start += size
+    return spans
+
+
+class Helpers:
+    """`count` spawned processes that embed chunks of a job into their own cache files.
+
+    Spawn, not fork: the parent may hold threads (HTTP pools, BLAS) that fork
+    would copy mid-state. Each helper builds its embedder once, ignores SIGINT
+    and SIGTERM (the parent relays a stop) and dies with the parent.
+    """
+
+    def __init__(self, work: Work, count: int) -> None:
+        self.count = count
+        context = multiprocessing.get_context("spawn")
+        self._stopping = context.Event()
+        self._pool = ProcessPoolExecutor(count, mp_context=context, initializer=_helper_init,
+                                         initargs=(self._stopping, os.getpid(), work.model, work.paths,
+                                                   str(work.cache.dir.parent)))
+
+    def submit(self, ids: list[str], texts: list[str], hashes: list[str]) -> Future:
+        return self._pool.submit(_helper_embed, ids, texts, hashes)
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def __enter__(self) -> Helpers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+        # and wait: a helper still starting needs the parent's semaphores (unlinked once they are collected)
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+_helper: dict[str, Any] = {}  # in a helper process: its embedder, cache and stop test
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _helper_init(stopping: Any, parent: int, model: dict[str, Any], paths: dict[str, Path],
+                 cache_root: str) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    _worker_stop = lambda: stopping.is_set() or os.getppid() != parent  # noqa: E731
-
-
-def _embed_part(model: dict[str, Any], paths: dict[str, Path], store_root: str, ids: Sequence[str],
-                texts: Sequence[str], hashes: Sequence[str], rows: Sequence[int],
-                progress: Callable[[str], Progress] | None, stop: Callable[[], bool] | None) -> CacheStats:
+    _die_with(parent)
     embedder = make_embedder(model, paths)
-    _, stats = embed_through_cache(embedder, cache_for(Store(Path(store_root)), embedder),
-                                   [ids[i] for i in rows], [texts[i] for i in rows], [hashes[i] for i in rows],
-                                   progress or (lambda label: silent), stop=stop or _worker_stop)
-    return stats
+    _helper.update(embedder=embedder, cache=EmbeddingCache(Path(cache_root), embedder.fingerprint),
+                   stop=stopping.is_set)
+
+
+def _die_with(parent: int) -> None:
+    """A helper dies with its parent, as if the same SIGKILL had hit it: what it had in flight is lost.
+
+    Finishing instead would race a resumed job for the same texts (stored twice),
+    and a killed parent can no longer shut its pool down (helpers would linger).
+    Linux: the kernel kills us with the parent (PR_SET_PDEATHSIG); elsewhere a
+    thread polls for the parent within 0.1 s.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        armed = libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        armed = False
+    if not armed:
+        threading.Thread(target=_exit_without, args=(parent,), daemon=True).start()
+    if os.getppid() != parent:  # it died before we were armed
+        os._exit(1)
+
+
+def _exit_without(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(0.1)
+    os._exit(1)
+
+
+def _helper_embed(ids: list[str], texts: list[str], hashes: list[str]) -> int:
+    return embed_into_cache(_helper["embedder"], _helper["cache"], ids, texts, hashes,
+                            chunk=piece_size(_helper["embedder"]), stop=_helper["stop"])
 
 
 # ---- what the operator's Jobs need: coverage, and a manifest a pod can read ------------------
@@ -258,10 +410,11 @@ def field_values(loaded: LoadedManifest, field: str) -> dict[str, float]:
     return out
 
 
-def embedding_coverage(loaded: LoadedManifest, store: Store) -> Coverage | None:
+def embedding_coverage(loaded: LoadedManifest, store: Store, corpus: Corpus | None = None) -> Coverage | None:
     """How much of the corpus, and of last week's impressions, the cache holds for the manifest's model.
 
-    None for providers whose vectors are not cached (precomputed).
+    None for providers whose vectors are not cached (precomputed). `corpus`: the
+    manifest's corpus when the caller has just read it.
     """
     spec = loaded.manifest.spec
     model = spec.model.model_dump(mode="json", by_alias=True)
@@ -269,9 +422,10 @@ def embedding_coverage(loaded: LoadedManifest, store: Store) -> Coverage | None:
     cache = cache_for(store, embedder)
     if cache is None:
         return None
-    corpus = read_corpus(loaded.paths["corpus"], spec.corpus.id_field, spec.corpus.text_fields,
-                         manifest=loaded.source)
-    found, _ = cache.get(corpus.hashes)
+    if corpus is None:
+        corpus = read_corpus(loaded.paths["corpus"], spec.corpus.id_field, spec.corpus.text_fields,
+                             manifest=loaded.source)
+    found = cache.has(corpus.hashes)
     content = hashlib.sha256("".join(sorted(set(corpus.hashes))).encode()).hexdigest()
     key = hashlib.sha256(f"{cache.dir.name}:{content}".encode()).hexdigest()[:10]
     impressions, _ = document_uses(store, loaded.name)

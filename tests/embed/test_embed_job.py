@@ -53,7 +53,8 @@ def test_shards_partition_the_corpus_and_workers_agree(tmp_path, capsys):
     fa, va = a.get(corpus.hashes)
     fb, vb = b.get(corpus.hashes)
     assert fa.all() and fb.all()
-    np.testing.assert_allclose(va, vb, atol=1e-6)
+    np.testing.assert_array_equal(va, vb)  # bit for bit, whichever process embedded a text
+    assert len(list(b.dir.glob("*.idx"))) == 2  # both processes took chunks, each into its own files
     # the build after the job embeds nothing
     assert main(["reconcile", str(path), "--store", str(one), "-o", "json"]) == 0
     assert json.loads(capsys.readouterr().out)["indexes"][0]["embedded"] == 0
@@ -66,9 +67,48 @@ def test_bad_shard_is_invalid_input(tmp_path, capsys):
     assert "--shard" in capsys.readouterr().err
 
 
-def interrupt_and_resume(tmp_path: Path, signum: int, *, kills: int = 20, batch: int = 8, concurrency: int = 2):
+def test_guided_chunks_cover_the_work_in_order_and_shrink_towards_the_end():
+    from controller.engine.embedding import guided_chunks
+
+    for total, processes, smallest, largest in ((5183, 2, 64, 1024), (240, 2, 64, 512), (10, 4, 1, 1024),
+                                                (100_000, 8, 1024, 8192), (0, 2, 64, 1024)):
+        spans = guided_chunks(total, processes, smallest, largest)
+        assert [i for span in spans for i in span] == list(range(total))
+        sizes = [len(span) for span in spans]
+        assert all(smallest <= n <= largest for n in sizes[:-1]) and all(n <= largest for n in sizes[-1:])
+        assert sizes == sorted(sizes, reverse=True)
+    assert len(guided_chunks(5183, 2, 64, 1024)) < 20  # each chunk costs two fsyncs
+
+
+def descendants(pid: int) -> set[int]:
+    """Processes whose parent is `pid` (Linux /proc), and theirs."""
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        parents, frontier = frontier, set()
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) in parents:
+                frontier.add(int(stat.parent.name))
+        found |= frontier
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def interrupt_and_resume(tmp_path: Path, signum: int, *, kills: int = 20, batch: int = 8, concurrency: int = 2,
+                         workers: int = 1):
     """`kills` runs of `controller embed`, each hit by `signum` at a random point after its first request,
-    then a run to completion. Returns (server, corpus size, cache, signals that landed, exit codes)."""
+    then a run to completion. Returns (server, corpus size, cache, signals that landed, exit codes).
+    With `workers`, every helper process must be gone once the job has ended."""
     ws = workspace(tmp_path, n_docs=240)
     store = tmp_path / "store"
     rng = random.Random(7)
@@ -78,7 +118,8 @@ def interrupt_and_resume(tmp_path: Path, signum: int, *, kills: int = 20, batch:
         doc["spec"]["model"]["options"].update(batchSize=batch, concurrency=concurrency)
         path = write_manifest(ws, doc)
         corpus_size = len((ws / "data" / "corpus.jsonl").read_text().splitlines())
-        cmd = [sys.executable, "-m", "controller.cli.main", "embed", str(path), "--store", str(store)]
+        cmd = [sys.executable, "-m", "controller.cli.main", "embed", str(path), "--store", str(store),
+               "--workers", str(workers)]
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         landed, codes = 0, []
         for _ in range(kills):
@@ -88,12 +129,17 @@ def interrupt_and_resume(tmp_path: Path, signum: int, *, kills: int = 20, batch:
             while len(server.requests) == seen and proc.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.01)
             time.sleep(rng.uniform(0, 0.15))
+            helpers = descendants(proc.pid) if workers > 1 and sys.platform == "linux" else set()
             if proc.poll() is None:
                 proc.send_signal(signum)
                 landed += 1
             _, err = proc.communicate(timeout=60)
             assert b"Traceback" not in err, err.decode()
             codes.append(proc.returncode)
+            deadline = time.monotonic() + 10
+            while any(alive(p) for p in helpers) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert not any(alive(p) for p in helpers), "helper processes outlived their job"
         final = subprocess.run(cmd + ["-o", "json"], env=env, capture_output=True, text=True, timeout=120)
         assert final.returncode == 0, final.stderr
     return server, corpus_size, cache_of(store, path), landed, codes
@@ -116,6 +162,28 @@ def test_sigterm_at_random_points_then_resume_embeds_the_corpus_exactly_once(tmp
     assert len(passages) == corpus_size  # 0 missing at the server
     assert max(passages.values()) == 1   # 0 duplicates at the server
     assert documents_embedded(server) == corpus_size
+
+
+@pytest.mark.slow
+def test_sigterm_with_two_workers_keeps_what_every_process_has_in_flight(tmp_path):
+    """The parent relays the stop: its helper sends nothing new and persists its batches in flight too."""
+    server, corpus_size, cache, landed, codes = interrupt_and_resume(tmp_path, signal.SIGTERM, kills=8, workers=2)
+    assert landed >= 4 and 1 in codes
+    assert len(cache) == corpus_size and stored_rows(cache) == corpus_size
+    passages = {t: n for t, n in server.embedded.items() if t.startswith("passage: ")}
+    assert len(passages) == corpus_size and max(passages.values()) == 1
+
+
+@pytest.mark.slow
+def test_sigkill_with_two_workers_takes_the_helpers_down_too(tmp_path):
+    """A helper dies with its parent (nothing lingers, nothing races the resumed job): each process loses
+    at most its own batches in flight."""
+    batch, concurrency, workers = 8, 2, 2
+    server, corpus_size, cache, landed, _ = interrupt_and_resume(tmp_path, signal.SIGKILL, kills=8, batch=batch,
+                                                                 concurrency=concurrency, workers=workers)
+    assert landed >= 4
+    assert len(cache) == corpus_size and stored_rows(cache) == corpus_size
+    assert corpus_size <= documents_embedded(server) <= corpus_size + landed * batch * concurrency * workers
 
 
 @pytest.mark.slow
