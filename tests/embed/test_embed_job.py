@@ -80,6 +80,42 @@ def test_guided_chunks_cover_the_work_in_order_and_shrink_towards_the_end():
     assert len(guided_chunks(5183, 2, 64, 1024)) < 20  # each chunk costs two fsyncs
 
 
+def test_two_workers_show_the_progress_of_the_whole_job(tmp_path):
+    from controller.engine.embedding import embed_job
+
+    ws = workspace(tmp_path, n_docs=300)
+    [loaded] = load_manifests(write_manifest(ws, manifest("v1")))
+    labels, seen = [], []
+
+    def progress(label):
+        labels.append(label)
+        return lambda done, total: seen.append((done, total))
+    report = embed_job(loaded, Store(tmp_path / "store"), workers=2, progress=progress)
+    assert labels == [f"embedding (0 cached, {report['misses']} to embed)"]
+    assert seen[-1] == (report["embedded"], report["embedded"]) and report["embedded"] > 200
+    assert [done for done, _ in seen] == sorted(done for done, _ in seen)  # never backwards
+
+
+def test_a_failing_batch_stops_every_worker_and_a_retry_embeds_each_text_once(tmp_path):
+    from controller.engine.embedding import embed_job
+    from controller.errors import EmbedError
+
+    ws = workspace(tmp_path, n_docs=240)
+    store = Store(tmp_path / "store")
+    with FakeEmbeddingServer(dim=16) as server:
+        doc = http_manifest(server, "v1")
+        doc["spec"]["model"]["options"].update(batchSize=4, concurrency=1, retries=0)
+        [loaded] = load_manifests(write_manifest(ws, doc))
+        server.faults.extend([None] * 6 + ["500"])
+        with pytest.raises(EmbedError, match=r"provider http .* failed after 1 attempts; last error: HTTP 500.* texts to embed are cached; "
+                                             r"a retry resumes there"):
+            embed_job(loaded, store, workers=2)
+        report = embed_job(loaded, store, workers=2)
+        assert report["coverage"]["documentShare"] == 1.0
+        assert max(server.embedded.values()) == 1  # what landed before the failure was not sent again
+        assert documents_embedded(server) == report["documents"]
+
+
 def descendants(pid: int) -> set[int]:
     """Processes whose parent is `pid` (Linux /proc), and theirs."""
     found: set[int] = set()
