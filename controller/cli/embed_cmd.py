@@ -38,7 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--index", metavar="NAME", help="the index to embed when PATH holds several")
     p.add_argument("--shard", default="0/1", metavar="i/N",
                    help="embed only shard i of N (by content hash), e.g. $JOB_COMPLETION_INDEX/4")
-    p.add_argument("--workers", type=int, default=1, metavar="N", help="processes embedding side by side, this one included (default 1)")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="processes embedding side by side, this one included (default 1)")
     add_output_arg(p)
     add_store_arg(p)
     add_data_root_arg(p)
