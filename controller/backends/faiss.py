@@ -42,7 +42,7 @@ import faiss
 import numpy as np
 
 from controller.backends.base import BackendSettings, Capabilities, Metric, VersionRef
-from controller.embed.base import l2_normalize
+from controller.embed.base import l2_normalize, unit_rows
 from controller.errors import InvalidInput, NotFound, StoreError
 from controller.store import atomic
 
@@ -168,20 +168,9 @@ def restore(unit: np.ndarray, norms: np.ndarray) -> np.ndarray:
     return unit * scale[:, None]
 
 
-#: a row whose squared norm is within this of 1 counts as unit: an L2-normalised float32 row is
-#: (float32 rounding of 384 or so terms stays far below), so it is indexed as given, not normalised again
-UNIT_TOLERANCE = 1e-5
-
-
-def _is_unit(x: np.ndarray) -> bool:
-    """Every row has norm 1 (within float32 rounding of a normalisation) or is zero."""
-    squares = np.einsum("ij,ij->i", x, x)
-    return bool(np.all((np.abs(squares - 1.0) <= UNIT_TOLERANCE) | (squares == 0.0)))
-
-
 def _unit(x: np.ndarray, metric: Metric) -> np.ndarray:
     """What FAISS indexes for rows ``x``: x itself when no normalisation is due, else a normalised copy."""
-    return x if metric != "cosine" or _is_unit(x) else l2_normalize(x)
+    return x if metric != "cosine" or unit_rows(x) else l2_normalize(x)
 
 
 class FaissWriter:

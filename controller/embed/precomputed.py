@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from controller.embed.base import l2_normalize
+from controller.embed.base import l2_normalize, unit_rows
 from controller.errors import EmbedError, InvalidInput
 from controller.inputs import iter_lines, load_npy
 from controller.manifest.providers import capabilities
@@ -189,8 +189,11 @@ class StreamedRows:
     def _checked(self, block: np.ndarray, first: int | None) -> np.ndarray:
         """Normalised in place (as l2_normalize would: x / norm, zero rows left zero), NaN/inf refused."""
         if self.normalize:
-            norms = np.linalg.norm(block, axis=1, keepdims=True)
-            if np.isfinite(norms).all():  # a NaN/inf anywhere in a row makes its norm NaN/inf
+            squares = np.einsum("ij,ij->i", block, block)
+            if np.isfinite(squares).all():  # a NaN/inf anywhere in a row makes its norm NaN/inf
+                if unit_rows(block, squares):
+                    return block  # unit (or zero) already: normalising again could only move an ulp
+                norms = np.linalg.norm(block, axis=1, keepdims=True)
                 norms[norms == 0] = 1.0
                 np.divide(block, norms, out=block)
                 return block

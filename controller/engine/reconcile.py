@@ -486,12 +486,13 @@ ADD_CHUNK = 8_192  # rows per writer.add: a chunk (12 MB at 384-d) stays in the 
 
 
 def _add_rows(writer: Any, vectors: np.ndarray, ids: list[str], hashes: list[str], progress: Progress,
-              chunk: int = ADD_CHUNK) -> None:
+              chunk: int | None = None) -> None:
     """Rows in order, in chunks, so a backend can stream them (and the bar moves).
 
     A writer with ``reserve`` is told the row count first, so its storage is sized once.
     """
     n = vectors.shape[0]
+    chunk = chunk or ADD_CHUNK
     reserve = getattr(writer, "reserve", None)
     if reserve is not None:
         reserve(n)
