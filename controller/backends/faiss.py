@@ -7,8 +7,9 @@ Files in ``VersionRef.location`` (the store's staging directory while building, 
 rename of that directory is what makes a version visible and crash safe):
 
     index.faiss     the index; row i = document i of the store's ids.json
-    norms.npy       cosine only, when the index stores the vectors (Flat, HNSW..Flat): the raw
-                    norm of each row, so ``vectors()`` gives back raw vectors from the index
+    norms.npy       cosine only, when the index stores the vectors (Flat, HNSW..Flat): per row
+                    the factor back to the row as added (its raw norm; 1 for a row that was unit
+                    already and is indexed as given), so ``vectors()`` gives back raw vectors
     fixups.npz      cosine only: the few components that rescaling does not restore bit for bit
                     (positions, raw values); empty for vectors that were normalised already
     vectors.npy     only for indexes that do not store the vectors (IVF, PQ, ...): the raw
@@ -22,8 +23,8 @@ A corpus revision of a Flat version (same model, most rows unchanged) shares the
     index.faiss     (and its norms/fixups) only the rows that are new or changed
 
 One copy of the vectors per version: a Flat index *is* the vectors, so no vectors.npy beside it.
-Rescaling the unit rows by their norms restores normalised embeddings exactly (measured on the
-SciFact MiniLM and E5 vectors: 0 of 2M components differ); raw un-normalised vectors differ in
+Unit rows (every L2-normalised embedding) are indexed as given, so they come back exactly; rows
+that are normalised here are rescaled by their norms; raw un-normalised vectors differ in
 about 8% of components by one ulp, and those values are kept in fixups.npz, so ``vectors()`` is
 bit-identical to what was added in every case and drift values cannot move.
 
