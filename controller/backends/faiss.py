@@ -7,8 +7,9 @@ Files in ``VersionRef.location`` (the store's staging directory while building, 
 rename of that directory is what makes a version visible and crash safe):
 
     index.faiss     the index; row i = document i of the store's ids.json
-    norms.npy       cosine only, when the index stores the vectors (Flat, HNSW..Flat): the raw
-                    norm of each row, so ``vectors()`` gives back raw vectors from the index
+    norms.npy       cosine only, when the index stores the vectors (Flat, HNSW..Flat): per row
+                    the factor back to the row as added (its raw norm; 1 for a row that was unit
+                    already and is indexed as given), so ``vectors()`` gives back raw vectors
     fixups.npz      cosine only: the few components that rescaling does not restore bit for bit
                     (positions, raw values); empty for vectors that were normalised already
     vectors.npy     only for indexes that do not store the vectors (IVF, PQ, ...): the raw
@@ -22,8 +23,8 @@ A corpus revision of a Flat version (same model, most rows unchanged) shares the
     index.faiss     (and its norms/fixups) only the rows that are new or changed
 
 One copy of the vectors per version: a Flat index *is* the vectors, so no vectors.npy beside it.
-Rescaling the unit rows by their norms restores normalised embeddings exactly (measured on the
-SciFact MiniLM and E5 vectors: 0 of 2M components differ); raw un-normalised vectors differ in
+Unit rows (every L2-normalised embedding) are indexed as given, so they come back exactly; rows
+that are normalised here are rescaled by their norms; raw un-normalised vectors differ in
 about 8% of components by one ulp, and those values are kept in fixups.npz, so ``vectors()`` is
 bit-identical to what was added in every case and drift values cannot move.
 
@@ -42,7 +43,7 @@ import faiss
 import numpy as np
 
 from controller.backends.base import BackendSettings, Capabilities, Metric, VersionRef
-from controller.embed.base import l2_normalize
+from controller.embed.base import l2_normalize, unit_rows
 from controller.errors import InvalidInput, NotFound, StoreError
 from controller.store import atomic
 
@@ -123,7 +124,12 @@ def _search(index: faiss.Index, queries: np.ndarray, k: int, metric: Metric,
 
 
 class _Rescaler:
-    """Raw norms of cosine rows, and the components rescaling does not restore exactly."""
+    """Per row, the factor scaling the stored unit row back to the row as added, and the components
+    that rescaling does not restore exactly.
+
+    The factor is the raw norm of a row that was normalised, and 1 for a row added as given
+    because it was unit already (an embedder's normalised output): those come back bit for bit.
+    """
 
     def __init__(self) -> None:
         self.norms: list[np.ndarray] = []
@@ -140,6 +146,10 @@ class _Rescaler:
         self.values.append(raw.reshape(-1)[wrong])
         self.offset += raw.size
 
+    def add_as_given(self, raw: np.ndarray) -> None:
+        self.norms.append(np.ones(raw.shape[0], dtype=np.float32))
+        self.offset += raw.size
+
     def write(self, location: Path) -> None:
         atomic.write_npy(location / NORMS_FILE, np.concatenate(self.norms) if self.norms
                          else np.zeros(0, np.float32))
@@ -147,7 +157,6 @@ class _Rescaler:
         values = np.concatenate(self.values) if self.values else np.zeros(0, np.float32)
         atomic.write_with(location / FIXUPS_FILE,
                           lambda path: _save_npz(path, positions=positions, values=values))
-
 
 def _save_npz(path: Path, **arrays: np.ndarray) -> None:
     with open(path, "wb") as handle:
@@ -160,11 +169,19 @@ def restore(unit: np.ndarray, norms: np.ndarray) -> np.ndarray:
     return unit * scale[:, None]
 
 
+def _unit(x: np.ndarray, metric: Metric) -> np.ndarray:
+    """What FAISS indexes for rows ``x``: x itself when no normalisation is due, else a normalised copy."""
+    return x if metric != "cosine" or unit_rows(x) else l2_normalize(x)
+
+
 class FaissWriter:
     """Adds rows as they come, or (a factory to train) keeps them until ``finish`` trains on all.
 
-    Nothing is written before ``finish``; the files go into the store's staging directory, which
-    the store renames into place only after the whole version is written.
+    The index file is written in ``finish``, into the store's staging directory, which the store
+    renames into place only after the whole version is written. Rows are normalised at most once,
+    chunk by chunk (rows that are unit already are indexed as given); with ``reserve`` a Flat
+    index's storage, or the raw rows a trained index keeps, is sized once, so a build holds the
+    index (plus those rows) and one chunk, never a second full array.
     """
 
     def __init__(self, ref: VersionRef, factory: str, *, base: faiss.Index | None = None,
@@ -176,8 +193,24 @@ class FaissWriter:
         self.seed = seed
         self.index = base if base is not None else _new_index(ref.dim, factory, ref.metric)
         self.pending: list[np.ndarray] = []  # raw rows: for training, or for vectors.npy
+        self.kept: np.ndarray | None = None  # the raw rows, when reserved: filled in place of pending
+        self.filled = 0
+        self.storage: np.ndarray | None = None  # a reserved Flat index's codes, as rows
         self.keep_raw = not _stores_vectors(self.index)
         self.rescaler = _Rescaler() if ref.metric == "cosine" and not self.keep_raw else None
+
+    def reserve(self, n: int) -> None:
+        """Size the storage for ``n`` more rows at once (a growing buffer would copy itself as it doubles)."""
+        if self.keep_raw:
+            if not self.pending and self.kept is None:
+                self.kept = np.empty((n, self.ref.dim), dtype=np.float32)
+            return
+        flat = self.index  # index_factory's object is of the concrete class already (and owns the index)
+        if type(flat) not in (faiss.IndexFlat, faiss.IndexFlatIP, faiss.IndexFlatL2) or flat.ntotal or n <= 0:
+            return
+        flat.codes.resize(n * flat.code_size)
+        self.storage = faiss.rev_swig_ptr(flat.codes.data(), n * flat.code_size).view(np.float32).reshape(
+            n, self.ref.dim)
 
     def add(self, vectors: np.ndarray, *, ids: Sequence[str] | None = None,
             content_hashes: Sequence[str] | None = None) -> None:
@@ -187,25 +220,51 @@ class FaissWriter:
                                field="spec.model.dim", value=self.ref.dim)
         raw = np.ascontiguousarray(vectors, dtype=np.float32)
         if self.keep_raw:
-            self.pending.append(raw)
+            self._keep(raw)
         if not self.index.is_trained:
             return  # added in finish, after training on every row
         for start in range(0, raw.shape[0], ADD_CHUNK):
             self._add_chunk(raw[start:start + ADD_CHUNK])
 
+    def _keep(self, raw: np.ndarray) -> None:
+        if self.kept is not None and self.filled + raw.shape[0] <= self.kept.shape[0]:
+            self.kept[self.filled:self.filled + raw.shape[0]] = raw
+        else:
+            if self.kept is not None:  # more rows than reserved: keep them as chunks after all
+                self.pending.append(self.kept[:self.filled])
+                self.kept = None
+            self.pending.append(raw)
+        self.filled += raw.shape[0]
+
     def _add_chunk(self, raw: np.ndarray) -> None:
-        prepared = _prepare(raw, self.ref.metric)
-        self.index.add(prepared)
+        prepared = _unit(raw, self.ref.metric)
         if self.rescaler is not None:
-            self.rescaler.add(raw, prepared)
+            if prepared is raw:
+                self.rescaler.add_as_given(raw)
+            else:
+                self.rescaler.add(raw, prepared)
+        ntotal = self.index.ntotal
+        if self.storage is not None and ntotal + raw.shape[0] <= self.storage.shape[0]:
+            self.storage[ntotal:ntotal + raw.shape[0]] = prepared  # what IndexFlat.add does, into the reserve
+            self.index.ntotal = ntotal + raw.shape[0]
+            return
+        self._trim()
+        self.index.add(prepared)
+
+    def _trim(self) -> None:
+        """The reserved storage cut to the rows added (FAISS writes the whole code buffer)."""
+        if self.storage is not None:
+            self.index.codes.resize(self.index.ntotal * self.index.code_size)
+            self.storage = None
 
     def finish(self) -> None:
         location = self.ref.location
         assert location is not None
-        raw = _joined(self.pending, self.ref.dim)
-        self.pending = []
+        self._trim()
+        raw = self.kept[:self.filled] if self.kept is not None else _joined(self.pending, self.ref.dim)
+        self.pending, self.kept = [], None
         if not self.index.is_trained:
-            _train(self.index, _prepare(raw, self.ref.metric), self.factory, self.seed)
+            _train(self.index, _unit(raw, self.ref.metric), self.factory, self.seed)
             for start in range(0, raw.shape[0], ADD_CHUNK):
                 self._add_chunk(raw[start:start + ADD_CHUNK])
         atomic.make_dirs(location)
@@ -216,7 +275,7 @@ class FaissWriter:
         atomic.write_with(location / INDEX_FILE, lambda path: faiss.write_index(self.index, str(path)))
 
     def abort(self) -> None:
-        self.pending = []
+        self.pending, self.kept, self.storage = [], None, None
         if self.ref.location is not None:
             for name in OWN_FILES:
                 path = self.ref.location / name
@@ -225,7 +284,11 @@ class FaissWriter:
 
 
 def _joined(chunks: list[np.ndarray], dim: int) -> np.ndarray:
-    """The chunks as one array; without a copy when they are consecutive slices of one array."""
+    """The chunks as one array; without a copy when they are consecutive slices of one array.
+
+    Otherwise each chunk is dropped as soon as it is copied, so the chunks and the joined array
+    never both hold every row.
+    """
     if not chunks:
         return np.zeros((0, dim), np.float32)
     if len(chunks) == 1:
@@ -241,7 +304,14 @@ def _joined(chunks: list[np.ndarray], dim: int) -> np.ndarray:
         else:
             if expected == start + base.nbytes:
                 return base  # the caller's whole array, added in slices
-    return np.concatenate(chunks)
+    out = np.empty((sum(c.shape[0] for c in chunks), dim), dtype=np.float32)
+    row = 0
+    chunks.reverse()
+    while chunks:
+        chunk = chunks.pop()
+        out[row:row + chunk.shape[0]] = chunk
+        row += chunk.shape[0]
+    return out
 
 
 def _train(index: faiss.Index, data: np.ndarray, factory: str, seed: int) -> None:

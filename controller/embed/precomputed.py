@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from controller.embed.base import l2_normalize
+from controller.embed.base import l2_normalize, unit_rows
 from controller.errors import EmbedError, InvalidInput
 from controller.inputs import iter_lines, load_npy
 from controller.manifest.providers import capabilities
@@ -46,14 +46,17 @@ class PrecomputedEmbedder:
             self._ids("queryIds", self._matrix("queryVectors").shape[0], "queryVectors")
 
     def embed_documents(self, ids: Sequence[str], texts: Sequence[str],
-                        progress: Progress = silent) -> np.ndarray:
-        # validate() scanned for NaN/inf at observe time; the engine checks the result once more
+                        progress: Progress = silent) -> StreamedRows:
+        """The documents' rows, read (and normalised) chunk by chunk as the build takes them.
+
+        validate() scanned for NaN/inf at observe time; each chunk is checked again as it is read.
+        """
         matrix = self._matrix("vectors", scan=False)
         row_ids = self._ids("ids", matrix.shape[0], "vectors")
         rows = _rows_for(ids, row_ids, matrix.shape[0], self.manifest, "spec.model.options.vectors",
                          self.paths["vectors"])
         progress(len(ids), len(ids))
-        return _select(matrix, rows, self.normalize)
+        return StreamedRows(matrix, rows, self.normalize, f"{self.paths['vectors'].name}")
 
     def embed_queries(self, ids: Sequence[str], texts: Sequence[str]) -> np.ndarray:
         if "queryVectors" not in self.paths:
@@ -65,7 +68,7 @@ class PrecomputedEmbedder:
         row_ids = self._ids("queryIds", matrix.shape[0], "queryVectors")
         rows = _rows_for(ids, row_ids, matrix.shape[0], self.manifest, "spec.model.options.queryVectors",
                          self.paths["queryVectors"])
-        return _select(matrix, rows, self.normalize)
+        return np.asarray(StreamedRows(matrix, rows, self.normalize, self.paths['queryVectors'].name))
 
     def query_ids(self) -> list[str] | None:
         """Ids of the supplied query vectors: the golden queries this model can answer."""
@@ -143,26 +146,69 @@ def release_rows(matrix: np.ndarray, start: int, stop: int) -> None:
         pass  # advice only
 
 
-def _select(matrix: np.ndarray, rows: np.ndarray, normalize: bool) -> np.ndarray:
-    """The wanted rows as float32, L2-normalised when asked: at most one full-size copy.
+class StreamedRows:
+    """The (n, dim) float32 rows a build adds, made from the memory map only as they are asked for.
 
-    Rows in file order of a float32 file without normalisation are the memory map itself;
-    otherwise one output array is filled and normalised chunk by chunk, with the same
-    row-wise arithmetic as normalising the whole matrix at once (bit-identical results).
+    Stands in for the full array: a slice (or a row index array) gives a new float32 chunk,
+    L2-normalised when asked, with the row-wise arithmetic of normalising the whole matrix at once
+    (bit-identical results), and checked for NaN/inf; the mapped pages of rows read in file order
+    are released at once. So a build that takes the rows in chunks holds no full-size copy of them
+    and no resident memory map; ``np.asarray`` still gives the whole array for those that need it.
     """
-    in_order = rows.shape[0] == matrix.shape[0] and bool(np.array_equal(rows, np.arange(matrix.shape[0])))
-    if in_order and not normalize and matrix.dtype == np.float32:
-        return matrix
-    out = np.empty((rows.shape[0], matrix.shape[1]), dtype=np.float32)
-    for s in range(0, rows.shape[0], CHUNK):
-        block = matrix[s:s + CHUNK] if in_order else matrix[rows[s:s + CHUNK]]
-        block = np.asarray(block, dtype=np.float32)
-        out[s:s + CHUNK] = l2_normalize(block) if normalize else block
-        if in_order:
-            release_rows(matrix, s, s + CHUNK)  # copied: the mapped pages need not stay resident
-    if not in_order:
-        release_rows(matrix, 0, matrix.shape[0])
-    return out
+
+    ndim = 2
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, matrix: np.ndarray, rows: np.ndarray, normalize: bool, name: str) -> None:
+        self.matrix = matrix
+        self.rows = rows
+        self.normalize = normalize
+        self.name = name
+        self.shape = (int(rows.shape[0]), int(matrix.shape[1]))
+        self.in_order = rows.shape[0] == matrix.shape[0] and bool(np.array_equal(rows, np.arange(matrix.shape[0])))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: slice | np.ndarray | Sequence[int]) -> np.ndarray:
+        n = self.shape[0]
+        if isinstance(key, slice) and key.indices(n)[2] == 1:
+            start, stop, _ = key.indices(n)
+            stop = max(start, stop)
+            if self.in_order:
+                block = np.array(self.matrix[start:stop], dtype=np.float32)
+                release_rows(self.matrix, start, stop)  # copied: the mapped pages need not stay resident
+            else:
+                block = np.array(self.matrix[self.rows[start:stop]], dtype=np.float32)
+                if stop >= n:
+                    release_rows(self.matrix, 0, self.matrix.shape[0])
+            return self._checked(block, start)
+        wanted = np.arange(n)[key] if isinstance(key, slice) else np.asarray(key)
+        return self._checked(np.array(self.matrix[self.rows[wanted]], dtype=np.float32), None)
+
+    def _checked(self, block: np.ndarray, first: int | None) -> np.ndarray:
+        """Normalised in place (as l2_normalize would: x / norm, zero rows left zero), NaN/inf refused."""
+        if self.normalize:
+            squares = np.einsum("ij,ij->i", block, block)
+            if np.isfinite(squares).all():  # a NaN/inf anywhere in a row makes its norm NaN/inf
+                if unit_rows(block, squares):
+                    return block  # unit (or zero) already: normalising again could only move an ulp
+                norms = np.linalg.norm(block, axis=1, keepdims=True)
+                norms[norms == 0] = 1.0
+                np.divide(block, norms, out=block)
+                return block
+        finite = np.isfinite(block).all(axis=1)
+        if not finite.all():  # (a finite row whose squares overflow has an inf norm but is kept)
+            row = int(np.argmin(finite))
+            where = f"row {first + row}" if first is not None else "one of the rows asked for"
+            raise EmbedError(f"{self.name} contains NaN or inf (first at {where}); it changed after validation")
+        return l2_normalize(block) if self.normalize else block
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = np.empty(self.shape, dtype=np.float32)
+        for s in range(0, self.shape[0], CHUNK):
+            out[s:s + CHUNK] = self[s:s + CHUNK]
+        return out if dtype is None else out.astype(dtype, copy=False)
 
 
 def _rows_for(wanted: Sequence[str], row_ids: list[str] | None, n_rows: int,

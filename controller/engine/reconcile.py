@@ -335,10 +335,8 @@ def _build(action: Action, obs: Observation, loaded: LoadedManifest, store: Stor
     started = time.monotonic()
     embedder = make_embedder(spec.model.model_dump(mode="json", by_alias=True), loaded.paths, loaded.source)
     vectors, embedded, cache = _vectors_for(store, loaded, obs, embedder, hooks)
-    try:
-        check_finite(vectors, f"vectors of {action.version}")
-    except EmbedError as exc:
-        raise InvalidInput(str(exc), file=loaded.source, field="spec.model", value=spec.model.name) from exc
+    if isinstance(vectors, np.ndarray):  # a row source that is not an array checks its rows as it reads them
+        _finite(vectors, action.version, loaded)
     embed_s = time.monotonic() - started
     # corpus drift under the same model decides whether a trained index keeps its training
     corpus_drift = corpus_drift_for_build(store, loaded, corpus, vectors)
@@ -355,6 +353,9 @@ def _build(action: Action, obs: Observation, loaded: LoadedManifest, store: Stor
         try:
             _add_rows(writer, vectors, corpus.ids, corpus.hashes, hooks.progress("building"))
             writer.finish()
+        except EmbedError as exc:  # a streamed row source found NaN/inf: the staging directory goes
+            writer.abort()
+            raise InvalidInput(str(exc), file=loaded.source, field="spec.model", value=spec.model.name) from exc
         except InvalidInput as exc:
             writer.abort()
             raise InvalidInput(exc.reason, file=loaded.source, field=exc.field, value=exc.value) from exc
@@ -473,10 +474,29 @@ def _refresh_corpus_drift(store: Store, loaded: LoadedManifest, base: str, chang
                                 spec=spec.checks.corpus_drift, index_spec=spec.index)
 
 
+def _finite(vectors: np.ndarray, version: str, loaded: LoadedManifest) -> None:
+    try:
+        check_finite(vectors, f"vectors of {version}")
+    except EmbedError as exc:
+        spec = loaded.manifest.spec
+        raise InvalidInput(str(exc), file=loaded.source, field="spec.model", value=spec.model.name) from exc
+
+
+ADD_CHUNK = 8_192  # rows per writer.add: a chunk (12 MB at 384-d) stays in the CPU cache while it is
+# read from the memory map, normalised, checked and copied into the index
+
+
 def _add_rows(writer: Any, vectors: np.ndarray, ids: list[str], hashes: list[str], progress: Progress,
-              chunk: int = 65_536) -> None:
-    """Rows in order, in chunks, so a backend can stream them (and the bar moves)."""
+              chunk: int | None = None) -> None:
+    """Rows in order, in chunks, so a backend can stream them (and the bar moves).
+
+    A writer with ``reserve`` is told the row count first, so its storage is sized once.
+    """
     n = vectors.shape[0]
+    chunk = chunk or ADD_CHUNK
+    reserve = getattr(writer, "reserve", None)
+    if reserve is not None:
+        reserve(n)
     for start in range(0, n, chunk):
         stop = start + chunk
         writer.add(vectors[start:stop], ids=ids[start:stop], content_hashes=hashes[start:stop])
@@ -521,8 +541,9 @@ def _vectors_for(store: Store, loaded: LoadedManifest, obs: Observation, embedde
     done = embed_documents(store, embedder, [corpus.ids[i] for i in todo], [corpus.texts[i] for i in todo],
                            [corpus.hashes[i] for i in todo], hooks.progress)
     fresh, embedded = done.vectors, done.stats.embedded
-    if out is None:
-        return np.ascontiguousarray(fresh, dtype=np.float32), embedded, done.stats.to_dict()
+    if out is None:  # a row source that is not an array (precomputed: read as the build takes it) stays one
+        return (np.ascontiguousarray(fresh, dtype=np.float32) if isinstance(fresh, np.ndarray) else fresh,
+                embedded, done.stats.to_dict())
     out[todo] = fresh
     return out, embedded, done.stats.to_dict()
 

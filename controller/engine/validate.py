@@ -9,6 +9,7 @@ Shells call it right after loading (reconcile, sync, watch); `observe` calls
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from controller.checks.drift import REGISTRY as DRIFT_REGISTRY
@@ -48,9 +49,17 @@ _VALIDATED: dict[str, tuple[str, dict[str, Any], Corpus]] = {}
 def validate_manifest(loaded: LoadedManifest) -> Corpus:
     """Read the corpus (ids, text, UTF-8) and validate everything the manifest points at."""
     inputs = signature.take(loaded.paths)
-    inputs["content"] = signature.content(loaded.paths)  # before parsing: a later edit can only mismatch
     s = loaded.manifest.spec
-    corpus = read_corpus(loaded.paths["corpus"], s.corpus.id_field, s.corpus.text_fields, manifest=loaded.source)
+    others = {key: path for key, path in loaded.paths.items() if key != "corpus"}
+    # The other inputs (the vectors: gigabytes at 1M rows) are hashed on a second thread (hashlib
+    # lets go of the GIL) while this one parses the corpus, and the corpus is hashed from the very
+    # bytes it is parsed from. Each hash is taken before its file is validated, as before: a later
+    # edit can only mismatch.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="hash-inputs") as pool:
+        hashed = pool.submit(signature.content, others)
+        corpus = read_corpus(loaded.paths["corpus"], s.corpus.id_field, s.corpus.text_fields,
+                             manifest=loaded.source, content=True)
+        inputs["content"] = {**hashed.result(), "corpus": corpus.content}
     validate_inputs(loaded, corpus)
     _VALIDATED[loaded.name] = (loaded.digest, inputs, corpus)
     return corpus

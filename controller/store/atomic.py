@@ -122,10 +122,16 @@ def _dumps(payload: Any) -> str:
     """json.dumps(payload, indent=2, sort_keys=True), byte for byte.
 
     An indent makes json.dumps use its pure-Python encoder; for a flat list of strings (ids.json,
-    hashes.json: one entry per document) the same text is joined from the C string encoder,
-    about ten times faster.
+    hashes.json: one entry per document) the same text comes from orjson when every string is
+    printable ASCII (the two escape only " and \\ there), else it is joined from the C string
+    encoder; about ten times faster.
     """
     if isinstance(payload, list) and payload and all(type(item) is str for item in payload):
+        joined = "".join(payload)
+        if joined.isascii() and joined.isprintable():  # escapes differ only outside printable ASCII
+            import orjson  # here, not at the top: read-only verbs never write a long list
+
+            return orjson.dumps(payload, option=orjson.OPT_INDENT_2).decode("ascii")
         encode = json.encoder.encode_basestring_ascii
         return "[\n  " + ",\n  ".join([encode(item) for item in payload]) + "\n]"
     return json.dumps(payload, indent=2, sort_keys=True)

@@ -30,6 +30,9 @@ class Corpus:
     hashes: list[str]
     digest: str
     path: Path
+    # sha256 of the file's bytes (as store/signature.py's content), taken from the very bytes that were
+    # parsed, or before parsing began; None unless asked for
+    content: str | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -45,27 +48,90 @@ def corpus_digest(ids: list[str], hashes: list[str]) -> str:
     return hashlib.sha256(joined.encode("utf-8")).hexdigest()[:16]
 
 
-def read_corpus(path: Path, id_field: str, text_fields: list[str], *, manifest: Path | None = None) -> Corpus:
+def read_corpus(path: Path, id_field: str, text_fields: list[str], *, manifest: Path | None = None,
+                content: bool = False) -> Corpus:
     """Read every document; refuse duplicates, missing ids, missing or empty text and an empty corpus.
 
     A FIFO, device or directory in place of the corpus and invalid UTF-8 are refused by
-    controller.inputs, naming the line and byte offset.
+    controller.inputs, naming the line and byte offset. With ``content``, the Corpus carries the
+    sha256 of the bytes it was read from (a later edit of the file can only mismatch it).
     """
     where = manifest or path
+    digest = hashlib.sha256() if content else None
     try:
-        ids, texts = _read_fast(path, id_field, text_fields, manifest)
+        ids, texts = _read_blocks(path, id_field, text_fields, manifest, digest)
     except _Irregular:
-        ids, texts = _read_checked(path, id_field, text_fields, manifest)
+        if content:  # the slower readers read the file again: hash it first, as it is now
+            digest = hashlib.sha256()
+            with open_regular(path, file=manifest, field="spec.corpus.path", what="corpus") as handle:
+                hashlib.file_digest(handle, lambda: digest)
+        try:
+            ids, texts = _read_fast(path, id_field, text_fields, manifest)
+        except _Irregular:
+            ids, texts = _read_checked(path, id_field, text_fields, manifest)
     if not ids:
         raise InvalidInput("the corpus is empty: no documents to embed", file=where,
                            field="spec.corpus.path", value=str(path))
     sha256 = hashlib.sha256
     hashes = [sha256(t.encode("utf-8")).hexdigest()[:16] for t in texts]  # text_hash, inlined (100k+ calls)
-    return Corpus(ids=ids, texts=texts, hashes=hashes, digest=corpus_digest(ids, hashes), path=path)
+    return Corpus(ids=ids, texts=texts, hashes=hashes, digest=corpus_digest(ids, hashes), path=path,
+                  content=digest.hexdigest() if digest is not None else None)
 
 
 class _Irregular(Exception):
     """A line the fast reader does not judge itself (not JSON, not UTF-8, odd whitespace)."""
+
+
+BLOCK_BYTES = 1 << 22  # lines parsed per step: bounded temporaries whatever the corpus size
+
+
+def _read_blocks(path: Path, id_field: str, text_fields: list[str], manifest: Path | None,
+                 digest: Any = None) -> tuple[list[str], list[str]]:
+    """ids and texts of a corpus of plain lines, a block of lines per step with no per-line Python code.
+
+    Every line is parsed on its own (as _read_fast does); the fields are taken by comprehensions
+    and checked per block. Anything _read_fast would look at more closely (blank lines, ids that
+    are not non-empty strings, texts that are not non-blank strings, a line that is not an object,
+    a duplicate id) raises _Irregular, and _read_fast reads the file again and decides.
+    """
+    ids: list[str] = []
+    texts: list[str] = []
+    loads: Callable[[bytes], Any] = _loads_bytes
+    with open_regular(path, file=manifest, field="spec.corpus.path", what="corpus") as handle:
+        first = True
+        while lines := handle.readlines(BLOCK_BYTES):
+            if digest is not None:
+                digest.update(b"".join(lines))
+            if first and lines[0].startswith(codecs.BOM_UTF8):
+                lines[0] = lines[0][len(codecs.BOM_UTF8):]
+            first = False
+            try:
+                docs = [loads(line) for line in lines]
+                block_ids = [doc.get(id_field) for doc in docs]
+                block_texts = _texts(docs, text_fields)
+            except (ValueError, AttributeError, TypeError):
+                raise _Irregular() from None
+            if not all(type(i) is str and i for i in block_ids):
+                raise _Irregular()
+            if not all(type(t) is str and t and not t.isspace() for t in block_texts):
+                raise _Irregular()
+            ids += block_ids
+            texts += block_texts
+    if len(set(ids)) != len(ids):
+        raise _Irregular()  # _read_fast names both lines of the first duplicate
+    return ids, texts
+
+
+def _texts(docs: list[dict], text_fields: list[str]) -> list[Any]:
+    """Each document's text as _read_fast takes it: the field, or the set string fields joined by spaces."""
+    if len(text_fields) == 1:
+        single = text_fields[0]
+        return [doc.get(single) for doc in docs]
+    out = []
+    for doc in docs:
+        parts = [doc.get(f) for f in text_fields]
+        out.append(" ".join([p for p in parts if p]) if all(type(p) is str for p in parts) else None)
+    return out
 
 
 def _read_fast(path: Path, id_field: str, text_fields: list[str], manifest: Path | None
