@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -72,16 +73,20 @@ def ref(tmp_path: Path, metric: str = "cosine") -> VersionRef:
     return VersionRef("t", "v1", DIM, metric, "fp", tmp_path / "v1")
 
 
+def write_in_chunks(writer: Any, x: np.ndarray, reserved: int, chunk: int) -> None:
+    """What the engine does: an optional reserve, then the rows a chunk at a time."""
+    if reserved:
+        writer.reserve(reserved)
+    for s in range(0, len(x), chunk):
+        writer.add(x[s:s + chunk])
+    writer.finish()
+
+
 @pytest.mark.parametrize("reserved", [0, 700, 1000, 1500])  # none, fewer than added, exact, more
 @pytest.mark.parametrize("unit", [True, False])
 def test_a_reserved_flat_index_holds_exactly_the_rows_added(tmp_path: Path, reserved: int, unit: bool) -> None:
     x = l2_normalize(raw(1000)) if unit else raw(1000)
-    writer = FaissWriter(ref(tmp_path), "Flat")
-    if reserved:
-        writer.reserve(reserved)
-    for s in range(0, 1000, 96):
-        writer.add(x[s:s + 96])
-    writer.finish()
+    write_in_chunks(FaissWriter(ref(tmp_path), "Flat"), x, reserved, 96)
     opened = FaissBackend().open_version(ref(tmp_path))
     assert opened.count() == 1000
     np.testing.assert_array_equal(np.asarray(opened.vectors()).view(np.int32), x.view(np.int32))
@@ -106,12 +111,8 @@ def test_unit_rows_are_indexed_as_given(tmp_path: Path) -> None:
 @pytest.mark.parametrize("reserved", [0, 300, 400])
 def test_a_trained_index_keeps_its_raw_rows_once(tmp_path: Path, reserved: int) -> None:
     x = raw(400)
-    writer = FaissBackend().create_version(ref(tmp_path), BackendSettings("faiss", {"factory": "IVF4,Flat"}))
-    if reserved:
-        writer.reserve(reserved)
-    for s in range(0, 400, 64):
-        writer.add(x[s:s + 64])
-    writer.finish()
+    write_in_chunks(FaissBackend().create_version(ref(tmp_path), BackendSettings("faiss", {"factory": "IVF4,Flat"})),
+                    x, reserved, 64)
     opened = FaissBackend().open_version(ref(tmp_path))
     np.testing.assert_array_equal(np.asarray(opened.vectors()), x)
     assert opened.count() == 400
