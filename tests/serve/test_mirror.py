@@ -141,7 +141,7 @@ def test_a_slow_or_failing_candidate_leaves_stable_p99_within_10_percent(mirrore
             server.search("qs", query=q, k=10), server.search("base", query=q, k=10)
         ratios = []
         since = time.time()
-        for _round in range(5):  # the median of five rounds: one noisy burst on a shared machine is not a verdict
+        for _round in range(7):  # the median of seven rounds: a noisy burst on a shared machine is not a verdict
             took: dict[str, list[float]] = {"qs": [], "base": []}
             for i in range(200):
                 for name in ("qs", "base") if i % 2 else ("base", "qs"):
@@ -152,7 +152,7 @@ def test_a_slow_or_failing_candidate_leaves_stable_p99_within_10_percent(mirrore
             ratios.append(p99(took["qs"]) / p99(took["base"]))
             print(f"{fault}: stable p99 mirrored {p99(took['qs']):.2f} ms vs unmirrored {p99(took['base']):.2f} ms "
                   f"(ratio {ratios[-1]:.3f})")
-        assert sorted(ratios)[2] <= 1.10
+        assert sorted(ratios)[3] <= 1.10
         time.sleep(0.5)
         errors = [r["error"] for r in records(mirrored_store, "mirror") if r["ts"] >= since]
         assert errors  # the candidate was mirrored while the stable was timed
