@@ -150,6 +150,13 @@ class _Rescaler:
         self.norms.append(np.ones(raw.shape[0], dtype=np.float32))
         self.offset += raw.size
 
+    def record(self, raw: np.ndarray, prepared: np.ndarray) -> None:
+        """The factors of rows indexed as ``prepared`` (``_unit``'s answer: ``raw`` itself or a normalised copy)."""
+        if prepared is raw:
+            self.add_as_given(raw)
+        else:
+            self.add(raw, prepared)
+
     def write(self, location: Path) -> None:
         atomic.write_npy(location / NORMS_FILE, np.concatenate(self.norms) if self.norms
                          else np.zeros(0, np.float32))
@@ -239,10 +246,7 @@ class FaissWriter:
     def _add_chunk(self, raw: np.ndarray) -> None:
         prepared = _unit(raw, self.ref.metric)
         if self.rescaler is not None:
-            if prepared is raw:
-                self.rescaler.add_as_given(raw)
-            else:
-                self.rescaler.add(raw, prepared)
+            self.rescaler.record(raw, prepared)
         ntotal = self.index.ntotal
         if self.storage is not None and ntotal + raw.shape[0] <= self.storage.shape[0]:
             self.storage[ntotal:ntotal + raw.shape[0]] = prepared  # what IndexFlat.add does, into the reserve
@@ -541,7 +545,7 @@ def _refreshed_rescaler(base: Path, old_to_new: np.ndarray, keep: np.ndarray, di
     rescaler.positions.append(rows[kept] * dim + positions[kept] % dim)
     rescaler.values.append(values[kept])
     rescaler.offset = keep.shape[0] * dim
-    rescaler.add(raw, prepared)
+    rescaler.record(raw, prepared)
     return rescaler
 
 
@@ -659,7 +663,7 @@ class FaissBackend:
         removed = np.flatnonzero(old_to_new < 0)
         if removed.size:
             index.remove_ids(faiss.IDSelectorBatch(removed))
-        prepared = _prepare(raw, ref.metric)
+        prepared = _unit(raw, ref.metric)  # as the writer indexes them, so a refresh equals a build
         try:
             ivf = faiss.extract_index_ivf(index)
         except RuntimeError:
