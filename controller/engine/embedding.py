@@ -56,7 +56,7 @@ def embed_documents(store: Store, embedder: Any, ids: Sequence[str], texts: Sequ
                     hashes: Sequence[str], progress: Callable[[str], Progress] = lambda label: silent
                     ) -> Embedded:
     cache = cache_for(store, embedder)
-    if cache is None or cache.get(hashes)[0].all():
+    if cache is None or cache.has(hashes).all():
         vectors, stats = embed_through_cache(embedder, cache, ids, texts, hashes, progress)
     else:  # texts to embed: not while a `controller embed` job owns the same work
         with cache.owned(shared=False, who="reconcile"):
