@@ -127,11 +127,13 @@ def _texts(docs: list[dict], text_fields: list[str]) -> list[Any]:
     if len(text_fields) == 1:
         single = text_fields[0]
         return [doc.get(single) for doc in docs]
-    out = []
-    for doc in docs:
-        parts = [doc.get(f) for f in text_fields]
-        out.append(" ".join([p for p in parts if p]) if all(type(p) is str for p in parts) else None)
-    return out
+    return [_joined_text(doc, text_fields) for doc in docs]
+
+
+def _joined_text(doc: dict, text_fields: list[str]) -> str | None:
+    """The set text fields joined by spaces; None when one of them is not a string (the careful reader decides)."""
+    parts = [doc.get(f) for f in text_fields]
+    return " ".join([p for p in parts if p]) if all(type(p) is str for p in parts) else None
 
 
 def _read_fast(path: Path, id_field: str, text_fields: list[str], manifest: Path | None
@@ -166,11 +168,7 @@ def _read_fast(path: Path, id_field: str, text_fields: list[str], manifest: Path
                 if type(doc_id) is not int:
                     raise _Irregular()
                 doc_id = str(doc_id)
-            if single is not None:
-                text = doc.get(single)
-            else:
-                parts = [doc.get(f) for f in text_fields]
-                text = " ".join([p for p in parts if p]) if all(type(p) is str for p in parts) else None
+            text = doc.get(single) if single is not None else _joined_text(doc, text_fields)
             if type(text) is not str or not text.strip():
                 raise _Irregular()  # numbers, other types, no text: the careful reader decides
             _remember(seen, doc_id, lineno, path, id_field)
