@@ -365,24 +365,10 @@ def _build(action: Action, obs: Observation, loaded: LoadedManifest, store: Stor
         meta["build"]["buildSeconds"] = round(time.monotonic() - begun, 3)  # meta.json is written last
 
     reused = corpus_drift is not None and not corpus_drift.assessment.retrain and corpus_drift.assessment.trained
-    backend_type, backend_params = spec.index.backend_settings()
-    meta = {
-        "name": loaded.name,
-        "label": spec.index.version,
-        "created": _created_stamp(),
-        "fingerprint": spec.model.fingerprint(),
-        "model": spec.model.model_dump(mode="json", by_alias=True),
-        "index": {"factory": spec.index.structure(), "metric": spec.index.metric, "ntotal": int(len(corpus)),
-                  "dim": int(vectors.shape[1]),
-                  # parameters only: connection settings and credentials come from the environment
-                  "backend": {"type": backend_type, **backend_params}},
-        "corpus": {"digest": corpus.digest, "documents": len(corpus), "path": str(corpus.path)},
-        "build": {"embedded": embedded, "reused": len(corpus) - embedded,
-                  "reusedFrom": obs.observed.reuse_from if embedded < len(corpus) else None,
-                  "cache": cache,
-                  "embedSeconds": round(embed_s, 3), "buildSeconds": 0.0},
-        "manifestDigest": loaded.digest,
-    }
+    meta = _version_meta(loaded, corpus, int(len(corpus)), int(vectors.shape[1]), {
+        "embedded": embedded, "reused": len(corpus) - embedded,
+        "reusedFrom": obs.observed.reuse_from if embedded < len(corpus) else None,
+        "cache": cache, "embedSeconds": round(embed_s, 3), "buildSeconds": 0.0})
     if corpus_drift is not None:
         meta["corpusDrift"] = {**corpus_drift.to_dict(),
                                "trainedOn": corpus_drift.reference if reused else action.version}
@@ -392,6 +378,27 @@ def _build(action: Action, obs: Observation, loaded: LoadedManifest, store: Stor
     result.embedded += embedded
     hooks.on_transition(loaded.name, {"event": "ShadowBuilt", "version": action.version,
                                       "documents": len(corpus), "embedded": embedded, "cache": cache})
+
+
+def _version_meta(loaded: LoadedManifest, corpus: Any, ntotal: int, dim: int, build: dict[str, Any],
+                  **extra: Any) -> dict[str, Any]:
+    """meta.json of a new version: what it was made from and how (``extra`` goes before the digest)."""
+    spec = loaded.manifest.spec
+    backend_type, backend_params = spec.index.backend_settings()
+    return {
+        "name": loaded.name,
+        "label": spec.index.version,
+        "created": _created_stamp(),
+        "fingerprint": spec.model.fingerprint(),
+        "model": spec.model.model_dump(mode="json", by_alias=True),
+        "index": {"factory": spec.index.structure(), "metric": spec.index.metric, "ntotal": ntotal, "dim": dim,
+                  # parameters only: connection settings and credentials come from the environment
+                  "backend": {"type": backend_type, **backend_params}},
+        "corpus": {"digest": corpus.digest, "documents": len(corpus), "path": str(corpus.path)},
+        "build": build,
+        **extra,
+        "manifestDigest": loaded.digest,
+    }
 
 
 def _refresh(action: Action, obs: Observation, loaded: LoadedManifest, store: Store, hooks: Hooks,
@@ -427,24 +434,14 @@ def _refresh(action: Action, obs: Observation, loaded: LoadedManifest, store: St
         _build(rebuild, obs, loaded, store, hooks, result)
         return
     base_meta = store.meta(loaded.name, base)
-    chain = base_meta.get("refresh") or {}
-    backend_type, backend_params = spec.index.backend_settings()
-    meta = {
-        "name": loaded.name, "label": spec.index.version, "created": _created_stamp(),
-        "fingerprint": spec.model.fingerprint(), "model": spec.model.model_dump(mode="json", by_alias=True),
-        "index": {"factory": spec.index.structure(), "metric": spec.index.metric, "ntotal": len(ids),
-                  "dim": int(spec.model.dim), "backend": {"type": backend_type, **backend_params}},
-        "corpus": {"digest": corpus.digest, "documents": len(corpus), "path": str(corpus.path)},
-        "build": {"embedded": done.stats.embedded, "reused": len(changes.keep), "reusedFrom": base,
-                  "cache": done.stats.to_dict(), "embedSeconds": round(embed_s, 3), "buildSeconds": 0.0,
-                  "inPlace": True},
+    chain = F.chain_of(base, base_meta)
+    meta = _version_meta(loaded, corpus, len(ids), int(spec.model.dim), {
+        "embedded": done.stats.embedded, "reused": len(changes.keep), "reusedFrom": base,
+        "cache": done.stats.to_dict(), "embedSeconds": round(embed_s, 3), "buildSeconds": 0.0, "inPlace": True},
         # the chain since the last full build: spec.reembed.rebuildAfter counts and times it
-        "refresh": {"from": base, "added": changes.added, "changed": changes.changed, "removed": changes.removed,
-                    "refreshes": int(chain.get("refreshes", 0)) + 1,
-                    "fullBuild": chain.get("fullBuild") or base,
-                    "fullBuildAt": chain.get("fullBuildAt") or F.epoch(base_meta["created"])},
-        "manifestDigest": loaded.digest,
-    }
+        refresh={"from": base, "added": changes.added, "changed": changes.changed, "removed": changes.removed,
+                 "refreshes": chain.refreshes + 1, "fullBuild": chain.full_build,
+                 "fullBuildAt": chain.full_build_at})
     if corpus_drift is not None:
         trained_on = (base_meta.get("corpusDrift") or {}).get("trainedOn") or base
         meta["corpusDrift"] = {**corpus_drift.to_dict(), "trainedOn": trained_on}

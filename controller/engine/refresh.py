@@ -9,6 +9,7 @@ refreshes since its last full build) and writes the refreshed version through th
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
@@ -52,12 +53,27 @@ def observe_refresh(store: Store, name: str, spec: Any, desired: Desired, versio
     base = str(routing.stable)
     changes = changes_of(store, name, base, corpus)
     meta = store.meta(name, base)
-    chain = meta.get("refresh") or {}
+    chain = chain_of(base, meta)
     return RefreshFacts(base=base, added=changes.added, changed=changes.changed, removed=changes.removed,
                         kept=len(changes.keep), blocker=blocker(store, name, base, meta, spec),
-                        refreshes=int(chain.get("refreshes", 0)),
-                        full_build_at=float(chain.get("fullBuildAt") or epoch(meta["created"])),
-                        full_build=str(chain.get("fullBuild") or base))
+                        refreshes=chain.refreshes, full_build_at=chain.full_build_at,
+                        full_build=chain.full_build)
+
+
+@dataclass(frozen=True)
+class Chain:
+    """The in-place refreshes that led to a version since its last full build (meta.json's ``refresh``)."""
+
+    refreshes: int
+    full_build: str
+    full_build_at: float
+
+
+def chain_of(version: str, meta: dict[str, Any]) -> Chain:
+    """``version``'s chain; a version not made by a refresh is its own full build, at its creation."""
+    chain = meta.get("refresh") or {}
+    return Chain(refreshes=int(chain.get("refreshes", 0)), full_build=str(chain.get("fullBuild") or version),
+                 full_build_at=float(chain.get("fullBuildAt") or epoch(meta["created"])))
 
 
 def changes_of(store: Store, name: str, base: str, corpus: Any) -> RowChanges:
