@@ -77,7 +77,7 @@ class ReembedSpec(BaseModel):
         if isinstance(value, str) and REBUILD_AFTER_DURATION.match(value) and rebuild_after_seconds(value) > 0:
             return value
         raise ValueError("expected a count of in-place refreshes (an integer >= 1, e.g. 10) or a duration "
-                         f"since the last full build (e.g. 90m, 12h, 7d), got {value!r}")
+                         "since the last full build (e.g. 90m, 12h, 7d)")  # the loader appends the value
 
     @model_validator(mode="after")
     def _rebuild_after_needs_in_place(self) -> ReembedSpec:
