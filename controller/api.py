@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence, Union
 
 from controller.errors import InvalidInput, NotFound
 from controller.paths import store_path
+from controller.stamps import parse_stamp
 from controller.store.fs import Store
 
 if TYPE_CHECKING:  # the engine (numpy, vector backends, pydantic) loads when a function needs it
@@ -140,11 +141,9 @@ def age(stamp: str | None, now: datetime) -> str:
     if not stamp:
         return "-"
     try:
-        then = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+        then = parse_stamp(stamp)
     except ValueError:
         return "-"
-    if then.tzinfo is None:
-        then = then.replace(tzinfo=timezone.utc)
     seconds = max(int((now - then).total_seconds()), 0)
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size:

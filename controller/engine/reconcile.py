@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
@@ -40,6 +39,7 @@ from controller.manifest.providers import capabilities
 from controller.store.corpus import Corpus, read_corpus
 from controller.store import signature
 from controller.store.fs import Store, print_lock_wait
+from controller.stamps import utc_stamp
 
 MAX_PASSES = 6  # build -> check -> weight -> gc needs at most four; more means a bug
 
@@ -502,7 +502,7 @@ def _add_rows(writer: Any, vectors: np.ndarray, ids: list[str], hashes: list[str
 
 def _created_stamp() -> str:
     # microseconds: versions built in one run must still sort by creation
-    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+    return utc_stamp(micro=True)
 
 
 def _query_files(loaded: LoadedManifest) -> dict[str, Path]:

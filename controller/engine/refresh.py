@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, cast
 
 import numpy as np
@@ -20,6 +19,7 @@ from controller.core.refresh import RefreshFacts, RefreshPolicy, RowChanges, row
 from controller.core.types import Desired, Routing, VersionInfo
 from controller.engine import backend as B
 from controller.manifest.reembed import rebuild_after_seconds
+from controller.stamps import parse_stamp
 from controller.store.fs import Store
 
 
@@ -94,7 +94,7 @@ def blocker(store: Store, name: str, base: str, meta: dict[str, Any], spec: Any)
 
 def epoch(stamp: str) -> float:
     """meta.json's `created` (ISO 8601, Z) as seconds since the epoch."""
-    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    return parse_stamp(stamp).timestamp()
 
 
 class TailRows:

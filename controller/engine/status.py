@@ -12,21 +12,20 @@ caller can forget one, and writes the result (skipped when unchanged).
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
 from typing import Any
 
 from controller.core.status import compute_status, summarize_cycle
 from controller.core.steps import RolloutState, summary_now
 from controller.core.types import CheckReport, Phase, Plan
 from controller.errors import NotFound
+from controller.stamps import utc_stamp
 from controller.store.fs import Store
 from controller.store.flags import SUSPEND_FILE, suspension
 
 __all__ = ["Phase", "SUSPEND_FILE", "corpus_drift_of", "persist_status", "suspension", "utc_now"]
 
 
-def utc_now() -> str:
-    return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+utc_now = utc_stamp
 
 
 def suspended_message(name: str, record: dict[str, Any]) -> str:

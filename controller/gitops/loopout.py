@@ -10,14 +10,11 @@ from __future__ import annotations
 import json
 import sys
 import time
-from datetime import datetime, timezone
 from typing import Any, Callable
 
+from controller.stamps import utc_stamp
+
 LOG_FORMATS = ("text", "json")
-
-
-def utc_stamp() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def changed(report: Any) -> bool:

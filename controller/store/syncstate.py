@@ -13,10 +13,10 @@ reads them. Suspending is the engine's (engine.suspend), which owns the flag.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from controller.stamps import utc_stamp
 from controller.store.flags import suspension
 from controller.store import atomic
 from controller.store.fs import Store
@@ -27,8 +27,7 @@ __all__ = ["SYNC_FILE", "index_sync", "read_source_state", "source_state_path", 
 SYNC_FILE = "sync.json"
 
 
-def utc_now() -> str:
-    return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+utc_now = utc_stamp
 
 
 def source_state_path(store: Store, key: str) -> Path:
