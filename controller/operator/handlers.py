@@ -87,6 +87,20 @@ class Runtime:
     _due: dict[str, float] = field(default_factory=dict)
     _last_full: dict[str, float] = field(default_factory=dict)
     consumed: dict[str, str] = field(default_factory=dict)  # the last command annotation a tick handed on
+    # uids of which a cycle has ended (any trigger, any outcome): until then a cycle is the object's first
+    _cycled: set[str] = field(default_factory=set)
+
+    def note_cycled(self, uid: str | None) -> None:
+        with self._guard:
+            self._cycled.add(uid or "")
+
+    def cycled_once(self, uid: str | None) -> bool:
+        with self._guard:
+            return (uid or "") in self._cycled
+
+    def forget_cycled(self, uid: str | None) -> None:
+        with self._guard:
+            self._cycled.discard(uid or "")
 
     def note_due(self, ref: str, due: float | None) -> None:
         with self._guard:
@@ -127,6 +141,8 @@ class Runtime:
 
 
 STEP_TICK_S = 10.0  # the timer's tick: a due rollout step waits at most this long past its time
+# Stop reasons a timer honours even in an object's first cycle: the operator going away, not the object.
+OPERATOR_STOPS = kopf.DaemonStoppingReason.OPERATOR_EXITING | kopf.DaemonStoppingReason.OPERATOR_PAUSING
 
 
 def never() -> bool:
@@ -218,13 +234,18 @@ def reconcile_resource(rt: Runtime, body: dict[str, Any], stopped: Callable[[], 
                 log.info("%s: %s", resource_ref(namespace or "", loaded.name), said)
         result = reconcile_index(loaded, store, hooks=hooks)
         routing = store.routing(loaded.name)  # with the mirror and interleave shares the status does not carry
-    if result.status is not None:
-        rt.note_due(resource_ref(namespace or "", loaded.name), (result.status.get("rollout") or {}).get("nextDueAt"))
-    status = cr_status(result.status or {}, meta.get("generation"))
-    if reembed is not None:
-        status["reembed"] = reembed
-    check_writable(rt, stopped)
-    rt.publisher.publish(namespace or "default", loaded.name, owner_reference(body), routing_record(status, routing))
+        if result.status is not None:
+            rt.note_due(resource_ref(namespace or "", loaded.name),
+                        (result.status.get("rollout") or {}).get("nextDueAt"))
+        status = cr_status(result.status or {}, meta.get("generation"))
+        if reembed is not None:
+            status["reembed"] = reembed
+        check_writable(rt, stopped)
+        # Under the lock, like the store's change it mirrors: two cycles (a create handler and a timer, or a
+        # deleted object's and its same-named successor's) publish in the order they changed the store, and
+        # never both create the ConfigMap (409 AlreadyExists); the finalizer's removal waits for it.
+        rt.publisher.publish(namespace or "default", loaded.name, owner_reference(body),
+                             routing_record(status, routing))
     return status
 
 
@@ -279,6 +300,7 @@ def run_cycle(rt: Runtime, body: Any, retry: int, trigger: str, stopped: Callabl
         raise kopf.TemporaryError(f"{ref}: {fault.kind}: {exc}; retry {retry + 1} in {delay:g}s",
                                   delay=delay) from exc
     finally:
+        rt.note_cycled(meta.get("uid"))
         rt.metrics.reconciles.labels(namespace, name, result).inc()
         rt.metrics.duration.labels(namespace, name).observe(time.monotonic() - started)
         rt.last_cycle = time.monotonic()
@@ -286,6 +308,43 @@ def run_cycle(rt: Runtime, body: Any, retry: int, trigger: str, stopped: Callabl
     log.info("%s reconciled (%s): phase %s, stable %s, candidate %s at %g%%", ref, trigger, status.get("phase"),
              (status.get("stable") or {}).get("version"), (status.get("candidate") or {}).get("version"),
              status.get("weight") or 0.0)
+
+
+def timer_stop(rt: Runtime, uid: str | None, stopped: Any) -> Callable[[], bool]:
+    """The timer's stop flag as its cycle reads it: a deletion stops any cycle but the object's first.
+
+    kopf starts an object's timer before its create handler ran, and delivers no create at all when
+    its finalizer patch conflicts (the timer is the net). Under load the timer's tick then runs the
+    object's first cycle. A deletion must not stop that one half-way, any more than it stops a create
+    handler's cycle (kopf runs the delete handler after it): else a shadow is left built but never
+    promoted, and a new object of the same name starts from that half state instead of from the
+    stable version the first cycle would have made. From the second cycle on, the timer is the
+    level-based re-check, which a deletion ends at the next step. The operator exiting or pausing
+    stops every cycle.
+    """
+    def is_stopped() -> bool:
+        if not stopped.is_set():
+            return False
+        reason = stopped.reason
+        return rt.cycled_once(uid) or (reason is not None and bool(reason & OPERATOR_STOPS))
+    return is_stopped
+
+
+def timer_tick(rt: Runtime, body: Any, retry: int, stopped: Any) -> None:
+    """The timer: the object's first cycle if no handler ran one yet, then a cycle when one is due.
+
+    `stopped` is kopf's stop flag (`is_set()`, `reason`); see timer_stop for what it stops.
+    """
+    meta = plain(body).get("metadata", {})
+    ref = resource_ref(meta.get("namespace") or "", meta.get("name", ""))
+    uid = meta.get("uid")
+    command = (meta.get("annotations") or {}).get(COMMAND_ANNOTATION)
+    first = not rt.cycled_once(uid)  # also a recreated object of the same name: due at once
+    if not first and not rt.timer_due(ref) and not (command and command != rt.consumed.get(ref)):
+        return
+    if command:
+        rt.consumed[ref] = command
+    run_cycle(rt, body, retry, "timer", stopped=timer_stop(rt, uid, stopped))
 
 
 def _write_fault_status(rt: Runtime, raw: dict[str, Any], exc: Exception, condition: dict[str, Any] | None,
@@ -319,14 +378,15 @@ def finalize(rt: Runtime, body: Any, retry: int) -> None:
     try:
         store = store_for(rt.config.store_root, namespace)
         rt.guard()
-        with rt.lock_for(namespace):
+        with rt.lock_for(namespace):  # after any cycle still publishing (a timer's first cycle finishes)
             if policy == "delete":
                 remove_index(store, name)
-        rt.publisher.remove(namespace or "default", name)
+            rt.publisher.remove(namespace or "default", name, meta.get("uid"))
     except Exception as exc:
         delay = backoff(retry, rt.config.base_backoff)
         raise kopf.TemporaryError(f"{resource_ref(namespace, name)}: cleanup failed: {exc}", delay=delay) from exc
     rt.metrics.forget(namespace or "", name)
+    rt.forget_cycled(meta.get("uid"))
     where = store.index_dir(name)
     message = (f"deleted every version of {name} from the store ({where})" if policy == "delete" else
                f"kept the built versions of {name} in the store ({where}); set the annotation "
@@ -388,15 +448,8 @@ def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
 
     @kopf.timer(*resource, interval=tick, initial_delay=tick, registry=registry)
     def _on_timer(body: Any, retry: int, stopped: Any, **_: Any) -> None:
-        meta = plain(body).get("metadata", {})
-        ref = resource_ref(meta.get("namespace") or "", meta.get("name", ""))
-        command = (meta.get("annotations") or {}).get(COMMAND_ANNOTATION)
-        if not rt.timer_due(ref) and not (command and command != rt.consumed.get(ref)):
-            return
-        if command:
-            rt.consumed[ref] = command
         # kopf sets `stopped` when the resource is being deleted: the finalizer waits for this cycle to end
-        run_cycle(rt, body, retry, "timer", stopped=stopped.is_set)
+        timer_tick(rt, body, retry, stopped)
 
     @kopf.on.delete(*resource, registry=registry)
     def _on_delete(body: Any, retry: int, **_: Any) -> None:

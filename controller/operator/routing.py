@@ -47,7 +47,7 @@ def routing_record(status: dict[str, Any], routing: Routing | None = None) -> di
 
 class RoutingPublisher(Protocol):
     def publish(self, namespace: str, name: str, owner: dict[str, Any], data: dict[str, str]) -> None: ...
-    def remove(self, namespace: str, name: str) -> None: ...
+    def remove(self, namespace: str, name: str, owner_uid: str | None = None) -> None: ...
 
 
 class NullPublisher:
@@ -56,7 +56,7 @@ class NullPublisher:
     def publish(self, namespace: str, name: str, owner: dict[str, Any], data: dict[str, str]) -> None:
         return None
 
-    def remove(self, namespace: str, name: str) -> None:
+    def remove(self, namespace: str, name: str, owner_uid: str | None = None) -> None:
         return None
 
 
@@ -122,7 +122,8 @@ class KubePublisher:
         self._core.patch_namespaced_config_map(cm_name, namespace, patch,
                                                _content_type="application/merge-patch+json", **self._t)
 
-    def remove(self, namespace: str, name: str) -> None:
+    def remove(self, namespace: str, name: str, owner_uid: str | None = None) -> None:
+        """Delete the index's ConfigMap, unless it is not ours or (with `owner_uid`) owned by another object."""
         from kubernetes.client.exceptions import ApiException
 
         cm_name = configmap_name(name)
@@ -130,6 +131,9 @@ class KubePublisher:
             current = self._core.read_namespaced_config_map(cm_name, namespace, **self._t)
             if not is_ours(current.metadata.labels, name):
                 return  # someone else's ConfigMap of that name: leave it
+            owners = [o.uid for o in (current.metadata.owner_references or [])]
+            if owner_uid and owners and owner_uid not in owners:
+                return  # adopted by a recreated resource of the same name: the deleted one's finalizer keeps off
             preconditions = self._client.V1Preconditions(uid=current.metadata.uid,
                                                          resource_version=current.metadata.resource_version)
             self._core.delete_namespaced_config_map(cm_name, namespace, **self._t,

@@ -37,8 +37,8 @@ class HeldPublisher:
             time.sleep(HELD_S)
         self.real.publish(namespace, name, owner, data)
 
-    def remove(self, namespace: str, name: str) -> None:
-        self.real.remove(namespace, name)
+    def remove(self, namespace: str, name: str, owner_uid: str | None = None) -> None:
+        self.real.remove(namespace, name, owner_uid)
 
 
 async def test_delete_during_a_timer_cycle_releases_the_finalizer_promptly(cluster: Api, operator) -> None:

@@ -16,10 +16,11 @@ kopf = pytest.importorskip("kopf")
 from controller.operator import operator_cmd  # noqa: E402
 from controller.errors import InvalidInput  # noqa: E402
 from controller.operator.body import (loaded_from_body, manifest_document, on_delete_policy,  # noqa: E402
-                                      pseudo_manifest_path, store_for)
+                                      pseudo_manifest_path, resource_ref, store_for)
 from controller.operator.faults import CycleStopped  # noqa: E402
 from controller.operator.handlers import (OperatorConfig, Runtime, backoff, configure_settings,  # noqa: E402
-                                          cr_status, error_status, event_message, make_hooks, run_cycle)
+                                          cr_status, error_status, event_message, make_hooks, run_cycle,
+                                          timer_tick)
 from controller.operator.leader import lease_decision  # noqa: E402
 from controller.operator.main import JsonFormatter, health_routes, metrics_routes, serve_http  # noqa: E402
 from controller.operator.routing import routing_record  # noqa: E402
@@ -144,6 +145,43 @@ def test_a_stopped_timer_cycle_takes_no_further_step_and_writes_nothing(tmp_path
     assert rt.status_writer.writes == [] and not (tmp_path / "search").exists()
     assert 'embeddingindex_reconcile_total{name="quickstart",namespace="search",result="stopped"} 1.0' in \
         rt.metrics.exposition().decode()
+
+
+class Stopped:
+    """kopf's `stopped` kwarg as a timer sees it: is_set() and the reason."""
+
+    def __init__(self, reason: Any = None) -> None:
+        self.reason = reason
+
+    def is_set(self) -> bool:
+        return self.reason is not None
+
+
+def test_a_deletion_does_not_stop_an_objects_first_cycle_when_the_timer_runs_it(tmp_path: Path) -> None:
+    # Under load kopf's timer ran an object's first cycle before its create handler; a delete then stopped
+    # it after the build, leaving a shadow never promoted for a recreated object of the same name to inherit.
+    deleted = Stopped(kopf.DaemonStoppingReason.RESOURCE_DELETED)
+    rt = Runtime(OperatorConfig(store_root=tmp_path, data_dir=DATA_DIR, interval=3600.0))
+    timer_tick(rt, body(), 0, deleted)  # first cycle: runs although no full interval passed, and finishes
+    ((_, status),) = rt.status_writer.writes
+    assert status["phase"] == "Healthy" and status["stable"]["version"] == "v1"
+    # the second cycle is the level-based re-check: a deletion stops it before its first step
+    rt.note_due(resource_ref("search", "quickstart"), 0.0)  # a rollout step due: not an hour away
+    timer_tick(rt, body(), 0, deleted)
+    assert len(rt.status_writer.writes) == 1
+    assert 'reconcile_total{name="quickstart",namespace="search",result="stopped"} 1.0' in \
+        rt.metrics.exposition().decode()
+    # a recreated object (new uid, same name) is not due by the old one's interval: its first cycle runs now
+    recreated = body()
+    recreated["metadata"]["uid"] = "u-2"
+    timer_tick(rt, recreated, 0, Stopped())
+    assert len(rt.status_writer.writes) == 2
+
+
+def test_the_operator_exiting_stops_even_a_first_timer_cycle(tmp_path: Path) -> None:
+    rt = Runtime(OperatorConfig(store_root=tmp_path, data_dir=DATA_DIR))
+    timer_tick(rt, body(), 0, Stopped(kopf.DaemonStoppingReason.OPERATOR_EXITING))
+    assert rt.status_writer.writes == [] and not (tmp_path / "search").exists()
 
 
 def test_kopf_rechecks_a_stopping_timer_within_stop_poll() -> None:

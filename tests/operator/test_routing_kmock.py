@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import pytest
 
 from tests.operator.conftest import NAMESPACE, Api, eventually, example
@@ -77,3 +80,29 @@ async def test_configmap_carries_the_mirror_and_interleave_shares_of_a_stepped_r
     data = await eventually(cleared, 30, "the shares back to 0 after the abort")
     assert (data["weight"], data["interleave"]) == ("0", "0")
     assert json.loads(data["routing.json"])["mirror"] == 0.0
+
+
+async def test_a_deleted_resources_finalizer_keeps_off_the_configmap_its_successor_adopted(cluster: Api) -> None:
+    """Delete-and-recreate under one name: the old object's finalizer may run after the new object's cycle
+    adopted `<name>-routing`; removing it then would take the new object's routing away."""
+    import kubernetes
+
+    from controller.operator.routing import KubePublisher, owner_reference
+
+    conf = kubernetes.client.Configuration()
+    conf.host = cluster.url
+    publisher = KubePublisher(kubernetes.client.ApiClient(conf), timeout=10.0)
+    old, new = example("quickstart-v1.yaml"), example("quickstart-v1.yaml")
+    old["metadata"]["uid"], new["metadata"]["uid"] = "uid-old", "uid-new"
+    loop = asyncio.get_running_loop()
+
+    async def call(method: Any, *args: Any) -> None:  # the blocking client, off the emulator's event loop
+        await loop.run_in_executor(None, method, *args)
+
+    await call(publisher.publish, NAMESPACE, "quickstart", owner_reference(old), {"stable": "v1"})
+    await call(publisher.publish, NAMESPACE, "quickstart", owner_reference(new), {"stable": "v1"})  # adopted
+    await call(publisher.remove, NAMESPACE, "quickstart", "uid-old")
+    cm = cluster.configmap("quickstart")
+    assert cm is not None and [o["uid"] for o in cm["metadata"]["ownerReferences"]] == ["uid-new"]
+    await call(publisher.remove, NAMESPACE, "quickstart", "uid-new")
+    assert cluster.configmap("quickstart") is None
