@@ -214,7 +214,7 @@ class Store:
         atomic.make_dirs(staging)
         try:
             # ids.json and hashes.json (one line per document) are encoded on a second thread while the
-            # backend fills the staging directory, mostly in C without the GIL (FAISS writing an index);
+            # backend fills the staging directory, mostly in C without the GIL (a vector library writing its index);
             # they are written here afterwards, in the same order as ever
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="encode-ids") as pool:
                 encoded = pool.submit(lambda: (atomic.encode_json(ids), atomic.encode_json(hashes)))
