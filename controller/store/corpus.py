@@ -101,8 +101,8 @@ def _read_blocks(path: Path, id_field: str, text_fields: list[str], manifest: Pa
     A block of plain lines (every id a non-empty string, every text a non-blank string) takes no
     per-line Python code; a block with anything else is read line by line (_block_lines: blank
     lines skipped, integer ids taken as strings). Anything unusual even there (not JSON, not
-    UTF-8, odd whitespace, a number or another type where an id or a text is expected, a missing
-    field) raises _Irregular and read_corpus reads the whole file again with _read_checked, which
+    UTF-8, odd whitespace, a number or another type where an id or a text is expected, no id or
+    no text) raises _Irregular and read_corpus reads the whole file again with _read_checked, which
     decodes line by line and names the line, column or byte of the problem. A duplicate id is the
     one error this reader names itself, as _read_checked would.
     """
