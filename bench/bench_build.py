@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s]
     factories = [f for f in args.factories.split(";") if f]
-    print(f"machine: {machine()}; python {platform.python_version()}")
+    print(f"machine: {machine()}; python {platform.python_version()}; {load()}")
     tmp = Path(tempfile.mkdtemp(prefix="bench-build-"))
     try:
         print("first-version build (precomputed 384-d unit vectors, no checks), project vs raw FAISS:")
@@ -276,7 +276,16 @@ def main(argv: list[str] | None = None) -> int:
                   "before the clock like numpy and faiss; CLI start-up is bench/bench_cli.py's)")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    print(f"({load()} at the end: the machine is shared, so compare ratios of one run)")
     return 0
+
+
+def load() -> str:
+    """The 1/5/15-minute load averages: other work on the machine slows both sides, unequally."""
+    try:
+        return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "load average unknown"
 
 
 if __name__ == "__main__":

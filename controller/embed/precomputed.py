@@ -36,10 +36,24 @@ class PrecomputedEmbedder:
         if "vectors" not in paths:
             raise InvalidInput("provider precomputed needs options.vectors (a .npy file)",
                                file=manifest, field="spec.model.options.vectors", value=None)
+        self._scanned: tuple[np.ndarray | None, InvalidInput | None] | None = None  # scan()'s outcome
+
+    def scan(self) -> None:
+        """What validate() checks without the corpus (the vectors' header, shape and NaN/inf), ahead of it.
+
+        The engine runs this on a second thread while it parses the corpus; what it finds (the
+        matrix, or the error) is kept, and validate() reports it in its own order.
+        """
+        try:
+            self._scanned = (self._matrix("vectors"), None)
+        except InvalidInput as exc:
+            self._scanned = (None, exc)
 
     def validate(self, ids: Sequence[str]) -> None:
         """Shape, dimension, finiteness and id coverage of every supplied matrix."""
-        matrix = self._matrix("vectors")
+        matrix, error = self._scanned or (self._matrix("vectors"), None)
+        if error is not None:
+            raise error
         _rows_for(ids, self._ids("ids", matrix.shape[0], "vectors"), matrix.shape[0], self.manifest,
                   "spec.model.options.vectors", self.paths["vectors"])
         if "queryVectors" in self.paths:

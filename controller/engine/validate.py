@@ -16,7 +16,7 @@ from controller.checks.drift import REGISTRY as DRIFT_REGISTRY
 from controller.checks.golden import GoldenSet, load_golden
 from controller.embed import make_embedder
 from controller.engine.backend import validate_backend
-from controller.errors import InvalidInput
+from controller.errors import ControllerError, InvalidInput
 from controller.manifest.load import LoadedManifest
 from controller.manifest.providers import capabilities
 from controller.store import signature
@@ -51,16 +51,21 @@ def validate_manifest(loaded: LoadedManifest) -> Corpus:
     inputs = signature.take(loaded.paths)
     s = loaded.manifest.spec
     others = {key: path for key, path in loaded.paths.items() if key != "corpus"}
+    embedder = _embedder_or_none(loaded)
+    scan = getattr(embedder, "scan", None)
     # The other inputs (the vectors: gigabytes at 1M rows) are hashed on a second thread (hashlib
-    # lets go of the GIL) while this one parses the corpus, and the corpus is hashed from the very
-    # bytes it is parsed from. Each hash is taken before its file is validated, as before: a later
-    # edit can only mismatch.
+    # lets go of the GIL), then scanned there by the embedder for what needs no corpus (NaN/inf),
+    # while this one parses the corpus; the corpus is hashed from the very bytes it is parsed from.
+    # Each hash is taken before its file is validated, as before: a later edit can only mismatch.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="hash-inputs") as pool:
         hashed = pool.submit(signature.content, others)
+        scanned = pool.submit(scan) if scan is not None else None
         corpus = read_corpus(loaded.paths["corpus"], s.corpus.id_field, s.corpus.text_fields,
                              manifest=loaded.source, content=True)
         inputs["content"] = {**hashed.result(), "corpus": corpus.content}
-    validate_inputs(loaded, corpus)
+        if scanned is not None:
+            scanned.result()  # the scan keeps what it found: validate() reports it, in its turn
+    validate_inputs(loaded, corpus, embedder)
     _VALIDATED[loaded.name] = (loaded.digest, inputs, corpus)
     return corpus
 
@@ -73,11 +78,22 @@ def validated_corpus(loaded: LoadedManifest, inputs: dict[str, Any]) -> Corpus |
     return entry[2]
 
 
-def validate_inputs(loaded: LoadedManifest, corpus: Corpus) -> None:
-    """Metric names, backend parameters, vectors and golden files of one manifest."""
+def _embedder_or_none(loaded: LoadedManifest) -> Any:
+    """The manifest's embedder, or None when it cannot be made (validate_inputs says why, after the corpus)."""
+    try:
+        return make_embedder(loaded.manifest.spec.model.model_dump(mode="json", by_alias=True), loaded.paths,
+                             loaded.source)
+    except ControllerError:
+        return None
+
+
+def validate_inputs(loaded: LoadedManifest, corpus: Corpus, embedder: Any = None) -> None:
+    """Metric names, backend parameters, vectors and golden files of one manifest (``embedder``: the
+    manifest's, when the caller has made it already)."""
     spec = loaded.manifest.spec
     _drift_names(loaded)
-    embedder = make_embedder(spec.model.model_dump(mode="json", by_alias=True), loaded.paths, loaded.source)
+    if embedder is None:
+        embedder = make_embedder(spec.model.model_dump(mode="json", by_alias=True), loaded.paths, loaded.source)
     validate_backend(spec, loaded.source)
     validate = getattr(embedder, "validate", None)
     if validate is not None:

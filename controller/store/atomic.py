@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
@@ -101,7 +103,9 @@ def _open_new(path: Path, flags: int = 0) -> int:
     return fd
 
 
-def write_bytes(path: Path, data: bytes) -> None:
+def write_bytes(path: Path, data: bytes, *, staged: bool = False) -> None:
+    """``staged``: the file is in a staging directory, whose one fsync before it is renamed into place
+    makes every entry in it durable; the directory is not fsynced after each file."""
     make_dirs(path.parent)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     before_write("write", tmp)
@@ -111,11 +115,17 @@ def write_bytes(path: Path, data: bytes) -> None:
         os.fsync(handle.fileno())
     before_write("replace", path)
     os.replace(tmp, path)
-    fsync_dir(path.parent)
+    if not staged:
+        fsync_dir(path.parent)
 
 
-def write_json(path: Path, payload: Any) -> None:
-    write_bytes(path, (_dumps(payload) + "\n").encode())
+def write_json(path: Path, payload: Any, *, staged: bool = False) -> None:
+    write_bytes(path, encode_json(payload), staged=staged)
+
+
+def encode_json(payload: Any) -> bytes:
+    """The bytes write_json writes for ``payload``."""
+    return (_dumps(payload) + "\n").encode()
 
 
 def _dumps(payload: Any) -> str:
@@ -150,17 +160,73 @@ def write_npy(path: Path, array: np.ndarray) -> None:
 
     before_write("write", path)
     with os.fdopen(_open_new(path), "wb") as handle:
-        np.save(handle, array, allow_pickle=False)
-        handle.flush()
+        with written_back(handle.fileno()):
+            np.save(handle, array, allow_pickle=False)
+            handle.flush()
         os.fsync(handle.fileno())
 
 
 def write_with(path: Path, writer: Callable[[Path], None]) -> None:
-    """A file written by a library (a vector index): give it the store's mode afterwards."""
+    """A file written by a library (a vector index), created with the store's mode, written back as it grows."""
     before_write("write", path)
-    writer(path)
-    os.chmod(path, file_mode())
+    fd = _open_new(path)  # the library's "wb" open truncates this very file: it keeps the mode
+    try:
+        with written_back(fd):
+            writer(path)
+    finally:
+        os.close(fd)
+    os.chmod(path, file_mode())  # in case the library replaced the file instead
     fsync_path(path)  # the library does not fsync: its data must be durable before the staging rename
+
+
+WRITEBACK_EVERY_S = 0.1
+SYNC_FILE_RANGE_WRITE = 2  # linux/fs.h: start writing the dirty pages back, do not wait
+
+
+@contextmanager
+def written_back(fd: int) -> Iterator[None]:
+    """While the body writes a large file through ``fd``, a thread starts the disk writing its dirty pages.
+
+    The fsync that follows (which durability needs before a rename) then waits only for the last
+    pages instead of all of them: the disk writes while the file is still being written (1.5 GB:
+    about 2 s of fsync here, mostly hidden). Only a hint; without Linux's sync_file_range nothing
+    is started early and the fsync does it all, as before.
+    """
+    start = _sync_file_range()
+    if start is None:
+        yield
+        return
+    done = threading.Event()
+
+    def write_back() -> None:
+        while not done.wait(WRITEBACK_EVERY_S):
+            start(fd, 0, 0, SYNC_FILE_RANGE_WRITE)  # 0 bytes from 0: the whole file; errors are the fsync's
+
+    thread = threading.Thread(target=write_back, name="writeback", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
+_SYNC_FILE_RANGE: list[Any] = []
+
+
+def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    """libc's sync_file_range (Linux), or None."""
+    if not _SYNC_FILE_RANGE:
+        import ctypes
+
+        try:
+            call = ctypes.CDLL(None, use_errno=True).sync_file_range
+            call.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+            call.restype = ctypes.c_int
+        except (OSError, AttributeError):
+            call = None
+        _SYNC_FILE_RANGE.append(call)
+    return _SYNC_FILE_RANGE[0]
 
 
 def copy_file(src: Path, dst: Path) -> None:

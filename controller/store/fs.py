@@ -207,17 +207,27 @@ class Store:
         final = self.version_dir(name, version)
         if final.exists():
             raise StoreError(f"version {version!r} of {name!r} already exists; versions are immutable")
+        from concurrent.futures import ThreadPoolExecutor  # here: read-only verbs never write a version
+
         staging = final.parent / f".staging-{version}-{os.getpid()}"
         atomic.remove_tree(staging)
         atomic.make_dirs(staging)
         try:
-            fill(staging)
-            atomic.write_json(staging / "ids.json", ids)
-            atomic.write_json(staging / "hashes.json", hashes)
+            # ids.json and hashes.json (one line per document) are encoded on a second thread while the
+            # backend fills the staging directory, mostly in C without the GIL (a vector library writing its index);
+            # they are written here afterwards, in the same order as ever
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="encode-ids") as pool:
+                encoded = pool.submit(lambda: (atomic.encode_json(ids), atomic.encode_json(hashes)))
+                fill(staging)
+                ids_json, hashes_json = encoded.result()
+            atomic.write_bytes(staging / "ids.json", ids_json, staged=True)
+            atomic.write_bytes(staging / "hashes.json", hashes_json, staged=True)
             for rel, src in (extra_files or {}).items():
                 atomic.copy_file(src, staging / rel)
-            atomic.write_json(staging / "meta.json", meta)
-            atomic.fsync_dir(staging)
+            for folder in {(staging / rel).parent for rel in extra_files or {}} - {staging}:
+                atomic.fsync_dir(folder)  # entries of subdirectories (queries/): the staging fsync covers only its own
+            atomic.write_json(staging / "meta.json", meta, staged=True)
+            atomic.fsync_dir(staging)  # every entry above: durable before the rename
             atomic.rename(staging, final)
             atomic.fsync_dir(final.parent)
         except BaseException:

@@ -15,7 +15,7 @@ from controller.backends.base import BackendSettings, VersionRef
 from controller.backends.faiss import FaissBackend, FaissWriter
 from controller.embed.base import l2_normalize, unit_rows
 from controller.embed.precomputed import StreamedRows
-from controller.errors import EmbedError
+from controller.errors import EmbedError, InvalidInput
 from controller.store import atomic
 from controller.store.corpus import read_corpus
 
@@ -138,9 +138,9 @@ def test_block_reader_matches_the_line_reader(tmp_path: Path) -> None:
     docs = [{"_id": f"d{i}", "title": "t" if i % 3 else "", "text": f"body {i} \u00e9"} for i in range(5000)]
     path.write_bytes(b"\xef\xbb\xbf" + "\n".join(json.dumps(d) for d in docs).encode())  # a BOM, no final newline
     fields = ["title", "text"]
-    assert C._read_blocks(path, "_id", fields, None) == C._read_fast(path, "_id", fields, None)
+    assert C._read_blocks(path, "_id", fields, None) == C._read_checked(path, "_id", fields, None)
     (tmp_path / "dup.jsonl").write_text('{"id": "a", "text": "x"}\n{"id": "a", "text": "y"}\n')
-    with pytest.raises(C._Irregular):
+    with pytest.raises(InvalidInput, match=r"duplicate document id 'a' at line 2 \(first at line 1\)"):
         C._read_blocks(tmp_path / "dup.jsonl", "id", ["text"], None)
 
 

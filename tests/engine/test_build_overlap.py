@@ -1,0 +1,96 @@
+"""What the build does beside its main work keeps the order and the durability it had done in turn:
+the vectors scanned on the hashing thread report in validate's own order, and a large file written
+by a library is written back to disk while it grows (the fsync before the rename still follows)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from controller import api
+from controller.errors import InvalidInput
+from controller.store import atomic
+
+N, DIM = 300, 16
+
+
+def _workspace(tmp_path: Path, *, nan_row: int | None = None, corpus_line: str | None = None,
+               drift_metric: str | None = None) -> Path:
+    x = np.random.default_rng(0).standard_normal((N, DIM)).astype(np.float32)
+    if nan_row is not None:
+        x[nan_row, 1] = np.nan
+    np.save(tmp_path / "vectors.npy", x)
+    lines = [json.dumps({"id": f"d{i}", "text": f"t {i}"}) for i in range(N)]
+    if corpus_line is not None:
+        lines[4] = corpus_line
+    (tmp_path / "corpus.jsonl").write_text("\n".join(lines) + "\n")
+    spec = {"corpus": {"path": "corpus.jsonl", "idField": "id", "textFields": ["text"]},
+            "model": {"provider": "precomputed", "name": "m", "version": "1", "dim": DIM,
+                      "options": {"vectors": "vectors.npy"}},
+            "index": {"version": "v1", "factory": "Flat", "metric": "cosine"},
+            "rollout": {"percentage": 100}}
+    if drift_metric is not None:
+        spec["checks"] = {"drift": [{"metric": drift_metric}]}
+    manifest = tmp_path / "index.yaml"
+    manifest.write_text(json.dumps({"apiVersion": "indexops.dev/v1alpha1", "kind": "EmbeddingIndex",
+                                    "metadata": {"name": "ov"}, "spec": spec}))
+    return manifest
+
+
+def test_nan_found_on_the_hashing_thread_is_reported_and_nothing_is_written(tmp_path: Path) -> None:
+    manifest = _workspace(tmp_path, nan_row=123)
+    with pytest.raises(InvalidInput, match=r"NaN or inf \(first at row 123\)"):
+        api.reconcile(manifest, tmp_path / "store")
+    assert not (tmp_path / "store" / "indexes").exists()
+
+
+def test_a_corpus_error_still_comes_before_a_vectors_error(tmp_path: Path) -> None:
+    manifest = _workspace(tmp_path, nan_row=5, corpus_line='{"id": "d4", "text": ')
+    with pytest.raises(InvalidInput, match="line 5 is not valid JSON"):
+        api.reconcile(manifest, tmp_path / "store")
+
+
+def test_a_misspelled_statistic_still_comes_before_a_vectors_error(tmp_path: Path) -> None:
+    manifest = _workspace(tmp_path, nan_row=5, drift_metric="psy")
+    with pytest.raises(InvalidInput, match="unknown drift statistic"):
+        api.reconcile(manifest, tmp_path / "store")
+
+
+def test_a_file_written_by_a_library_is_written_back_while_it_grows(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[int, int, int, int]] = []
+    monkeypatch.setattr(atomic, "_SYNC_FILE_RANGE", [lambda *args: calls.append(args) or 0])
+    monkeypatch.setattr(atomic, "WRITEBACK_EVERY_S", 0.01)
+    monkeypatch.setattr(atomic, "store_umask", lambda: 0o077)
+    path = tmp_path / "index.bin"
+
+    def library_writes(target: Path) -> None:
+        with open(target, "wb") as handle:  # as FAISS does: its own open of the path
+            for _ in range(5):
+                handle.write(b"x" * 1000)
+                handle.flush()
+                time.sleep(0.02)
+
+    atomic.write_with(path, library_writes)
+    assert path.read_bytes() == b"x" * 5000
+    assert oct(path.stat().st_mode & 0o777) == oct(0o600)
+    assert calls, "no writeback was started while the file was written"
+    assert {args[1:] for args in calls} == {(0, 0, atomic.SYNC_FILE_RANGE_WRITE)}
+    assert all(args[0] >= 0 for args in calls)
+
+
+def test_without_sync_file_range_the_write_is_the_same(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(atomic, "_SYNC_FILE_RANGE", [None])
+    synced: list[Path] = []
+    real = atomic.fsync_path
+    monkeypatch.setattr(atomic, "fsync_path", lambda p: synced.append(Path(p)) or real(p))
+    path = tmp_path / "index.bin"
+    atomic.write_with(path, lambda target: Path(target).write_bytes(b"abc"))
+    assert path.read_bytes() == b"abc"
+    assert synced == [path]  # the fsync that durability needs before the staging rename
+    assert os.stat(path).st_size == 3
