@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Protocol, Sequence
 
 import numpy as np
@@ -36,11 +37,24 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
         x = x.astype(np.float64)  # as np.linalg.norm would
     # what np.linalg.norm(x, axis=1, keepdims=True) computes, bit for bit, without its argument
     # handling, which was most of the cost for the one-row query of a search
+    if x.shape[0] == 1 and x.dtype.kind == "f":
+        return unit_row(x)[0].astype(np.float32, copy=False)
     norms = np.sqrt(np.add.reduce(x * x, axis=1, keepdims=True))
-    if norms.shape[0] == 1:  # a query: the zero test on the one norm, not a mask
-        return (x / norms if norms[0, 0] != 0 else x / 1.0).astype(np.float32, copy=False)
     norms[norms == 0] = 1.0
     return (x / norms).astype(np.float32, copy=False)
+
+
+def unit_row(x: np.ndarray) -> tuple[np.ndarray, float]:
+    """l2_normalize of one float row of shape [1, dim], bit for bit, and its squared norm (not finite
+    when a value is not, or when the squares overflow).
+
+    A query's form: the squared norm as one scalar (a one-row reduction sums in the same order as
+    the batch form's column of norms, so the bits agree) and Python's sqrt, correctly rounded like
+    numpy's (a float32's square root rounded through float64 is exact), then one division. Each
+    numpy call saved counts here: a search has just pushed numpy's code out of the CPU cache.
+    """
+    squared = float(np.add.reduce(x * x, axis=None))
+    return (x / math.sqrt(squared) if squared != 0 else x / 1.0), squared
 
 
 #: a row whose squared norm is within this of 1 counts as unit: L2-normalised float32 rows are (the
