@@ -354,8 +354,8 @@ class FaissVersion:
             return [], []
         scores, rows = self.index.search(query, got)
         if self.ref.metric == "l2":  # smaller is better in FAISS, higher in every result here
-            return [-s for s in scores[0].tolist()], rows[0].tolist()
-        return scores[0].tolist(), rows[0].tolist()
+            return [-s for s in scores.tolist()[0]], rows.tolist()[0]
+        return scores.tolist()[0], rows.tolist()[0]  # tolist()[0]: one numpy call per array, not two
 
     def exact_search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         if isinstance(faiss.downcast_index(self.index), faiss.IndexFlat):

@@ -38,23 +38,27 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
     # what np.linalg.norm(x, axis=1, keepdims=True) computes, bit for bit, without its argument
     # handling, which was most of the cost for the one-row query of a search
     if x.shape[0] == 1 and x.dtype.kind == "f":
-        return unit_row(x)[0].astype(np.float32, copy=False)
+        return unit_row(x, squared_norm(x[0])).astype(np.float32, copy=False)
     norms = np.sqrt(np.add.reduce(x * x, axis=1, keepdims=True))
     norms[norms == 0] = 1.0
     return (x / norms).astype(np.float32, copy=False)
 
 
-def unit_row(x: np.ndarray) -> tuple[np.ndarray, float]:
-    """l2_normalize of one float row of shape [1, dim], bit for bit, and its squared norm (not finite
-    when a value is not, or when the squares overflow).
+def squared_norm(vector: np.ndarray) -> float:
+    """The squared L2 norm of one 1-D float vector, summed as l2_normalize sums a row (a one-row
+    reduction adds in the same order as the batch form's column of norms, so the bits agree).
+    Not finite when a value is not, or when finite squares overflow."""
+    return float(np.add.reduce(vector * vector))
 
-    A query's form: the squared norm as one scalar (a one-row reduction sums in the same order as
-    the batch form's column of norms, so the bits agree) and Python's sqrt, correctly rounded like
-    numpy's (a float32's square root rounded through float64 is exact), then one division. Each
-    numpy call saved counts here: a search has just pushed numpy's code out of the CPU cache.
+
+def unit_row(row: np.ndarray, squared: float) -> np.ndarray:
+    """l2_normalize of one row [1, dim] whose squared_norm is ``squared``, bit for bit.
+
+    The query form: Python's sqrt of the one scalar (a float32's square root rounded through
+    float64 is exactly numpy's float32 sqrt) and one division. Each numpy call saved counts here:
+    a search has just pushed numpy's code out of the CPU cache.
     """
-    squared = float(np.add.reduce(x * x, axis=None))
-    return (x / math.sqrt(squared) if squared != 0 else x / 1.0), squared
+    return row / math.sqrt(squared) if squared != 0 else row / 1.0
 
 
 #: a row whose squared norm is within this of 1 counts as unit: L2-normalised float32 rows are (the

@@ -32,7 +32,7 @@ from controller.backends.base import OpenVersion, RowSearch
 from controller.core.routing import bucket, choose_version
 from controller.core.types import Routing
 from controller.embed import fingerprint_key, make_embedder
-from controller.embed.base import unit_row
+from controller.embed.base import l2_normalize, squared_norm, unit_row
 from controller.engine.backend import open_version
 from controller.engine.embedders import stored_embedder
 from controller.errors import Conflict, ControllerError, InvalidInput, NotFound, NotReady
@@ -42,6 +42,8 @@ from controller.store.queries import fingerprint_key as short_key
 
 log = logging.getLogger("controller.serve")
 
+#: a dtype object, not np.float32: numpy converts the type to this on every call otherwise
+_F32 = np.dtype(np.float32)
 #: Largest k a search may ask for: bounds the work and the response size of one request.
 MAX_K = 1000
 #: Seconds an unrouted version stays loaded (a quick rollback finds it warm).
@@ -71,6 +73,7 @@ class LoadedVersion:
     mmapped: bool
     # fixed per version, so worked out at load rather than per query
     dim: int = field(init=False)
+    shape: tuple[int] = field(init=False)  # of a client's vector
     where: str = field(init=False)
     fingerprint: dict[str, Any] = field(init=False)
     #: the backend searches prepared rows (RowSearch) and this version's metric is cosine: the
@@ -80,6 +83,7 @@ class LoadedVersion:
 
     def __post_init__(self) -> None:
         self.dim = int(self.meta["index"]["dim"])
+        self.shape = (self.dim,)
         self.where = f"{self.name}/{self.version}"
         self.fingerprint = self.meta["fingerprint"]
         rows = isinstance(self.index, RowSearch)
@@ -109,21 +113,23 @@ class LoadedVersion:
 
     def prepare(self, row: np.ndarray) -> np.ndarray:
         """What `search` takes for a query row of this version's space."""
-        return unit_row(row)[0] if self.unit_queries else row
+        return l2_normalize(row) if self.unit_queries else row
 
     def vector_query(self, vector: Any) -> tuple[np.ndarray, np.ndarray]:
         """A client's vector checked (one finite row of the version's dimension) and prepared."""
         if not self.unit_queries:
             row = validate_vector(vector, self.dim, self.where)
             return row, row
-        array = _shaped(vector, self.dim, self.where)
-        row = array.reshape(1, -1)
-        unit, squared = unit_row(row)
+        array = np.asarray(vector, _F32)
+        if array.shape != self.shape:
+            raise _wrong_length(array, self.dim, self.where)
+        squared = squared_norm(array)
         # the squared norm is NaN or inf when a value is (or when finite squares overflow: then
         # only the value-by-value test tells, and such a row is searched as l2_normalize leaves it)
         if not math.isfinite(squared) and not np.isfinite(array).all():
             raise _not_finite(array)
-        return row, unit
+        row = array.reshape(1, -1)
+        return row, unit_row(row, squared)
 
     def search(self, query: np.ndarray, k: int) -> tuple[list[str], list[float], list[int] | None]:
         """Ids, scores and ranks of the top k of a prepared query (ranks None: 1, 2, ..., as the rule,
@@ -248,11 +254,15 @@ def validate_vector(vector: Any, dim: int, where: str) -> np.ndarray:
 
 
 def _shaped(vector: Any, dim: int, where: str) -> np.ndarray:
-    array = np.asarray(vector, dtype=np.float32)
+    array = np.asarray(vector, _F32)
     if array.ndim != 1 or array.shape[0] != dim:
-        raise InvalidInput(f"vector has {array.size} values but {where} has {dim} dimensions",
-                           field="vector", value=None)
+        raise _wrong_length(array, dim, where)
     return array
+
+
+def _wrong_length(array: np.ndarray, dim: int, where: str) -> InvalidInput:
+    return InvalidInput(f"vector has {array.size} values but {where} has {dim} dimensions", field="vector",
+                        value=None)
 
 
 def _not_finite(array: np.ndarray) -> InvalidInput:
