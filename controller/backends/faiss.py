@@ -341,6 +341,7 @@ class FaissVersion:
         self.mmapped = mmapped
         self._exact: faiss.Index | None = None
         self._rows = int(index.ntotal)  # a finished version never changes (opened read-only)
+        self._negate = ref.metric == "l2"  # FAISS: smaller L2 is better; every result here: higher
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         return _search(self.index, queries, k, self.ref.metric)
@@ -353,7 +354,7 @@ class FaissVersion:
         if got <= 0:
             return [], []
         scores, rows = self.index.search(query, got)
-        if self.ref.metric == "l2":  # smaller is better in FAISS, higher in every result here
+        if self._negate:
             return [-s for s in scores.tolist()[0]], rows.tolist()[0]
         return scores.tolist()[0], rows.tolist()[0]  # tolist()[0]: one numpy call per array, not two
 
