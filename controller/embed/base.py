@@ -38,27 +38,24 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
     # what np.linalg.norm(x, axis=1, keepdims=True) computes, bit for bit, without its argument
     # handling, which was most of the cost for the one-row query of a search
     if x.shape[0] == 1 and x.dtype.kind == "f":
-        return unit_row(x, squared_norm(x[0])).astype(np.float32, copy=False)
+        return unit_query(x[0])[1].astype(np.float32, copy=False)
     norms = np.sqrt(np.add.reduce(x * x, axis=1, keepdims=True))
     norms[norms == 0] = 1.0
     return (x / norms).astype(np.float32, copy=False)
 
 
-def squared_norm(vector: np.ndarray) -> float:
-    """The squared L2 norm of one 1-D float vector, summed as l2_normalize sums a row (a one-row
-    reduction adds in the same order as the batch form's column of norms, so the bits agree).
-    Not finite when a value is not, or when finite squares overflow."""
-    return float(np.add.reduce(vector * vector))
+def unit_query(vector: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """One 1-D float vector as a row [1, dim], that row L2-normalised bit for bit as l2_normalize
+    does it, and its squared norm (not finite when a value is not, or when finite squares overflow).
 
-
-def unit_row(row: np.ndarray, squared: float) -> np.ndarray:
-    """l2_normalize of one row [1, dim] whose squared_norm is ``squared``, bit for bit.
-
-    The query form: Python's sqrt of the one scalar (a float32's square root rounded through
-    float64 is exactly numpy's float32 sqrt) and one division. Each numpy call saved counts here:
-    a search has just pushed numpy's code out of the CPU cache.
+    The query form, in as few numpy calls as give the same bits: a one-row reduction adds in the
+    same order as the batch form's column of norms, and Python's sqrt of a float32 rounds exactly
+    like numpy's float32 sqrt (through float64), then one division. Each call saved counts: a search
+    has just pushed numpy's code out of the CPU cache.
     """
-    return row / math.sqrt(squared) if squared != 0 else row / 1.0
+    squared = float(np.add.reduce(vector * vector))
+    row = vector.reshape(1, -1)
+    return row, (row / math.sqrt(squared) if squared != 0 else row / 1.0), squared
 
 
 #: a row whose squared norm is within this of 1 counts as unit: L2-normalised float32 rows are (the

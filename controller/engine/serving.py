@@ -32,7 +32,7 @@ from controller.backends.base import OpenVersion, RowSearch
 from controller.core.routing import bucket, choose_version
 from controller.core.types import Routing
 from controller.embed import fingerprint_key, make_embedder
-from controller.embed.base import l2_normalize, squared_norm, unit_row
+from controller.embed.base import l2_normalize, unit_query
 from controller.engine.backend import open_version
 from controller.engine.embedders import stored_embedder
 from controller.errors import Conflict, ControllerError, InvalidInput, NotFound, NotReady
@@ -123,13 +123,12 @@ class LoadedVersion:
         array = np.asarray(vector, _F32)
         if array.shape != self.shape:
             raise _wrong_length(array, self.dim, self.where)
-        squared = squared_norm(array)
+        row, unit, squared = unit_query(array)
         # the squared norm is NaN or inf when a value is (or when finite squares overflow: then
         # only the value-by-value test tells, and such a row is searched as l2_normalize leaves it)
         if not math.isfinite(squared) and not np.isfinite(array).all():
             raise _not_finite(array)
-        row = array.reshape(1, -1)
-        return row, unit_row(row, squared)
+        return row, unit
 
     def search(self, query: np.ndarray, k: int) -> tuple[list[str], list[float], list[int] | None]:
         """Ids, scores and ranks of the top k of a prepared query (ranks None: 1, 2, ..., as the rule,
