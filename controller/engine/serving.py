@@ -111,34 +111,48 @@ class LoadedVersion:
                 field="query", value=None)
         return np.asarray(self.text_embedder.embed_queries(["query"], [text]), dtype=np.float32)
 
-    def prepare(self, row: np.ndarray) -> np.ndarray:
-        """What `search` takes for a query row of this version's space."""
-        return l2_normalize(row) if self.unit_queries else row
+    def answer(self, text: str | None, vector: Any, model: str | None,
+               k: int) -> tuple[np.ndarray, list[str], list[float], list[int] | None]:
+        """The query as a row of this version's space (embedded text, or a client's vector checked:
+        same model, one finite row of the version's dimension) and its top k: ids, scores and ranks
+        (None: 1, 2, ..., as the rule, no padding, gives).
 
-    def vector_query(self, vector: Any) -> tuple[np.ndarray, np.ndarray]:
-        """A client's vector checked (one finite row of the version's dimension) and prepared."""
-        if not self.unit_queries:
-            row = validate_vector(vector, self.dim, self.where)
-            return row, row
-        array = np.asarray(vector, _F32)
-        if array.shape != self.shape:
-            raise _wrong_length(array, self.dim, self.where)
-        row, unit, squared = unit_query(array)
-        # the squared norm is NaN or inf when a value is (or when finite squares overflow: then
-        # only the value-by-value test tells, and such a row is searched as l2_normalize leaves it)
-        if not math.isfinite(squared) and not np.isfinite(array).all():
-            raise _not_finite(array)
-        return row, unit
-
-    def search(self, query: np.ndarray, k: int) -> tuple[list[str], list[float], list[int] | None]:
-        """Ids, scores and ranks of the top k of a prepared query (ranks None: 1, 2, ..., as the rule,
-        no padding, gives)."""
-        scores, rows = self._search_row(query, k)
+        One method for the whole request path on purpose: a search has just pushed the interpreter's
+        working set out of the CPU cache, so each Python call saved here is worth microseconds.
+        """
+        if vector is not None and self.unit_queries:
+            if model != self.model_key:
+                raise self.model_refusal(model)
+            array = np.asarray(vector, _F32)
+            if array.shape != self.shape:
+                raise _wrong_length(array, self.dim, self.where)
+            query, prepared, squared = unit_query(array)
+            # the squared norm is NaN or inf when a value is (or when finite squares overflow: then
+            # only the value-by-value test tells, and such a row is searched as l2_normalize leaves it)
+            if not math.isfinite(squared) and not np.isfinite(array).all():
+                raise _not_finite(array)
+        elif vector is not None:
+            if model != self.model_key:
+                raise self.model_refusal(model)
+            query = prepared = validate_vector(vector, self.dim, self.where)
+        else:
+            query = self.embed_text(text or "")
+            prepared = l2_normalize(query) if self.unit_queries else query
+        scores, rows = self._search_row(prepared, k)
         ids = self.ids
         if -1 not in rows:  # the rule: no padding (row -1); a list test, not a numpy call
-            return list(map(ids.__getitem__, rows)), scores, None
+            return query, [ids[row] for row in rows], scores, None
         kept = [r for r, row in enumerate(rows) if row >= 0]
-        return [ids[rows[r]] for r in kept], [scores[r] for r in kept], [r + 1 for r in kept]
+        return query, [ids[rows[r]] for r in kept], [scores[r] for r in kept], [r + 1 for r in kept]
+
+    def model_refusal(self, model: str | None) -> ControllerError:
+        """Why a vector sent with `model` cannot be searched here: no key at all, or another space's."""
+        if model is None:
+            return InvalidInput(f"a vector needs model: the fingerprint key of its space ({self.model_key} for "
+                                f"{self.where})", field="model")
+        return Conflict(f"the vector's model {model!r} is not the model of the routed version {self.where} "
+                        f"({self.model_key}: {fingerprint_key(self.fingerprint)}); vectors of two spaces "
+                        "are never mixed")
 
     def _row_of_search(self, vector: np.ndarray, k: int) -> tuple[list[float], list[int]]:
         """RowSearch for a backend without it: its `search`, as lists (plain floats and ints at once)."""
@@ -287,11 +301,10 @@ def search(routed: RoutedIndex, *, text: str | None = None, vector: Any = None, 
     if loaded is None:
         raise NotReady(f"{routed.name} serves no version yet; run `controller reconcile` first")
     try:
-        query, prepared = _query_vector(loaded, text, vector, model)
+        query, ids, scores, ranks = loaded.answer(text, vector, model, k)
     except (InvalidInput, Conflict) as exc:
         exc.version, exc.role = version, role_of(routed.routing, version)  # lets the service attribute it
         raise
-    ids, scores, ranks = loaded.search(prepared, k)
     return SearchOutcome(request_id(), routed.name, version, role_of(routed.routing, version),
                          loaded.fingerprint, loaded.model_key, position, ids, scores, query,
                          (time.perf_counter() - started) * 1000, k, ranks)
@@ -304,29 +317,10 @@ def search_version(routed: RoutedIndex, version: str, *, text: str | None = None
     loaded = routed.versions.get(version)
     if loaded is None:
         raise NotReady(f"{routed.name}/{version} is not loaded")
-    query, prepared = _query_vector(loaded, text, vector, model)
-    ids, scores, ranks = loaded.search(prepared, k)
+    query, ids, scores, ranks = loaded.answer(text, vector, model, k)
     return SearchOutcome(request_id(), routed.name, version, role_of(routed.routing, version),
                          loaded.fingerprint, loaded.model_key, None, ids, scores, query,
                          (time.perf_counter() - started) * 1000, k, ranks)
-
-
-def _query_vector(loaded: LoadedVersion, text: str | None, vector: Any,
-                  model: str | None) -> tuple[np.ndarray, np.ndarray]:
-    """The query in the routed version's space (its own embedder for text, a same-model vector as is)
-    and the form the version searches with (LoadedVersion.prepare)."""
-    if vector is None:
-        row = loaded.embed_text(text or "")
-        return row, loaded.prepare(row)
-    where = loaded.where
-    if model is None:
-        raise InvalidInput(f"a vector needs model: the fingerprint key of its space ({loaded.model_key} for "
-                           f"{where})", field="model")
-    if model != loaded.model_key:
-        raise Conflict(f"the vector's model {model!r} is not the model of the routed version {where} "
-                       f"({loaded.model_key}: {fingerprint_key(loaded.fingerprint)}); vectors of two spaces "
-                       "are never mixed")
-    return loaded.vector_query(vector)
 
 
 class VersionPool:
