@@ -16,7 +16,7 @@ Measured:
   switch     the same load while `controller reconcile` promotes v2 (same model, HNSW32) and
              `controller rollback` returns to v1: failed requests (goal 0), p99 during vs steady (goal <= 3x)
 
-Run: .venv/bin/python bench/bench_serve.py [--requests 20000] [--concurrency 16]
+Run: .venv/bin/python bench/bench_serve.py [--requests 20000] [--concurrency 16] [--rounds 3]
 The load generator shares the machine's cores with the server, so QPS is a floor, not a ceiling.
 """
 
