@@ -137,6 +137,23 @@ class OpenVersion(Protocol):
 
 
 @runtime_checkable
+class RowSearch(Protocol):
+    """One more method of an OpenVersion that answers a single query faster than ``search``.
+
+    The serving path asks one query at a time and wants plain lists; on a small index the
+    arrays, padding and checks of ``search`` cost a fair share of the search itself.
+    """
+
+    def search_row(self, query: np.ndarray, k: int) -> tuple[list[float], list[int]]:
+        """Top-k of one finite float32 query of shape [1, dim], already in the form ``search`` would
+        give the index (for the cosine metric: L2-normalised exactly as ``embed.base.l2_normalize``
+        does, so the caller's finiteness test and the normalisation share one pass): the scores and
+        rows of ``search``, best first, as lists. Fewer than k when the version holds fewer rows; a
+        row < 0 marks a result the index could not fill (its score is meaningless: drop it)."""
+        ...
+
+
+@runtime_checkable
 class TrainingReuse(Protocol):
     """Two more methods of a backend whose ``capabilities.reusable_training`` is true.
 

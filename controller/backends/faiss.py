@@ -340,9 +340,23 @@ class FaissVersion:
         self.index = index
         self.mmapped = mmapped
         self._exact: faiss.Index | None = None
+        self._rows = int(index.ntotal)  # a finished version never changes (opened read-only)
+        self._negate = ref.metric == "l2"  # FAISS: smaller L2 is better; every result here: higher
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         return _search(self.index, queries, k, self.ref.metric)
+
+    def search_row(self, query: np.ndarray, k: int) -> tuple[list[float], list[int]]:
+        """`search` for the serving path (RowSearch; the caller prepared the query): the same FAISS
+        call, without the padding to k and the -1 scan, numpy calls made just after the search has
+        pushed numpy's code out of the CPU cache (several microseconds each there)."""
+        got = min(k, self._rows)
+        if got <= 0:
+            return [], []
+        scores, rows = self.index.search(query, got)
+        if self._negate:
+            return [-s for s in scores.tolist()[0]], rows.tolist()[0]
+        return scores.tolist()[0], rows.tolist()[0]  # tolist()[0]: one numpy call per array, not two
 
     def exact_search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         if isinstance(faiss.downcast_index(self.index), faiss.IndexFlat):

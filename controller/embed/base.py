@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Protocol, Sequence
 
 import numpy as np
@@ -36,11 +37,25 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
         x = x.astype(np.float64)  # as np.linalg.norm would
     # what np.linalg.norm(x, axis=1, keepdims=True) computes, bit for bit, without its argument
     # handling, which was most of the cost for the one-row query of a search
+    if x.shape[0] == 1 and x.dtype.kind == "f":
+        return unit_query(x[0])[1].astype(np.float32, copy=False)
     norms = np.sqrt(np.add.reduce(x * x, axis=1, keepdims=True))
-    if norms.shape[0] == 1:  # a query: the zero test on the one norm, not a mask
-        return (x / norms if norms[0, 0] != 0 else x / 1.0).astype(np.float32, copy=False)
     norms[norms == 0] = 1.0
     return (x / norms).astype(np.float32, copy=False)
+
+
+def unit_query(vector: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """One 1-D float vector as a row [1, dim], that row L2-normalised bit for bit as l2_normalize
+    does it, and its squared norm (not finite when a value is not, or when finite squares overflow).
+
+    The query form, in as few numpy calls as give the same bits: a one-row reduction adds in the
+    same order as the batch form's column of norms, and Python's sqrt of a float32 rounds exactly
+    like numpy's float32 sqrt (through float64), then one division. Each call saved counts: a search
+    has just pushed numpy's code out of the CPU cache.
+    """
+    squared = float(np.add.reduce(vector * vector))
+    row = vector.reshape(1, -1)
+    return row, (row / math.sqrt(squared) if squared != 0 else row / 1.0), squared
 
 
 #: a row whose squared norm is within this of 1 counts as unit: L2-normalised float32 rows are (the

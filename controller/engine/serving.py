@@ -17,20 +17,22 @@ version that is still loading. The pool never writes to the store.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
-from controller.backends.base import OpenVersion
+from controller.backends.base import OpenVersion, RowSearch
 from controller.core.routing import bucket, choose_version
 from controller.core.types import Routing
 from controller.embed import fingerprint_key, make_embedder
+from controller.embed.base import l2_normalize, unit_query
 from controller.engine.backend import open_version
 from controller.engine.embedders import stored_embedder
 from controller.errors import Conflict, ControllerError, InvalidInput, NotFound, NotReady
@@ -40,6 +42,8 @@ from controller.store.queries import fingerprint_key as short_key
 
 log = logging.getLogger("controller.serve")
 
+#: a dtype object, not np.float32: numpy converts the type to this on every call otherwise
+_F32 = np.dtype(np.float32)
 #: Largest k a search may ask for: bounds the work and the response size of one request.
 MAX_K = 1000
 #: Seconds an unrouted version stays loaded (a quick rollback finds it warm).
@@ -67,10 +71,24 @@ class LoadedVersion:
     ids: list[str]
     text_embedder: Any | None  # None: the version takes vectors only
     mmapped: bool
+    # fixed per version, so worked out at load rather than per query
+    dim: int = field(init=False)
+    shape: tuple[int] = field(init=False)  # of a client's vector
+    where: str = field(init=False)
+    fingerprint: dict[str, Any] = field(init=False)
+    #: the backend searches prepared rows (RowSearch) and this version's metric is cosine: the
+    #: query is normalised here, in the same pass that checks it is finite
+    unit_queries: bool = field(init=False)
+    _search_row: Callable[[np.ndarray, int], tuple[list[float], list[int]]] = field(init=False, repr=False)
 
-    @property
-    def fingerprint(self) -> dict[str, Any]:
-        return self.meta["fingerprint"]
+    def __post_init__(self) -> None:
+        self.dim = int(self.meta["index"]["dim"])
+        self.shape = (self.dim,)
+        self.where = f"{self.name}/{self.version}"
+        self.fingerprint = self.meta["fingerprint"]
+        rows = isinstance(self.index, RowSearch)
+        self.unit_queries = rows and self.meta["index"]["metric"] == "cosine"
+        self._search_row = self.index.search_row if rows else self._row_of_search
 
     @cached_property
     def model_key(self) -> str:
@@ -85,10 +103,6 @@ class LoadedVersion:
     def metric(self) -> str:
         return self.meta["index"]["metric"]
 
-    @property
-    def dim(self) -> int:
-        return int(self.meta["index"]["dim"])
-
     def embed_text(self, text: str) -> np.ndarray:
         if self.text_embedder is None:
             raise InvalidInput(
@@ -97,14 +111,53 @@ class LoadedVersion:
                 field="query", value=None)
         return np.asarray(self.text_embedder.embed_queries(["query"], [text]), dtype=np.float32)
 
-    def search(self, vector: np.ndarray, k: int) -> list[Hit]:
-        scores, rows = self.index.search(vector, k)
+    def answer(self, text: str | None, vector: Any, model: str | None,
+               k: int) -> tuple[np.ndarray, list[str], list[float], list[int] | None]:
+        """The query as a row of this version's space (embedded text, or a client's vector checked:
+        same model, one finite row of the version's dimension) and its top k: ids, scores and ranks
+        (None: 1, 2, ..., as the rule, no padding, gives).
+
+        One method for the whole request path on purpose: a search has just pushed the interpreter's
+        working set out of the CPU cache, so each Python call saved here is worth microseconds.
+        """
+        if vector is not None and self.unit_queries:
+            if model != self.model_key:
+                raise self.model_refusal(model)
+            array = np.asarray(vector, _F32)
+            if array.shape != self.shape:
+                raise _wrong_length(array, self.dim, self.where)
+            query, prepared, squared = unit_query(array)
+            # the squared norm is NaN or inf when a value is (or when finite squares overflow: then
+            # only the value-by-value test tells, and such a row is searched as l2_normalize leaves it)
+            if not math.isfinite(squared) and not np.isfinite(array).all():
+                raise _not_finite(array)
+        elif vector is not None:
+            if model != self.model_key:
+                raise self.model_refusal(model)
+            query = prepared = validate_vector(vector, self.dim, self.where)
+        else:
+            query = self.embed_text(text or "")
+            prepared = l2_normalize(query) if self.unit_queries else query
+        scores, rows = self._search_row(prepared, k)
         ids = self.ids
-        # tolist(): plain ints and floats at once instead of a numpy scalar and a conversion per hit
-        row_list, score_list = rows[0].tolist(), scores[0].tolist()  # arrays, by the backend protocol
-        if -1 not in row_list:  # the rule: k results, no padding (row -1), built without a loop in Python
-            return list(map(Hit, [ids[row] for row in row_list], score_list, range(1, len(row_list) + 1)))
-        return [Hit(ids[row], score, r + 1) for r, (row, score) in enumerate(zip(row_list, score_list)) if row >= 0]
+        if -1 not in rows:  # the rule: no padding (row -1); a list test, not a numpy call
+            return query, [ids[row] for row in rows], scores, None
+        kept = [r for r, row in enumerate(rows) if row >= 0]
+        return query, [ids[rows[r]] for r in kept], [scores[r] for r in kept], [r + 1 for r in kept]
+
+    def model_refusal(self, model: str | None) -> ControllerError:
+        """Why a vector sent with `model` cannot be searched here: no key at all, or another space's."""
+        if model is None:
+            return InvalidInput(f"a vector needs model: the fingerprint key of its space ({self.model_key} for "
+                                f"{self.where})", field="model")
+        return Conflict(f"the vector's model {model!r} is not the model of the routed version {self.where} "
+                        f"({self.model_key}: {fingerprint_key(self.fingerprint)}); vectors of two spaces "
+                        "are never mixed")
+
+    def _row_of_search(self, vector: np.ndarray, k: int) -> tuple[list[float], list[int]]:
+        """RowSearch for a backend without it: its `search`, as lists (plain floats and ints at once)."""
+        scores, rows = self.index.search(vector, k)
+        return scores[0].tolist(), rows[0].tolist()
 
 
 def load_version(store: Store, name: str, version: str) -> LoadedVersion:
@@ -143,7 +196,7 @@ def role_of(routing: Routing, version: str) -> str:
     return "candidate" if version == routing.candidate and version != routing.stable else "stable"
 
 
-@dataclass
+@dataclass(slots=True)
 class SearchOutcome:
     request_id: str
     name: str
@@ -152,16 +205,51 @@ class SearchOutcome:
     model: dict[str, Any]
     model_key: str
     bucket: float | None
-    hits: list[Hit]
+    ids: list[str]
+    scores: list[float]
     vector: np.ndarray
     took_ms: float
     k: int
+    ranks: list[int] | None = None  # None: 1, 2, ... len(ids)
+
+    @property
+    def hits(self) -> list[Hit]:
+        """The results as (id, score, rank) tuples, made when asked for: the service reads ids and
+        scores directly, and making k tuples per query cost as much as the rest of the routing."""
+        return list(map(Hit, self.ids, self.scores, self.ranks or range(1, len(self.ids) + 1)))
+
+
+#: request ids are cut from one os.urandom call per this many (a syscall per query was a tenth of
+#: the Python time of a search)
+_ID_BATCH = 256
+_ids: Any = iter(())
 
 
 def request_id() -> str:
-    """32 random hex digits, unguessable (feedback names its request by it), as uuid4().hex was,
-    without building a UUID object per query."""
-    return os.urandom(16).hex()
+    """32 random hex digits, unguessable (feedback names its request by it), as uuid4().hex was.
+
+    `next` on a list iterator is atomic under the GIL, so threads never share an id; two threads
+    that both find the batch used up each draw a fresh one, which is harmless.
+    """
+    return next(_ids, None) or _new_batch()
+
+
+def _new_batch() -> str:
+    """Draw the next batch of request ids and return its first."""
+    global _ids
+    pool = os.urandom(16 * _ID_BATCH).hex()
+    batch = iter([pool[i:i + 32] for i in range(0, len(pool), 32)])
+    _ids = batch
+    return next(batch)
+
+
+def _fresh_ids_after_fork() -> None:
+    """A forked worker must not hand out the ids its parent still holds."""
+    global _ids
+    _ids = iter(())
+
+
+os.register_at_fork(after_in_child=_fresh_ids_after_fork)
 
 
 def validate_k(k: Any) -> int:
@@ -172,21 +260,37 @@ def validate_k(k: Any) -> int:
 
 def validate_vector(vector: Any, dim: int, where: str) -> np.ndarray:
     """One finite row of the version's dimension; never a silent reshape or NaN search."""
-    array = np.asarray(vector, dtype=np.float32)
-    if array.ndim != 1 or array.shape[0] != dim:
-        raise InvalidInput(f"vector has {array.size} values but {where} has {dim} dimensions",
-                           field="vector", value=None)
-    if not np.isfinite(array).all():
-        raise InvalidInput("vector contains NaN or inf (first at position "
-                           f"{int(np.argmin(np.isfinite(array)))})", field="vector", value=None)
+    array = _shaped(vector, dim, where)
+    # one BLAS call instead of isfinite + all: a NaN or inf makes the sum of squares NaN or inf;
+    # finite values can too (their squares overflow float32), so only then look value by value
+    if not math.isfinite(array.dot(array)) and not np.isfinite(array).all():
+        raise _not_finite(array)
     return array.reshape(1, -1)
+
+
+def _shaped(vector: Any, dim: int, where: str) -> np.ndarray:
+    array = np.asarray(vector, _F32)
+    if array.ndim != 1 or array.shape[0] != dim:
+        raise _wrong_length(array, dim, where)
+    return array
+
+
+def _wrong_length(array: np.ndarray, dim: int, where: str) -> InvalidInput:
+    return InvalidInput(f"vector has {array.size} values but {where} has {dim} dimensions", field="vector",
+                        value=None)
+
+
+def _not_finite(array: np.ndarray) -> InvalidInput:
+    return InvalidInput(f"vector contains NaN or inf (first at position {int(np.argmin(np.isfinite(array)))})",
+                        field="vector", value=None)
 
 
 def search(routed: RoutedIndex, *, text: str | None = None, vector: Any = None, model: str | None = None,
            k: int = 10, key: str | None = None, draw: float | None = None) -> SearchOutcome:
     """Route (sticky by key), embed with the routed version's own model, search its kept index."""
     started = time.perf_counter()
-    k = validate_k(k)
+    if k.__class__ is not int or not 1 <= k <= MAX_K:  # the common case without a call
+        k = validate_k(k)
     if (text is None) == (vector is None):
         raise InvalidInput("send exactly one of query (text) or vector", field="query", value=None)
     if text is not None and (not isinstance(text, str) or not text.strip()):
@@ -194,19 +298,19 @@ def search(routed: RoutedIndex, *, text: str | None = None, vector: Any = None, 
     position = bucket(key) if key is not None else None  # hashed once: routing and the outcome share it
     version = choose_version(routed.routing, key=None,
                              draw=position if position is not None else
-                             random.uniform(0, 100) if draw is None else draw)
+                             random.random() * 100 if draw is None else draw)  # = uniform(0, 100)
     loaded = routed.versions.get(version) if version else None
     if loaded is None:
         raise NotReady(f"{routed.name} serves no version yet; run `controller reconcile` first")
     try:
-        query = _query_vector(loaded, text, vector, model)
+        query, ids, scores, ranks = loaded.answer(text, vector, model, k)
     except (InvalidInput, Conflict) as exc:
         exc.version, exc.role = version, role_of(routed.routing, version)  # lets the service attribute it
         raise
-    hits = loaded.search(query, k)
-    return SearchOutcome(request_id(), routed.name, version, role_of(routed.routing, version),
-                         loaded.fingerprint, loaded.model_key, position, hits, query,
-                         (time.perf_counter() - started) * 1000, k)
+    # next(...) is request_id() without its call, on the hot path
+    return SearchOutcome(next(_ids, None) or _new_batch(), routed.name, version, role_of(routed.routing, version),
+                         loaded.fingerprint, loaded.model_key, position, ids, scores, query,
+                         (time.perf_counter() - started) * 1000, k, ranks)
 
 
 def search_version(routed: RoutedIndex, version: str, *, text: str | None = None, vector: Any = None,
@@ -216,26 +320,10 @@ def search_version(routed: RoutedIndex, version: str, *, text: str | None = None
     loaded = routed.versions.get(version)
     if loaded is None:
         raise NotReady(f"{routed.name}/{version} is not loaded")
-    query = _query_vector(loaded, text, vector, model)
-    hits = loaded.search(query, k)
+    query, ids, scores, ranks = loaded.answer(text, vector, model, k)
     return SearchOutcome(request_id(), routed.name, version, role_of(routed.routing, version),
-                         loaded.fingerprint, loaded.model_key, None, hits, query,
-                         (time.perf_counter() - started) * 1000, k)
-
-
-def _query_vector(loaded: LoadedVersion, text: str | None, vector: Any, model: str | None) -> np.ndarray:
-    """The query in the routed version's space: its own embedder for text, a same-model vector as is."""
-    if vector is None:
-        return loaded.embed_text(text or "")
-    where = f"{loaded.name}/{loaded.version}"
-    if model is None:
-        raise InvalidInput(f"a vector needs model: the fingerprint key of its space ({loaded.model_key} for "
-                           f"{where})", field="model")
-    if model != loaded.model_key:
-        raise Conflict(f"the vector's model {model!r} is not the model of the routed version {where} "
-                       f"({loaded.model_key}: {fingerprint_key(loaded.fingerprint)}); vectors of two spaces "
-                       "are never mixed")
-    return validate_vector(vector, loaded.dim, where)
+                         loaded.fingerprint, loaded.model_key, None, ids, scores, query,
+                         (time.perf_counter() - started) * 1000, k, ranks)
 
 
 class VersionPool:

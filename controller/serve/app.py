@@ -343,7 +343,7 @@ def _install_routes(app: FastAPI, state: ServeState) -> None:
             request.state.role = getattr(exc, "role", None)
             raise
         request.state.version, request.state.role = out.version, out.role
-        ids = [h.id for h in out.hits]
+        ids = out.ids
         state.remember(out.request_id, _Impression(name, out.version, out.role, ids))
         state.keep_vector(name, out.version, out.vector)
         state.events.append({"type": "impression", "ts": time.time(), "requestId": out.request_id, "index": name,
@@ -359,8 +359,8 @@ def _install_routes(app: FastAPI, state: ServeState) -> None:
         # re-serialising the response model costs more than the search on small indexes
         payload = {"requestId": out.request_id, "index": name, "version": out.version, "role": out.role,
                    "model": {"key": out.model_key, "fingerprint": out.model},
-                   "hits": [{"id": h.id, "score": h.score if math.isfinite(h.score) else 0.0, "rank": h.rank}
-                            for h in out.hits],
+                   "hits": [{"id": i, "score": score if math.isfinite(score) else 0.0, "rank": rank}
+                            for i, score, rank in zip(ids, out.scores, out.ranks or range(1, len(ids) + 1))],
                    "tookMs": round(out.took_ms, 3)}
         if mixed_fields is None and mirrored(routed.routing, out.version, key=body.key,
                                              draw=random.uniform(0, 100)):

@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from controller.core.interleave import team_draft
-from controller.engine.serving import Hit, RoutedIndex, SearchOutcome, search_version
+from controller.engine.serving import RoutedIndex, SearchOutcome, search_version
 from controller.errors import ControllerError
 
 log = logging.getLogger("controller.serve")
@@ -84,7 +84,7 @@ class Mirror:
             return False  # a vector of the stable's space cannot be asked of another model
         self.offered += 1
         job = _Job(routed, out.request_id, text, vector, model if vector is not None else None, out.k, out.version,
-                   [h.id for h in out.hits])
+                   out.ids)
         try:
             self.queue.put_nowait(job)
             return True
@@ -113,7 +113,7 @@ class Mirror:
         error = None
         try:
             out = search_version(job.routed, candidate, text=job.text, vector=job.vector, model=job.model, k=job.k)
-            ids = [h.id for h in out.hits]
+            ids = out.ids
             self.done += 1
         except Exception as exc:  # noqa: BLE001 - a failing candidate is what mirroring is there to find
             error = str(exc) if isinstance(exc, ControllerError) else f"{type(exc).__name__}: {exc}"
@@ -147,10 +147,10 @@ def interleave(routed: RoutedIndex, *, text: str | None, vector: Any, model: str
         b = search_version(routed, r.candidate or "", text=text, vector=vector, model=model, k=k)
     except ControllerError:
         return None
-    lists = {"stable": [h.id for h in a.hits], "candidate": [h.id for h in b.hits]}
+    lists = {"stable": a.ids, "candidate": b.ids}
     ids, teams = team_draft(lists["stable"], lists["candidate"], k, random.Random(seed))
     # each position keeps the score of the list that contributed it (scores of two models do not compare)
-    from_team = {"stable": {h.id: h.score for h in a.hits}, "candidate": {h.id: h.score for h in b.hits}}
-    hits = [Hit(i, from_team[t][i], rank) for rank, (i, t) in enumerate(zip(ids, teams), 1)]
-    merged = replace(b, hits=hits, took_ms=a.took_ms + b.took_ms)
+    from_team = {"stable": dict(zip(a.ids, a.scores)), "candidate": dict(zip(b.ids, b.scores))}
+    merged = replace(b, ids=ids, scores=[from_team[t][i] for i, t in zip(ids, teams)], ranks=None,
+                     took_ms=a.took_ms + b.took_ms)
     return merged, {"mode": "interleave", "teams": teams, "lists": lists}

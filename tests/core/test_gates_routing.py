@@ -58,3 +58,13 @@ def test_routing_is_sticky_and_monotonic_in_weight():
     at10 = {k for k in keys if choose_version(Routing("a", "b", 10), key=k, draw=0) == "b"}
     at50 = {k for k in keys if choose_version(Routing("a", "b", 50), key=k, draw=0) == "b"}
     assert at10 <= at50 and 0 <= bucket("x") < 100
+
+
+def test_bucket_is_the_documented_sha256_contract() -> None:
+    """docs/serving.md's formula, with hashlib's SHA-256: an ingress or another router reproduces it
+    (routing.bucket uses CPython's own SHA-256 module where it can, which must give the same bits)."""
+    import hashlib
+
+    for key in ["", "user-1", "ключ", "a" * 1000, "x\x00y"]:
+        expected = int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big") / 2**64 * 100
+        assert bucket(key) == expected
