@@ -6,7 +6,7 @@
     engine/     observe -> plan -> execute -> persist; controller.api is its public face
     checks/ store/ embed/ backends/                statistics, files, embedders
     core/ manifest/                                pure decisions and models
-    errors, paths, naming, durations, progress, stamps   leaf utilities
+    errors, paths, naming, durations, progress, stamps, hashing   leaf utilities
 
 Rules: no import cycles between modules; a layer never imports a higher one;
 core/ and manifest/ import no numpy, scipy, faiss or Kubernetes client; a shell
@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1] / "controller"
 SHELLS = {"cli", "operator", "gitops", "serve"}
 RANK = {"<leaf>": 0, "core": 1, "manifest": 0, "inputs": 0, "checks": 2, "store": 2, "embed": 2, "backends": 2,
         "engine": 3, "api": 3, "<package>": 3, "report": 4, "simulate": 4, "cliargs": 4, **{s: 5 for s in SHELLS}}
-LEAVES = {"errors", "paths", "naming", "durations", "progress", "stamps"}
+LEAVES = {"errors", "paths", "naming", "durations", "progress", "stamps", "hashing"}
 PURE_FORBIDDEN = ("numpy", "scipy", "faiss", "kubernetes", "kopf")
 VERB_TOP_LEVEL_ALLOWED = ("controller.cliargs", "controller.errors", "controller.paths", "controller")
 

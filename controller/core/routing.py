@@ -3,22 +3,12 @@
 from __future__ import annotations
 
 from controller.core.types import Routing
-
-# SHA-256 from CPython's own module where there is one: the same digest as hashlib's OpenSSL one
-# without OpenSSL's per-object algorithm fetch, which was ~5 us of a routed query (the key is hashed
-# on every search, just after the previous search pushed that code out of the CPU cache)
-try:
-    from _sha2 import sha256 as _sha256  # CPython 3.12+
-except ImportError:
-    try:
-        from _sha256 import sha256 as _sha256  # CPython 3.11
-    except ImportError:
-        from hashlib import sha256 as _sha256
+from controller.hashing import small_sha256
 
 
 def bucket(key: str) -> float:
     """A stable position in [0, 100) for a routing key (user id, session id)."""
-    digest = _sha256(key.encode("utf-8")).digest()
+    digest = small_sha256(key.encode("utf-8")).digest()
     return int.from_bytes(digest[:8], "big") / 2**64 * 100
 
 
