@@ -120,21 +120,20 @@ class LoadedVersion:
         One method for the whole request path on purpose: a search has just pushed the interpreter's
         working set out of the CPU cache, so each Python call saved here is worth microseconds.
         """
-        if vector is not None and self.unit_queries:
+        if vector is not None:
             if model != self.model_key:
                 raise self.model_refusal(model)
-            array = np.asarray(vector, _F32)
-            if array.shape != self.shape:
-                raise _wrong_length(array, self.dim, self.where)
-            query, prepared, squared = unit_query(array)
-            # the squared norm is NaN or inf when a value is (or when finite squares overflow: then
-            # only the value-by-value test tells, and such a row is searched as l2_normalize leaves it)
-            if not math.isfinite(squared) and not np.isfinite(array).all():
-                raise _not_finite(array)
-        elif vector is not None:
-            if model != self.model_key:
-                raise self.model_refusal(model)
-            query = prepared = validate_vector(vector, self.dim, self.where)
+            if self.unit_queries:
+                array = np.asarray(vector, _F32)
+                if array.shape != self.shape:
+                    raise _wrong_length(array, self.dim, self.where)
+                query, prepared, squared = unit_query(array)
+                # the squared norm is NaN or inf when a value is (or when finite squares overflow: then
+                # only the value-by-value test tells, and such a row is searched as l2_normalize leaves it)
+                if not math.isfinite(squared) and not np.isfinite(array).all():
+                    raise _not_finite(array)
+            else:
+                query = prepared = validate_vector(vector, self.dim, self.where)
         else:
             query = self.embed_text(text or "")
             prepared = l2_normalize(query) if self.unit_queries else query
@@ -289,8 +288,7 @@ def search(routed: RoutedIndex, *, text: str | None = None, vector: Any = None, 
            k: int = 10, key: str | None = None, draw: float | None = None) -> SearchOutcome:
     """Route (sticky by key), embed with the routed version's own model, search its kept index."""
     started = time.perf_counter()
-    if k.__class__ is not int or not 1 <= k <= MAX_K:  # the common case without a call
-        k = validate_k(k)
+    k = validate_k(k)
     if (text is None) == (vector is None):
         raise InvalidInput("send exactly one of query (text) or vector", field="query", value=None)
     if text is not None and (not isinstance(text, str) or not text.strip()):
@@ -307,8 +305,7 @@ def search(routed: RoutedIndex, *, text: str | None = None, vector: Any = None, 
     except (InvalidInput, Conflict) as exc:
         exc.version, exc.role = version, role_of(routed.routing, version)  # lets the service attribute it
         raise
-    # next(...) is request_id() without its call, on the hot path
-    return SearchOutcome(next(_ids, None) or _new_batch(), routed.name, version, role_of(routed.routing, version),
+    return SearchOutcome(request_id(), routed.name, version, role_of(routed.routing, version),
                          loaded.fingerprint, loaded.model_key, position, ids, scores, query,
                          (time.perf_counter() - started) * 1000, k, ranks)
 
