@@ -355,7 +355,7 @@ def _build(action: Action, obs: Observation, loaded: LoadedManifest, store: Stor
             writer.finish()
         except EmbedError as exc:  # a streamed row source found NaN/inf: the staging directory goes
             writer.abort()
-            raise InvalidInput(str(exc), file=loaded.source, field="spec.model", value=spec.model.name) from exc
+            raise _refused_vectors(exc, loaded) from exc
         except InvalidInput as exc:
             writer.abort()
             raise InvalidInput(exc.reason, file=loaded.source, field=exc.field, value=exc.value) from exc
@@ -418,10 +418,7 @@ def _refresh(action: Action, obs: Observation, loaded: LoadedManifest, store: St
                            [corpus.texts[i] for i in changes.new], [corpus.hashes[i] for i in changes.new],
                            hooks.progress)
     fresh = np.ascontiguousarray(done.vectors, dtype=np.float32).reshape(len(changes.new), int(spec.model.dim))
-    try:
-        check_finite(fresh, f"vectors of {action.version}")
-    except EmbedError as exc:
-        raise InvalidInput(str(exc), file=loaded.source, field="spec.model", value=spec.model.name) from exc
+    _finite(fresh, action.version, loaded)
     embed_s = time.monotonic() - started
     base_ids, base_hashes = store.ids(loaded.name, base), store.hashes(loaded.name, base)
     ids = [base_ids[r] for r in changes.keep] + [corpus.ids[i] for i in changes.new]
@@ -475,8 +472,12 @@ def _finite(vectors: np.ndarray, version: str, loaded: LoadedManifest) -> None:
     try:
         check_finite(vectors, f"vectors of {version}")
     except EmbedError as exc:
-        spec = loaded.manifest.spec
-        raise InvalidInput(str(exc), file=loaded.source, field="spec.model", value=spec.model.name) from exc
+        raise _refused_vectors(exc, loaded) from exc
+
+
+def _refused_vectors(exc: EmbedError, loaded: LoadedManifest) -> InvalidInput:
+    """NaN/inf in a version's vectors, blamed on the manifest's model (its file, field and name)."""
+    return InvalidInput(str(exc), file=loaded.source, field="spec.model", value=loaded.manifest.spec.model.name)
 
 
 ADD_CHUNK = 8_192  # rows per writer.add: a chunk (12 MB at 384-d) stays in the CPU cache while it is
