@@ -12,6 +12,7 @@ status 70, the way a SIGKILL would: no cleanup, no finally) or install a hook.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -211,22 +212,18 @@ def written_back(fd: int) -> Iterator[None]:
         thread.join()
 
 
-_SYNC_FILE_RANGE: list[Any] = []
-
-
+@functools.cache
 def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
-    """libc's sync_file_range (Linux), or None."""
-    if not _SYNC_FILE_RANGE:
-        import ctypes
+    """libc's sync_file_range (Linux), or None; looked up once."""
+    import ctypes
 
-        try:
-            call = ctypes.CDLL(None, use_errno=True).sync_file_range
-            call.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-            call.restype = ctypes.c_int
-        except (OSError, AttributeError):
-            call = None
-        _SYNC_FILE_RANGE.append(call)
-    return _SYNC_FILE_RANGE[0]
+    try:
+        call = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    call.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    call.restype = ctypes.c_int
+    return call
 
 
 def copy_file(src: Path, dst: Path) -> None:

@@ -64,7 +64,7 @@ def test_a_misspelled_statistic_still_comes_before_a_vectors_error(tmp_path: Pat
 def test_a_file_written_by_a_library_is_written_back_while_it_grows(tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[tuple[int, int, int, int]] = []
-    monkeypatch.setattr(atomic, "_SYNC_FILE_RANGE", [lambda *args: calls.append(args) or 0])
+    monkeypatch.setattr(atomic, "_sync_file_range", lambda: lambda *args: calls.append(args) or 0)
     monkeypatch.setattr(atomic, "WRITEBACK_EVERY_S", 0.01)
     monkeypatch.setattr(atomic, "store_umask", lambda: 0o077)
     path = tmp_path / "index.bin"
@@ -85,7 +85,7 @@ def test_a_file_written_by_a_library_is_written_back_while_it_grows(tmp_path: Pa
 
 
 def test_without_sync_file_range_the_write_is_the_same(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(atomic, "_SYNC_FILE_RANGE", [None])
+    monkeypatch.setattr(atomic, "_sync_file_range", lambda: None)
     synced: list[Path] = []
     real = atomic.fsync_path
     monkeypatch.setattr(atomic, "fsync_path", lambda p: synced.append(Path(p)) or real(p))
