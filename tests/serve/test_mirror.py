@@ -139,20 +139,20 @@ def test_a_slow_or_failing_candidate_leaves_stable_p99_within_10_percent(mirrore
         server = serve(mirrored_store, "--flush-window", "0.2", "--no-record")
         for q in QUERIES:  # warm both paths
             server.search("qs", query=q, k=10), server.search("base", query=q, k=10)
-        ratios = []
+        took: dict[str, list[float]] = {"qs": [], "base": []}
         since = time.time()
-        for _round in range(7):  # the median of seven rounds: a noisy burst on a shared machine is not a verdict
-            took: dict[str, list[float]] = {"qs": [], "base": []}
-            for i in range(200):
-                for name in ("qs", "base") if i % 2 else ("base", "qs"):
-                    started = time.perf_counter()
-                    response = server.search(name, query=QUERIES[i % len(QUERIES)] + f" {i}", k=10)
-                    took[name].append((time.perf_counter() - started) * 1000)
-                    assert response.status_code == 200 and response.json()["version"] == "v1"
-            ratios.append(p99(took["qs"]) / p99(took["base"]))
-            print(f"{fault}: stable p99 mirrored {p99(took['qs']):.2f} ms vs unmirrored {p99(took['base']):.2f} ms "
-                  f"(ratio {ratios[-1]:.3f})")
-        assert sorted(ratios)[3] <= 1.10
+        for i in range(4000):  # alternating, so both indexes see the same bursts of machine noise
+            for name in ("qs", "base") if i % 2 else ("base", "qs"):
+                started = time.perf_counter()
+                response = server.search(name, query=QUERIES[i % len(QUERIES)] + f" {i}", k=10)
+                took[name].append((time.perf_counter() - started) * 1000)
+                assert response.status_code == 200 and response.json()["version"] == "v1"
+        # one p99 over 4000 requests a side (the 40th slowest), not per-round p99s of 200: those are
+        # the 2nd slowest of a round, and moved between 0.57x and 1.79x on this machine with no change
+        ratio = p99(took["qs"]) / p99(took["base"])
+        print(f"{fault}: stable p99 mirrored {p99(took['qs']):.2f} ms vs unmirrored {p99(took['base']):.2f} ms "
+              f"(ratio {ratio:.3f}; p50 {np.median(took['qs']):.2f} vs {np.median(took['base']):.2f} ms)")
+        assert ratio <= 1.10
         time.sleep(0.5)
         errors = [r["error"] for r in records(mirrored_store, "mirror") if r["ts"] >= since]
         assert errors  # the candidate was mirrored while the stable was timed
