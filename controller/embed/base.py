@@ -55,6 +55,11 @@ def unit_query(vector: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     """
     squared = float(np.add.reduce(vector * vector))
     row = vector.reshape(1, -1)
+    if not math.isfinite(squared):
+        # inf/inf is NaN, as in l2_normalize; the caller refuses a non-finite query, so numpy's
+        # warning would only be noise in the server's log
+        with np.errstate(invalid="ignore"):
+            return row, row / math.sqrt(squared), squared
     return row, (row / math.sqrt(squared) if squared != 0 else row / 1.0), squared
 
 
