@@ -109,7 +109,7 @@ class LoadedVersion:
                 f"{self.name}/{self.version} serves precomputed vectors and its manifest declares no "
                 "spec.model.queryEmbedder: send {vector, model} instead of query text",
                 field="query", value=None)
-        return np.asarray(self.text_embedder.embed_queries(["query"], [text]), dtype=np.float32)
+        return np.ascontiguousarray(self.text_embedder.embed_queries(["query"], [text]), dtype=np.float32)
 
     def answer(self, text: str | None, vector: Any, model: str | None,
                k: int) -> tuple[np.ndarray, list[str], list[float], list[int] | None]:
@@ -268,7 +268,7 @@ def validate_vector(vector: Any, dim: int, where: str) -> np.ndarray:
 
 
 def _shaped(vector: Any, dim: int, where: str) -> np.ndarray:
-    array = np.asarray(vector, _F32)
+    array = np.ascontiguousarray(vector, _F32)  # contiguous: RowSearch hands FAISS a pointer to it
     if array.ndim != 1 or array.shape[0] != dim:
         raise _wrong_length(array, dim, where)
     return array
