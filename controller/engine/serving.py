@@ -293,10 +293,13 @@ def search(routed: RoutedIndex, *, text: str | None = None, vector: Any = None, 
         raise InvalidInput("send exactly one of query (text) or vector", field="query", value=None)
     if text is not None and (not isinstance(text, str) or not text.strip()):
         raise InvalidInput("query must be non-empty text", field="query", value=None)
-    position = bucket(key) if key is not None else None  # hashed once: routing and the outcome share it
-    version = choose_version(routed.routing, key=None,
-                             draw=position if position is not None else
-                             random.random() * 100 if draw is None else draw)  # = uniform(0, 100)
+    if key is None:
+        position = None
+        if draw is None:
+            draw = random.random() * 100  # = uniform(0, 100)
+    else:  # hashed once: routing and the outcome share it
+        position = draw = _buckets.get(key) or _new_bucket(key)
+    version = choose_version(routed.routing, key=None, draw=draw)
     loaded = routed.versions.get(version) if version else None
     if loaded is None:
         raise NotReady(f"{routed.name} serves no version yet; run `controller reconcile` first")
@@ -308,6 +311,23 @@ def search(routed: RoutedIndex, *, text: str | None = None, vector: Any = None, 
     return SearchOutcome(request_id(), routed.name, version, role_of(routed.routing, version),
                          loaded.fingerprint, loaded.model_key, position, ids, scores, query,
                          (time.perf_counter() - started) * 1000, k, ranks)
+
+
+#: the most routing keys whose bucket is remembered (emptied when full; keys are at most 512 characters
+#: over HTTP, so a few MB at worst)
+MAX_BUCKETS = 8192
+#: routing key -> bucket(key): a pure function of the key, so a returning user's key is hashed once, not
+#: on every query (the SHA-256 ran cold after each search); the version is still chosen per query from
+#: the current weight
+_buckets: dict[str, float] = {}
+
+
+def _new_bucket(key: str) -> float:
+    """bucket(key), remembered; a key whose bucket is 0.0 (falsy) is simply hashed each time."""
+    if len(_buckets) >= MAX_BUCKETS:
+        _buckets.clear()
+    position = _buckets[key] = bucket(key)
+    return position
 
 
 def search_version(routed: RoutedIndex, version: str, *, text: str | None = None, vector: Any = None,
