@@ -110,7 +110,11 @@ class LoadedVersion:
                 f"{self.name}/{self.version} serves precomputed vectors and its manifest declares no "
                 "spec.model.queryEmbedder: send {vector, model} instead of query text",
                 field="query", value=None)
-        return np.ascontiguousarray(self.text_embedder.embed_queries(["query"], [text]), dtype=np.float32)
+        row = np.ascontiguousarray(self.text_embedder.embed_queries(["query"], [text]), dtype=np.float32)
+        if row.shape != (1, self.dim):  # RowSearch hands FAISS a pointer to dim floats: never fewer
+            raise ControllerError(f"the query embedder of {self.where} gave an array of shape {row.shape}, "
+                                  f"not (1, {self.dim})")
+        return row
 
     def answer(self, text: str | None, vector: Any, model: str | None,
                k: int) -> tuple[np.ndarray, list[str], list[float], list[int] | None]:
@@ -270,11 +274,11 @@ def validate_vector(vector: Any, dim: int, where: str) -> np.ndarray:
     # finite values can too (their squares overflow float32), so only then look value by value
     if not math.isfinite(array.dot(array)) and not np.isfinite(array).all():
         raise _not_finite(array)
-    return array.reshape(1, -1)
+    return np.ascontiguousarray(array).reshape(1, -1)  # contiguous: RowSearch hands FAISS a pointer to it
 
 
 def _shaped(vector: Any, dim: int, where: str) -> np.ndarray:
-    array = np.ascontiguousarray(vector, _F32)  # contiguous: RowSearch hands FAISS a pointer to it
+    array = np.asarray(vector, _F32)
     if array.ndim != 1 or array.shape[0] != dim:
         raise _wrong_length(array, dim, where)
     return array

@@ -137,6 +137,23 @@ def test_remembered_buckets_are_the_routing_contracts_and_the_weight_still_decid
         assert 0 < len(serving._buckets) <= 50 and all(serving._buckets[k] == bucket(k) for k in serving._buckets)
 
 
+def test_a_query_embedder_giving_the_wrong_shape_is_an_error_not_a_search(fresh_store):
+    """FAISS gets a pointer to dim floats: a query row of another shape must never reach it."""
+    from controller.errors import ControllerError
+
+    class Short:
+        def embed_queries(self, ids, texts):
+            return np.zeros((1, 3), np.float32)
+
+    _, root = fresh_store
+    pool = VersionPool(Store(root), ["quickstart"])
+    pool.refresh()
+    routed = pool.routed("quickstart")
+    routed.versions["v1"].text_embedder = Short()
+    with pytest.raises(ControllerError, match=r"shape \(1, 3\), not \(1, 384\)"):
+        routed.versions["v1"].answer("vitamin", None, None, 3)
+
+
 def test_an_index_without_a_version_is_not_ready_to_search(fresh_store):
     _, root = fresh_store
     (root / "indexes" / "empty").mkdir()
