@@ -41,7 +41,6 @@ from controller.store.fs import Store
 from controller.store.queries import fingerprint_key as short_key
 
 log = logging.getLogger("controller.serve")
-perf_counter = time.perf_counter  # one global lookup per use on the request path, not two
 
 #: a dtype object, not np.float32: numpy converts the type to this on every call otherwise
 _F32 = np.dtype(np.float32)
@@ -111,7 +110,7 @@ class LoadedVersion:
                 "spec.model.queryEmbedder: send {vector, model} instead of query text",
                 field="query", value=None)
         row = np.ascontiguousarray(self.text_embedder.embed_queries(["query"], [text]), dtype=np.float32)
-        if row.shape != (1, self.dim):  # RowSearch hands FAISS a pointer to dim floats: never fewer
+        if row.shape != (1, self.dim):  # RowSearch may hand its engine a bare pointer to dim floats
             raise ControllerError(f"the query embedder of {self.where} gave an array of shape {row.shape}, "
                                   f"not (1, {self.dim})")
         return row
@@ -274,7 +273,7 @@ def validate_vector(vector: Any, dim: int, where: str) -> np.ndarray:
     # finite values can too (their squares overflow float32), so only then look value by value
     if not math.isfinite(array.dot(array)) and not np.isfinite(array).all():
         raise _not_finite(array)
-    return np.ascontiguousarray(array).reshape(1, -1)  # contiguous: RowSearch hands FAISS a pointer to it
+    return np.ascontiguousarray(array).reshape(1, -1)  # contiguous: RowSearch may hand its engine a bare pointer
 
 
 def _shaped(vector: Any, dim: int, where: str) -> np.ndarray:
@@ -297,9 +296,8 @@ def _not_finite(array: np.ndarray) -> InvalidInput:
 def search(routed: RoutedIndex, *, text: str | None = None, vector: Any = None, model: str | None = None,
            k: int = 10, key: str | None = None, draw: float | None = None) -> SearchOutcome:
     """Route (sticky by key), embed with the routed version's own model, search its kept index."""
-    started = perf_counter()
-    if k.__class__ is not int or not 1 <= k <= MAX_K:  # the common case without a call (bool is refused)
-        k = validate_k(k)
+    started = time.perf_counter()
+    k = validate_k(k)
     if (text is None) == (vector is None):
         raise InvalidInput("send exactly one of query (text) or vector", field="query", value=None)
     if text is not None and (not isinstance(text, str) or not text.strip()):
@@ -319,10 +317,9 @@ def search(routed: RoutedIndex, *, text: str | None = None, vector: Any = None, 
     except (InvalidInput, Conflict) as exc:
         exc.version, exc.role = version, routed.roles[version]  # lets the service attribute it
         raise
-    # request_id() spelled out: one Python call fewer on the path every HTTP search takes
-    return SearchOutcome(next(_ids, None) or _new_batch(), routed.name, version, routed.roles[version],
+    return SearchOutcome(request_id(), routed.name, version, routed.roles[version],
                          loaded.fingerprint, loaded.model_key, position, ids, scores, query,
-                         (perf_counter() - started) * 1000, k, ranks)
+                         (time.perf_counter() - started) * 1000, k, ranks)
 
 
 #: the most routing keys whose bucket is remembered (emptied when full; keys are at most 512 characters
@@ -345,14 +342,14 @@ def _new_bucket(key: str) -> float:
 def search_version(routed: RoutedIndex, version: str, *, text: str | None = None, vector: Any = None,
                    model: str | None = None, k: int = 10) -> SearchOutcome:
     """Search one named loaded version, whatever the weight (mirroring and interleaving use this)."""
-    started = perf_counter()
+    started = time.perf_counter()
     loaded = routed.versions.get(version)
     if loaded is None:
         raise NotReady(f"{routed.name}/{version} is not loaded")
     query, ids, scores, ranks = loaded.answer(text, vector, model, k)
     return SearchOutcome(request_id(), routed.name, version, routed.roles[version],
                          loaded.fingerprint, loaded.model_key, None, ids, scores, query,
-                         (perf_counter() - started) * 1000, k, ranks)
+                         (time.perf_counter() - started) * 1000, k, ranks)
 
 
 class VersionPool:
