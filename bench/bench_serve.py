@@ -10,13 +10,15 @@ Measured:
              same routing keys the served traffic sends, check the model and the vector, normalise,
              search, map rows to ids, a request id), timed alternately with raw on the same queries
              and k (the machine's load moves both alike); --rounds rounds of 3000 pairs, the ratio
-             reported is the median round's
+             reported is the median round's (goal <= 1.1x); the 300 routing keys repeat, as a
+             returning user's do, so their buckets are remembered; one more round with every key new
+             shows what a first-time key costs (hashed)
   serial     one HTTP client, one request at a time            -> served p50 - raw p50 (goal <= 2 ms)
   loaded     N requests at C concurrent connections (processes x threads of http.client) -> QPS (goal >= 500)
   switch     the same load while `controller reconcile` promotes v2 (same model, HNSW32) and
              `controller rollback` returns to v1: failed requests (goal 0), p99 during vs steady (goal <= 3x)
 
-Run: .venv/bin/python bench/bench_serve.py [--requests 20000] [--concurrency 16] [--rounds 3]
+Run: .venv/bin/python bench/bench_serve.py [--requests 20000] [--concurrency 16] [--rounds 3] [--in-process-only]
 The load generator shares the machine's cores with the server, so QPS is a floor, not a ceiling.
 """
 
@@ -78,9 +80,11 @@ def timed_pair(first, second, queries: np.ndarray, n: int) -> tuple[list[float],
     return a, b
 
 
-def compare_in_process(routed, queries: np.ndarray, rounds: int) -> tuple[list[float], list[float], list[float]]:
+def compare_in_process(routed, queries: np.ndarray, rounds: int, *, new_keys: bool = False
+                       ) -> tuple[list[float], list[float], list[float]]:
     """Raw FAISS against the pool's search, `rounds` rounds of 3000 alternated pairs: every round's
-    p50 ratio, and the raw and pool times of the median round."""
+    p50 ratio, and the raw and pool times of the median round. `new_keys`: every query a routing key
+    never seen before (the pool remembers each key's bucket; this is what a first-time user costs)."""
     import faiss
 
     from controller.engine.serving import search
@@ -93,9 +97,9 @@ def compare_in_process(routed, queries: np.ndarray, rounds: int) -> tuple[list[f
     assert isinstance(index, faiss.Index)
     # raw = what a caller of FAISS itself does for cosine: normalise the query, search the index;
     # the pool gets the routing keys the HTTP load below sends (a key costs a hash per query)
-    users = [f"user-{i}" for i in range(len(queries))]
     done = []
-    for _ in range(max(rounds, 1)):
+    for round_ in range(max(rounds, 1)):
+        users = [f"new-{round_}-{i}" for i in range(3000)] if new_keys else [f"user-{i}" for i in range(len(queries))]
         raw, inproc = timed_pair(lambda i, q: index.search(q.reshape(1, -1) / np.linalg.norm(q), 10),
                                  lambda i, q: search(routed, vector=q, model=key, k=10, key=users[i % len(users)]),
                                  queries, 3000)
@@ -177,6 +181,7 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--serial", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=3, help="rounds of the in-process comparison")
+    parser.add_argument("--in-process-only", action="store_true", help="skip the HTTP measurements")
     args = parser.parse_args()
     if not (SCIFACT / "vectors" / MODEL / "docs.npy").is_file():
         print(f"SciFact vectors not found under {SCIFACT} (set SCIFACT_DIR)")
@@ -204,6 +209,11 @@ def main() -> int:
     print(f"in-process pool search  p50 {pool50:.3f} ms  p99 {pct(inproc, 99):.3f} ms  "
           f"ratio {pool50 / raw50:.2f}x raw (goal <= 1.1x; median of {len(ratios)} rounds: "
           f"{' '.join(f'{r:.3f}' for r in ratios)}; load average {os.getloadavg()[0]:.2f})")
+    new, raw_new, pool_new = compare_in_process(routed, queries, 1, new_keys=True)
+    print(f"  the same, every key new p50 {pct(pool_new, 50):.3f} ms  ratio {new[0]:.2f}x raw (one round; "
+          f"a key seen before reuses its remembered bucket, a new one is hashed)")
+    if args.in_process_only:
+        return 0
 
     bodies = [json.dumps({"vector": q.tolist(), "model": key, "k": 10, "key": f"user-{i}"}).encode()
               for i, q in enumerate(queries)]

@@ -145,7 +145,7 @@ class RowSearch(Protocol):
     """
 
     def search_row(self, query: np.ndarray, k: int) -> tuple[list[float], list[int]]:
-        """Top-k of one finite float32 query of shape [1, dim], already in the form ``search`` would
+        """Top-k of one finite C-contiguous float32 query of shape [1, dim], already in the form ``search`` would
         give the index (for the cosine metric: L2-normalised exactly as ``embed.base.l2_normalize``
         does, so the caller's finiteness test and the normalisation share one pass): the scores and
         rows of ``search``, best first, as lists. Fewer than k when the version holds fewer rows; a

@@ -60,6 +60,9 @@ OWN_FILES = (INDEX_FILE, NORMS_FILE, FIXUPS_FILE, VECTORS_FILE, ROWS_FILE,
 MAX_SHARED_DELTA = 0.2
 
 ADD_CHUNK = 20_000
+#: dtype objects, not np.float32/np.int64: numpy converts the type to these on every call otherwise
+_F32, _I64 = np.dtype(np.float32), np.dtype(np.int64)
+swig_ptr = faiss.swig_ptr
 PARAMS = ("factory",)
 FACTORY_FIELD = "spec.index.factory"
 
@@ -342,6 +345,12 @@ class FaissVersion:
         self._exact: faiss.Index | None = None
         self._rows = int(index.ntotal)  # a finished version never changes (opened read-only)
         self._negate = ref.metric == "l2"  # FAISS: smaller L2 is better; every result here: higher
+        if index.d != ref.dim:  # search_row hands FAISS a pointer to ref.dim floats: they must agree
+            raise StoreError(f"{ref.index}/{ref.version}: the FAISS index has dimension {index.d}, "
+                             f"the version's meta says {ref.dim}")
+        # FAISS's own search under its Python `search` wrapper, whose shape checks, conversions and
+        # allocations search_row does not need (their callers guarantee them)
+        self._search_c = index.search_c
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         return _search(self.index, queries, k, self.ref.metric)
@@ -350,13 +359,14 @@ class FaissVersion:
         """`search` for the serving path (RowSearch; the caller prepared the query): the same FAISS
         call, without the padding to k and the -1 scan, numpy calls made just after the search has
         pushed numpy's code out of the CPU cache (several microseconds each there)."""
-        got = min(k, self._rows)
+        got = k if k < self._rows else self._rows
         if got <= 0:
             return [], []
-        scores, rows = self.index.search(query, got)
+        scores, rows = np.empty(got, _F32), np.empty(got, _I64)  # flat: tolist() gives the lists at once
+        self._search_c(1, swig_ptr(query), got, swig_ptr(scores), swig_ptr(rows), None)
         if self._negate:
-            return [-s for s in scores.tolist()[0]], rows.tolist()[0]
-        return scores.tolist()[0], rows.tolist()[0]  # tolist()[0]: one numpy call per array, not two
+            return [-s for s in scores.tolist()], rows.tolist()
+        return scores.tolist(), rows.tolist()
 
     def exact_search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         if isinstance(faiss.downcast_index(self.index), faiss.IndexFlat):

@@ -109,7 +109,11 @@ class LoadedVersion:
                 f"{self.name}/{self.version} serves precomputed vectors and its manifest declares no "
                 "spec.model.queryEmbedder: send {vector, model} instead of query text",
                 field="query", value=None)
-        return np.asarray(self.text_embedder.embed_queries(["query"], [text]), dtype=np.float32)
+        row = np.ascontiguousarray(self.text_embedder.embed_queries(["query"], [text]), dtype=np.float32)
+        if row.shape != (1, self.dim):  # RowSearch may hand its engine a bare pointer to dim floats
+            raise ControllerError(f"the query embedder of {self.where} gave an array of shape {row.shape}, "
+                                  f"not (1, {self.dim})")
+        return row
 
     def answer(self, text: str | None, vector: Any, model: str | None,
                k: int) -> tuple[np.ndarray, list[str], list[float], list[int] | None]:
@@ -189,6 +193,11 @@ class RoutedIndex:
     routing: Routing
     versions: dict[str, LoadedVersion]
     signature: tuple
+    #: each loaded version's role under this routing (fixed for the snapshot, so not worked out per query)
+    roles: dict[str, str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "roles", {version: role_of(self.routing, version) for version in self.versions})
 
 
 def role_of(routing: Routing, version: str) -> str:
@@ -264,7 +273,7 @@ def validate_vector(vector: Any, dim: int, where: str) -> np.ndarray:
     # finite values can too (their squares overflow float32), so only then look value by value
     if not math.isfinite(array.dot(array)) and not np.isfinite(array).all():
         raise _not_finite(array)
-    return array.reshape(1, -1)
+    return np.ascontiguousarray(array).reshape(1, -1)  # contiguous: RowSearch may hand its engine a bare pointer
 
 
 def _shaped(vector: Any, dim: int, where: str) -> np.ndarray:
@@ -293,21 +302,41 @@ def search(routed: RoutedIndex, *, text: str | None = None, vector: Any = None, 
         raise InvalidInput("send exactly one of query (text) or vector", field="query", value=None)
     if text is not None and (not isinstance(text, str) or not text.strip()):
         raise InvalidInput("query must be non-empty text", field="query", value=None)
-    position = bucket(key) if key is not None else None  # hashed once: routing and the outcome share it
-    version = choose_version(routed.routing, key=None,
-                             draw=position if position is not None else
-                             random.random() * 100 if draw is None else draw)  # = uniform(0, 100)
+    if key is None:
+        position = None
+        if draw is None:
+            draw = random.random() * 100  # = uniform(0, 100)
+    else:  # hashed once: routing and the outcome share it
+        position = draw = _buckets.get(key) or _new_bucket(key)
+    version = choose_version(routed.routing, key=None, draw=draw)
     loaded = routed.versions.get(version) if version else None
     if loaded is None:
         raise NotReady(f"{routed.name} serves no version yet; run `controller reconcile` first")
     try:
         query, ids, scores, ranks = loaded.answer(text, vector, model, k)
     except (InvalidInput, Conflict) as exc:
-        exc.version, exc.role = version, role_of(routed.routing, version)  # lets the service attribute it
+        exc.version, exc.role = version, routed.roles[version]  # lets the service attribute it
         raise
-    return SearchOutcome(request_id(), routed.name, version, role_of(routed.routing, version),
+    return SearchOutcome(request_id(), routed.name, version, routed.roles[version],
                          loaded.fingerprint, loaded.model_key, position, ids, scores, query,
                          (time.perf_counter() - started) * 1000, k, ranks)
+
+
+#: the most routing keys whose bucket is remembered (emptied when full; keys are at most 512 characters
+#: over HTTP, so a few MB at worst)
+MAX_BUCKETS = 8192
+#: routing key -> bucket(key): a pure function of the key, so a returning user's key is hashed once, not
+#: on every query (the SHA-256 ran cold after each search); the version is still chosen per query from
+#: the current weight
+_buckets: dict[str, float] = {}
+
+
+def _new_bucket(key: str) -> float:
+    """bucket(key), remembered; a key whose bucket is 0.0 (falsy) is simply hashed each time."""
+    if len(_buckets) >= MAX_BUCKETS:
+        _buckets.clear()
+    position = _buckets[key] = bucket(key)
+    return position
 
 
 def search_version(routed: RoutedIndex, version: str, *, text: str | None = None, vector: Any = None,
@@ -318,7 +347,7 @@ def search_version(routed: RoutedIndex, version: str, *, text: str | None = None
     if loaded is None:
         raise NotReady(f"{routed.name}/{version} is not loaded")
     query, ids, scores, ranks = loaded.answer(text, vector, model, k)
-    return SearchOutcome(request_id(), routed.name, version, role_of(routed.routing, version),
+    return SearchOutcome(request_id(), routed.name, version, routed.roles[version],
                          loaded.fingerprint, loaded.model_key, None, ids, scores, query,
                          (time.perf_counter() - started) * 1000, k, ranks)
 

@@ -11,7 +11,8 @@ import pytest
 
 from controller.backends.base import BackendSettings, VersionRef
 from controller.backends.faiss import FaissBackend, FaissWriter, is_trained_factory
-from controller.errors import InvalidInput
+from controller.embed.base import l2_normalize
+from controller.errors import InvalidInput, StoreError
 from controller.manifest.models import IndexSpec
 
 DIM = 24
@@ -52,6 +53,28 @@ def test_flat_is_the_only_copy_and_gives_back_the_exact_bits(tmp_path: Path, met
     extra = sum(p.stat().st_size for p in (tmp_path / "v1").iterdir()) - index_bytes
     # norms are 1/DIM of the vectors; fixups only where rescaling misses a bit (raw cosine rows)
     assert extra <= x.nbytes * (0.6 if (metric == "cosine" and make is raw) else 0.1), (files, extra)
+
+
+@pytest.mark.parametrize("metric", ["cosine", "ip", "l2"])
+def test_search_row_gives_the_bits_of_search(tmp_path: Path, metric: str) -> None:
+    """search_row calls FAISS's search_c itself (no Python wrapper): the same scores and rows, bit for
+    bit, as search, without the padding beyond the version's rows."""
+    opened = write(tmp_path, "v1", raw(300), metric=metric)
+    queries = raw(5, seed=1)
+    for k in (1, 10, 300, 1000):
+        scores, rows = opened.search(queries, k)
+        for i in range(len(queries)):
+            query = queries[i:i + 1]
+            got_scores, got_rows = opened.search_row(l2_normalize(query) if metric == "cosine" else query, k)
+            assert got_rows == rows[i, :min(k, 300)].tolist()
+            assert np.array_equal(np.asarray(got_scores, np.float32).view(np.int32),
+                                  scores[i, :min(k, 300)].view(np.int32))
+
+
+def test_an_index_whose_dimension_is_not_the_versions_is_refused_at_open(tmp_path: Path) -> None:
+    write(tmp_path, "v1", raw(10))
+    with pytest.raises(StoreError, match=f"dimension {DIM}, the version's meta says {DIM + 1}"):
+        FaissBackend().open_version(VersionRef("t", "v1", DIM + 1, "cosine", "fp", tmp_path / "v1"))
 
 
 def test_normalised_rows_need_no_fixups(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ import yaml
 
 from controller.core.types import Routing
 from controller.engine import events as EV
-from controller.engine.serving import MAX_K, VersionPool, search
+from controller.engine.serving import MAX_K, RoutedIndex, VersionPool, search
 from controller.errors import Conflict, InvalidInput, NotFound, NotReady
 from controller.manifest.models import ModelSpec
 from controller.store import events as E
@@ -112,6 +112,46 @@ def test_request_ids_are_random_hex():
 
     ids = {request_id() for _ in range(1000)}
     assert len(ids) == 1000 and all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+
+
+def test_remembered_buckets_are_the_routing_contracts_and_the_weight_still_decides(fresh_store, monkeypatch):
+    """The pool remembers bucket(key), never the version: raising the weight moves exactly the keys
+    whose bucket falls under the new weight to the candidate, as hashing each time does; the memo
+    stays bounded."""
+    from controller.core.routing import bucket
+    from controller.engine import serving
+
+    _, root = fresh_store
+    pool = VersionPool(Store(root), ["quickstart"])
+    pool.refresh()
+    routed = pool.routed("quickstart")
+    monkeypatch.setattr(serving, "MAX_BUCKETS", 50)
+    monkeypatch.setattr(serving, "_buckets", {})
+    keys = [f"user-{i}" for i in range(120)]
+    for weight in (25.0, 60.0, 0.0, 100.0):
+        view = RoutedIndex(routed.name, Routing(stable="v1", candidate="v2", weight=weight), routed.versions, ())
+        for key in keys:
+            out = search(view, text="vitamin", key=key, k=1)
+            assert out.bucket == bucket(key)
+            assert out.version == ("v2" if bucket(key) < weight else "v1"), (key, weight)
+        assert 0 < len(serving._buckets) <= 50 and all(serving._buckets[k] == bucket(k) for k in serving._buckets)
+
+
+def test_a_query_embedder_giving_the_wrong_shape_is_an_error_not_a_search(fresh_store):
+    """FAISS gets a pointer to dim floats: a query row of another shape must never reach it."""
+    from controller.errors import ControllerError
+
+    class Short:
+        def embed_queries(self, ids, texts):
+            return np.zeros((1, 3), np.float32)
+
+    _, root = fresh_store
+    pool = VersionPool(Store(root), ["quickstart"])
+    pool.refresh()
+    routed = pool.routed("quickstart")
+    routed.versions["v1"].text_embedder = Short()
+    with pytest.raises(ControllerError, match=r"shape \(1, 3\), not \(1, 384\)"):
+        routed.versions["v1"].answer("vitamin", None, None, 3)
 
 
 def test_an_index_without_a_version_is_not_ready_to_search(fresh_store):
