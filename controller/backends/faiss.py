@@ -206,6 +206,7 @@ class FaissWriter:
         self.kept: np.ndarray | None = None  # the raw rows, when reserved: filled in place of pending
         self.filled = 0
         self.storage: np.ndarray | None = None  # a reserved Flat index's codes, as rows
+        self.raw: np.ndarray | None = None  # every raw row, once ``complete`` (vectors.npy's content)
         self.keep_raw = not _stores_vectors(self.index)
         self.rescaler = _Rescaler() if ref.metric == "cosine" and not self.keep_raw else None
 
@@ -264,9 +265,11 @@ class FaissWriter:
             self.index.codes.resize(self.index.ntotal * self.index.code_size)
             self.storage = None
 
-    def finish(self) -> None:
-        location = self.ref.location
-        assert location is not None
+    def complete(self) -> None:
+        """Train (a factory that learns) and add every kept row: the index whole, in memory, nothing
+        written; ``finish`` writes it. Called once more by ``finish``, it does nothing."""
+        if self.raw is not None:
+            return
         self._trim()
         raw = self.kept[:self.filled] if self.kept is not None else _joined(self.pending, self.ref.dim)
         self.pending, self.kept = [], None
@@ -274,6 +277,13 @@ class FaissWriter:
             _train(self.index, _unit(raw, self.ref.metric), self.factory, self.seed)
             for start in range(0, raw.shape[0], ADD_CHUNK):
                 self._add_chunk(raw[start:start + ADD_CHUNK])
+        self.raw = raw
+
+    def finish(self) -> None:
+        location = self.ref.location
+        assert location is not None
+        self.complete()
+        raw, self.raw = self.raw, None
         atomic.make_dirs(location)
         if self.keep_raw:  # the index holds no exact copy: drift and rebuilds read this one
             atomic.write_npy(location / VECTORS_FILE, raw)
@@ -282,7 +292,7 @@ class FaissWriter:
         atomic.write_with(location / INDEX_FILE, lambda path: faiss.write_index(self.index, str(path)))
 
     def abort(self) -> None:
-        self.pending, self.kept, self.storage = [], None, None
+        self.pending, self.kept, self.storage, self.raw = [], None, None, None
         if self.ref.location is not None:
             for name in OWN_FILES:
                 path = self.ref.location / name
@@ -595,7 +605,8 @@ class FaissBackend:
 
     type: ClassVar[str] = "faiss"
     capabilities: ClassVar[Capabilities] = Capabilities(in_place_update=True, reusable_training=True,
-                                                        exact=False, shares_rows=True, native_alias=False)
+                                                        exact=False, shares_rows=True, native_alias=False,
+                                                        builds_in_memory=True)
 
     def validate(self, settings: BackendSettings, dim: int, metric: Metric) -> None:
         unknown = sorted(set(settings.params) - set(PARAMS))
