@@ -32,6 +32,7 @@ from controller.embed.precomputed import PrecomputedEmbedder, StreamedRows
 from controller.engine import backend as B
 from controller.manifest.load import LoadedManifest
 from controller.progress import Progress, silent
+from controller.store import signature
 from controller.store.fs import Store
 
 ADD_CHUNK = 8_192  # rows per writer.add: a chunk (12 MB at 384-d) stays in the CPU cache while it is
@@ -90,13 +91,21 @@ def start(loaded: LoadedManifest, store: Store, inputs: dict[str, Any], embedder
             return
         try:
             writer = get_backend(settings.type).create_version(ref, settings)
-            if add_rows(writer, rows, None, None, stop=stop) and not stop.is_set():
-                writer.complete()
-                future.set_result(writer)
-            else:
+            if not add_rows(writer, rows, None, None, stop=stop) or stop.is_set():
                 future.set_result(None)
+                return
+            writer.gather()
         except BaseException as exc:  # the build finds it again in its turn and reports it there
             future.set_exception(exc)
+            return
+        # handed over with every row in: the build writes the rows (vectors.npy) while this trains and
+        # adds; its finish waits for this, and raises what this raised, as a build in turn would
+        future.set_result(writer)
+        if not stop.is_set():
+            try:
+                writer.complete()
+            except BaseException:
+                pass  # kept by the writer: finish raises it
 
     _AHEAD[loaded.name] = _Ahead(loaded.digest, inputs, len(rows), future, stop)
     threading.Thread(target=build, name="build-ahead", daemon=True).start()
@@ -118,13 +127,12 @@ def _rows_source(loaded: LoadedManifest, store: Store, embedder: Any) -> Streame
 
 
 def take(loaded: LoadedManifest, inputs: dict[str, Any] | None, ref: VersionRef, rows: int) -> Any | None:
-    """The writer holding the finished in-memory index, for a build of ``ref`` from the same inputs.
+    """The writer holding every row (the index complete, or being completed: its ``finish`` waits),
+    for a build of ``ref`` from the same inputs.
 
-    Waits for the second thread. None (nothing to take, or built from anything else, or it failed):
-    the caller builds as it always did.
+    Waits for the second thread to have added the rows. None (nothing to take, or built from anything
+    else, or reading the rows failed): the caller builds as it always did.
     """
-    from controller.store import signature
-
     entry = _AHEAD.pop(loaded.name, None)
     if entry is None:
         return None

@@ -166,3 +166,23 @@ def test_no_build_ahead_when_the_index_has_a_version_already(tmp_path: Path, mon
     manifest.write_text(json.dumps(doc))
     assert api.reconcile(manifest, tmp_path / "store")[0].built == 1
     assert started == [] and not ahead._AHEAD
+
+
+def test_a_training_error_of_an_index_built_ahead_is_reported_as_a_build_in_turn_reports_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    manifest = _workspace(tmp_path)
+    doc = json.loads(manifest.read_text())
+    doc["spec"]["index"]["factory"] = "IVF512,Flat"  # more lists than the 300 rows: FAISS refuses to train
+    manifest.write_text(json.dumps(doc))
+    started = _started(monkeypatch)
+    with pytest.raises(InvalidInput) as ahead_error:
+        api.reconcile(manifest, tmp_path / "ahead")
+    assert started == ["ov"]
+    monkeypatch.setattr(ahead, "start", lambda *args, **kwargs: None)
+    with pytest.raises(InvalidInput) as in_turn:
+        api.reconcile(manifest, tmp_path / "inturn")
+    assert "could not train" in str(in_turn.value)
+    assert str(ahead_error.value) == str(in_turn.value)
+    for store in ("ahead", "inturn"):  # no version, no staging directory left
+        versions = tmp_path / store / "indexes" / "ov" / "versions"
+        assert not versions.exists() or not list(versions.iterdir())
