@@ -1,7 +1,7 @@
 """A first version's index built in memory while its inputs are still being validated.
 
 Validating a large corpus (parse, duplicate ids, SHA-256 of every input) is pure Python and holds
-the GIL; adding vectors to an index and training it run in FAISS, which lets go of it. So when the
+the GIL; adding vectors to an index and training it run in the vector library, which lets go of it. So when the
 inputs of a store's first version of an index are validated, the rows are read from the
 precomputed vectors and put into an index on a second thread at the same time. Nothing is written
 there: the index lives in memory until the build, under the store lock and after every check has
