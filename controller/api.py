@@ -73,7 +73,9 @@ def reconcile(manifests: Manifests, store: StoreLike = None, *, data_roots: Iter
 
     st = open_store(store)
     loaded = _manifests(manifests, data_roots)
-    validate_all(loaded, st)  # every manifest and its data validated before the first write: all or nothing
+    # every manifest and its data validated before the first write: all or nothing (a first version's
+    # index may be built in memory meanwhile, and is written only once everything has passed)
+    validate_all(loaded, st, build_ahead=True)
     return [reconcile_index(m, st, dry_run=False, hooks=hooks or Hooks(), lock_timeout=lock_timeout)
             for m in loaded]
 

@@ -36,6 +36,8 @@ has nothing of its own to report.
 from __future__ import annotations
 
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import ClassVar, Sequence
 
@@ -206,6 +208,9 @@ class FaissWriter:
         self.kept: np.ndarray | None = None  # the raw rows, when reserved: filled in place of pending
         self.filled = 0
         self.storage: np.ndarray | None = None  # a reserved Flat index's codes, as rows
+        self.raw: np.ndarray | None = None  # every raw row, once gathered (vectors.npy's content)
+        self._completing = threading.Lock()
+        self._completed: bool | BaseException | None = None  # True, or what completing raised
         self.keep_raw = not _stores_vectors(self.index)
         self.rescaler = _Rescaler() if ref.metric == "cosine" and not self.keep_raw else None
 
@@ -264,25 +269,57 @@ class FaissWriter:
             self.index.codes.resize(self.index.ntotal * self.index.code_size)
             self.storage = None
 
+    def gather(self) -> None:
+        """Every raw row as one array (``raw``), as training and vectors.npy take them; once."""
+        if self.raw is not None:
+            return
+        self._trim()
+        self.raw = self.kept[:self.filled] if self.kept is not None else _joined(self.pending, self.ref.dim)
+        self.pending, self.kept = [], None
+
+    def complete(self) -> None:
+        """Train (a factory that learns) and add every kept row: the index whole, in memory, nothing
+        written. Once: a second call (``finish`` after a build ahead) waits for the first, and
+        raises what it raised."""
+        with self._completing:
+            if self._completed is not None:
+                if self._completed is not True:
+                    raise self._completed
+                return
+            try:
+                self.gather()
+                raw = self.raw
+                assert raw is not None
+                if not self.index.is_trained:
+                    _train(self.index, _unit(raw, self.ref.metric), self.factory, self.seed)
+                    for start in range(0, raw.shape[0], ADD_CHUNK):
+                        self._add_chunk(raw[start:start + ADD_CHUNK])
+            except BaseException as exc:
+                self._completed = exc
+                raise
+            self._completed = True
+
     def finish(self) -> None:
         location = self.ref.location
         assert location is not None
-        self._trim()
-        raw = self.kept[:self.filled] if self.kept is not None else _joined(self.pending, self.ref.dim)
-        self.pending, self.kept = [], None
-        if not self.index.is_trained:
-            _train(self.index, _unit(raw, self.ref.metric), self.factory, self.seed)
-            for start in range(0, raw.shape[0], ADD_CHUNK):
-                self._add_chunk(raw[start:start + ADD_CHUNK])
         atomic.make_dirs(location)
+        self.gather()
         if self.keep_raw:  # the index holds no exact copy: drift and rebuilds read this one
-            atomic.write_npy(location / VECTORS_FILE, raw)
-        elif self.rescaler is not None:
-            self.rescaler.write(location)
+            # written (temp name, fsync) on a second thread while FAISS trains and adds, which let go of the GIL
+            # (an error of completing waits for the write to end, and is the one reported; abort removes the file)
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="write-vectors") as pool:
+                written = pool.submit(atomic.write_npy, location / VECTORS_FILE, self.raw)
+                self.complete()
+            written.result()
+        else:
+            self.complete()
+            if self.rescaler is not None:
+                self.rescaler.write(location)
+        self.raw = None
         atomic.write_with(location / INDEX_FILE, lambda path: faiss.write_index(self.index, str(path)))
 
     def abort(self) -> None:
-        self.pending, self.kept, self.storage = [], None, None
+        self.pending, self.kept, self.storage, self.raw = [], None, None, None
         if self.ref.location is not None:
             for name in OWN_FILES:
                 path = self.ref.location / name
@@ -595,7 +632,8 @@ class FaissBackend:
 
     type: ClassVar[str] = "faiss"
     capabilities: ClassVar[Capabilities] = Capabilities(in_place_update=True, reusable_training=True,
-                                                        exact=False, shares_rows=True, native_alias=False)
+                                                        exact=False, shares_rows=True, native_alias=False,
+                                                        builds_in_memory=True)
 
     def validate(self, settings: BackendSettings, dim: int, metric: Metric) -> None:
         unknown = sorted(set(settings.params) - set(PARAMS))

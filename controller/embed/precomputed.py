@@ -72,6 +72,15 @@ class PrecomputedEmbedder:
         progress(len(ids), len(ids))
         return StreamedRows(matrix, rows, self.normalize, f"{self.paths['vectors'].name}")
 
+    def file_rows(self) -> StreamedRows | None:
+        """Every row of options.vectors in file order, streamed as embed_documents streams them (row i
+        is document i); None with options.ids, where the corpus decides which row goes where. Nothing is
+        checked but the header: the rows' chunks refuse NaN/inf as they are read."""
+        if "ids" in self.paths:
+            return None
+        matrix = self._matrix("vectors", scan=False)
+        return StreamedRows(matrix, np.arange(matrix.shape[0]), self.normalize, f"{self.paths['vectors'].name}")
+
     def embed_queries(self, ids: Sequence[str], texts: Sequence[str]) -> np.ndarray:
         if "queryVectors" not in self.paths:
             raise EmbedError(

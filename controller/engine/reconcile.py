@@ -27,6 +27,7 @@ from controller.errors import CheckError, ControllerError, EmbedError, InvalidIn
 from controller.engine import backend as B
 from controller.engine.checks import run_checks
 from controller.engine.drift import corpus_drift_for_build, measure_corpus_drift, version_writer
+from controller.engine import ahead
 from controller.engine import refresh as F
 from controller.engine import rollout
 from controller.engine.journal import journal_record
@@ -261,7 +262,15 @@ def reconcile_index(loaded: LoadedManifest, store: Store, *, dry_run: bool = Fal
     must equal that plan. `lock_timeout` (seconds; None: the store's default,
     0: fail at once) bounds the wait for another writer.
     """
-    hooks = hooks or Hooks()
+    try:
+        return _reconcile_index(loaded, store, dry_run=dry_run, hooks=hooks or Hooks(), expect=expect,
+                                lock_timeout=lock_timeout)
+    finally:
+        ahead.drop(loaded.name)  # an index built ahead that no build took (another plan) is let go
+
+
+def _reconcile_index(loaded: LoadedManifest, store: Store, *, dry_run: bool, hooks: Hooks,
+                     expect: dict[str, Any] | None, lock_timeout: float | None) -> IndexResult:
     obs, first = plan_index(loaded, store, now=hooks.clock())  # validates the input before any wait or write
     result = IndexResult(loaded.name, first)
     if dry_run:
@@ -349,9 +358,15 @@ def _build(action: Action, obs: Observation, loaded: LoadedManifest, store: Stor
         # in-place refreshes start from a full index: no revision sharing rows under them
         shared = ((obs.observed.reuse_from, obs.reuse_rows)
                   if obs.reuse_rows is not None and obs.desired.refresh is None else None)
-        writer = version_writer(store, loaded, corpus_drift, ref, settings, shared)
+        # built in memory while the inputs were validated, from the same rows (engine/ahead.py)
+        built = (ahead.take(loaded, obs.inputs, ref, len(corpus))
+                 if obs.reuse_rows is None and corpus_drift is None else None)
+        writer = built or version_writer(store, loaded, corpus_drift, ref, settings, shared)
         try:
-            _add_rows(writer, vectors, corpus.ids, corpus.hashes, hooks.progress("building"))
+            if built is None:
+                ahead.add_rows(writer, vectors, corpus.ids, corpus.hashes, hooks.progress("building"))
+            else:
+                hooks.progress("building")(len(corpus), len(corpus))
             writer.finish()
         except EmbedError as exc:  # a streamed row source found NaN/inf: the staging directory goes
             writer.abort()
@@ -478,27 +493,6 @@ def _finite(vectors: np.ndarray, version: str, loaded: LoadedManifest) -> None:
 def _refused_vectors(exc: EmbedError, loaded: LoadedManifest) -> InvalidInput:
     """NaN/inf in a version's vectors, blamed on the manifest's model (its file, field and name)."""
     return InvalidInput(str(exc), file=loaded.source, field="spec.model", value=loaded.manifest.spec.model.name)
-
-
-ADD_CHUNK = 8_192  # rows per writer.add: a chunk (12 MB at 384-d) stays in the CPU cache while it is
-# read from the memory map, normalised, checked and copied into the index
-
-
-def _add_rows(writer: Any, vectors: np.ndarray, ids: list[str], hashes: list[str], progress: Progress,
-              chunk: int | None = None) -> None:
-    """Rows in order, in chunks, so a backend can stream them (and the bar moves).
-
-    A writer with ``reserve`` is told the row count first, so its storage is sized once.
-    """
-    n = vectors.shape[0]
-    chunk = chunk or ADD_CHUNK
-    reserve = getattr(writer, "reserve", None)
-    if reserve is not None:
-        reserve(n)
-    for start in range(0, n, chunk):
-        stop = start + chunk
-        writer.add(vectors[start:stop], ids=ids[start:stop], content_hashes=hashes[start:stop])
-        progress(min(start + chunk, n), n)
 
 
 def _created_stamp() -> str:

@@ -15,6 +15,7 @@ from typing import Any
 from controller.checks.drift import REGISTRY as DRIFT_REGISTRY
 from controller.checks.golden import GoldenSet, load_golden
 from controller.embed import make_embedder
+from controller.engine import ahead
 from controller.engine.backend import validate_backend
 from controller.errors import ControllerError, InvalidInput
 from controller.manifest.load import LoadedManifest
@@ -24,13 +25,17 @@ from controller.store.corpus import Corpus, read_corpus
 from controller.store.fs import Store
 
 
-def validate_all(loaded: list[LoadedManifest], store: Store | None = None) -> dict[str, Corpus]:
+def validate_all(loaded: list[LoadedManifest], store: Store | None = None, *,
+                 build_ahead: bool = False) -> dict[str, Corpus]:
     """Validate every manifest with its data; raise on the first problem, before anything is written.
 
     With a store, a manifest whose inputs the store's record vouches for (validated when recorded,
     unchanged since: store/signature.py) is skipped, so a no-op reconcile reads no input.
+    ``build_ahead`` (a real run of one manifest): a first version's index is built in memory while
+    its inputs are validated (engine/ahead.py); one manifest only, so one index is held at a time.
     """
-    return {item.name: validate_manifest(item) for item in loaded
+    ahead_store = store if build_ahead and len(loaded) == 1 else None
+    return {item.name: validate_manifest(item, ahead_store) for item in loaded
             if store is None or not inputs_unchanged(item, store)}
 
 
@@ -46,12 +51,26 @@ def inputs_unchanged(loaded: LoadedManifest, store: Store) -> bool:
 _VALIDATED: dict[str, tuple[str, dict[str, Any], Corpus]] = {}
 
 
-def validate_manifest(loaded: LoadedManifest) -> Corpus:
-    """Read the corpus (ids, text, UTF-8) and validate everything the manifest points at."""
+def validate_manifest(loaded: LoadedManifest, ahead_store: Store | None = None) -> Corpus:
+    """Read the corpus (ids, text, UTF-8) and validate everything the manifest points at.
+
+    With ``ahead_store``, the store's first version of the index may be built in memory meanwhile
+    (engine/ahead.py); a validation error drops it, and nothing was written.
+    """
     inputs = signature.take(loaded.paths)
+    embedder = _embedder_or_none(loaded)
+    if ahead_store is not None:
+        ahead.start(loaded, ahead_store, inputs, embedder)
+    try:
+        return _validate_manifest(loaded, inputs, embedder)
+    except BaseException:
+        ahead.drop(loaded.name)
+        raise
+
+
+def _validate_manifest(loaded: LoadedManifest, inputs: dict[str, Any], embedder: Any) -> Corpus:
     s = loaded.manifest.spec
     others = {key: path for key, path in loaded.paths.items() if key != "corpus"}
-    embedder = _embedder_or_none(loaded)
     scan = getattr(embedder, "scan", None)
     # The other inputs (the vectors: gigabytes at 1M rows) are hashed on a second thread (hashlib
     # lets go of the GIL), then scanned there by the embedder for what needs no corpus (NaN/inf),

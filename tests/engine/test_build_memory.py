@@ -12,14 +12,14 @@ import numpy as np
 
 from controller import api
 from controller.embed import precomputed
-from controller.engine import reconcile
+from controller.engine import ahead
 
 N, DIM = 16_000, 384
 
 
 def test_a_precomputed_flat_build_never_holds_a_second_copy_of_the_vectors(tmp_path: Path, monkeypatch) -> None:
     # small chunks, so what a chunk holds is small beside the matrix even at this test's size
-    monkeypatch.setattr(reconcile, "ADD_CHUNK", 512)
+    monkeypatch.setattr(ahead, "ADD_CHUNK", 512)
     monkeypatch.setattr(precomputed, "CHUNK", 512)
     x = np.random.default_rng(0).standard_normal((N, DIM)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)

@@ -94,3 +94,95 @@ def test_without_sync_file_range_the_write_is_the_same(tmp_path: Path, monkeypat
     assert path.read_bytes() == b"abc"
     assert synced == [path]  # the fsync that durability needs before the staging rename
     assert os.stat(path).st_size == 3
+
+
+# ---- a first version's index built in memory while the inputs are validated (engine/ahead.py) ----
+from controller.engine import ahead  # noqa: E402
+
+
+def _started(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    names: list[str] = []
+    real = ahead.start
+
+    def start(loaded, *args, **kwargs):
+        real(loaded, *args, **kwargs)
+        if loaded.name in ahead._AHEAD:
+            names.append(loaded.name)
+
+    monkeypatch.setattr(ahead, "start", start)
+    return names
+
+
+@pytest.mark.parametrize("corpus_line, message", [
+    ('{"id": "d4", "text": ', "line 5 is not valid JSON"),
+    ('{"id": "d3", "text": "again"}', "duplicate"),
+])
+def test_a_validation_error_during_a_build_ahead_leaves_the_store_untouched(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, corpus_line: str, message: str) -> None:
+    started = _started(monkeypatch)
+    manifest = _workspace(tmp_path, corpus_line=corpus_line)
+    with pytest.raises(InvalidInput, match=message) as caught:
+        api.reconcile(manifest, tmp_path / "store")
+    assert started == ["ov"]  # the index was being built when validation failed
+    assert not (tmp_path / "store" / "indexes").exists()  # no index, no staging directory, no version
+    assert "ov" not in ahead._AHEAD  # dropped, not left for a later build to take
+    # the same error as a run that builds nothing ahead
+    monkeypatch.setattr(ahead, "start", lambda *args, **kwargs: None)
+    with pytest.raises(InvalidInput) as before:
+        api.reconcile(manifest, tmp_path / "store2")
+    assert str(caught.value) == str(before.value)
+    assert not (tmp_path / "store2" / "indexes").exists()
+
+
+def _version_files(store: Path) -> dict[str, bytes]:
+    vdir = next((store / "indexes" / "ov" / "versions").iterdir())
+    return {f.name: f.read_bytes() for f in sorted(vdir.iterdir()) if f.is_file() and f.name not in ("meta.json", "verdict.json")}
+
+
+@pytest.mark.parametrize("factory", ["Flat", "IVF4,Flat", "HNSW8"])
+def test_an_index_built_ahead_is_the_one_written_and_equals_one_built_in_turn(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, factory: str) -> None:
+    manifest = _workspace(tmp_path)
+    doc = json.loads(manifest.read_text())
+    doc["spec"]["index"]["factory"] = factory
+    manifest.write_text(json.dumps(doc))
+    started = _started(monkeypatch)
+    taken: list[object] = []
+    real_take = ahead.take
+    monkeypatch.setattr(ahead, "take", lambda *args: taken.append(real_take(*args)) or taken[-1])
+    assert api.reconcile(manifest, tmp_path / "ahead")[0].built == 1
+    assert started == ["ov"] and taken and taken[0] is not None  # built ahead, and that index was written
+    monkeypatch.setattr(ahead, "start", lambda *args, **kwargs: None)
+    assert api.reconcile(manifest, tmp_path / "inturn")[0].built == 1
+    assert _version_files(tmp_path / "ahead") == _version_files(tmp_path / "inturn")  # bit for bit
+
+
+def test_no_build_ahead_when_the_index_has_a_version_already(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    manifest = _workspace(tmp_path)
+    api.reconcile(manifest, tmp_path / "store")
+    started = _started(monkeypatch)
+    doc = json.loads(manifest.read_text())
+    doc["spec"]["index"]["version"] = "v2"
+    manifest.write_text(json.dumps(doc))
+    assert api.reconcile(manifest, tmp_path / "store")[0].built == 1
+    assert started == [] and not ahead._AHEAD
+
+
+def test_a_training_error_of_an_index_built_ahead_is_reported_as_a_build_in_turn_reports_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    manifest = _workspace(tmp_path)
+    doc = json.loads(manifest.read_text())
+    doc["spec"]["index"]["factory"] = "IVF512,Flat"  # more lists than the 300 rows: FAISS refuses to train
+    manifest.write_text(json.dumps(doc))
+    started = _started(monkeypatch)
+    with pytest.raises(InvalidInput) as ahead_error:
+        api.reconcile(manifest, tmp_path / "ahead")
+    assert started == ["ov"]
+    monkeypatch.setattr(ahead, "start", lambda *args, **kwargs: None)
+    with pytest.raises(InvalidInput) as in_turn:
+        api.reconcile(manifest, tmp_path / "inturn")
+    assert "could not train" in str(in_turn.value)
+    assert str(ahead_error.value) == str(in_turn.value)
+    for store in ("ahead", "inturn"):  # no version, no staging directory left
+        versions = tmp_path / store / "indexes" / "ov" / "versions"
+        assert not versions.exists() or not list(versions.iterdir())

@@ -1,0 +1,159 @@
+"""A first version's index built in memory while its inputs are still being validated.
+
+Validating a large corpus (parse, duplicate ids, SHA-256 of every input) is pure Python and holds
+the GIL; adding vectors to an index and training it run in the vector library, which lets go of it. So when the
+inputs of a store's first version of an index are validated, the rows are read from the
+precomputed vectors and put into an index on a second thread at the same time. Nothing is written
+there: the index lives in memory until the build, under the store lock and after every check has
+passed, takes it (``take``) and writes it into the staging directory as it would have written an
+index it had built itself. A failed validation, another plan or different inputs drop it (``drop``);
+an error on the second thread is never reported from there: the build then does the work in its
+own turn and reports what it finds, as it always did.
+
+Only where the result cannot differ from the build's own: a backend that builds in memory
+(``Capabilities.builds_in_memory``), precomputed vectors with no ``options.ids`` (row i is document
+i), an index with no version yet (nothing to reuse rows or training from). The rows go through the
+same reader, chunks and writer calls as the build's, so the index is the same, bit for bit.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+
+from controller.backends import get_backend
+from controller.backends.base import VersionRef
+from controller.embed.precomputed import PrecomputedEmbedder, StreamedRows
+from controller.engine import backend as B
+from controller.manifest.load import LoadedManifest
+from controller.progress import Progress, silent
+from controller.store import signature
+from controller.store.fs import Store
+
+ADD_CHUNK = 8_192  # rows per writer.add: a chunk (12 MB at 384-d) stays in the CPU cache while it is
+# read from the memory map, normalised, checked and copied into the index
+
+
+def add_rows(writer: Any, vectors: Any, ids: Sequence[str] | None, hashes: Sequence[str] | None,
+             progress: Progress = silent, chunk: int | None = None, stop: threading.Event | None = None) -> bool:
+    """Rows in order, in chunks, so a backend can stream them (and the bar moves); False when ``stop``
+    was set before the last chunk.
+
+    A writer with ``reserve`` is told the row count first, so its storage is sized once.
+    """
+    n = vectors.shape[0]
+    chunk = chunk or ADD_CHUNK
+    reserve = getattr(writer, "reserve", None)
+    if reserve is not None:
+        reserve(n)
+    for start in range(0, n, chunk):
+        if stop is not None and stop.is_set():
+            return False
+        end = start + chunk
+        writer.add(vectors[start:end], ids=None if ids is None else ids[start:end],
+                   content_hashes=None if hashes is None else hashes[start:end])
+        progress(min(end, n), n)
+    return True
+
+
+@dataclass
+class _Ahead:
+    digest: str  # the manifest it was started for
+    inputs: dict[str, Any]  # the stat signature its validation took (content hashes added when done)
+    rows: int
+    future: Future
+    stop: threading.Event
+
+
+_AHEAD: dict[str, _Ahead] = {}
+
+
+def start(loaded: LoadedManifest, store: Store, inputs: dict[str, Any], embedder: Any) -> None:
+    """Begin building the first version's index in memory, when the result is sure to be the build's."""
+    drop(loaded.name)
+    rows = _rows_source(loaded, store, embedder)
+    if rows is None:
+        return
+    spec = loaded.manifest.spec
+    settings = B.settings_of(spec)
+    # a placeholder location: the writer writes nothing until the build gives it the staging directory
+    ref = B.new_version_ref(loaded.name, spec.index.version, spec, Path(os.devnull))
+    stop = threading.Event()
+    future: Future = Future()
+
+    def build() -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            writer = get_backend(settings.type).create_version(ref, settings)
+            if not add_rows(writer, rows, None, None, stop=stop) or stop.is_set():
+                future.set_result(None)
+                return
+            writer.gather()
+        except BaseException as exc:  # the build finds it again in its turn and reports it there
+            future.set_exception(exc)
+            return
+        # handed over with every row in: the build writes the rows (vectors.npy) while this trains and
+        # adds; its finish waits for this, and raises what this raised, as a build in turn would
+        future.set_result(writer)
+        if not stop.is_set():
+            try:
+                writer.complete()
+            except BaseException:
+                pass  # kept by the writer: finish raises it
+
+    _AHEAD[loaded.name] = _Ahead(loaded.digest, inputs, len(rows), future, stop)
+    threading.Thread(target=build, name="build-ahead", daemon=True).start()
+
+
+def _rows_source(loaded: LoadedManifest, store: Store, embedder: Any) -> StreamedRows | None:
+    """The rows a build ahead reads, when it gives exactly what the build would; else None."""
+    spec = loaded.manifest.spec
+    if not isinstance(embedder, PrecomputedEmbedder) or spec.suspend:
+        return None
+    if store.index_dir(loaded.name).exists():  # an earlier version to reuse rows or training from
+        return None
+    try:
+        if not get_backend(B.settings_of(spec).type).capabilities.builds_in_memory:
+            return None
+        return embedder.file_rows()
+    except Exception:  # validation says what is wrong, in its own order
+        return None
+
+
+def take(loaded: LoadedManifest, inputs: dict[str, Any] | None, ref: VersionRef, rows: int) -> Any | None:
+    """The writer holding every row (the index complete, or being completed: its ``finish`` waits),
+    for a build of ``ref`` from the same inputs.
+
+    Waits for the second thread to have added the rows. None (nothing to take, or built from anything
+    else, or reading the rows failed): the caller builds as it always did.
+    """
+    entry = _AHEAD.pop(loaded.name, None)
+    if entry is None:
+        return None
+    same = (entry.digest == loaded.digest and entry.rows == rows and inputs is not None
+            and signature.vouches(entry.inputs, inputs, loaded.paths))
+    if not same:
+        entry.stop.set()
+        return None
+    try:
+        writer = entry.future.result()
+    except Exception:
+        return None
+    if writer is None or (writer.ref.dim, writer.ref.metric) != (ref.dim, ref.metric):
+        return None
+    writer.ref = ref
+    return writer
+
+
+def drop(name: str) -> None:
+    """Let go of a build ahead that no build will take (its thread stops at its next chunk)."""
+    entry = _AHEAD.pop(name, None)
+    if entry is not None:
+        entry.stop.set()
+        entry.future.cancel()
