@@ -130,7 +130,13 @@ PROJECT = textwrap.dedent("""
 
 
 def run_side(code: str, *args: str) -> tuple[float, int]:
-    """(seconds, peak RSS bytes) of one side, run alone in a fresh interpreter (imports not timed)."""
+    """(seconds, peak RSS bytes) of one side, run alone in a fresh interpreter (imports not timed).
+
+    Every dirty page is written back first, outside the clock: the raw side does not fsync, and the
+    gigabyte and a half it leaves in the page cache at 1M would otherwise be written to disk during
+    the next side's run, competing with that side's own writes (the project fsyncs what it writes).
+    """
+    os.sync()
     done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"bench side failed ({' '.join(args)}):\n{done.stderr[-2000:]}")

@@ -35,9 +35,12 @@ has nothing of its own to report.
 
 from __future__ import annotations
 
+import functools
 import os
+import struct
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from pathlib import Path
 from typing import ClassVar, Sequence
 
@@ -186,6 +189,105 @@ def _unit(x: np.ndarray, metric: Metric) -> np.ndarray:
     return x if metric != "cosine" or unit_rows(x) else l2_normalize(x)
 
 
+# ---- a new Flat index's file, written as its rows come ----------------------------------------------
+# An IndexFlatIP/IndexFlatL2 file is a fixed header (fourcc, d, ntotal, two constants, is_trained,
+# metric, the code count) followed by the rows as float32. Writing the rows as they are added needs no
+# index in memory: FAISS would first zero-fill a buffer of every row (1.5 GB at 1M x 384, about 1.5 s
+# of page faults), then copy the rows into it, then write it; and the disk can be writing the first
+# rows while later ones are still read. ``flat_file_ready()`` checks once per process that the header
+# made here gives FAISS's own bytes (serialize_index of small indexes, both metrics); if FAISS ever
+# writes Flat differently, the writer keeps FAISS's own path. The file is written through a descriptor
+# of the store (a file in the staging directory), or of a file with no name yet (a build ahead of
+# validation, engine/ahead.py), which ``place`` links in.
+
+_FOURCC = {faiss.METRIC_INNER_PRODUCT: b"IxFI", faiss.METRIC_L2: b"IxF2"}
+_HEADER = struct.Struct("<4siqqq?iq")
+_DUMMY = 1 << 20  # write_index_header's two unused fields
+
+
+def flat_header(dim: int, ntotal: int, metric_type: int) -> bytes:
+    """write_index's bytes before the rows of a Flat index of ``ntotal`` rows."""
+    return _HEADER.pack(_FOURCC[metric_type], dim, ntotal, _DUMMY, _DUMMY, True, metric_type, ntotal * dim)
+
+
+@functools.cache
+def flat_file_ready() -> bool:
+    """Whether ``flat_header`` + the rows is what this FAISS writes for a Flat index (both metrics, 0-3 rows)."""
+    rng = np.random.default_rng(0)
+    for metric_type in _FOURCC:
+        for n in range(4):
+            rows = rng.standard_normal((n, 5), dtype=np.float32)
+            index = faiss.IndexFlat(5, metric_type)
+            if n:
+                index.add(rows)
+            if faiss.serialize_index(index).tobytes() != flat_header(5, n, metric_type) + rows.tobytes():
+                return False
+    return True
+
+
+class FlatFile:
+    """The index file of a Flat index being built: rows appended in order, the header last."""
+
+    def __init__(self, fd: int, dim: int, metric_type: int, *, anonymous: bool) -> None:
+        self.fd = fd
+        self.dim = dim
+        self.metric_type = metric_type
+        self.anonymous = anonymous
+        self.rows = 0
+        self.sealed = False
+        self._open = ExitStack()
+        try:
+            self._open.enter_context(atomic.written_back(fd))  # the disk writes while rows still come
+            _write_fully(fd, flat_header(dim, 0, metric_type))  # its place; the real one once the count is known
+        except BaseException:
+            self.close()
+            raise
+
+    @classmethod
+    def create(cls, path: Path, dim: int, metric_type: int) -> FlatFile:
+        return cls(atomic.open_new(path), dim, metric_type, anonymous=False)
+
+    @classmethod
+    def nameless(cls, directory: Path, dim: int, metric_type: int) -> FlatFile | None:
+        """On ``directory``'s file system, with no name (nothing of the store is written); None where
+        the system cannot make such a file."""
+        fd = atomic.open_anonymous(directory)
+        return None if fd is None else cls(fd, dim, metric_type, anonymous=True)
+
+    def append(self, rows: np.ndarray) -> None:
+        """C-contiguous float32 rows of this index's dim, as IndexFlat.add would store them."""
+        _write_fully(self.fd, memoryview(rows).cast("B"))
+        self.rows += rows.shape[0]
+
+    def seal(self) -> None:
+        """The header with the row count, then fsync: complete and durable (once)."""
+        if self.sealed:
+            return
+        self._open.close()
+        os.pwrite(self.fd, flat_header(self.dim, self.rows, self.metric_type), 0)
+        os.fsync(self.fd)
+        self.sealed = True
+
+    def place(self, path: Path) -> None:
+        """The sealed file at ``path`` (a file without a name is linked there), and closed."""
+        self.seal()
+        if self.anonymous:
+            atomic.link_anonymous(self.fd, path)
+        self.close()
+
+    def close(self) -> None:
+        self._open.close()
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def _write_fully(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view.nbytes:
+        view = view[os.write(fd, view):]
+
+
 class FaissWriter:
     """Adds rows as they come, or (a factory to train) keeps them until ``finish`` trains on all.
 
@@ -193,7 +295,9 @@ class FaissWriter:
     renames into place only after the whole version is written. Rows are normalised at most once,
     chunk by chunk (rows that are unit already are indexed as given); with ``reserve`` a Flat
     index's storage, or the raw rows a trained index keeps, is sized once, so a build holds the
-    index (plus those rows) and one chunk, never a second full array.
+    index (plus those rows) and one chunk, never a second full array. A new Flat index is not held
+    at all: with ``reserve`` its file is written as the rows come (FlatFile, above), in the
+    staging directory, or (``write_ahead``) in a file with no name that ``finish`` links there.
     """
 
     def __init__(self, ref: VersionRef, factory: str, *, base: faiss.Index | None = None,
@@ -213,6 +317,13 @@ class FaissWriter:
         self._completed: bool | BaseException | None = None  # True, or what completing raised
         self.keep_raw = not _stores_vectors(self.index)
         self.rescaler = _Rescaler() if ref.metric == "cosine" and not self.keep_raw else None
+        self.flat_file: FlatFile | None = None  # a new Flat index's file, written as the rows come
+        self.spool: Path | None = None  # where a file with no name goes (write_ahead), else the staging directory
+
+    def write_ahead(self, directory: Path) -> None:
+        """Write no file of the store: a file streamed as the rows come has no name (on ``directory``'s file
+        system) until ``finish`` links it into the staging directory (a build ahead of validation)."""
+        self.spool = directory
 
     def reserve(self, n: int) -> None:
         """Size the storage for ``n`` more rows at once (a growing buffer would copy itself as it doubles)."""
@@ -223,9 +334,21 @@ class FaissWriter:
         flat = self.index  # index_factory's object is of the concrete class already (and owns the index)
         if type(flat) not in (faiss.IndexFlat, faiss.IndexFlatIP, faiss.IndexFlatL2) or flat.ntotal or n <= 0:
             return
+        if self.flat_file is None and self.storage is None and flat_file_ready():
+            self.flat_file = self._open_flat_file(flat.metric_type)
+            if self.flat_file is not None:
+                return
         flat.codes.resize(n * flat.code_size)
         self.storage = faiss.rev_swig_ptr(flat.codes.data(), n * flat.code_size).view(np.float32).reshape(
             n, self.ref.dim)
+
+    def _open_flat_file(self, metric_type: int) -> FlatFile | None:
+        if self.spool is not None:
+            return FlatFile.nameless(self.spool, self.ref.dim, metric_type)
+        location = self.ref.location
+        assert location is not None
+        atomic.make_dirs(location)
+        return FlatFile.create(location / INDEX_FILE, self.ref.dim, metric_type)
 
     def add(self, vectors: np.ndarray, *, ids: Sequence[str] | None = None,
             content_hashes: Sequence[str] | None = None) -> None:
@@ -255,6 +378,9 @@ class FaissWriter:
         prepared = _unit(raw, self.ref.metric)
         if self.rescaler is not None:
             self.rescaler.record(raw, prepared)
+        if self.flat_file is not None:
+            self.flat_file.append(prepared)  # the bytes IndexFlat.add would store
+            return
         ntotal = self.index.ntotal
         if self.storage is not None and ntotal + raw.shape[0] <= self.storage.shape[0]:
             self.storage[ntotal:ntotal + raw.shape[0]] = prepared  # what IndexFlat.add does, into the reserve
@@ -279,7 +405,7 @@ class FaissWriter:
 
     def complete(self) -> None:
         """Train (a factory that learns) and add every kept row: the index whole, in memory, nothing
-        written. Once: a second call (``finish`` after a build ahead) waits for the first, and
+        written (a streamed Flat file is sealed: its header, fsync). Once: a second call (``finish`` after a build ahead) waits for the first, and
         raises what it raised."""
         with self._completing:
             if self._completed is not None:
@@ -294,6 +420,8 @@ class FaissWriter:
                     _train(self.index, _unit(raw, self.ref.metric), self.factory, self.seed)
                     for start in range(0, raw.shape[0], ADD_CHUNK):
                         self._add_chunk(raw[start:start + ADD_CHUNK])
+                if self.flat_file is not None:
+                    self.flat_file.seal()
             except BaseException as exc:
                 self._completed = exc
                 raise
@@ -316,10 +444,17 @@ class FaissWriter:
             if self.rescaler is not None:
                 self.rescaler.write(location)
         self.raw = None
+        if self.flat_file is not None:
+            self.flat_file.place(location / INDEX_FILE)
+            self.flat_file = None
+            return
         atomic.write_with(location / INDEX_FILE, lambda path: faiss.write_index(self.index, str(path)))
 
     def abort(self) -> None:
         self.pending, self.kept, self.storage, self.raw = [], None, None, None
+        if self.flat_file is not None:
+            self.flat_file.close()
+            self.flat_file = None
         if self.ref.location is not None:
             for name in OWN_FILES:
                 path = self.ref.location / name

@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import threading
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -68,6 +68,11 @@ class _Ahead:
     rows: int
     future: Future
     stop: threading.Event
+    # the writer the thread made, and whether the thread has ended: under ``lock``, so that exactly one
+    # side lets go of a writer no build takes (its file with no name, its rows)
+    writer: Any = None
+    ended: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 _AHEAD: dict[str, _Ahead] = {}
@@ -83,32 +88,56 @@ def start(loaded: LoadedManifest, store: Store, inputs: dict[str, Any], embedder
     settings = B.settings_of(spec)
     # a placeholder location: the writer writes nothing until the build gives it the staging directory
     ref = B.new_version_ref(loaded.name, spec.index.version, spec, Path(os.devnull))
-    stop = threading.Event()
-    future: Future = Future()
+    entry = _Ahead(loaded.digest, inputs, len(rows), Future(), threading.Event())
+    spool = _existing_parent(store.index_dir(loaded.name))
 
     def build() -> None:
-        if not future.set_running_or_notify_cancel():
-            return
         try:
-            writer = get_backend(settings.type).create_version(ref, settings)
-            if not add_rows(writer, rows, None, None, stop=stop) or stop.is_set():
-                future.set_result(None)
-                return
-            writer.gather()
-        except BaseException as exc:  # the build finds it again in its turn and reports it there
-            future.set_exception(exc)
-            return
-        # handed over with every row in: the build writes the rows (vectors.npy) while this trains and
-        # adds; its finish waits for this, and raises what this raised, as a build in turn would
-        future.set_result(writer)
-        if not stop.is_set():
-            try:
-                writer.complete()
-            except BaseException:
-                pass  # kept by the writer: finish raises it
+            _build(entry, lambda: get_backend(settings.type).create_version(ref, settings), rows, spool)
+        finally:
+            with entry.lock:
+                entry.ended = True
+                if entry.stop.is_set() and entry.writer is not None:
+                    entry.writer.abort()
 
-    _AHEAD[loaded.name] = _Ahead(loaded.digest, inputs, len(rows), future, stop)
+    _AHEAD[loaded.name] = entry
     threading.Thread(target=build, name="build-ahead", daemon=True).start()
+
+
+def _build(entry: _Ahead, create: Any, rows: StreamedRows, spool: Path) -> None:
+    """The second thread's work: every row added, handed over, then completed (trained, sealed)."""
+    future, stop = entry.future, entry.stop
+    if not future.set_running_or_notify_cancel():
+        return
+    try:
+        writer = entry.writer = create()
+        write_ahead = getattr(writer, "write_ahead", None)
+        if write_ahead is not None:  # a file it streams has no name until the build links it in
+            write_ahead(spool)
+        if not add_rows(writer, rows, None, None, stop=stop) or stop.is_set():
+            future.set_result(None)
+            stop.set()  # no build takes it: let go of it
+            return
+        writer.gather()
+    except BaseException as exc:  # the build finds it again in its turn and reports it there
+        stop.set()
+        future.set_exception(exc)
+        return
+    # handed over with every row in: the build writes the rows (vectors.npy) while this trains and
+    # adds; its finish waits for this, and raises what this raised, as a build in turn would
+    future.set_result(writer)
+    if not stop.is_set():
+        try:
+            writer.complete()
+        except BaseException:
+            pass  # kept by the writer: finish raises it
+
+
+def _existing_parent(path: Path) -> Path:
+    """The nearest directory that exists on the way to ``path``: the file system the version will be on."""
+    while not path.is_dir() and path.parent != path:
+        path = path.parent
+    return path
 
 
 def _rows_source(loaded: LoadedManifest, store: Store, embedder: Any) -> StreamedRows | None:
@@ -139,13 +168,14 @@ def take(loaded: LoadedManifest, inputs: dict[str, Any] | None, ref: VersionRef,
     same = (entry.digest == loaded.digest and entry.rows == rows and inputs is not None
             and signature.vouches(entry.inputs, inputs, loaded.paths))
     if not same:
-        entry.stop.set()
+        _let_go(entry)
         return None
     try:
         writer = entry.future.result()
     except Exception:
         return None
     if writer is None or (writer.ref.dim, writer.ref.metric) != (ref.dim, ref.metric):
+        _let_go(entry)
         return None
     writer.ref = ref
     return writer
@@ -155,5 +185,14 @@ def drop(name: str) -> None:
     """Let go of a build ahead that no build will take (its thread stops at its next chunk)."""
     entry = _AHEAD.pop(name, None)
     if entry is not None:
+        _let_go(entry)
+
+
+def _let_go(entry: _Ahead) -> None:
+    """Stop the thread; its writer is aborted here if the thread has ended, else by the thread as it ends."""
+    entry.future.cancel()
+    with entry.lock:
         entry.stop.set()
-        entry.future.cancel()
+        if entry.ended and entry.writer is not None:
+            entry.writer.abort()
+            entry.writer = None

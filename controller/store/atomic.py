@@ -12,6 +12,7 @@ status 70, the way a SIGKILL would: no cleanup, no finally) or install a hook.
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import os
@@ -165,6 +166,68 @@ def write_npy(path: Path, array: np.ndarray) -> None:
             np.save(handle, array, allow_pickle=False)
             handle.flush()
         os.fsync(handle.fileno())
+
+
+def open_new(path: Path) -> int:
+    """A file of the store opened for writing (created or truncated, the store's mode): the caller writes,
+    fsyncs and closes it (a file streamed as it is made, in a staging directory)."""
+    before_write("write", path)
+    return _open_new(path)
+
+
+AT_FDCWD = -100
+AT_SYMLINK_FOLLOW = 0x400  # linux/fcntl.h
+
+
+def open_anonymous(directory: Path) -> int | None:
+    """A file with no name yet, on the file system of ``directory`` (Linux O_TMPFILE), or None.
+
+    Writing it is not a write of the store: no directory entry changes, and a crash or a close
+    frees it. ``link_anonymous`` gives it its name once it is complete and fsynced.
+    """
+    flag = getattr(os, "O_TMPFILE", None)
+    if flag is None:
+        return None
+    try:
+        fd = os.open(directory, flag | os.O_RDWR, file_mode())
+    except OSError:  # a file system without O_TMPFILE, or no such directory
+        return None
+    os.fchmod(fd, file_mode())
+    return fd
+
+
+def link_anonymous(fd: int, path: Path) -> None:
+    """Give ``open_anonymous``'s file (complete and fsynced) the name ``path``, in a staging directory
+    whose fsync makes the entry durable; copied instead (and fsynced) where it cannot be linked."""
+    before_write("write", path)
+    failed = _linkat_fd(fd, path)
+    if not failed:
+        return
+    if failed not in (errno.EXDEV, errno.ENOENT, errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS, errno.EACCES):
+        raise OSError(failed, os.strerror(failed), str(path))
+    with open(path, "wb") as out:  # another mount, or no /proc: the bytes again
+        os.fchmod(out.fileno(), file_mode())
+        size, offset = os.fstat(fd).st_size, 0
+        while offset < size:
+            sent = os.sendfile(out.fileno(), fd, offset, size - offset)
+            if sent == 0:
+                raise OSError(f"short copy of {path}: {offset} of {size} bytes")
+            offset += sent
+        os.fsync(out.fileno())
+
+
+def _linkat_fd(fd: int, path: Path) -> int:
+    """linkat(/proc/self/fd/N, path, AT_SYMLINK_FOLLOW); 0, or the errno. (os.link does not follow
+    that link, and AT_EMPTY_PATH needs a capability.)"""
+    import ctypes
+
+    try:
+        linkat = ctypes.CDLL(None, use_errno=True).linkat
+    except (OSError, AttributeError):
+        return errno.ENOSYS
+    if linkat(AT_FDCWD, f"/proc/self/fd/{fd}".encode(), AT_FDCWD, os.fsencode(path), AT_SYMLINK_FOLLOW) == 0:
+        return 0
+    return ctypes.get_errno() or errno.EIO
 
 
 def write_with(path: Path, writer: Callable[[Path], None]) -> None:
