@@ -40,9 +40,9 @@ import os
 import struct
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import ClassVar, Sequence
+from typing import ClassVar, Iterator, Sequence
 
 import faiss
 import numpy as np
@@ -228,8 +228,9 @@ def flat_file_ready() -> bool:
 class FlatFile:
     """The index file of a Flat index being built: rows appended in order, the header last."""
 
-    def __init__(self, fd: int, dim: int, metric_type: int, *, anonymous: bool) -> None:
+    def __init__(self, fd: int, dim: int, metric_type: int, *, name: str, anonymous: bool) -> None:
         self.fd = fd
+        self.name = name  # for errors: the file, or where a file with no name was made
         self.dim = dim
         self.metric_type = metric_type
         self.anonymous = anonymous
@@ -238,25 +239,28 @@ class FlatFile:
         self._open = ExitStack()
         try:
             self._open.enter_context(atomic.written_back(fd))  # the disk writes while rows still come
-            _write_fully(fd, flat_header(dim, 0, metric_type))  # its place; the real one once the count is known
+            with self._named():
+                _write_fully(fd, flat_header(dim, 0, metric_type))  # its place; the real one once the count is known
         except BaseException:
             self.close()
             raise
 
     @classmethod
     def create(cls, path: Path, dim: int, metric_type: int) -> FlatFile:
-        return cls(atomic.open_new(path), dim, metric_type, anonymous=False)
+        return cls(atomic.open_new(path), dim, metric_type, name=str(path), anonymous=False)
 
     @classmethod
     def nameless(cls, directory: Path, dim: int, metric_type: int) -> FlatFile | None:
         """On ``directory``'s file system, with no name (nothing of the store is written); None where
         the system cannot make such a file."""
         fd = atomic.open_anonymous(directory)
-        return None if fd is None else cls(fd, dim, metric_type, anonymous=True)
+        return None if fd is None else cls(fd, dim, metric_type, name=f"{directory}/(index file, no name yet)",
+                                           anonymous=True)
 
     def append(self, rows: np.ndarray) -> None:
         """C-contiguous float32 rows of this index's dim, as IndexFlat.add would store them."""
-        _write_fully(self.fd, memoryview(rows).cast("B"))
+        with self._named():
+            _write_fully(self.fd, memoryview(rows).cast("B"))
         self.rows += rows.shape[0]
 
     def seal(self) -> None:
@@ -264,9 +268,20 @@ class FlatFile:
         if self.sealed:
             return
         self._open.close()
-        os.pwrite(self.fd, flat_header(self.dim, self.rows, self.metric_type), 0)
-        os.fsync(self.fd)
+        with self._named():
+            os.pwrite(self.fd, flat_header(self.dim, self.rows, self.metric_type), 0)
+            os.fsync(self.fd)
         self.sealed = True
+
+    @contextmanager
+    def _named(self) -> Iterator[None]:
+        """A write error (a full disk) names the file: a descriptor's error has no file name."""
+        try:
+            yield
+        except OSError as exc:
+            if exc.filename is not None:
+                raise
+            raise OSError(exc.errno, exc.strerror, self.name) from exc
 
     def place(self, path: Path) -> None:
         """The sealed file at ``path`` (a file without a name is linked there), and closed."""

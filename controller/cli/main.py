@@ -138,9 +138,18 @@ def main(argv: list[str] | None = None) -> int:
     except ControllerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code or EXIT_ERROR
+    except OSError as exc:  # the system refused a read or write (a full or read-only store volume): no traceback
+        print(f"error: {_os_error(exc)}", file=sys.stderr)
+        return EXIT_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _os_error(exc: OSError) -> str:
+    """"<file>: <reason>" as the system gave them (a staging directory that was removed is named as it was)."""
+    reason = exc.strerror or str(exc)
+    return f"{exc.filename}: {reason}" if exc.filename else reason
 
 
 def _quiet_broken_pipe() -> int:

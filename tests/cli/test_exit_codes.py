@@ -18,7 +18,7 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 #: README row (mode, code) -> the tests in this module that prove it
 ROWS = {
     ("default", 0): ["test_0_ok", "test_0_no_changes"],
-    ("default", 1): ["test_1_error_unknown_index", "test_1_error_wait_timeout"],
+    ("default", 1): ["test_1_error_unknown_index", "test_1_error_wait_timeout", "test_1_error_full_store_volume"],
     ("default", 2): ["test_2_invalid_manifest", "test_2_detailed_exitcode_without_dry_run"],
     ("default", 3): ["test_3_candidate_rolled_back", "test_3_index_version_immutable_is_stalled",
                      "test_3_drift_detected"],
@@ -63,6 +63,24 @@ def test_0_no_changes(built):
 def test_1_error_unknown_index(tmp_path, capsys):
     assert main(["status", "nope", "--store", str(tmp_path)]) == 1
     assert "no index named 'nope'" in capsys.readouterr().err
+
+
+def test_1_error_full_store_volume(ws, tmp_path, capsys, monkeypatch):
+    """The system refusing a write (ENOSPC) is an error naming the file, not a traceback; no version is left."""
+    import errno
+    import os
+
+    from controller.backends import faiss as faiss_backend
+
+    def full(fd, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(faiss_backend, "_write_fully", full)  # the index file, streamed as its rows come
+    assert reconcile(write_manifest(ws, manifest("v1")), tmp_path / "s") == 1
+    err = capsys.readouterr().err
+    assert re.fullmatch(r"error: \S+/index\.faiss: No space left on device\n", err), err
+    versions = tmp_path / "s" / "indexes" / "idx" / "versions"
+    assert not versions.exists() or not list(versions.iterdir())  # the staging directory removed
 
 
 def test_1_error_wait_timeout(built, capsys):
