@@ -62,7 +62,8 @@ def validate_manifest(loaded: LoadedManifest, ahead_store: Store | None = None) 
     if ahead_store is not None:
         ahead.start(loaded, ahead_store, inputs, embedder)
     try:
-        return _validate_manifest(loaded, inputs, embedder)
+        with ahead.gil_shared(loaded.name):
+            return _validate_manifest(loaded, inputs, embedder)
     except BaseException:
         ahead.drop(loaded.name)
         raise

@@ -186,3 +186,31 @@ def test_a_training_error_of_an_index_built_ahead_is_reported_as_a_build_in_turn
     for store in ("ahead", "inturn"):  # no version, no staging directory left
         versions = tmp_path / store / "indexes" / "ov" / "versions"
         assert not versions.exists() or not list(versions.iterdir())
+
+
+@pytest.mark.parametrize("corpus_line", [None, '{"id": "d4", "text": '])
+def test_validation_beside_a_build_ahead_hands_the_gil_over_sooner_and_restores_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, corpus_line: str | None) -> None:
+    import sys
+
+    from controller.engine import validate
+
+    seen: list[float] = []
+    real = validate._validate_manifest
+    monkeypatch.setattr(validate, "_validate_manifest", lambda *args: seen.append(sys.getswitchinterval())
+                        or real(*args))
+    before = sys.getswitchinterval()
+    manifest = _workspace(tmp_path, corpus_line=corpus_line)
+    try:
+        api.reconcile(manifest, tmp_path / "store")
+    except InvalidInput:
+        assert corpus_line is not None
+    assert seen == [ahead.SWITCH_INTERVAL_S]  # while the rows were read beside the parse
+    assert sys.getswitchinterval() == before  # and back after, error or not
+    monkeypatch.setattr(ahead, "start", lambda *args, **kwargs: None)
+    seen.clear()
+    try:
+        api.reconcile(manifest, tmp_path / "store2")
+    except InvalidInput:
+        pass
+    assert seen == [before]  # nothing built ahead: untouched
