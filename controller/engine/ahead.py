@@ -3,16 +3,16 @@
 Validating a large corpus (parse, duplicate ids, SHA-256 of every input) is pure Python and holds
 the GIL; adding vectors to an index and training it run in the vector library, which lets go of it. So when the
 inputs of a store's first version of an index are validated, the rows are read from the
-precomputed vectors and put into an index on a second thread at the same time. Nothing of the
-store is written there: the index lives in memory until the build, under the store lock and after
-every check has passed, takes it (``take``) and writes it into the staging directory as it would
-have written an index it had built itself. A writer that streams its file as the rows come (the
-embedded backend's Flat index) is told ``write_ahead(directory)``: its file then has no name (Linux O_TMPFILE, on the store's
-file system) until the build links it into the staging directory, so the disk writes it while the
-corpus is still parsed, and a crash or a dropped build frees it without a trace. A failed
-validation, another plan or different inputs drop it (``drop``); an error on the second thread is
-never reported from there: the build then does the work in its own turn and reports what it finds,
-as it always did.
+precomputed vectors and put into an index on a second thread at the same time. Nothing of the store
+is written there: the index lives in memory until the build, under the store lock and after every
+check has passed, takes it (``take``) and writes it into the staging directory as it would have
+written an index it had built itself. A writer that streams its file as the rows come (the embedded
+backend's Flat index) is told ``write_ahead(directory)``: its file then has no name (Linux
+O_TMPFILE, on the store's file system) until the build links it into the staging directory, so the
+disk writes it while the corpus is still parsed, and a crash or a dropped build frees it without a
+trace. A failed validation, another plan or different inputs drop it (``drop``); an error on the
+second thread is never reported from there: the build then does the work in its own turn and reports
+what it finds, as it always did.
 
 Only where the result cannot differ from the build's own: a backend that builds in memory
 (``Capabilities.builds_in_memory``), precomputed vectors with no ``options.ids`` (row i is document
