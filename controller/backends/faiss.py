@@ -420,8 +420,8 @@ class FaissWriter:
 
     def complete(self) -> None:
         """Train (a factory that learns) and add every kept row: the index whole, in memory, nothing
-        written (a streamed Flat file is sealed: its header, fsync). Once: a second call (``finish`` after a build ahead) waits for the first, and
-        raises what it raised."""
+        written (a streamed Flat file is sealed: its header, fsync). Once: a second call (``finish``
+        after a build ahead) waits for the first, and raises what it raised."""
         with self._completing:
             if self._completed is not None:
                 if self._completed is not True:
@@ -432,9 +432,14 @@ class FaissWriter:
                 raw = self.raw
                 assert raw is not None
                 if not self.index.is_trained:
-                    _train(self.index, _unit(raw, self.ref.metric), self.factory, self.seed)
-                    for start in range(0, raw.shape[0], ADD_CHUNK):
-                        self._add_chunk(raw[start:start + ADD_CHUNK])
+                    prepared = _unit(raw, self.ref.metric)
+                    _train(self.index, prepared, self.factory, self.seed)
+                    if prepared is raw and self.rescaler is None:  # every row unit: every chunk as given, unchecked
+                        for start in range(0, raw.shape[0], ADD_CHUNK):
+                            self.index.add(prepared[start:start + ADD_CHUNK])
+                    else:
+                        for start in range(0, raw.shape[0], ADD_CHUNK):
+                            self._add_chunk(raw[start:start + ADD_CHUNK])
                 if self.flat_file is not None:
                     self.flat_file.seal()
             except BaseException as exc:
