@@ -89,8 +89,9 @@ class Capabilities:
     #: routing record is the alias, ``set_alias``/``get_alias`` do nothing and the engine never calls
     #: them (the registry says so too, without importing the backend: backends/__init__.py).
     native_alias: bool = True
-    #: the writer builds the whole structure in memory (``complete``) and writes nothing before
-    #: ``finish``: a first build may start while its inputs are still being validated (engine/ahead.py)
+    #: the writer builds the whole structure in memory (``complete``) and writes nothing of the store
+    #: before ``finish`` (a file it streams as the rows come has no name until then, once told
+    #: ``write_ahead``): a first build may start while its inputs are still being validated (engine/ahead.py)
     builds_in_memory: bool = False
 
 

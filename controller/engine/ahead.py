@@ -1,8 +1,8 @@
 """A first version's index built in memory while its inputs are still being validated.
 
 Validating a large corpus (parse, duplicate ids, SHA-256 of every input) is pure Python and holds
-the GIL; adding vectors to an index and training it run in the vector library, which lets go of it. So when the
-inputs of a store's first version of an index are validated, the rows are read from the
+the GIL; adding vectors to an index and training it run in the vector library, which lets go of it.
+So when the inputs of a store's first version of an index are validated, the rows are read from the
 precomputed vectors and put into an index on a second thread at the same time. Nothing of the store
 is written there: the index lives in memory until the build, under the store lock and after every
 check has passed, takes it (``take``) and writes it into the staging directory as it would have
@@ -30,7 +30,6 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
-
 
 from controller.backends import get_backend
 from controller.backends.base import VersionRef
