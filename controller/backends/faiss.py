@@ -36,13 +36,14 @@ has nothing of its own to report.
 from __future__ import annotations
 
 import functools
+import io
 import os
 import struct
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import ClassVar, Iterator, Sequence
+from typing import Callable, ClassVar, Iterator, Sequence
 
 import faiss
 import numpy as np
@@ -189,16 +190,18 @@ def _unit(x: np.ndarray, metric: Metric) -> np.ndarray:
     return x if metric != "cosine" or unit_rows(x) else l2_normalize(x)
 
 
-# ---- a new Flat index's file, written as its rows come ----------------------------------------------
+# ---- files made from their rows as they come ------------------------------------------------------
 # An IndexFlatIP/IndexFlatL2 file is a fixed header (fourcc, d, ntotal, two constants, is_trained,
 # metric, the code count) followed by the rows as float32. Writing the rows as they are added needs no
 # index in memory: FAISS would first zero-fill a buffer of every row (1.5 GB at 1M x 384, about 1.5 s
 # of page faults), then copy the rows into it, then write it; and the disk can be writing the first
-# rows while later ones are still read. ``flat_file_ready()`` checks once per process that the header
-# made here gives FAISS's own bytes (serialize_index of small indexes, both metrics); if FAISS ever
-# writes Flat differently, the writer keeps FAISS's own path. The file is written through a descriptor
-# of the store (a file in the staging directory), or of a file with no name yet (a build ahead of
-# validation, engine/ahead.py), which ``place`` links in.
+# rows while later ones are still read. The file is written through a descriptor of the store (a file
+# in the staging directory), or of a file with no name yet (a build ahead of validation,
+# engine/ahead.py), which ``place`` links in. A trained index keeps its raw rows for vectors.npy, a
+# header (shape and dtype, padded to 64 bytes) and the rows: they are kept inside that file's bytes
+# (``_vectors_image``), so it is written from them as it is, with direct I/O. ``flat_file_ready()``
+# and ``npy_file_ready()`` check once per process that the headers made here give FAISS's and
+# numpy's own bytes; where they do not, the writer keeps the old path.
 
 _FOURCC = {faiss.METRIC_INNER_PRODUCT: b"IxFI", faiss.METRIC_L2: b"IxF2"}
 _HEADER = struct.Struct("<4siqqq?iq")
@@ -208,6 +211,13 @@ _DUMMY = 1 << 20  # write_index_header's two unused fields
 def flat_header(dim: int, ntotal: int, metric_type: int) -> bytes:
     """write_index's bytes before the rows of a Flat index of ``ntotal`` rows."""
     return _HEADER.pack(_FOURCC[metric_type], dim, ntotal, _DUMMY, _DUMMY, True, metric_type, ntotal * dim)
+
+
+def npy_header(rows: int, dim: int) -> bytes:
+    """np.save's bytes before the data of a (rows, dim) float32 array."""
+    out = io.BytesIO()
+    np.lib.format.write_array_header_1_0(out, {"descr": "<f4", "fortran_order": False, "shape": (rows, dim)})
+    return out.getvalue()
 
 
 @functools.cache
@@ -225,40 +235,53 @@ def flat_file_ready() -> bool:
     return True
 
 
-class FlatFile:
-    """The index file of a Flat index being built: rows appended in order, the header last."""
+@functools.cache
+def npy_file_ready() -> bool:
+    """Whether ``npy_header`` + the rows is what this numpy's np.save writes (a few shapes)."""
+    rng = np.random.default_rng(0)
+    for n, dim in ((0, 5), (3, 5), (1000, 384), (123_457, 1024)):
+        rows = rng.standard_normal((min(n, 2), dim), dtype=np.float32)
+        out = io.BytesIO()
+        np.save(out, np.broadcast_to(rows[:1], (n, dim)) if n > 2 else rows[:n], allow_pickle=False)
+        if not out.getvalue().startswith(npy_header(n, dim)):
+            return False
+    return True
 
-    def __init__(self, fd: int, dim: int, metric_type: int, *, name: str, anonymous: bool) -> None:
+
+class RowsFile:
+    """A file being written as float32 rows come: its header, the rows appended in order, the header
+    rewritten with the row count last (``header(rows)``: the same length whatever the count)."""
+
+    def __init__(self, fd: int, header: Callable[[int], bytes], *, name: str, anonymous: bool) -> None:
         self.fd = fd
         self.name = name  # for errors: the file, or where a file with no name was made
-        self.dim = dim
-        self.metric_type = metric_type
+        self.header = header
         self.anonymous = anonymous
         self.rows = 0
+        self.offset = len(header(0))  # where the rows start
         self.sealed = False
         self._open = ExitStack()
         try:
             self._open.enter_context(atomic.written_back(fd))  # the disk writes while rows still come
             with self._named():
-                _write_fully(fd, flat_header(dim, 0, metric_type))  # its place; the real one once the count is known
+                _write_fully(fd, header(0))  # its place; rewritten once the count is known
         except BaseException:
             self.close()
             raise
 
     @classmethod
-    def create(cls, path: Path, dim: int, metric_type: int) -> FlatFile:
-        return cls(atomic.open_new(path), dim, metric_type, name=str(path), anonymous=False)
+    def create(cls, path: Path, header: Callable[[int], bytes]) -> RowsFile:
+        return cls(atomic.open_new(path), header, name=str(path), anonymous=False)
 
     @classmethod
-    def nameless(cls, directory: Path, dim: int, metric_type: int) -> FlatFile | None:
+    def nameless(cls, directory: Path, header: Callable[[int], bytes], *, what: str) -> RowsFile | None:
         """On ``directory``'s file system, with no name (nothing of the store is written); None where
         the system cannot make such a file."""
         fd = atomic.open_anonymous(directory)
-        return None if fd is None else cls(fd, dim, metric_type, name=f"{directory}/(index file, no name yet)",
-                                           anonymous=True)
+        return None if fd is None else cls(fd, header, name=f"{directory}/({what}, no name yet)", anonymous=True)
 
     def append(self, rows: np.ndarray) -> None:
-        """C-contiguous float32 rows of this index's dim, as IndexFlat.add would store them."""
+        """C-contiguous float32 rows, as they are to be stored."""
         with self._named():
             _write_fully(self.fd, memoryview(rows).cast("B"))
         self.rows += rows.shape[0]
@@ -269,7 +292,7 @@ class FlatFile:
             return
         self._open.close()
         with self._named():
-            os.pwrite(self.fd, flat_header(self.dim, self.rows, self.metric_type), 0)
+            os.pwrite(self.fd, self.header(self.rows), 0)
             os.fsync(self.fd)
         self.sealed = True
 
@@ -310,9 +333,10 @@ class FaissWriter:
     renames into place only after the whole version is written. Rows are normalised at most once,
     chunk by chunk (rows that are unit already are indexed as given); with ``reserve`` a Flat
     index's storage, or the raw rows a trained index keeps, is sized once, so a build holds the
-    index (plus those rows) and one chunk, never a second full array. A new Flat index is not held
-    at all: with ``reserve`` its file is written as the rows come (FlatFile, above), in the
-    staging directory, or (``write_ahead``) in a file with no name that ``finish`` links there.
+    index (plus those rows) and one chunk, never a second full array. With ``reserve``, a new Flat
+    index is not held at all: its file is written as the rows come (RowsFile, above), in the
+    staging directory, or (``write_ahead``) in a file with no name that ``finish`` links there; a
+    trained index's raw rows are kept inside vectors.npy's bytes, which ``finish`` writes directly.
     """
 
     def __init__(self, ref: VersionRef, factory: str, *, base: faiss.Index | None = None,
@@ -332,7 +356,9 @@ class FaissWriter:
         self._completed: bool | BaseException | None = None  # True, or what completing raised
         self.keep_raw = not _stores_vectors(self.index)
         self.rescaler = _Rescaler() if ref.metric == "cosine" and not self.keep_raw else None
-        self.flat_file: FlatFile | None = None  # a new Flat index's file, written as the rows come
+        self.flat_file: RowsFile | None = None  # a new Flat index's file, written as the rows come
+        self.image: atomic.Image | None = None  # vectors.npy's bytes, when reserved: its header, then ``kept``
+        self._scratch: np.ndarray | None = None  # where a reader puts a chunk bound for flat_file
         self.spool: Path | None = None  # where a file with no name goes (write_ahead), else the staging directory
 
     def write_ahead(self, directory: Path) -> None:
@@ -344,26 +370,38 @@ class FaissWriter:
         """Size the storage for ``n`` more rows at once (a growing buffer would copy itself as it doubles)."""
         if self.keep_raw:
             if not self.pending and self.kept is None:
-                self.kept = np.empty((n, self.ref.dim), dtype=np.float32)
+                self.kept = self._vectors_image(n) if n > 0 and npy_file_ready() else None
+                if self.kept is None:
+                    self.kept = np.empty((n, self.ref.dim), dtype=np.float32)
             return
         flat = self.index  # index_factory's object is of the concrete class already (and owns the index)
         if type(flat) not in (faiss.IndexFlat, faiss.IndexFlatIP, faiss.IndexFlatL2) or flat.ntotal or n <= 0:
             return
         if self.flat_file is None and self.storage is None and flat_file_ready():
-            self.flat_file = self._open_flat_file(flat.metric_type)
+            dim, metric_type = self.ref.dim, flat.metric_type
+            self.flat_file = self._open_file(INDEX_FILE, lambda rows: flat_header(dim, rows, metric_type))
             if self.flat_file is not None:
                 return
         flat.codes.resize(n * flat.code_size)
         self.storage = faiss.rev_swig_ptr(flat.codes.data(), n * flat.code_size).view(np.float32).reshape(
             n, self.ref.dim)
 
-    def _open_flat_file(self, metric_type: int) -> FlatFile | None:
+    def _open_file(self, name: str, header: Callable[[int], bytes]) -> RowsFile | None:
         if self.spool is not None:
-            return FlatFile.nameless(self.spool, self.ref.dim, metric_type)
+            return RowsFile.nameless(self.spool, header, what="index file")
         location = self.ref.location
         assert location is not None
         atomic.make_dirs(location)
-        return FlatFile.create(location / INDEX_FILE, self.ref.dim, metric_type)
+        return RowsFile.create(location / name, header)
+
+    def _vectors_image(self, n: int) -> np.ndarray:
+        """Room for ``n`` raw rows inside vectors.npy's bytes as they will be on disk (``image``, page
+        aligned): finish writes the image with direct I/O (atomic.write_image), from this memory to the
+        disk, with no copy into the page cache, which at 1M rows took 1.4-3.4 s of CPU from training."""
+        header = npy_header(n, self.ref.dim)
+        self.image = atomic.new_image(len(header) + n * self.ref.dim * 4)
+        self.image.memory[:len(header)] = header
+        return np.frombuffer(self.image.memory, np.float32, n * self.ref.dim, len(header)).reshape(n, self.ref.dim)
 
     def add(self, vectors: np.ndarray, *, ids: Sequence[str] | None = None,
             content_hashes: Sequence[str] | None = None) -> None:
@@ -379,9 +417,22 @@ class FaissWriter:
         for start in range(0, raw.shape[0], ADD_CHUNK):
             self._add_chunk(raw[start:start + ADD_CHUNK])
 
+    def slot(self, n: int) -> np.ndarray | None:
+        """Where a reader puts the next ``n`` rows before ``add``-ing them: their place among the kept
+        rows (no copy then), or a buffer reused chunk after chunk for rows bound for a file."""
+        if self.kept is not None and self.filled + n <= self.kept.shape[0]:
+            return self.kept[self.filled:self.filled + n]
+        if self.flat_file is None:
+            return None
+        if self._scratch is None or self._scratch.shape[0] < n:
+            self._scratch = np.empty((n, self.ref.dim), dtype=np.float32)
+        return self._scratch[:n]
+
     def _keep(self, raw: np.ndarray) -> None:
         if self.kept is not None and self.filled + raw.shape[0] <= self.kept.shape[0]:
-            self.kept[self.filled:self.filled + raw.shape[0]] = raw
+            place = self.kept[self.filled:self.filled + raw.shape[0]]
+            if place.ctypes.data != raw.ctypes.data:  # not read into its slot already
+                place[...] = raw
         else:
             if self.kept is not None:  # more rows than reserved: keep them as chunks after all
                 self.pending.append(self.kept[:self.filled])
@@ -415,6 +466,9 @@ class FaissWriter:
         if self.raw is not None:
             return
         self._trim()
+        self._scratch = None
+        if self.image is not None and (self.kept is None or self.filled != self.kept.shape[0]):
+            self.image = None  # not every row it has room for: vectors.npy is written from ``raw``
         self.raw = self.kept[:self.filled] if self.kept is not None else _joined(self.pending, self.ref.dim)
         self.pending, self.kept = [], None
 
@@ -456,9 +510,12 @@ class FaissWriter:
             # written (temp name, fsync) on a second thread while FAISS trains and adds, which let go of the GIL
             # (an error of completing waits for the write to end, and is the one reported; abort removes the file)
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="write-vectors") as pool:
-                written = pool.submit(atomic.write_npy, location / VECTORS_FILE, self.raw)
+                written = (pool.submit(atomic.write_image, location / VECTORS_FILE, self.image)
+                           if self.image is not None else
+                           pool.submit(atomic.write_npy, location / VECTORS_FILE, self.raw))
                 self.complete()
             written.result()
+            self.image = None
         else:
             self.complete()
             if self.rescaler is not None:
@@ -471,7 +528,7 @@ class FaissWriter:
         atomic.write_with(location / INDEX_FILE, lambda path: faiss.write_index(self.index, str(path)))
 
     def abort(self) -> None:
-        self.pending, self.kept, self.storage, self.raw = [], None, None, None
+        self.pending, self.kept, self.storage, self.raw, self._scratch, self.image = [], None, None, None, None, None
         if self.flat_file is not None:
             self.flat_file.close()
             self.flat_file = None

@@ -15,10 +15,12 @@ from __future__ import annotations
 import errno
 import functools
 import json
+import mmap
 import os
 import shutil
 import threading
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
@@ -168,11 +170,94 @@ def write_npy(path: Path, array: np.ndarray) -> None:
         os.fsync(handle.fileno())
 
 
-def open_new(path: Path) -> int:
-    """A file of the store opened for writing (created or truncated, the store's mode): the caller writes,
-    fsyncs and closes it (a file streamed as it is made, in a staging directory)."""
+DIRECT_BLOCK = 4096  # what direct I/O aligns memory, lengths and offsets to (the page; a disk's block divides it)
+DIRECT_STEP = 64 << 20  # bytes per direct write
+
+
+@dataclass
+class Image:
+    """A file's bytes in page-aligned memory (whole DIRECT_BLOCKs), for ``write_image``; ``size``: the file's."""
+
+    memory: mmap.mmap
+    size: int
+
+
+def new_image(size: int) -> Image:
+    """Zeroed, page-aligned memory for a file of ``size`` bytes (transparent huge pages where allowed, as numpy
+    asks for its own large arrays: fewer page faults)."""
+    # private: a shared anonymous map is shared memory, which gets no huge pages (and costlier faults)
+    memory = mmap.mmap(-1, max(DIRECT_BLOCK, -(-size // DIRECT_BLOCK) * DIRECT_BLOCK),
+                       flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    if hasattr(mmap, "MADV_HUGEPAGE"):
+        try:
+            memory.madvise(mmap.MADV_HUGEPAGE)
+        except OSError:
+            pass  # advice only
+    return Image(memory, size)
+
+
+def write_image(path: Path, image: Image) -> None:
+    """``image`` as the file ``path``, fsynced (callers write inside a staging directory).
+
+    Written with direct I/O (O_DIRECT): from that memory to the disk, with no copy into the page
+    cache. A buffered write of 1.5 GB cost 1.4-3.4 s of CPU here (new page-cache pages, the copy),
+    taken from a vector library training on every core beside it; a direct one 0.06 s. Where the file
+    system refuses direct I/O (tmpfs, some network file systems), the bytes are written as any file's.
+    """
     before_write("write", path)
-    return _open_new(path)
+    fd = _open_direct(path)
+    if fd is not None:
+        try:
+            if _write_direct(fd, image, path):
+                return
+        finally:
+            os.close(fd)
+    with os.fdopen(_open_new(path), "wb") as handle:
+        with written_back(handle.fileno()):
+            handle.write(memoryview(image.memory)[:image.size])
+            handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _open_direct(path: Path) -> int | None:
+    """``path`` created for direct writes, or None where the system or the file system has none."""
+    flag = getattr(os, "O_DIRECT", None)
+    if flag is None:
+        return None
+    try:
+        return _open_new(path, flag)
+    except OSError as exc:
+        if exc.errno == errno.EINVAL:
+            return None
+        raise
+
+
+def _write_direct(fd: int, image: Image, path: Path) -> bool:
+    """Whole blocks from ``image``, then the file cut to its size and fsynced; False when the first
+    write is refused as unaligned (no direct I/O here: nothing was written)."""
+    view = memoryview(image.memory)
+    offset = 0
+    try:
+        while offset < len(view):
+            offset += os.pwrite(fd, view[offset:offset + DIRECT_STEP], offset)
+        os.ftruncate(fd, image.size)
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno == errno.EINVAL and offset == 0:
+            return False
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
+    finally:
+        view.release()
+    return True
+
+
+def open_new(path: Path) -> int:
+    """A file of the store opened for writing and reading back (created or truncated, the store's mode):
+    the caller writes, fsyncs and closes it (a file streamed as it is made, in a staging directory)."""
+    before_write("write", path)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, file_mode())
+    os.fchmod(fd, file_mode())
+    return fd
 
 
 AT_FDCWD = -100

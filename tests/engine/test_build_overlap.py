@@ -214,3 +214,65 @@ def test_validation_beside_a_build_ahead_hands_the_gil_over_sooner_and_restores_
     except InvalidInput:
         pass
     assert seen == [before]  # nothing built ahead: untouched
+
+
+def test_the_vectors_are_read_once_their_hash_and_finiteness_taken_from_the_build_ahead(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import hashlib
+
+    from controller.embed.precomputed import PrecomputedEmbedder
+    from controller.store import signature
+
+    hashed: list[list[str]] = []
+    real_content = signature.content
+    monkeypatch.setattr(signature, "content", lambda paths: hashed.append(sorted(paths)) or real_content(paths))
+    scans: list[bool] = []
+    real_scan = PrecomputedEmbedder.scan
+    monkeypatch.setattr(PrecomputedEmbedder, "scan",
+                        lambda self, rows_checked=False: scans.append(rows_checked) or real_scan(self, rows_checked))
+    started = _started(monkeypatch)
+    manifest = _workspace(tmp_path)
+    for name in ("vectors.npy", "corpus.jsonl", "index.yaml"):  # older than the racy window: no re-hash later
+        os.utime(tmp_path / name, (time.time() - 60, time.time() - 60))
+    api.reconcile(manifest, tmp_path / "store")
+    assert started == ["ov"]
+    assert hashed and all("vectors" not in keys for keys in hashed)  # the vectors were not read a second time
+    assert scans == [True]  # every row was found finite as the build ahead read it
+    record = json.loads((tmp_path / "store" / "indexes" / "ov" / "inputs.json").read_text())
+    assert record["signature"]["content"]["vectors"] == hashlib.sha256((tmp_path / "vectors.npy").read_bytes()).hexdigest()
+    # without a build ahead: hashed and scanned here, to the same record
+    hashed.clear()
+    scans.clear()
+    monkeypatch.setattr(ahead, "start", lambda *args, **kwargs: None)
+    api.reconcile(manifest, tmp_path / "store2")
+    assert any("vectors" in keys for keys in hashed) and scans == [False]
+    again = json.loads((tmp_path / "store2" / "indexes" / "ov" / "inputs.json").read_text())
+    assert again["signature"]["content"] == record["signature"]["content"]
+
+
+@pytest.mark.parametrize("factory", ["Flat", "IVF4,Flat"])
+def test_an_index_built_ahead_trains_only_once_validation_has_ended(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, factory: str) -> None:
+    from controller.backends import faiss as faiss_backend
+    from controller.engine import validate
+
+    events: list[str] = []
+    real_validate = validate._validate_manifest
+
+    def slow_validate(*args):
+        try:
+            return real_validate(*args)
+        finally:
+            time.sleep(0.3)  # the rows are all read by now: a thread that did not wait would complete here
+            events.append("validated")
+
+    monkeypatch.setattr(validate, "_validate_manifest", slow_validate)
+    real_complete = faiss_backend.FaissWriter.complete
+    monkeypatch.setattr(faiss_backend.FaissWriter, "complete",
+                        lambda self: events.append("complete") or real_complete(self))
+    manifest = _workspace(tmp_path)
+    doc = json.loads(manifest.read_text())
+    doc["spec"]["index"]["factory"] = factory
+    manifest.write_text(json.dumps(doc))
+    assert api.reconcile(manifest, tmp_path / "store")[0].built == 1
+    assert events[0] == "validated" and "complete" in events
