@@ -366,6 +366,12 @@ class FaissWriter:
         system) until ``finish`` links it into the staging directory (a build ahead of validation)."""
         self.spool = directory
 
+    def adds_quickly(self) -> bool:
+        """Whether ``add`` only keeps or copies the rows (a Flat index, or an index to train: the work
+        comes in ``complete``), so that rows are added as fast as they are read."""
+        return ((self.keep_raw and not self.index.is_trained)
+                or type(self.index) in (faiss.IndexFlat, faiss.IndexFlatIP, faiss.IndexFlatL2))
+
     def reserve(self, n: int) -> None:
         """Size the storage for ``n`` more rows at once (a growing buffer would copy itself as it doubles)."""
         if self.keep_raw:

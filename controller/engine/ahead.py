@@ -171,7 +171,10 @@ def _build(entry: _Ahead, create: Any, rows: StreamedRows, spool: Path) -> None:
         write_ahead = getattr(writer, "write_ahead", None)
         if write_ahead is not None:  # a file it streams has no name until the build links it in
             write_ahead(spool)
-        rows.hash_as_read()
+        if getattr(writer, "adds_quickly", lambda: False)():  # reading ends soon: validation may wait for it
+            rows.hash_as_read()
+        else:  # an index built as the rows come (HNSW): validation must not wait for the whole build
+            entry.read.set_result(None)
         try:
             added = add_rows(writer, rows, None, None, stop=stop)
         finally:
@@ -180,7 +183,8 @@ def _build(entry: _Ahead, create: Any, rows: StreamedRows, spool: Path) -> None:
             future.set_result(None)
             stop.set()  # no build takes it: let go of it
             return
-        entry.read.set_result(digest)
+        if not entry.read.done():
+            entry.read.set_result(digest)
         writer.gather()
     except BaseException as exc:  # the build finds it again in its turn and reports it there
         stop.set()

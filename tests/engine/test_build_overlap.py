@@ -276,3 +276,34 @@ def test_an_index_built_ahead_trains_only_once_validation_has_ended(
     manifest.write_text(json.dumps(doc))
     assert api.reconcile(manifest, tmp_path / "store")[0].built == 1
     assert events[0] == "validated" and "complete" in events
+
+
+def test_validation_does_not_wait_for_an_index_built_as_the_rows_come(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """HNSW's rows are indexed as they are added: validation hashes and scans the vectors itself, so that
+    an error in the inputs is reported without waiting for the whole index to be built."""
+    from controller.backends import faiss as faiss_backend
+    from controller.embed.precomputed import PrecomputedEmbedder
+
+    scans: list[bool] = []
+    real_scan = PrecomputedEmbedder.scan
+    monkeypatch.setattr(PrecomputedEmbedder, "scan",
+                        lambda self, rows_checked=False: scans.append(rows_checked) or real_scan(self, rows_checked))
+    real_add = faiss_backend.FaissWriter.add
+
+    def slow_add(self, vectors, **kwargs):
+        time.sleep(0.05)
+        return real_add(self, vectors, **kwargs)
+
+    monkeypatch.setattr(faiss_backend.FaissWriter, "add", slow_add)
+    monkeypatch.setattr(ahead, "ADD_CHUNK", 10)  # 30 slow chunks: 1.5 s of building
+    manifest = _workspace(tmp_path, corpus_line='{"id": "d3", "text": "again"}')  # a duplicate id
+    doc = json.loads(manifest.read_text())
+    doc["spec"]["index"]["factory"] = "HNSW8"
+    manifest.write_text(json.dumps(doc))
+    started = _started(monkeypatch)
+    began = time.monotonic()
+    with pytest.raises(InvalidInput, match="duplicate"):
+        api.reconcile(manifest, tmp_path / "store")
+    assert started == ["ov"] and time.monotonic() - began < 1.0
+    assert scans == [False]
