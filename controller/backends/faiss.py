@@ -43,7 +43,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Callable, ClassVar, Iterator, Sequence
+from typing import ClassVar, Iterator, Sequence
 
 import faiss
 import numpy as np
@@ -248,14 +248,14 @@ def npy_file_ready() -> bool:
     return True
 
 
-class RowsFile:
-    """A file being written as float32 rows come: its header, the rows appended in order, the header
-    rewritten with the row count last (``header(rows)``: the same length whatever the count)."""
+class FlatFile:
+    """The index file of a Flat index being built: rows appended in order, the header last."""
 
-    def __init__(self, fd: int, header: Callable[[int], bytes], *, name: str, anonymous: bool) -> None:
+    def __init__(self, fd: int, dim: int, metric_type: int, *, name: str, anonymous: bool) -> None:
         self.fd = fd
         self.name = name  # for errors: the file, or where a file with no name was made
-        self.header = header
+        self.dim = dim
+        self.metric_type = metric_type
         self.anonymous = anonymous
         self.rows = 0
         self.sealed = False
@@ -263,24 +263,25 @@ class RowsFile:
         try:
             self._open.enter_context(atomic.written_back(fd))  # the disk writes while rows still come
             with self._named():
-                _write_fully(fd, header(0))  # its place; rewritten once the count is known
+                _write_fully(fd, flat_header(dim, 0, metric_type))  # its place; the real one once the count is known
         except BaseException:
             self.close()
             raise
 
     @classmethod
-    def create(cls, path: Path, header: Callable[[int], bytes]) -> RowsFile:
-        return cls(atomic.open_new(path), header, name=str(path), anonymous=False)
+    def create(cls, path: Path, dim: int, metric_type: int) -> FlatFile:
+        return cls(atomic.open_new(path), dim, metric_type, name=str(path), anonymous=False)
 
     @classmethod
-    def nameless(cls, directory: Path, header: Callable[[int], bytes], *, what: str) -> RowsFile | None:
+    def nameless(cls, directory: Path, dim: int, metric_type: int) -> FlatFile | None:
         """On ``directory``'s file system, with no name (nothing of the store is written); None where
         the system cannot make such a file."""
         fd = atomic.open_anonymous(directory)
-        return None if fd is None else cls(fd, header, name=f"{directory}/({what}, no name yet)", anonymous=True)
+        return None if fd is None else cls(fd, dim, metric_type, name=f"{directory}/(index file, no name yet)",
+                                           anonymous=True)
 
     def append(self, rows: np.ndarray) -> None:
-        """C-contiguous float32 rows, as they are to be stored."""
+        """C-contiguous float32 rows of this index's dim, as IndexFlat.add would store them."""
         with self._named():
             _write_fully(self.fd, memoryview(rows).cast("B"))
         self.rows += rows.shape[0]
@@ -291,7 +292,7 @@ class RowsFile:
             return
         self._open.close()
         with self._named():
-            os.pwrite(self.fd, self.header(self.rows), 0)
+            os.pwrite(self.fd, flat_header(self.dim, self.rows, self.metric_type), 0)
             os.fsync(self.fd)
         self.sealed = True
 
@@ -333,7 +334,7 @@ class FaissWriter:
     chunk by chunk (rows that are unit already are indexed as given); with ``reserve`` a Flat
     index's storage, or the raw rows a trained index keeps, is sized once, so a build holds the
     index (plus those rows) and one chunk, never a second full array. With ``reserve``, a new Flat
-    index is not held at all: its file is written as the rows come (RowsFile, above), in the
+    index is not held at all: its file is written as the rows come (FlatFile, above), in the
     staging directory, or (``write_ahead``) in a file with no name that ``finish`` links there; a
     trained index's raw rows are kept inside vectors.npy's bytes, which ``finish`` writes directly.
     """
@@ -355,7 +356,7 @@ class FaissWriter:
         self._completed: bool | BaseException | None = None  # True, or what completing raised
         self.keep_raw = not _stores_vectors(self.index)
         self.rescaler = _Rescaler() if ref.metric == "cosine" and not self.keep_raw else None
-        self.flat_file: RowsFile | None = None  # a new Flat index's file, written as the rows come
+        self.flat_file: FlatFile | None = None  # a new Flat index's file, written as the rows come
         self.image: atomic.Image | None = None  # vectors.npy's bytes, when reserved: its header, then ``kept``
         self._scratch: np.ndarray | None = None  # where a reader puts a chunk bound for flat_file
         self.spool: Path | None = None  # where a file with no name goes (write_ahead), else the staging directory
@@ -383,21 +384,20 @@ class FaissWriter:
         if type(flat) not in (faiss.IndexFlat, faiss.IndexFlatIP, faiss.IndexFlatL2) or flat.ntotal or n <= 0:
             return
         if self.flat_file is None and self.storage is None and flat_file_ready():
-            dim, metric_type = self.ref.dim, flat.metric_type
-            self.flat_file = self._open_file(INDEX_FILE, lambda rows: flat_header(dim, rows, metric_type))
+            self.flat_file = self._open_flat_file(flat.metric_type)
             if self.flat_file is not None:
                 return
         flat.codes.resize(n * flat.code_size)
         self.storage = faiss.rev_swig_ptr(flat.codes.data(), n * flat.code_size).view(np.float32).reshape(
             n, self.ref.dim)
 
-    def _open_file(self, name: str, header: Callable[[int], bytes]) -> RowsFile | None:
+    def _open_flat_file(self, metric_type: int) -> FlatFile | None:
         if self.spool is not None:
-            return RowsFile.nameless(self.spool, header, what="index file")
+            return FlatFile.nameless(self.spool, self.ref.dim, metric_type)
         location = self.ref.location
         assert location is not None
         atomic.make_dirs(location)
-        return RowsFile.create(location / name, header)
+        return FlatFile.create(location / INDEX_FILE, self.ref.dim, metric_type)
 
     def _vectors_image(self, n: int) -> np.ndarray:
         """Room for ``n`` raw rows inside vectors.npy's bytes as they will be on disk (``image``, page

@@ -163,9 +163,14 @@ def write_npy(path: Path, array: np.ndarray) -> None:
     import numpy as np
 
     before_write("write", path)
+    _write_durably(path, lambda handle: np.save(handle, array, allow_pickle=False))
+
+
+def _write_durably(path: Path, write: Callable[[Any], object]) -> None:
+    """``write(handle)`` into ``path`` (created or truncated), written back as it grows, then fsynced."""
     with os.fdopen(_open_new(path), "wb") as handle:
         with written_back(handle.fileno()):
-            np.save(handle, array, allow_pickle=False)
+            write(handle)
             handle.flush()
         os.fsync(handle.fileno())
 
@@ -212,11 +217,7 @@ def write_image(path: Path, image: Image) -> None:
                 return
         finally:
             os.close(fd)
-    with os.fdopen(_open_new(path), "wb") as handle:
-        with written_back(handle.fileno()):
-            handle.write(memoryview(image.memory)[:image.size])
-            handle.flush()
-        os.fsync(handle.fileno())
+    _write_durably(path, lambda handle: handle.write(memoryview(image.memory)[:image.size]))
 
 
 def _open_direct(path: Path) -> int | None:
@@ -252,12 +253,10 @@ def _write_direct(fd: int, image: Image, path: Path) -> bool:
 
 
 def open_new(path: Path) -> int:
-    """A file of the store opened for writing and reading back (created or truncated, the store's mode):
-    the caller writes, fsyncs and closes it (a file streamed as it is made, in a staging directory)."""
+    """A file of the store opened for writing (created or truncated, the store's mode): the caller writes,
+    fsyncs and closes it (a file streamed as it is made, in a staging directory)."""
     before_write("write", path)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, file_mode())
-    os.fchmod(fd, file_mode())
-    return fd
+    return _open_new(path)
 
 
 AT_FDCWD = -100

@@ -1,4 +1,4 @@
-"""A new Flat index's file is written as its rows come (RowsFile in backends/faiss.py), not from a full index in
+"""A new Flat index's file is written as its rows come (FlatFile in backends/faiss.py), not from a full index in
 memory: the bytes are FAISS's own, bit for bit; a build ahead of validation writes into a file with no
 name that appears in the store only once it is linked into the staging directory, and is freed when
 validation fails; where such a file cannot be made or linked, the same bytes come another way."""
@@ -76,8 +76,8 @@ def test_a_streamed_flat_file_is_faiss_own_bytes(tmp_path: Path, monkeypatch: py
     if not built_ahead:
         monkeypatch.setattr(ahead, "start", lambda *args, **kwargs: None)
     streamed: list[object] = []
-    real_append = faiss_backend.RowsFile.append
-    monkeypatch.setattr(faiss_backend.RowsFile, "append", lambda self, rows: streamed.append(self.anonymous)
+    real_append = faiss_backend.FlatFile.append
+    monkeypatch.setattr(faiss_backend.FlatFile, "append", lambda self, rows: streamed.append(self.anonymous)
                         or real_append(self, rows))
     assert api.reconcile(manifest, tmp_path / "streamed")[0].built == 1
     assert streamed and set(streamed) == {built_ahead}  # streamed, into a file with no name when ahead
