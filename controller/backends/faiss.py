@@ -41,7 +41,7 @@ import os
 import struct
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import ClassVar, Iterator, Sequence
 
@@ -261,7 +261,7 @@ class FlatFile:
         self.sealed = False
         self._open = ExitStack()
         try:
-            self._open.enter_context(atomic.written_back(fd))  # the disk writes while rows still come
+            self._open.enter_context(atomic.written_back(fd, name))  # made durable while rows still come
             with self._named():
                 _write_fully(fd, flat_header(dim, 0, metric_type))  # its place; the real one once the count is known
         except BaseException:
@@ -314,7 +314,8 @@ class FlatFile:
         self.close()
 
     def close(self) -> None:
-        self._open.close()
+        with suppress(OSError):  # a file not sealed is thrown away: its write-back error does not matter
+            self._open.close()
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1

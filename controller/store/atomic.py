@@ -13,7 +13,6 @@ status 70, the way a SIGKILL would: no cleanup, no finally) or install a hook.
 from __future__ import annotations
 
 import errno
-import functools
 import json
 import mmap
 import os
@@ -169,7 +168,7 @@ def write_npy(path: Path, array: np.ndarray) -> None:
 def _write_durably(path: Path, write: Callable[[Any], object]) -> None:
     """``write(handle)`` into ``path`` (created or truncated), written back as it grows, then fsynced."""
     with os.fdopen(_open_new(path), "wb") as handle:
-        with written_back(handle.fileno()):
+        with written_back(handle.fileno(), str(path)):
             write(handle)
             handle.flush()
         os.fsync(handle.fileno())
@@ -319,7 +318,7 @@ def write_with(path: Path, writer: Callable[[Path], None]) -> None:
     before_write("write", path)
     fd = _open_new(path)  # the library's "wb" open truncates this very file: it keeps the mode
     try:
-        with written_back(fd):
+        with written_back(fd, str(path)):
             writer(path)
     finally:
         os.close(fd)
@@ -327,28 +326,32 @@ def write_with(path: Path, writer: Callable[[Path], None]) -> None:
     fsync_path(path)  # the library does not fsync: its data must be durable before the staging rename
 
 
-WRITEBACK_EVERY_S = 0.1
-SYNC_FILE_RANGE_WRITE = 2  # linux/fs.h: start writing the dirty pages back, do not wait
+WRITEBACK_EVERY_S = 0.05
 
 
 @contextmanager
-def written_back(fd: int) -> Iterator[None]:
-    """While the body writes a large file through ``fd``, a thread starts the disk writing its dirty pages.
+def written_back(fd: int, name: str) -> Iterator[None]:
+    """While the body writes a large file through ``fd``, a thread makes what is written so far durable.
 
-    The fsync that follows (which durability needs before a rename) then waits only for the last
-    pages instead of all of them: the disk writes while the file is still being written (1.5 GB:
-    about 2 s of fsync here, mostly hidden). Only a hint; without Linux's sync_file_range nothing
-    is started early and the fsync does it all, as before.
+    An fsync waits for the disk to write the file and to empty its own write cache into stable
+    storage, which is what takes the time here (150 MB: 0.25 s, whether the pages were written back
+    early or written with direct I/O). Syncing every WRITEBACK_EVERY_S while the file grows does that
+    work beside the body, so the fsync that durability needs before a rename finds little left:
+    0.02-0.12 s instead of 0.22-0.30 s for 150 MB written over 0.4 s.
+
+    The kernel reports a write-back error once per open file, so an error this thread sees would not
+    be seen again by that fsync: it is raised here, naming ``name``, once the body has finished.
     """
-    start = _sync_file_range()
-    if start is None:
-        yield
-        return
+    failed: list[OSError] = []
     done = threading.Event()
 
     def write_back() -> None:
         while not done.wait(WRITEBACK_EVERY_S):
-            start(fd, 0, 0, SYNC_FILE_RANGE_WRITE)  # 0 bytes from 0: the whole file; errors are the fsync's
+            try:
+                _sync_data(fd)
+            except OSError as exc:
+                failed.append(exc)
+                return
 
     thread = threading.Thread(target=write_back, name="writeback", daemon=True)
     thread.start()
@@ -357,20 +360,13 @@ def written_back(fd: int) -> Iterator[None]:
     finally:
         done.set()
         thread.join()
+    if failed:
+        raise OSError(failed[0].errno, failed[0].strerror, name) from failed[0]
 
 
-@functools.cache
-def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
-    """libc's sync_file_range (Linux), or None; looked up once."""
-    import ctypes
-
-    try:
-        call = ctypes.CDLL(None, use_errno=True).sync_file_range
-    except (OSError, AttributeError):
-        return None
-    call.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-    call.restype = ctypes.c_int
-    return call
+def _sync_data(fd: int) -> None:
+    """The file's data durable (fdatasync; fsync where the system has no fdatasync)."""
+    getattr(os, "fdatasync", os.fsync)(fd)
 
 
 def copy_file(src: Path, dst: Path) -> None:

@@ -83,6 +83,38 @@ def test_1_error_full_store_volume(ws, tmp_path, capsys, monkeypatch):
     assert not versions.exists() or not list(versions.iterdir())  # the staging directory removed
 
 
+def test_1_error_write_back_failed(ws, tmp_path, capsys, monkeypatch):
+    """A disk error seen while the index file is made durable as it grows (the kernel reports it once, so
+    the closing fsync would not) fails the build naming the file; no version is left."""
+    import errno
+    import os
+    import threading
+
+    from controller.backends import faiss as faiss_backend
+    from controller.store import atomic
+
+    failed = threading.Event()
+
+    def failing_sync(fd):
+        failed.set()
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    real_write = faiss_backend._write_fully
+
+    def write_after_the_sync(fd, data):  # rows written only once the write-back has run, whatever the timing
+        failed.wait(10)
+        real_write(fd, data)
+
+    monkeypatch.setattr(atomic, "_sync_data", failing_sync)
+    monkeypatch.setattr(atomic, "WRITEBACK_EVERY_S", 0.001)
+    monkeypatch.setattr(faiss_backend, "_write_fully", write_after_the_sync)
+    assert reconcile(write_manifest(ws, manifest("v1")), tmp_path / "s") == 1
+    err = capsys.readouterr().err
+    assert re.fullmatch(r"error: \S+/index\.faiss: Input/output error\n", err), err
+    versions = tmp_path / "s" / "indexes" / "idx" / "versions"
+    assert not versions.exists() or not list(versions.iterdir())
+
+
 def test_1_error_wait_timeout(built, capsys):
     _, store = built
     code = main(["wait", "qs", "--for=phase=RolledBack", "--timeout", "0.3s", "--interval", "100ms",

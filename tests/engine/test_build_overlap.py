@@ -1,9 +1,11 @@
 """What the build does beside its main work keeps the order and the durability it had done in turn:
 the vectors scanned on the hashing thread report in validate's own order, and a large file written
-by a library is written back to disk while it grows (the fsync before the rename still follows)."""
+by a library is made durable while it grows (the fsync before the rename still follows), and an
+error seen on the way is raised."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import time
@@ -61,31 +63,44 @@ def test_a_misspelled_statistic_still_comes_before_a_vectors_error(tmp_path: Pat
         api.reconcile(manifest, tmp_path / "store")
 
 
-def test_a_file_written_by_a_library_is_written_back_while_it_grows(tmp_path: Path,
+def _library_writes(target: Path) -> None:
+    with open(target, "wb") as handle:  # as FAISS does: its own open of the path
+        for _ in range(5):
+            handle.write(b"x" * 1000)
+            handle.flush()
+            time.sleep(0.02)
+
+
+def test_a_file_written_by_a_library_is_made_durable_while_it_grows(tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[tuple[int, int, int, int]] = []
-    monkeypatch.setattr(atomic, "_sync_file_range", lambda: lambda *args: calls.append(args) or 0)
+    synced: list[int] = []
+    monkeypatch.setattr(atomic, "_sync_data", synced.append)
     monkeypatch.setattr(atomic, "WRITEBACK_EVERY_S", 0.01)
     monkeypatch.setattr(atomic, "store_umask", lambda: 0o077)
     path = tmp_path / "index.bin"
-
-    def library_writes(target: Path) -> None:
-        with open(target, "wb") as handle:  # as FAISS does: its own open of the path
-            for _ in range(5):
-                handle.write(b"x" * 1000)
-                handle.flush()
-                time.sleep(0.02)
-
-    atomic.write_with(path, library_writes)
+    atomic.write_with(path, _library_writes)
     assert path.read_bytes() == b"x" * 5000
     assert oct(path.stat().st_mode & 0o777) == oct(0o600)
-    assert calls, "no writeback was started while the file was written"
-    assert {args[1:] for args in calls} == {(0, 0, atomic.SYNC_FILE_RANGE_WRITE)}
-    assert all(args[0] >= 0 for args in calls)
+    assert synced, "nothing was synced while the file was written"
+    assert all(fd >= 0 for fd in synced)
 
 
-def test_without_sync_file_range_the_write_is_the_same(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(atomic, "_sync_file_range", lambda: None)
+def test_a_write_back_error_seen_while_the_file_grows_is_raised_naming_it(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    # the kernel reports it once per open file: the closing fsync would not see it again
+    def failing(fd: int) -> None:
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(atomic, "_sync_data", failing)
+    monkeypatch.setattr(atomic, "WRITEBACK_EVERY_S", 0.01)
+    path = tmp_path / "index.bin"
+    with pytest.raises(OSError) as raised:
+        atomic.write_with(path, _library_writes)
+    assert raised.value.errno == errno.EIO
+    assert raised.value.filename == str(path)
+
+
+def test_the_file_is_fsynced_after_the_body(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     synced: list[Path] = []
     real = atomic.fsync_path
     monkeypatch.setattr(atomic, "fsync_path", lambda p: synced.append(Path(p)) or real(p))
