@@ -166,7 +166,7 @@ def write_npy(path: Path, array: np.ndarray) -> None:
 
 
 def _write_durably(path: Path, write: Callable[[Any], object]) -> None:
-    """``write(handle)`` into ``path`` (created or truncated), written back as it grows, then fsynced."""
+    """``write(handle)`` into ``path`` (created or truncated), made durable as it grows, then fsynced."""
     with os.fdopen(_open_new(path), "wb") as handle:
         with written_back(handle.fileno(), str(path)):
             write(handle)
@@ -336,8 +336,8 @@ def written_back(fd: int, name: str) -> Iterator[None]:
     An fsync waits for the disk to write the file and to empty its own write cache into stable
     storage, which is what takes the time here (150 MB: 0.25 s, whether the pages were written back
     early or written with direct I/O). Syncing every WRITEBACK_EVERY_S while the file grows does that
-    work beside the body, so the fsync that durability needs before a rename finds little left:
-    0.02-0.12 s instead of 0.22-0.30 s for 150 MB written over 0.4 s.
+    work beside the body, so the fsync that durability needs before a rename finds little left
+    (bench/bench_durable_write.py: 0.11-0.17 s instead of 0.36-0.46 s for 150 MB written over 0.4 s).
 
     The kernel reports a write-back error once per open file, so an error this thread sees would not
     be seen again by that fsync: it is raised here, naming ``name``, once the body has finished.
