@@ -67,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--dir", type=Path, default=None, help="a directory on the store's file system")
     args = parser.parse_args(argv)
+    if args.dir is not None and not args.dir.is_dir():
+        parser.error(f"--dir {args.dir}: not a directory")
     ways: dict[str, dict] = {
         "plain": {"direct": False, "around": None},
         "store": {"direct": False, "around": lambda fd: atomic.written_back(fd, "bench file")},
