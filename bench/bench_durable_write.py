@@ -24,8 +24,9 @@ import statistics
 import sys
 import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
-from typing import Callable
+from typing import Callable, ContextManager
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from controller.store import atomic  # noqa: E402
@@ -33,7 +34,7 @@ from controller.store import atomic  # noqa: E402
 CHUNK = 8 << 20
 
 
-def _write(path: Path, size: int, pace: float, *, direct: bool, around: Callable[[int], object] | None
+def _write(path: Path, size: int, pace: float, *, direct: bool, around: Callable[[int], ContextManager[None]] | None
            ) -> tuple[float, float]:
     """(closing fsync seconds, total seconds) of one paced write of ``size`` bytes."""
     buf = mmap.mmap(-1, CHUNK)  # page-aligned, as direct I/O needs
@@ -43,14 +44,10 @@ def _write(path: Path, size: int, pace: float, *, direct: bool, around: Callable
     started = time.perf_counter()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | (os.O_DIRECT if direct else 0), 0o600)
     try:
-        context = around(fd) if around else None
-        if context is not None:
-            context.__enter__()
-        for _ in range(steps):
-            os.write(fd, buf)
-            time.sleep(pace / steps)
-        if context is not None:
-            context.__exit__(None, None, None)
+        with around(fd) if around else nullcontext():
+            for _ in range(steps):
+                os.write(fd, buf)
+                time.sleep(pace / steps)
         closing = time.perf_counter()
         os.fsync(fd)
     finally:

@@ -204,6 +204,7 @@ def _unit(x: np.ndarray, metric: Metric) -> np.ndarray:
 # numpy's own bytes; where they do not, the writer keeps the old path.
 
 _FOURCC = {faiss.METRIC_INNER_PRODUCT: b"IxFI", faiss.METRIC_L2: b"IxF2"}
+_FLAT_TYPES = (faiss.IndexFlat, faiss.IndexFlatIP, faiss.IndexFlatL2)  # index_factory's Flat classes
 _HEADER = struct.Struct("<4siqqq?iq")
 _DUMMY = 1 << 20  # write_index_header's two unused fields
 
@@ -371,7 +372,7 @@ class FaissWriter:
         """Whether ``add`` only keeps or copies the rows (a Flat index, or an index to train: the work
         comes in ``complete``), so that rows are added as fast as they are read."""
         return ((self.keep_raw and not self.index.is_trained)
-                or type(self.index) in (faiss.IndexFlat, faiss.IndexFlatIP, faiss.IndexFlatL2))
+                or type(self.index) in _FLAT_TYPES)
 
     def reserve(self, n: int) -> None:
         """Size the storage for ``n`` more rows at once (a growing buffer would copy itself as it doubles)."""
@@ -382,7 +383,7 @@ class FaissWriter:
                     self.kept = np.empty((n, self.ref.dim), dtype=np.float32)
             return
         flat = self.index  # index_factory's object is of the concrete class already (and owns the index)
-        if type(flat) not in (faiss.IndexFlat, faiss.IndexFlatIP, faiss.IndexFlatL2) or flat.ntotal or n <= 0:
+        if type(flat) not in _FLAT_TYPES or flat.ntotal or n <= 0:
             return
         if self.flat_file is None and self.storage is None and flat_file_ready():
             self.flat_file = self._open_flat_file(flat.metric_type)

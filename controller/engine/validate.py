@@ -93,7 +93,7 @@ def _validate_manifest(loaded: LoadedManifest, inputs: dict[str, Any], embedder:
 def _hash_and_scan(others: dict[str, Path], scan: Any, read: Future | None) -> dict[str, str | None]:
     """sha256 of every input but the corpus, then the embedder's scan (NaN/inf); the vectors' hash and
     finiteness taken from a build ahead (``read``) when it read them all."""
-    digest = _result_or_none(read)
+    digest = None if read is None else read.result()  # None too when the build ahead stopped before the end
     if digest is None:
         hashed = signature.content(others)
     else:
@@ -101,15 +101,6 @@ def _hash_and_scan(others: dict[str, Path], scan: Any, read: Future | None) -> d
     if scan is not None:
         scan(rows_checked=digest is not None)
     return hashed
-
-
-def _result_or_none(read: Future | None) -> str | None:
-    if read is None:
-        return None
-    try:
-        return read.result()
-    except Exception:  # noqa: BLE001 - the build ahead failed: this thread reads the file itself
-        return None
 
 
 def validated_corpus(loaded: LoadedManifest, inputs: dict[str, Any]) -> Corpus | None:
