@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -160,13 +160,15 @@ def judge(interval: S.Interval, bound: float, higher_is_better: bool) -> Decisio
 
 
 def _interval(gate: OnlineGate, stable: Sequence[float], candidate: Sequence[float], alpha: float,
-              horizon: float) -> S.Interval:
+              horizon: float, units: tuple[S.Units | None, S.Units | None]) -> S.Interval:
     p = quantile_of(gate.metric)
     if gate.relative:
         if p is not None:
             return S.quantile_difference_cs(stable, candidate, p, alpha, horizon)
-        return S.difference_cs(stable, candidate, alpha, horizon)
-    return S.quantile_cs(candidate, p, alpha, horizon) if p is not None else S.mean_cs(candidate, alpha, horizon)
+        return S.difference_cs(stable, candidate, alpha, horizon, units)
+    if p is not None:
+        return S.quantile_cs(candidate, p, alpha, horizon)
+    return S.mean_cs(candidate, alpha, horizon, units[1])
 
 
 def _point(gate: OnlineGate, xs: Sequence[float]) -> float | None:
@@ -183,13 +185,16 @@ def _check_timeout(on_timeout: str | None) -> None:
 
 
 def decide(stable_samples: Sequence[float], candidate_samples: Sequence[float], gate: OnlineGate,
-           alpha: float = 0.05, *, horizon: float | None = None, on_timeout: str | None = None) -> dict[str, Any]:
+           alpha: float = 0.05, *, horizon: float | None = None, on_timeout: str | None = None,
+           units: tuple[S.Units | None, S.Units | None] = (None, None)) -> dict[str, Any]:
     """One gate's decision from every sample so far (one value per impression, dwell or mirrored query).
 
     ``horizon`` (samples per arm where the interval is tightest) defaults to
     10 x minSamples. ``on_timeout`` (None while time remains) turns a gate
     still undecided when the caller's maxDuration ran out into that decision,
-    with reason "timeout".
+    with reason "timeout". ``units`` (stable's, candidate's: per sample, the
+    routing key's id or None) make a mean's interval account for users who
+    send many samples (`sequential.clustered_variance`); quantiles ignore them.
     """
     if not 0.0 < alpha < 1.0:
         raise InvalidInput("alpha must be between 0 and 1", field="alpha", value=alpha)
@@ -198,7 +203,7 @@ def decide(stable_samples: Sequence[float], candidate_samples: Sequence[float], 
     ns, nc = len(stable_samples), len(candidate_samples)
     value, baseline = _point(gate, candidate_samples), _point(gate, stable_samples)
     enough = nc >= gate.min_samples and (ns >= gate.min_samples or not gate.relative)
-    interval = _interval(gate, stable_samples, candidate_samples, alpha, horizon)
+    interval = _interval(gate, stable_samples, candidate_samples, alpha, horizon, units)
     if not enough:
         decision, reason = INCONCLUSIVE, "notEnoughSamples"
     else:
@@ -215,6 +220,8 @@ def decide(stable_samples: Sequence[float], candidate_samples: Sequence[float], 
         "samples": {"stable": ns, "candidate": nc}, "minSamples": gate.min_samples, "alpha": alpha,
         "decision": decision, "reason": reason,
     }
+    if units != (None, None) and quantile_of(gate.metric) is None:
+        result["units"] = {"stable": _count_units(units[0], ns), "candidate": _count_units(units[1], nc)}
     result["message"] = _gate_message(result)
     return result
 
@@ -236,6 +243,17 @@ def decide_difference(stable: S.Summary, candidate: S.Summary, gate: OnlineGate,
     return judge(S.difference_cs_of(stable, candidate, alpha, horizon), gate.bound, gate.higher_is_better)
 
 
+def _from_users(users: int | None) -> str:
+    return "" if users is None else f" from {users} users"
+
+
+def _count_units(units: S.Units | None, samples: int) -> int:
+    """Distinct routing keys among the samples; a sample without one counts as its own."""
+    if units is None:
+        return samples
+    return len({u for u in units if u is not None}) + sum(u is None for u in units)
+
+
 def _round(x: float | None) -> float | None:
     return None if x is None or not math.isfinite(x) else round(x, 6)
 
@@ -252,6 +270,8 @@ def _gate_message(r: dict[str, Any]) -> str:
     head = f"{r['metric']} {_fmt(r['value'])} vs stable {_fmt(r['baseline'])}" if r["intervalOf"] == "delta" \
         else f"{r['metric']} {_fmt(r['value'])}"
     samples = f"n={r['samples']['candidate']}/{r['samples']['stable']} (candidate/stable)"
+    if "units" in r:
+        samples += f" from {r['units']['candidate']}/{r['units']['stable']} users"
     why = {"notEnoughSamples": f"not enough samples yet (minSamples {r['minSamples']})",
            "intervalStraddlesThreshold": "interval straddles the threshold",
            "intervalOnGoodSide": "interval clear of the threshold", "intervalOnBadSide": "interval past the threshold",
@@ -268,6 +288,9 @@ class InterleaveTally:
     outcome is 1/0), and whether it got a click. An impression without a
     click says nothing about either ranker and only counts in `queries`; the
     test runs on the clicked ones, so no-click queries do not dilute it.
+    Clicked impressions that name a unit (a routing key's id) are also summed
+    per unit, so a user who sends many queries weighs as one user in the
+    variance (`summary`).
     """
 
     queries: int = 0
@@ -277,8 +300,12 @@ class InterleaveTally:
     sum_vv: float = 0.0  # sums of squares and products of v = P(c) - P(s) and u = P(c) + P(s)
     sum_uu: float = 0.0
     sum_uv: float = 0.0
+    #: unit -> [sum of v, sum of u, clicked impressions] of that unit's clicked impressions
+    units: dict[Hashable, list[float]] = field(default_factory=dict)
+    keyed: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])  # sum_vv, sum_uu, sum_uv of those
 
-    def add(self, candidate_wins: float, stable_wins: float, clicked: bool = True) -> None:
+    def add(self, candidate_wins: float, stable_wins: float, clicked: bool = True,
+            unit: Hashable | None = None) -> None:
         self.queries += 1
         if not clicked:
             return
@@ -287,6 +314,11 @@ class InterleaveTally:
         self.wins_candidate += candidate_wins
         self.wins_stable += stable_wins
         self.sum_vv, self.sum_uu, self.sum_uv = self.sum_vv + v * v, self.sum_uu + u * u, self.sum_uv + u * v
+        if unit is not None:
+            sums = self.units.setdefault(unit, [0.0, 0.0, 0.0])
+            sums[0], sums[1], sums[2] = sums[0] + v, sums[1] + u, sums[2] + 1
+            self.keyed[0], self.keyed[1], self.keyed[2] = self.keyed[0] + v * v, self.keyed[1] + u * u, \
+                self.keyed[2] + u * v
 
     @classmethod
     def of_counts(cls, wins_stable: int, wins_candidate: int, ties: int, unclicked: int = 0) -> InterleaveTally:
@@ -298,6 +330,14 @@ class InterleaveTally:
         return cls(queries=decisive + ties + unclicked, clicked=decisive + ties, wins_candidate=wins_candidate,
                    wins_stable=wins_stable, sum_vv=decisive, sum_uu=decisive,
                    sum_uv=wins_candidate - wins_stable)
+
+    @property
+    def users(self) -> int | None:
+        """Distinct units among the clicked impressions (one without a unit counts as its own); None
+        when no impression named one."""
+        if not self.units:
+            return None
+        return len(self.units) + self.clicked - int(sum(size for _, _, size in self.units.values()))
 
     @property
     def ties(self) -> float:
@@ -313,15 +353,31 @@ class InterleaveTally:
 
         The variance carries half a pseudo-query at +1 and half at -1, so ten
         wins in a row do not read as certainty (as `binary_summary` does for
-        0/1 data).
+        0/1 data); with units, it is at least `sequential.clustered_variance`
+        of the z values.
         """
         n = self.clicked
         if n == 0:
             return S.Summary(0, math.nan, math.inf)
         total = (self.wins_candidate - self.wins_stable) + 2 * margin * (self.wins_candidate + self.wins_stable)
         squares = self.sum_vv + 4 * margin * self.sum_uv + 4 * margin**2 * self.sum_uu
-        variance = (squares + 1.0) / (n + 1) - (total / (n + 1)) ** 2
-        return S.Summary(n, total / n, max(variance, 0.0))
+        variance = max((squares + 1.0) / (n + 1) - (total / (n + 1)) ** 2, 0.0)
+        if self.units:
+            variance = max(variance, self._clustered(margin, total / n, squares))
+        return S.Summary(n, total / n, variance)
+
+    def _clustered(self, margin: float, mean: float, squares: float) -> float:
+        """`sequential.clustered_variance` of z from the per-unit sums; clicked impressions without a unit
+        are units of their own and enter by the sum of their squared residuals."""
+        u_weight = 2 * margin
+        per_unit = [(v + u_weight * u - mean * size, int(size)) for v, u, size in self.units.values()]
+        own = self.clicked - sum(size for _, size in per_unit)
+        own_z = (self.wins_candidate - self.wins_stable) + u_weight * (self.wins_candidate + self.wins_stable) \
+            - sum(v + u_weight * u for v, u, _ in self.units.values())
+        vv, uu, uv = self.keyed
+        own_squares = squares - (vv + 2 * u_weight * uv + u_weight**2 * uu)
+        own_residuals = max(own_squares - 2 * mean * own_z + mean * mean * own, 0.0)
+        return S.jackknife_variance(self.clicked, per_unit, own_residuals, own)
 
 
 def interleave_decide(tally: InterleaveTally, min_queries: int, alpha: float = 0.05, *, margin: float = 0.0,
@@ -363,9 +419,11 @@ def interleave_decide(tally: InterleaveTally, min_queries: int, alpha: float = 0
         "ties": _round(tally.ties), "clicked": tally.clicked, "queries": tally.queries,
         "minQueries": min_queries, "alpha": alpha, "decision": decision, "reason": reason,
     }
+    if tally.users is not None:
+        detail["units"] = tally.users
     detail["message"] = (f"interleaving: candidate won {_fmt(tally.wins_candidate)}, stable "
                          f"{_fmt(tally.wins_stable)}, ties {_fmt(tally.ties)} ({tally.clicked} clicked of "
-                         f"{tally.queries} queries, minQueries {min_queries}); candidate win share {_fmt(share)} "
+                         f"{tally.queries} queries{_from_users(tally.users)}, minQueries {min_queries}); candidate win share {_fmt(share)} "
                          f"vs {0.5 - margin:.3g}, {1 - alpha:.0%} CS of the mean preference [{_fmt(lo)}, "
                          f"{_fmt(hi)}] vs 0: {decision}")
     return OnlineVerdict(status=decision, interleave=detail, alpha=alpha)

@@ -8,8 +8,18 @@ from controller.hashing import small_sha256
 
 def bucket(key: str) -> float:
     """A stable position in [0, 100) for a routing key (user id, session id)."""
+    return bucket_and_unit(key)[0]
+
+
+def bucket_and_unit(key: str) -> tuple[float, str]:
+    """`bucket(key)`, and the id the event log keeps for the key instead of the key itself.
+
+    The id is the next 8 bytes of the same SHA-256 (16 hex digits): one hash per new key gives both.
+    Online gates group a user's samples by it (controller.core.sequential.clustered_variance). It is
+    a pseudonym, not anonymous: whoever can guess a key can hash it.
+    """
     digest = small_sha256(key.encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 * 100
+    return int.from_bytes(digest[:8], "big") / 2**64 * 100, digest[8:16].hex()
 
 
 def choose_version(routing: Routing, *, key: str | None, draw: float) -> str | None:

@@ -20,13 +20,23 @@ are compared under the same discipline.
 
 `rho` is the mixture's width in samples; the boundary is tightest near
 `horizon` samples (Waudby-Smith et al.'s choice), loose but valid elsewhere.
+
+Samples are not independent when one user sends many of them: routing is
+sticky per routing key, so a heavy user's queries all land in one arm, and
+their click habits move that arm's mean. Given each sample's unit (the
+routing key it came with), `summarize` estimates the mean's variance across
+units instead (`clustered_variance`), never below the per-sample estimate.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
+
+#: Per sample, the unit it belongs to (a routing key's id); None: a unit of its own.
+Units = Sequence[Hashable | None]
 
 #: The default number of samples (per arm) at which the normal-mixture boundary is tightest.
 DEFAULT_HORIZON = 1000
@@ -83,23 +93,69 @@ def binary_summary(successes: int, n: int) -> Summary:
     return Summary(n, successes / n if n else math.nan, p * (1 - p))
 
 
-def summarize(xs: Sequence[float]) -> Summary:
-    """0/1 data as in `binary_summary`; other data with the unbiased sample variance."""
+def summarize(xs: Sequence[float], units: Units | None = None) -> Summary:
+    """0/1 data as in `binary_summary`; other data with the unbiased sample variance.
+
+    With `units`, the variance is the larger of that and `clustered_variance`.
+    """
     n = len(xs)
     total = math.fsum(xs)
     if all(x in (0.0, 1.0) for x in xs):
-        return binary_summary(round(total), n)
-    mean = total / n
-    var = math.fsum((x - mean) ** 2 for x in xs) / (n - 1) if n > 1 else math.inf
-    return Summary(n, mean, var)
+        independent = binary_summary(round(total), n)
+    else:
+        mean = total / n
+        var = math.fsum((x - mean) ** 2 for x in xs) / (n - 1) if n > 1 else math.inf
+        independent = Summary(n, mean, var)
+    if units is None or n == 0:
+        return independent
+    return Summary(n, independent.mean, max(independent.variance, clustered_variance(xs, units, independent.mean)))
 
 
-def mean_cs(xs: Sequence[float], alpha: float, horizon: float = DEFAULT_HORIZON) -> Interval:
-    """Asymptotic CS of the mean of `xs` (all samples so far)."""
+_OWN = object()  # tags a sample without a unit, so it is a unit of its own
+
+
+def clustered_variance(xs: Sequence[float], units: Units, mean: float) -> float:
+    """Per-sample variance of the mean of `xs` when samples of one unit are correlated.
+
+    The leave-one-unit-out jackknife (CR3 in Cameron & Miller 2015, "A
+    practitioner's guide to cluster-robust inference"): with K units, N
+    samples, n_u samples and residual e_u = sum of (x - mean) in unit u, the
+    mean's variance is (K - 1)/K x sum_u e_u^2 / (N - n_u)^2; this returns N
+    times that, the per-sample variance the mixture boundary takes. A unit
+    sending a large share of the samples weighs more than in the plain
+    sandwich (which under-covers when a few keys dominate). When every sample
+    is its own unit it is the unbiased sample variance. Fewer than two units:
+    infinite (one user says nothing about the others).
+    """
+    residual: dict[Hashable, float] = defaultdict(float)
+    size: dict[Hashable, int] = defaultdict(int)
+    for i, (x, unit) in enumerate(zip(xs, units, strict=True)):
+        key = unit if unit is not None else (_OWN, i)
+        residual[key] += x - mean
+        size[key] += 1
+    return jackknife_variance(len(xs), [(residual[u], size[u]) for u in residual])
+
+
+def jackknife_variance(n: int, units: Sequence[tuple[float, int]], own_squares: float = 0.0, own: int = 0) -> float:
+    """N (K - 1)/K sum_u e_u^2 / (N - n_u)^2 from each unit's (residual e_u, samples n_u).
+
+    `own` samples that are units of their own may come as the sum of their
+    squared residuals, `own_squares`, instead of one pair each.
+    """
+    k = len(units) + own
+    if k < 2:
+        return math.inf
+    singles = own_squares / (n - 1) ** 2 if own else 0.0
+    return n * (k - 1) / k * (math.fsum(e * e / (n - size) ** 2 for e, size in units) + singles)
+
+
+def mean_cs(xs: Sequence[float], alpha: float, horizon: float = DEFAULT_HORIZON,
+            units: Units | None = None) -> Interval:
+    """Asymptotic CS of the mean of `xs` (all samples so far; `units` as in `summarize`)."""
     n = len(xs)
     if n == 0:
         return Interval(-math.inf, math.inf, math.nan)
-    return mean_cs_of(summarize(xs), alpha, horizon)
+    return mean_cs_of(summarize(xs, units), alpha, horizon)
 
 
 def mean_cs_of(summary: Summary, alpha: float, horizon: float = DEFAULT_HORIZON) -> Interval:
@@ -111,17 +167,18 @@ def mean_cs_of(summary: Summary, alpha: float, horizon: float = DEFAULT_HORIZON)
 
 
 def difference_cs(stable: Sequence[float], candidate: Sequence[float], alpha: float,
-                  horizon: float = DEFAULT_HORIZON) -> Interval:
+                  horizon: float = DEFAULT_HORIZON,
+                  units: tuple[Units | None, Units | None] = (None, None)) -> Interval:
     """Asymptotic CS of mean(candidate) - mean(stable) from two independent streams.
 
     In "total samples" time N = n_s + n_c the estimator's variance is
     sigma_eff^2 / N with sigma_eff^2 = N * (var_c / n_c + var_s / n_s); the
     normal-mixture radius is applied to that, with the mixture tuned for a
-    horizon of `horizon` samples per arm.
+    horizon of `horizon` samples per arm. `units`: (stable's, candidate's), as in `summarize`.
     """
     if not stable or not candidate:
         return Interval(-math.inf, math.inf, math.nan)
-    return difference_cs_of(summarize(stable), summarize(candidate), alpha, horizon)
+    return difference_cs_of(summarize(stable, units[0]), summarize(candidate, units[1]), alpha, horizon)
 
 
 def difference_cs_of(stable: Summary, candidate: Summary, alpha: float,

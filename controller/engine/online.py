@@ -108,13 +108,26 @@ def _impression_value(metric: str, imp: dict[str, Any], events: list[dict[str, A
 
 def arm_samples(w: Window, version: str, metric: str) -> list[float]:
     """One version's per-sample values of a non-mirror metric (interleaved impressions excluded)."""
+    return _arm(w, version, metric)[0]
+
+
+def arm_units(w: Window, version: str, metric: str) -> list[str | None]:
+    """The unit (the routing key's id the impression logged, None without one) of each of `arm_samples`."""
+    return _arm(w, version, metric)[1]
+
+
+def _arm(w: Window, version: str, metric: str) -> tuple[list[float], list[str | None]]:
     imps = [imp for imp in w.impressions.values() if imp.get("version") == version and not _interleaved(imp)]
     if metric == "dwellMean":
-        return [float(e["dwellMs"]) for imp in imps for e in w.feedback.get(imp["requestId"], [])
-                if e.get("type") == "dwell" and isinstance(e.get("dwellMs"), (int, float))]
-    if metric == "errorRate":
-        return [0.0] * len(imps) + [1.0] * w.errors.get(version, 0)
-    return [_impression_value(metric, imp, w.feedback.get(imp["requestId"], [])) for imp in imps]
+        dwells = [(float(e["dwellMs"]), imp.get("unit")) for imp in imps
+                  for e in w.feedback.get(imp["requestId"], [])
+                  if e.get("type") == "dwell" and isinstance(e.get("dwellMs"), (int, float))]
+        return [x for x, _ in dwells], [u for _, u in dwells]
+    units = [imp.get("unit") for imp in imps]
+    if metric == "errorRate":  # an error event has no impression, hence no unit: each is its own
+        errors = w.errors.get(version, 0)
+        return [0.0] * len(imps) + [1.0] * errors, units + [None] * errors
+    return [_impression_value(metric, imp, w.feedback.get(imp["requestId"], [])) for imp in imps], units
 
 
 def mirror_samples(w: Window, stable: str, candidate: str, metric: str) -> tuple[list[float], list[float]]:
@@ -140,6 +153,19 @@ def samples(w: Window, stable: str, candidate: str, metric: str) -> tuple[list[f
     return arm_samples(w, stable, metric), arm_samples(w, candidate, metric)
 
 
+def units(w: Window, stable: str, candidate: str, metric: str) -> tuple[list[str | None] | None, ...]:
+    """Per sample of `samples`, its unit; (None, None) for mirror metrics, which measure the system on a
+    copied query, not a user's behaviour."""
+    if metric.startswith("mirror"):
+        return None, None
+    return _keyed(arm_units(w, stable, metric)), _keyed(arm_units(w, candidate, metric))
+
+
+def _keyed(units: list[str | None]) -> list[str | None] | None:
+    """None when no sample came with a routing key: then every sample is its own unit anyway."""
+    return units if any(u is not None for u in units) else None
+
+
 def interleave_tally(w: Window, candidate: str) -> O.InterleaveTally:
     """The preference test's tally over the candidate's interleaved impressions.
 
@@ -155,7 +181,7 @@ def interleave_tally(w: Window, candidate: str) -> O.InterleaveTally:
         teams = imp.get("teams") or []
         positions = [p for p in (_rank(e, imp) for e in w.feedback.get(imp["requestId"], [])
                                  if e.get("type") == "click") if 1 <= p <= len(teams)]
-        tally.add(*_win_probabilities(imp, teams, positions), clicked=bool(positions))
+        tally.add(*_win_probabilities(imp, teams, positions), clicked=bool(positions), unit=imp.get("unit"))
     return tally
 
 
@@ -187,7 +213,8 @@ def decide_window(w: Window, *, stable: str, candidate: str, gates: Sequence[O.O
     results = []
     for gate in gates:
         s, c = samples(w, stable, candidate, gate.metric)
-        results.append(O.decide(s, c, gate, alpha, on_timeout=on_timeout))
+        su, cu = units(w, stable, candidate, gate.metric)
+        results.append(O.decide(s, c, gate, alpha, on_timeout=on_timeout, units=(su, cu)))
     return O.verdict(results, alpha, window=window)
 
 

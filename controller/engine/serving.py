@@ -29,7 +29,7 @@ from typing import Any, Callable, NamedTuple
 import numpy as np
 
 from controller.backends.base import OpenVersion, RowSearch
-from controller.core.routing import bucket, choose_version
+from controller.core.routing import bucket_and_unit, choose_version
 from controller.core.types import Routing
 from controller.embed import fingerprint_key, make_embedder
 from controller.embed.base import l2_normalize, unit_query
@@ -219,6 +219,7 @@ class SearchOutcome:
     took_ms: float
     k: int
     ranks: list[int] | None = None  # None: 1, 2, ... len(ids)
+    unit: str | None = None  # the routing key's id for the event log (core.routing.bucket_and_unit)
 
     @property
     def hits(self) -> list[Hit]:
@@ -303,11 +304,12 @@ def search(routed: RoutedIndex, *, text: str | None = None, vector: Any = None, 
     if text is not None and (not isinstance(text, str) or not text.strip()):
         raise InvalidInput("query must be non-empty text", field="query", value=None)
     if key is None:
-        position = None
+        position = unit = None
         if draw is None:
             draw = random.random() * 100  # = uniform(0, 100)
     else:  # hashed once: routing and the outcome share it
-        position = draw = _buckets.get(key) or _new_bucket(key)
+        position, unit = _buckets.get(key) or _new_bucket(key)
+        draw = position
     version = choose_version(routed.routing, key=None, draw=draw)
     loaded = routed.versions.get(version) if version else None
     if loaded is None:
@@ -319,24 +321,31 @@ def search(routed: RoutedIndex, *, text: str | None = None, vector: Any = None, 
         raise
     return SearchOutcome(request_id(), routed.name, version, routed.roles[version],
                          loaded.fingerprint, loaded.model_key, position, ids, scores, query,
-                         (time.perf_counter() - started) * 1000, k, ranks)
+                         (time.perf_counter() - started) * 1000, k, ranks, unit)
+
+
+def routing_unit(key: str | None) -> str | None:
+    """The event log's id of a routing key (None without a key), remembered like its bucket."""
+    if key is None:
+        return None
+    return (_buckets.get(key) or _new_bucket(key))[1]
 
 
 #: the most routing keys whose bucket is remembered (emptied when full; keys are at most 512 characters
 #: over HTTP, so a few MB at worst)
 MAX_BUCKETS = 8192
-#: routing key -> bucket(key): a pure function of the key, so a returning user's key is hashed once, not
-#: on every query (the SHA-256 ran cold after each search); the version is still chosen per query from
-#: the current weight
-_buckets: dict[str, float] = {}
+#: routing key -> bucket_and_unit(key): a pure function of the key, so a returning user's key is hashed
+#: once, not on every query (the SHA-256 ran cold after each search); the version is still chosen per
+#: query from the current weight
+_buckets: dict[str, tuple[float, str]] = {}
 
 
-def _new_bucket(key: str) -> float:
-    """bucket(key), remembered; a key whose bucket is 0.0 (falsy) is simply hashed each time."""
+def _new_bucket(key: str) -> tuple[float, str]:
+    """bucket_and_unit(key), remembered."""
     if len(_buckets) >= MAX_BUCKETS:
         _buckets.clear()
-    position = _buckets[key] = bucket(key)
-    return position
+    known = _buckets[key] = bucket_and_unit(key)
+    return known
 
 
 def search_version(routed: RoutedIndex, version: str, *, text: str | None = None, vector: Any = None,

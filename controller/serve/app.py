@@ -31,7 +31,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from controller.engine.drift import record_served_query
 from controller.core.routing import interleaved, mirrored
-from controller.engine.serving import MAX_K, VersionPool, search, validate_k
+from controller.engine.serving import MAX_K, VersionPool, routing_unit, search, validate_k
 from controller.serve import shadow
 from controller.errors import Conflict, ControllerError, InvalidInput, NotFound, NotReady
 from controller.serve.limits import BodyLimit
@@ -348,7 +348,8 @@ def _install_routes(app: FastAPI, state: ServeState) -> None:
         state.keep_vector(name, out.version, out.vector)
         state.events.append({"type": "impression", "ts": time.time(), "requestId": out.request_id, "index": name,
                              "version": out.version, "role": out.role, "model": out.model_key,
-                             "bucket": None if out.bucket is None else round(out.bucket, 4), "k": out.k,
+                             "bucket": None if out.bucket is None else round(out.bucket, 4),
+                             "unit": out.unit or routing_unit(body.key), "k": out.k,
                              "ids": ids, "tookMs": round(out.took_ms, 3),
                              "input": "vector" if body.vector is not None else "text",
                              **(mixed_fields if mixed_fields is not None else {})})

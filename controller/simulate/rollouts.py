@@ -24,7 +24,9 @@ from statistics import NormalDist
 
 from controller.core import interleave as IL
 from controller.core import online as O
+from controller.core.routing import bucket
 from controller.simulate.clicks import ClickModel, Interaction, simulate
+from controller.simulate.population import Population, Users
 
 Rankings = Mapping[str, Sequence[str]]
 Qrels = Mapping[str, Mapping[str, int]]
@@ -88,32 +90,57 @@ def naive_fails(stable: Sequence[float], candidate: Sequence[float], gate: O.Onl
     return delta - half > gate.bound
 
 
+class _Senders:
+    """Who sends each query: one anonymous user per query (`population` None: each query goes to the
+    candidate with probability `weight`), or a population's users, each sticky to the arm their key's
+    bucket gives, as the service routes them."""
+
+    def __init__(self, population: Population | None, model: ClickModel, weight: float | None,
+                 rng: random.Random):
+        self.model, self.weight, self.rng = model, weight, rng
+        self.users: Users | None = population.draw(rng) if population is not None else None
+
+    def next(self) -> tuple[int | None, ClickModel, bool]:
+        """(unit, click model, to the candidate?) of the next query; no arm (False) when `weight` is None."""
+        if self.users is None:
+            return None, self.model, self.weight is not None and self.rng.random() < self.weight
+        i, user = self.users.pick(self.rng)
+        return i, user.model, self.weight is not None and bucket(user.key) < self.weight * 100
+
+
 def run_ab(stable: Rankings, candidate: Rankings, qrels: Qrels, *, gate: O.OnlineGate, seed: int,
            alpha: float = 0.05, model: ClickModel = ClickModel(), weight: float = 0.5, k: int = 10,
            look_every: int = 100, max_queries: int = 2000, horizon: float | None = None,
-           until_naive: bool = False, growth: float = 0.0) -> RunResult:
+           until_naive: bool = False, growth: float = 0.0, population: Population | None = None,
+           clustered: bool = True) -> RunResult:
     """An A/B split: each query goes to the candidate with probability `weight`, the gate is looked at
     every `look_every` queries (and, with `growth` > 0, no sooner than `growth` x the queries so far after
     the previous look). With `until_naive` the run goes on to max_queries to see whether the naive test
-    would have failed at some look."""
+    would have failed at some look. With a `population`, its users send the queries (each with their own
+    click model, sticky to one arm by key) and, if `clustered`, the gate groups samples by user as the
+    service does by routing key; `clustered=False` treats every sample as independent, for contrast."""
     rng = random.Random(seed)
     relevant = _relevant(qrels)
     qids = _queries(stable, candidate, qrels)
+    senders = _Senders(population, model, weight, rng)
     arms: dict[bool, list[float]] = {False: [], True: []}
+    units: dict[bool, list[int | None]] = {False: [], True: []}
     decided: tuple[str, int, int] | None = None
     naive_at: int | None = None
     looks = 0
     due = _Looks(look_every, growth)
     for n in range(1, max_queries + 1):
         q = rng.choice(qids)
-        to_candidate = rng.random() < weight
+        unit, user_model, to_candidate = senders.next()
         ranking = (candidate if to_candidate else stable)[q][:k]
-        arms[to_candidate].append(_value(gate.metric, simulate(ranking, relevant[q], rng, model)))
+        arms[to_candidate].append(_value(gate.metric, simulate(ranking, relevant[q], rng, user_model)))
+        units[to_candidate].append(unit)
         if not due(n):
             continue
         looks += 1
         if decided is None:
-            result = O.decide(arms[False], arms[True], gate, alpha, horizon=horizon)
+            by_unit = (units[False], units[True]) if population is not None and clustered else (None, None)
+            result = O.decide(arms[False], arms[True], gate, alpha, horizon=horizon, units=by_unit)
             if result["decision"] != O.INCONCLUSIVE:
                 decided = (result["decision"], n, looks)
         if naive_at is None and naive_fails(arms[False], arms[True], gate, alpha):
@@ -126,22 +153,26 @@ def run_ab(stable: Rankings, candidate: Rankings, qrels: Qrels, *, gate: O.Onlin
 
 def run_interleave(stable: Rankings, candidate: Rankings, qrels: Qrels, *, seed: int, alpha: float = 0.05,
                    model: ClickModel = ClickModel(), k: int = 10, min_queries: int = 10, look_every: int = 10,
-                   max_queries: int = 2000, margin: float = 0.0, growth: float = 0.0) -> RunResult:
-    """Every query interleaved by team draft; the preference test is looked at every `look_every` queries."""
+                   max_queries: int = 2000, margin: float = 0.0, growth: float = 0.0,
+                   population: Population | None = None, clustered: bool = True) -> RunResult:
+    """Every query interleaved by team draft; the preference test is looked at every `look_every` queries.
+    `population` and `clustered` as in `run_ab` (every user's queries are interleaved)."""
     rng = random.Random(seed)
     relevant = _relevant(qrels)
     qids = _queries(stable, candidate, qrels)
+    senders = _Senders(population, model, None, rng)
     tally = O.InterleaveTally()
     looks = 0
     due = _Looks(look_every, growth)
     for n in range(1, max_queries + 1):
         q = rng.choice(qids)
+        unit, user_model, _ = senders.next()
         a, b = stable[q][:k], candidate[q][:k]
         merged, _ = IL.team_draft(a, b, k, rng)
-        clicked = simulate(merged, relevant[q], rng, model).positions
+        clicked = simulate(merged, relevant[q], rng, user_model).positions
         shares = IL.win_probabilities(a, b, merged, clicked)
         assert shares is not None  # merged is a draft of a and b
-        tally.add(*shares, clicked=bool(clicked))
+        tally.add(*shares, clicked=bool(clicked), unit=unit if clustered else None)
         if not due(n):
             continue
         looks += 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from controller.core.online import FAILED, PASSED, OnlineGate
+from controller.simulate.population import MIXED_MODELS, Population
 from controller.simulate.rankings import both_orders, ndcg_at, scifact_rankings
 from controller.simulate.rollouts import run_ab, run_interleave
 
@@ -89,3 +90,39 @@ def test_aa_false_aborts_with_unequal_arms_and_other_metrics(minilm, metric, wei
     aborts = sum(r.decision == FAILED for r in runs) / ROLLOUTS
     print(f"\nA/A {metric} at weight {weight:.0%}, {ROLLOUTS} rollouts x 30 looks: false aborts {aborts:.3f}")
     assert aborts <= ALPHA
+
+
+#: Users who differ (the default click model and Hofmann et al.'s four, one each at random) and send
+#: Zipf-distributed shares of the queries: the heaviest of 100 sends 19% of them.
+USERS = Population(users=100, models=MIXED_MODELS, activity=1.0)
+
+
+@pytest.mark.slow
+def test_aa_with_users_who_differ_is_at_most_alpha_only_when_samples_are_grouped_by_user(minilm):
+    """Sticky routing puts all of a heavy user's queries in one arm: counted as independent samples,
+    their habits read as a difference between the versions."""
+    rankings, qrels = minilm
+    gate = OnlineGate("ctr", max_drop=0.0, min_samples=100)
+    aborts = {}
+    for clustered in (True, False):
+        runs = [run_ab(rankings, rankings, qrels, gate=gate, seed=seed, alpha=ALPHA, look_every=LOOK_EVERY,
+                       max_queries=LOOKS * LOOK_EVERY, population=USERS, clustered=clustered)
+                for seed in range(ROLLOUTS)]
+        aborts[clustered] = sum(r.decision != "inconclusive" for r in runs) / ROLLOUTS
+    print(f"\nA/A, users who differ (100, Zipf activity), {ROLLOUTS} rollouts x {LOOKS} looks, ctr maxDrop 0: "
+          f"false verdicts grouped by user {aborts[True]:.3f}, every sample independent {aborts[False]:.3f}")
+    assert aborts[True] <= ALPHA
+    assert aborts[False] > ALPHA  # the contrast: what the gate did before it grouped by routing key
+
+
+@pytest.mark.slow
+def test_aa_interleaving_with_users_who_differ_is_at_most_alpha(scifact, minilm):
+    _, qrels = minilm
+    x = scifact_rankings(scifact, doc_noise=0.03, seed=0)[0]
+    y = scifact_rankings(scifact, doc_noise=0.03, seed=1)[0]
+    stable, candidate, doubled = both_orders(x, y, qrels)
+    runs = [run_interleave(stable, candidate, doubled, seed=seed, alpha=ALPHA, min_queries=100, look_every=100,
+                           max_queries=LOOKS * 100, population=USERS) for seed in range(ROLLOUTS)]
+    wrong = sum(r.decision != "inconclusive" for r in runs) / ROLLOUTS
+    print(f"\nA/A interleaving, users who differ, {ROLLOUTS} rollouts x {LOOKS} looks: false verdicts {wrong:.3f}")
+    assert wrong <= ALPHA

@@ -6,7 +6,7 @@ import json
 import time
 from pathlib import Path
 
-from controller.core.routing import bucket
+from controller.core.routing import bucket, bucket_and_unit
 from controller.core.types import Routing
 from controller.store.fs import Store
 
@@ -38,6 +38,8 @@ def test_interleaved_queries_merge_both_versions_and_log_teams(fresh_store, serv
     for key in keys:
         body = responses[key]
         record = logged[body["requestId"]]
+        # the key's id, never the key: interleaved or not, a user's impressions group under one unit
+        assert record["unit"] == bucket_and_unit(key)[1] and key not in json.dumps(record)
         if key in inside:
             assert record["mode"] == "interleave" and record["version"] == r.candidate
             assert len(record["teams"]) == len(body["hits"]) == 6
@@ -47,6 +49,11 @@ def test_interleaved_queries_merge_both_versions_and_log_teams(fresh_store, serv
         else:
             assert "mode" not in record and body["version"] == r.stable
     assert stable_only.json()["version"] == r.stable
+    keyless = server.search(query="vector database drift", k=6).json()
+    deadline = time.monotonic() + 10
+    while keyless["requestId"] not in {i["requestId"] for i in impressions(store)} and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert next(i for i in impressions(store) if i["requestId"] == keyless["requestId"])["unit"] is None
     # a click on an interleaved list is feedback like any other (credited to its team by engine/online)
     first = responses[inside[0]]
     ok = server.client.post("/v1/indexes/quickstart/feedback",

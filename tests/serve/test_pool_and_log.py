@@ -134,7 +134,7 @@ def test_remembered_buckets_are_the_routing_contracts_and_the_weight_still_decid
             out = search(view, text="vitamin", key=key, k=1)
             assert out.bucket == bucket(key)
             assert out.version == ("v2" if bucket(key) < weight else "v1"), (key, weight)
-        assert 0 < len(serving._buckets) <= 50 and all(serving._buckets[k] == bucket(k) for k in serving._buckets)
+        assert 0 < len(serving._buckets) <= 50 and all(serving._buckets[k][0] == bucket(k) for k in serving._buckets)
 
 
 def test_a_query_embedder_giving_the_wrong_shape_is_an_error_not_a_search(fresh_store):
