@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from controller.simulate.clicks import ClickModel, simulate
+from controller.simulate.population import Population
 
 
 @dataclass
@@ -60,9 +61,12 @@ class SimulatedUsers:
     k: int = 10
     users: int = 1000  # distinct routing keys: a user keeps their version across queries
     timeout: float = 10.0
+    #: users who differ (own click model, own share of the queries); None: `users` keys, all with `model`
+    population: Population | None = None
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
+        self.people = self.population.draw(self.rng) if self.population is not None else None
         self.qids = sorted(q for q in self.qrels if q in self.queries)
         if not self.qids:
             raise ValueError("no golden query has both a text and judgements")
@@ -71,12 +75,16 @@ class SimulatedUsers:
     def one(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """One search and its feedback; returns (search response, feedback events sent)."""
         qid = self.rng.choice(self.qids)
-        key = f"sim-user-{self.rng.randrange(self.users)}"
+        if self.people is None:
+            key, model = f"sim-user-{self.rng.randrange(self.users)}", self.model
+        else:
+            _, user = self.people.pick(self.rng)
+            key, model = user.key, user.model
         hits = _post(f"{self.base_url}/v1/indexes/{self.index}/search",
                      {"query": self.queries[qid], "k": self.k, "key": key}, self.timeout)
         ranking = [h["id"] for h in hits.get("hits", [])]
         relevant = {d for d, g in self.qrels[qid].items() if g > 0}
-        events = simulate(ranking, relevant, self.rng, self.model).feedback_events()
+        events = simulate(ranking, relevant, self.rng, model).feedback_events()
         if events:
             _post(f"{self.base_url}/v1/indexes/{self.index}/feedback",
                   {"requestId": hits["requestId"], "events": events}, self.timeout)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,8 +44,12 @@ class Population:
     activity: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.users < 1 or not self.models or self.activity < 0:
-            raise ValueError("Population needs users >= 1, at least one click model and activity >= 0")
+        if self.users < 1:
+            raise ValueError(f"Population.users must be at least 1, got {self.users!r}")
+        if not self.models:
+            raise ValueError("Population.models needs at least one click model")
+        if not (math.isfinite(self.activity) and self.activity >= 0):
+            raise ValueError(f"Population.activity must be a number >= 0, got {self.activity!r}")
 
     def draw(self, rng: random.Random) -> Users:
         """This run's users: fresh keys, each with a click model picked from `models`."""

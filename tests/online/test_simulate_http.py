@@ -53,3 +53,32 @@ def test_the_cli_entry_drives_the_service(fresh_store, serve):
                           "--qrels", str(ws / "missing.tsv"), "--queries", str(ws / "data" / "queries.jsonl")],
                          capture_output=True, text=True, cwd=REPO, timeout=120)
     assert bad.returncode == 2 and "missing.tsv" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_users_who_differ_reach_the_gates_as_users(fresh_store, serve):
+    """--mixed-models --activity 1: 20 users, Zipf shares; the log keeps one unit per key, and the gate
+    counts users, not searches."""
+    ws, store = fresh_store
+    server = serve(store, "--flush-window", "0.2")
+    since = time.time()
+    args = [sys.executable, "-m", "controller.simulate", "--url", server.url, "--index", "quickstart",
+            "--qrels", str(ws / "data" / "qrels.tsv"), "--queries", str(ws / "data" / "queries.jsonl"),
+            "-n", "200", "--seed", "2", "--users", "20", "--mixed-models", "--activity", "1"]
+    out = subprocess.run(args, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert out.returncode == 0, out.stderr
+    server.stop()
+    impressions = [r for r in E.read_events(E.events_root(store), "quickstart", since=since)
+                   if r["type"] == "impression"]
+    per_unit = sorted((sum(i["unit"] == u for i in impressions) for u in {i["unit"] for i in impressions}),
+                      reverse=True)
+    assert len(impressions) == 200 and None not in {i["unit"] for i in impressions}
+    assert len(per_unit) <= 20 and per_unit[0] > 200 / 20 * 2  # the heaviest user sends far more than a 20th
+    v = EO.analyse(store, "quickstart", stable="v1", candidate="v2", since=since, until=time.time(),
+                   gates=[OnlineGate("ctr", max_drop=0.5, min_samples=1)])
+    users = v.gates[0]["units"]
+    assert users["stable"] + users["candidate"] == len(per_unit) < sum(v.gates[0]["samples"].values())
+    for bad, why in ((["--activity", "-1"], "--activity must be a number >= 0, got -1.0"),
+                     (["--activity", "nan"], "--activity must be a number >= 0, got nan"),
+                     (["--users", "0", "--mixed-models"], "--users must be at least 1, got 0")):
+        wrong = subprocess.run(args[:-5] + bad, capture_output=True, text=True, cwd=REPO, timeout=120)
+        assert wrong.returncode == 2 and why in wrong.stderr and "Traceback" not in wrong.stderr
