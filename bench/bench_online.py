@@ -60,12 +60,25 @@ Then the A/A checks (click-by-click): 200 rollouts of MiniLM against itself,
 two equally good rankers (MiniLM with two noise seeds, each query served in
 both orders).
 
-Run: .venv/bin/python bench/bench_online.py [runs] [--all-models]   (SCIFACT_DIR overrides the data path)
+Users who differ (click-by-click, through the gates' grouping by routing key):
+the service routes each user's queries to one arm, so a heavy user's habits
+move that arm's mean. A/A with 100 users (each one of five click models, Zipf
+shares of the queries): false verdicts of the A/B gate grouping samples by
+user against counting them as independent, and of interleaving. Then the
+headline pair's median queries to failing the candidate for three
+populations of 10,000 users, fixed before the first run: all alike (the
+default model, equal shares: the table's setting with sticky keys), differing
+click models with equal shares, and differing models with Zipf shares.
+`--users-only` runs just this part.
+
+Run: .venv/bin/python bench/bench_online.py [runs] [--all-models] [--users-only]
+(SCIFACT_DIR overrides the data path)
 """
 from __future__ import annotations
 
 import math
 import os
+import random
 import statistics
 import sys
 import time
@@ -75,8 +88,9 @@ from pathlib import Path
 from controller.core.online import FAILED, PASSED, OnlineGate
 from controller.simulate.clicks import CLICK_MODELS, ClickModel
 from controller.simulate.exact import Outcome, Pair, ab_runs, interleave_run, interleave_runs, look_points
+from controller.simulate.population import MIXED_MODELS, Population
 from controller.simulate.rankings import both_orders, ndcg_at, scifact_rankings
-from controller.simulate.rollouts import run_ab, run_interleave
+from controller.simulate.rollouts import RunResult, run_ab, run_interleave
 
 DATA = Path(os.environ.get("SCIFACT_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact"))
 #: Candidates: (label, scifact_rankings keyword arguments); noise is per coordinate of the document vectors
@@ -88,23 +102,26 @@ LOOK_EVERY = 5
 GROWTH = 0.02  # past 250 queries, look every 2% of the queries so far
 MIN = 10
 MAX_QUERIES = 1_000_000
+HEADLINE_RUNS = 1000  # the pair chosen in advance, measured again with enough rollouts to pin its median
 #: Mixture horizons: None = the service's default (10 x minSamples per arm, 10 x minQueries clicked queries).
 HORIZONS = (None, 1e3, 1e4, 1e5)
+#: Per design, every rollout's outcomes at each of HORIZONS.
+Designs = dict[str, list[list[Outcome]]]
 
 
-def median_queries(outcomes: Sequence[Outcome]) -> float:
+def median_queries(outcomes: Sequence[Outcome | RunResult]) -> float:
     """Median queries to failing the candidate; a pass or no decision counts as never (inf)."""
     return statistics.median(o.queries if o.decision == FAILED else math.inf for o in outcomes)
 
 
-def _fmt(q: float) -> str:
-    return f">{MAX_QUERIES // 1000:,}k" if math.isinf(q) else f"{q:,.0f}"
+def _fmt(q: float, cap: int = MAX_QUERIES) -> str:
+    return f">{cap // 1000:,}k" if math.isinf(q) else f"{q:,.0f}"
 
 
-def _ratio(ab: float, il: float) -> str:
+def _ratio(ab: float, il: float, cap: int = MAX_QUERIES) -> str:
     if math.isinf(il):
         return "n/a"
-    return f">={MAX_QUERIES / il:.1f}x" if math.isinf(ab) else f"{ab / il:.1f}x"
+    return f">={cap / il:.1f}x" if math.isinf(ab) else f"{ab / il:.1f}x"
 
 
 def _best(medians: list[float]) -> tuple[float, str]:
@@ -112,8 +129,9 @@ def _best(medians: list[float]) -> tuple[float, str]:
     return medians[h], "dflt" if HORIZONS[h] is None else f"{HORIZONS[h]:.0e}"
 
 
-def sensitivity(pair: Pair, runs: int) -> dict[str, tuple[list[float], int, int]]:
-    """Per design: median queries per horizon, rollouts failed and rollouts passed (default horizon)."""
+def sensitivity(pair: Pair, runs: int) -> tuple[dict[str, tuple[list[float], int, int]], Designs]:
+    """Per design: median queries per horizon, rollouts failed and rollouts passed (default horizon); and
+    every rollout's outcomes (per horizon), for `ratio_interval`."""
     gate = OnlineGate("ctr", max_drop=0.0, min_samples=MIN)
     looks = look_points(LOOK_EVERY, GROWTH, MAX_QUERIES)
     designs = {
@@ -124,7 +142,25 @@ def sensitivity(pair: Pair, runs: int) -> dict[str, tuple[list[float], int, int]
     }
     return {name: ([median_queries([run[h] for run in rs]) for h in range(len(HORIZONS))],
                    sum(run[0].decision == FAILED for run in rs), sum(run[0].decision == PASSED for run in rs))
-            for name, rs in designs.items()}
+            for name, rs in designs.items()}, designs
+
+
+def ratio_interval(ab: Sequence[Sequence[Outcome]], il: Sequence[Sequence[Outcome]], best: bool,
+                   resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95% percentile-bootstrap interval of median A/B queries / median IL queries.
+
+    Each design's rollouts are resampled on their own (they are independent runs); with `best`, each
+    resample takes each design at its best horizon, as the table does.
+    """
+    rng = random.Random(seed)
+    horizons = range(len(HORIZONS)) if best else range(1)
+    ratios = []
+    for _ in range(resamples):
+        a, i = ([rs[rng.randrange(len(rs))] for _ in rs] for rs in (ab, il))
+        ratios.append(min(median_queries([r[h] for r in a]) for h in horizons)
+                      / min(median_queries([r[h] for r in i]) for h in horizons))
+    ratios.sort()
+    return ratios[int(0.025 * resamples)], ratios[int(0.975 * resamples) - 1]
 
 
 def _cells(all_models: bool) -> list[tuple[str, dict, str, ClickModel]]:
@@ -150,6 +186,7 @@ def sensitivity_table(stable, golden, runs: int, all_models: bool) -> None:
           f"{'A/B':>8} {'IL':>8} {'ratio':>6} {'A/B best':>15} {'IL best':>14} {'ratio':>6} {'TDI best':>14} "
           f"{'ratio':>6}  failed/passed A/B IL TDI")
     pairs = {}
+    headline: Designs = {}
     for label, kwargs, name, model in _cells(all_models):
         t = time.perf_counter()
         if label not in pairs:
@@ -157,7 +194,9 @@ def sensitivity_table(stable, golden, runs: int, all_models: bool) -> None:
         candidate = pairs[label]
         ndcg = ndcg_at(golden, candidate)
         pair = Pair.build(stable, candidate, golden.qrels, model)
-        r = sensitivity(pair, runs)
+        r, designs = sensitivity(pair, runs)
+        if label == HEADLINE and name == DEFAULT_MODEL[0]:
+            headline = designs
         (ab, ab_h), (il, il_h), (tdi, tdi_h) = _best(r["A/B"][0]), _best(r["IL"][0]), _best(r["TDI"][0])
         print(f"{label:<14} {ndcg:>7.3f} {base - ndcg:>5.3f} {name:<13} {pair.ctr_gap:>+7.4f} "
               f"{pair.win_share:>5.3f} {_fmt(r['A/B'][0][0]):>8} {_fmt(r['IL'][0][0]):>8} "
@@ -165,6 +204,30 @@ def sensitivity_table(stable, golden, runs: int, all_models: bool) -> None:
               f"{_fmt(il) + f' ({il_h})':>14} {_ratio(ab, il):>6} {_fmt(tdi) + f' ({tdi_h})':>14} "
               f"{_ratio(ab, tdi):>6}  {' '.join(f'{r[d][1]}/{r[d][2]}' for d in ('A/B', 'IL', 'TDI'))}"
               f"   ({time.perf_counter() - t:.0f}s)", flush=True)
+    _print_interval(f"the pair chosen in advance ({HEADLINE}, default clicks), {runs} rollouts", headline)
+
+
+def _print_interval(what: str, designs: Designs) -> None:
+    dflt, best = (ratio_interval(designs["A/B"], designs["IL"], b) for b in (False, True))
+    print(f"{what}: 95% bootstrap interval of the ratio: default horizon {dflt[0]:.1f}x-{dflt[1]:.1f}x, "
+          f"best horizons {best[0]:.1f}x-{best[1]:.1f}x")
+
+
+def headline_precisely(stable, golden, runs: int) -> None:
+    """The pair chosen in advance again, with enough rollouts that the median is pinned down: stopping
+    times are spread over two orders of magnitude (some rollouts decide within a few hundred queries,
+    most take thousands), so 50 rollouts leave the ratio's interval several-fold wide."""
+    t = time.perf_counter()
+    pair = Pair.build(stable, scifact_rankings(DATA, **dict(CANDIDATES)[HEADLINE])[0], golden.qrels,
+                      DEFAULT_MODEL[1])
+    r, designs = sensitivity(pair, runs)
+    (ab, ab_h), (il, il_h) = _best(r["A/B"][0]), _best(r["IL"][0])
+    print(f"the pair chosen in advance, {runs} rollouts per design (seeds 0-{runs - 1}): A/B {_fmt(r['A/B'][0][0])}, "
+          f"IL {_fmt(r['IL'][0][0])}, ratio {_ratio(r['A/B'][0][0], r['IL'][0][0])} at the default horizon; "
+          f"A/B {_fmt(ab)} ({ab_h}), IL {_fmt(il)} ({il_h}), ratio {_ratio(ab, il)} at each one's best; "
+          f"failed/passed A/B {r['A/B'][1]}/{r['A/B'][2]} IL {r['IL'][1]}/{r['IL'][2]}   "
+          f"({time.perf_counter() - t:.0f}s)")
+    _print_interval(f"the same, {runs} rollouts", designs)
 
 
 def aa(stable, qrels, rollouts: int = 200, looks: int = 20, every: int = 100) -> tuple[float, float]:
@@ -203,21 +266,75 @@ def sizing(stable, golden, runs: int = 20) -> None:
               f"({sum(o.decision == PASSED for o in ab)}/{runs} passed)")
 
 
-def main(runs: int = 50, all_models: bool = False) -> None:
+#: A/A with users who differ: few enough users that each sends many of the 2,000 queries.
+AA_USERS = Population(users=100, models=MIXED_MODELS, activity=1.0)
+#: Sensitivity populations, chosen before the first run; 10,000 users each.
+POPULATIONS = [("alike, equal shares", Population(users=10_000)),
+               ("differ, equal shares", Population(users=10_000, models=MIXED_MODELS)),
+               ("differ, Zipf shares", Population(users=10_000, models=MIXED_MODELS, activity=1.0))]
+USERS_CAP = 200_000
+
+
+def _wrong(runs: Sequence[RunResult]) -> float:
+    return sum(r.decision != "inconclusive" for r in runs) / len(runs)
+
+
+def aa_users(stable, qrels, rollouts: int = 200) -> None:
+    gate = OnlineGate("ctr", max_drop=0.0, min_samples=100)
+    grouped, independent = ([run_ab(stable, stable, qrels, gate=gate, seed=s, look_every=100, max_queries=2000,
+                                    population=AA_USERS, clustered=c) for s in range(rollouts)] for c in (True, False))
+    x = scifact_rankings(DATA, doc_noise=0.03, seed=0)[0]
+    y = scifact_rankings(DATA, doc_noise=0.03, seed=1)[0]
+    s_rank, c_rank, doubled = both_orders(x, y, qrels)
+    il = [run_interleave(s_rank, c_rank, doubled, seed=s, min_queries=100, look_every=100, max_queries=2000,
+                         population=AA_USERS) for s in range(rollouts)]
+    print(f"A/A, users who differ ({AA_USERS.users} users, each one of {len(AA_USERS.models)} click models, Zipf "
+          f"shares), {rollouts} rollouts x 20 looks, alpha 0.05: false verdicts A/B ctr maxDrop 0 grouped by user "
+          f"{_wrong(grouped):.3f}, every sample independent {_wrong(independent):.3f}; interleaving "
+          f"{_wrong(il):.3f}")
+
+
+def sensitivity_users(stable, golden, runs: int) -> None:
+    candidate = scifact_rankings(DATA, **dict(CANDIDATES)[HEADLINE])[0]
+    gate = OnlineGate("ctr", max_drop=0.0, min_samples=MIN)
+    print(f"users who differ: {HEADLINE} (nDCG@10 {ndcg_at(golden, candidate):.3f}), {runs} rollouts per row, "
+          f"click by click, sticky per user, gates grouped by user; median queries to failing the candidate "
+          f"(cap {USERS_CAP:,}; default horizons):")
+    for label, population in POPULATIONS:
+        t = time.perf_counter()
+        ab = [run_ab(stable, candidate, golden.qrels, gate=gate, seed=s, look_every=LOOK_EVERY, growth=GROWTH,
+                     max_queries=USERS_CAP, population=population) for s in range(runs)]
+        il = [run_interleave(stable, candidate, golden.qrels, seed=s, min_queries=MIN, look_every=LOOK_EVERY,
+                             growth=GROWTH, max_queries=USERS_CAP, population=population) for s in range(runs)]
+        a, i = median_queries(ab), median_queries(il)
+        print(f"  {label:<22} A/B {_fmt(a, USERS_CAP):>9} ({sum(r.decision == FAILED for r in ab)}/{runs} failed)  "
+              f"IL {_fmt(i, USERS_CAP):>7} ({sum(r.decision == FAILED for r in il)}/{runs})  ratio "
+              f"{_ratio(a, i, USERS_CAP):>7}   ({time.perf_counter() - t:.0f}s)", flush=True)
+
+
+def users_who_differ(stable, golden, runs: int) -> None:
+    aa_users(stable, golden.qrels)
+    sensitivity_users(stable, golden, runs)
+
+
+def main(runs: int = 50, all_models: bool = False, users_only: bool = False) -> None:
     t = time.perf_counter()
     print(f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     stable, golden = scifact_rankings(DATA)
     print(f"SciFact, {len(stable)} test queries; stable all-MiniLM-L6-v2 nDCG@10 {ndcg_at(golden, stable):.3f}")
-    sensitivity_table(stable, golden, runs, all_models)
-    sizing(stable, golden)
-    seq, naive = aa(stable, golden.qrels)
-    print("A/A, 200 rollouts x 20 looks (every 100 queries), ctr maxDrop 0, alpha 0.05: "
-          f"false aborts sequential {seq:.3f}, naive fixed 95% interval at every look {naive:.3f}")
-    print("A/A interleaving, two equally good rankers, 200 rollouts x 20 looks (every 100 queries), minQueries "
-          f"100, alpha 0.05: false verdicts {aa_interleave(golden.qrels):.3f}")
+    if not users_only:
+        sensitivity_table(stable, golden, runs, all_models)
+        headline_precisely(stable, golden, HEADLINE_RUNS)
+        sizing(stable, golden)
+        seq, naive = aa(stable, golden.qrels)
+        print("A/A, 200 rollouts x 20 looks (every 100 queries), ctr maxDrop 0, alpha 0.05: "
+              f"false aborts sequential {seq:.3f}, naive fixed 95% interval at every look {naive:.3f}")
+        print("A/A interleaving, two equally good rankers, 200 rollouts x 20 looks (every 100 queries), minQueries "
+              f"100, alpha 0.05: false verdicts {aa_interleave(golden.qrels):.3f}")
+    users_who_differ(stable, golden, runs)
     print(f"total {time.perf_counter() - t:.0f}s; load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
-    main(int(args[0]) if args else 50, "--all-models" in sys.argv[1:])
+    main(int(args[0]) if args else 50, "--all-models" in sys.argv[1:], "--users-only" in sys.argv[1:])
