@@ -51,18 +51,26 @@ def test_aa_false_abort_rate_is_at_most_alpha_and_the_naive_test_is_not(minilm):
     assert naive > ALPHA  # the contrast: peeking at a fixed test inflates false aborts
 
 
+#: Users who differ (the default click model and Hofmann et al.'s four, one each at random) and send
+#: Zipf-distributed shares of the queries: the heaviest of 100 sends 19% of them.
+USERS = Population(users=100, models=MIXED_MODELS, activity=1.0)
+
+
 @pytest.mark.slow
-def test_aa_interleaving_false_verdicts_are_at_most_alpha(scifact, minilm):
-    """Two equally good but different rankers (MiniLM, two noise seeds; each query in both orders)."""
+@pytest.mark.parametrize("population", [None, USERS], ids=["one-user-per-query", "users-who-differ"])
+def test_aa_interleaving_false_verdicts_are_at_most_alpha(scifact, minilm, population):
+    """Two equally good but different rankers (MiniLM, two noise seeds; each query in both orders). Users
+    who differ do not fool it: both teams face the same user, so a user's habits move both sides."""
     _, qrels = minilm
     x = scifact_rankings(scifact, doc_noise=0.03, seed=0)[0]
     y = scifact_rankings(scifact, doc_noise=0.03, seed=1)[0]
     stable, candidate, doubled = both_orders(x, y, qrels)
     assert sum(stable[q] != candidate[q] for q in stable) > 0.9 * len(stable)
     runs = [run_interleave(stable, candidate, doubled, seed=seed, alpha=ALPHA, min_queries=100, look_every=100,
-                           max_queries=LOOKS * 100) for seed in range(ROLLOUTS)]
+                           max_queries=LOOKS * 100, population=population) for seed in range(ROLLOUTS)]
     wrong = sum(r.decision != "inconclusive" for r in runs) / ROLLOUTS
-    print(f"\nA/A interleaving, {ROLLOUTS} rollouts x {LOOKS} looks: false verdicts {wrong:.3f}")
+    print(f"\nA/A interleaving ({'users who differ' if population else 'one user per query'}), {ROLLOUTS} "
+          f"rollouts x {LOOKS} looks: false verdicts {wrong:.3f}")
     assert wrong <= ALPHA
 
 
@@ -92,11 +100,6 @@ def test_aa_false_aborts_with_unequal_arms_and_other_metrics(minilm, metric, wei
     assert aborts <= ALPHA
 
 
-#: Users who differ (the default click model and Hofmann et al.'s four, one each at random) and send
-#: Zipf-distributed shares of the queries: the heaviest of 100 sends 19% of them.
-USERS = Population(users=100, models=MIXED_MODELS, activity=1.0)
-
-
 @pytest.mark.slow
 def test_aa_with_users_who_differ_is_at_most_alpha_only_when_samples_are_grouped_by_user(minilm):
     """Sticky routing puts all of a heavy user's queries in one arm: counted as independent samples,
@@ -114,15 +117,3 @@ def test_aa_with_users_who_differ_is_at_most_alpha_only_when_samples_are_grouped
     assert aborts[True] <= ALPHA
     assert aborts[False] > ALPHA  # the contrast: what the gate did before it grouped by routing key
 
-
-@pytest.mark.slow
-def test_aa_interleaving_with_users_who_differ_is_at_most_alpha(scifact, minilm):
-    _, qrels = minilm
-    x = scifact_rankings(scifact, doc_noise=0.03, seed=0)[0]
-    y = scifact_rankings(scifact, doc_noise=0.03, seed=1)[0]
-    stable, candidate, doubled = both_orders(x, y, qrels)
-    runs = [run_interleave(stable, candidate, doubled, seed=seed, alpha=ALPHA, min_queries=100, look_every=100,
-                           max_queries=LOOKS * 100, population=USERS) for seed in range(ROLLOUTS)]
-    wrong = sum(r.decision != "inconclusive" for r in runs) / ROLLOUTS
-    print(f"\nA/A interleaving, users who differ, {ROLLOUTS} rollouts x {LOOKS} looks: false verdicts {wrong:.3f}")
-    assert wrong <= ALPHA
