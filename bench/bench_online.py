@@ -149,8 +149,8 @@ def sensitivity(pair: Pair, runs: int) -> tuple[dict[str, tuple[list[float], int
             for name, rs in designs.items()}, designs
 
 
-def ratio_interval(ab: Sequence[Sequence[Outcome]], il: Sequence[Sequence[Outcome]], best: bool,
-                   resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+def ratio_interval(ab: Sequence[Sequence[Outcome | RunResult]], il: Sequence[Sequence[Outcome | RunResult]],
+                   best: bool, resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
     """95% percentile-bootstrap interval of median A/B queries / median IL queries.
 
     Each design's rollouts are resampled on their own (they are independent runs); with `best`, each
@@ -215,6 +215,12 @@ def _print_interval(what: str, designs: Designs) -> None:
     dflt, best = (ratio_interval(designs["A/B"], designs["IL"], b) for b in (False, True))
     print(f"{what}: 95% bootstrap interval of the ratio: default horizon {dflt[0]:.1f}x-{dflt[1]:.1f}x, "
           f"best horizons {best[0]:.1f}x-{best[1]:.1f}x")
+
+
+def _interval_text(lo: float, hi: float) -> str:
+    if math.isinf(lo):
+        return "95% bootstrap: A/B's median stays beyond the cap"
+    return f"95% bootstrap {lo:.1f}x-{f'{hi:.1f}x' if math.isfinite(hi) else 'unbounded'}"
 
 
 def headline_precisely(stable, golden, runs: int) -> None:
@@ -311,9 +317,12 @@ def sensitivity_users(stable, golden, runs: int) -> None:
         il = [run_interleave(stable, candidate, golden.qrels, seed=s, min_queries=MIN, look_every=LOOK_EVERY,
                              growth=GROWTH, max_queries=USERS_CAP, population=population) for s in range(runs)]
         a, i = median_queries(ab), median_queries(il)
+        lo, hi = ratio_interval([[r] for r in ab], [[r] for r in il], best=False)
         print(f"  {label:<22} A/B {_fmt(a, USERS_CAP):>9} ({sum(r.decision == FAILED for r in ab)}/{runs} failed)  "
               f"IL {_fmt(i, USERS_CAP):>7} ({sum(r.decision == FAILED for r in il)}/{runs})  ratio "
-              f"{_ratio(a, i, USERS_CAP):>7}   ({time.perf_counter() - t:.0f}s)", flush=True)
+              f"{_ratio(a, i, USERS_CAP):>7} ({_interval_text(lo, hi)})   "
+              f"({time.perf_counter() - t:.0f}s)",
+              flush=True)
 
 
 def users_who_differ(stable, golden, runs: int) -> None:

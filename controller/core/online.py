@@ -243,8 +243,8 @@ def decide_difference(stable: S.Summary, candidate: S.Summary, gate: OnlineGate,
     return judge(S.difference_cs_of(stable, candidate, alpha, horizon), gate.bound, gate.higher_is_better)
 
 
-def _from_users(users: int | None) -> str:
-    return "" if users is None else f" from {users} users"
+def _by_users(users: int | None) -> str:
+    return "" if users is None else f" by {users} users"
 
 
 def _count_units(units: S.Units | None, samples: int) -> int:
@@ -422,9 +422,9 @@ def interleave_decide(tally: InterleaveTally, min_queries: int, alpha: float = 0
     if tally.users is not None:
         detail["units"] = tally.users
     detail["message"] = (f"interleaving: candidate won {_fmt(tally.wins_candidate)}, stable "
-                         f"{_fmt(tally.wins_stable)}, ties {_fmt(tally.ties)} ({tally.clicked} clicked of "
-                         f"{tally.queries} queries{_from_users(tally.users)}, minQueries {min_queries}); candidate win share {_fmt(share)} "
-                         f"vs {0.5 - margin:.3g}, {1 - alpha:.0%} CS of the mean preference [{_fmt(lo)}, "
+                         f"{_fmt(tally.wins_stable)}, ties {_fmt(tally.ties)} ({tally.clicked} clicked"
+                         f"{_by_users(tally.users)} of {tally.queries} queries, minQueries {min_queries}); "
+                         f"candidate win share {_fmt(share)} vs {0.5 - margin:.3g}, {1 - alpha:.0%} CS of the mean preference [{_fmt(lo)}, "
                          f"{_fmt(hi)}] vs 0: {decision}")
     return OnlineVerdict(status=decision, interleave=detail, alpha=alpha)
 

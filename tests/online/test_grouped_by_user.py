@@ -98,7 +98,7 @@ def test_the_interleaving_tally_by_user_equals_the_grouped_variance_of_its_z_val
         assert summary.variance == pytest.approx(expected, rel=1e-9)
     verdict = O.interleave_decide(tally, 10)
     assert verdict.interleave["units"] == len({"a", "b", "c", "d", "e"}) + units.count(None)
-    assert f"from {verdict.interleave['units']} users" in verdict.interleave["message"]
+    assert f"clicked by {verdict.interleave['units']} users of 400 queries" in verdict.interleave["message"]
 
 
 def test_the_event_log_groups_samples_by_the_impressions_unit():
