@@ -141,14 +141,16 @@ def test_a_slow_or_failing_candidate_leaves_stable_p99_within_10_percent(mirrore
             server.search("qs", query=q, k=10), server.search("base", query=q, k=10)
         took: dict[str, list[float]] = {"qs": [], "base": []}
         since = time.time()
-        for i in range(4000):  # alternating, so both indexes see the same bursts of machine noise
+        for i in range(8000):  # alternating, so both indexes see the same bursts of machine noise
             for name in ("qs", "base") if i % 2 else ("base", "qs"):
                 started = time.perf_counter()
                 response = server.search(name, query=QUERIES[i % len(QUERIES)] + f" {i}", k=10)
                 took[name].append((time.perf_counter() - started) * 1000)
                 assert response.status_code == 200 and response.json()["version"] == "v1"
-        # one p99 over 4000 requests a side (the 40th slowest), not per-round p99s of 200: those are
-        # the 2nd slowest of a round, and moved between 0.57x and 1.79x on this machine with no change
+        # one p99 over 8000 requests a side (the 80th slowest), not per-round p99s of 200: those are
+        # the 2nd slowest of a round, and moved between 0.57x and 1.79x on this machine with no change;
+        # over 4000 a side the ratio still reached 1.11 in a clean-clone CI run (0.98-1.06 in six quiet
+        # ones), with a candidate that cannot slow the stable (it answers 500 and is backed off)
         ratio = p99(took["qs"]) / p99(took["base"])
         print(f"{fault}: stable p99 mirrored {p99(took['qs']):.2f} ms vs unmirrored {p99(took['base']):.2f} ms "
               f"(ratio {ratio:.3f}; p50 {np.median(took['qs']):.2f} vs {np.median(took['base']):.2f} ms)")
