@@ -424,8 +424,8 @@ def interleave_decide(tally: InterleaveTally, min_queries: int, alpha: float = 0
     detail["message"] = (f"interleaving: candidate won {_fmt(tally.wins_candidate)}, stable "
                          f"{_fmt(tally.wins_stable)}, ties {_fmt(tally.ties)} ({tally.clicked} clicked"
                          f"{_by_users(tally.users)} of {tally.queries} queries, minQueries {min_queries}); "
-                         f"candidate win share {_fmt(share)} vs {0.5 - margin:.3g}, {1 - alpha:.0%} CS of the mean preference [{_fmt(lo)}, "
-                         f"{_fmt(hi)}] vs 0: {decision}")
+                         f"candidate win share {_fmt(share)} vs {0.5 - margin:.3g}, {1 - alpha:.0%} CS of the "
+                         f"mean preference [{_fmt(lo)}, {_fmt(hi)}] vs 0: {decision}")
     return OnlineVerdict(status=decision, interleave=detail, alpha=alpha)
 
 

@@ -8,7 +8,7 @@ from controller.hashing import small_sha256
 
 def bucket(key: str) -> float:
     """A stable position in [0, 100) for a routing key (user id, session id)."""
-    return bucket_and_unit(key)[0]
+    return _position(_digest(key))
 
 
 def bucket_and_unit(key: str) -> tuple[float, str]:
@@ -18,8 +18,16 @@ def bucket_and_unit(key: str) -> tuple[float, str]:
     Online gates group a user's samples by it (controller.core.sequential.clustered_variance). It is
     a pseudonym, not anonymous: whoever can guess a key can hash it.
     """
-    digest = small_sha256(key.encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 * 100, digest[8:16].hex()
+    digest = _digest(key)
+    return _position(digest), digest[8:16].hex()
+
+
+def _digest(key: str) -> bytes:
+    return small_sha256(key.encode("utf-8")).digest()
+
+
+def _position(digest: bytes) -> float:
+    return int.from_bytes(digest[:8], "big") / 2**64 * 100
 
 
 def choose_version(routing: Routing, *, key: str | None, draw: float) -> str | None:

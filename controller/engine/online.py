@@ -42,6 +42,8 @@ from controller.core import online as O
 from controller.store import events as E
 
 FEEDBACK = ("click", "dwell", "skip", "complaint")
+#: (stable's, candidate's) per-sample units, or None for a side whose samples name none
+Units = tuple[list[str | None] | None, list[str | None] | None]
 
 
 @dataclass
@@ -108,15 +110,11 @@ def _impression_value(metric: str, imp: dict[str, Any], events: list[dict[str, A
 
 def arm_samples(w: Window, version: str, metric: str) -> list[float]:
     """One version's per-sample values of a non-mirror metric (interleaved impressions excluded)."""
-    return _arm(w, version, metric)[0]
+    return arm_samples_and_units(w, version, metric)[0]
 
 
-def arm_units(w: Window, version: str, metric: str) -> list[str | None]:
-    """The unit (the routing key's id the impression logged, None without one) of each of `arm_samples`."""
-    return _arm(w, version, metric)[1]
-
-
-def _arm(w: Window, version: str, metric: str) -> tuple[list[float], list[str | None]]:
+def arm_samples_and_units(w: Window, version: str, metric: str) -> tuple[list[float], list[str | None]]:
+    """`arm_samples`, and per sample its unit: the routing key's id the impression logged, None without one."""
     imps = [imp for imp in w.impressions.values() if imp.get("version") == version and not _interleaved(imp)]
     if metric == "dwellMean":
         dwells = [(float(e["dwellMs"]), imp.get("unit")) for imp in imps
@@ -147,18 +145,15 @@ def mirror_samples(w: Window, stable: str, candidate: str, metric: str) -> tuple
     return stable_ms, candidate_ms
 
 
-def samples(w: Window, stable: str, candidate: str, metric: str) -> tuple[list[float], list[float]]:
-    if metric.startswith("mirror"):
-        return mirror_samples(w, stable, candidate, metric)
-    return arm_samples(w, stable, metric), arm_samples(w, candidate, metric)
+def gate_samples(w: Window, stable: str, candidate: str, metric: str) -> tuple[list[float], list[float], Units]:
+    """(stable's values, candidate's values, (stable's units, candidate's units)) of one metric.
 
-
-def units(w: Window, stable: str, candidate: str, metric: str) -> tuple[list[str | None] | None, ...]:
-    """Per sample of `samples`, its unit; (None, None) for mirror metrics, which measure the system on a
-    copied query, not a user's behaviour."""
+    A side's units are None when no sample came with a routing key; mirror metrics have none, since they
+    measure the system on a copied query, not a user's behaviour."""
     if metric.startswith("mirror"):
-        return None, None
-    return _keyed(arm_units(w, stable, metric)), _keyed(arm_units(w, candidate, metric))
+        return (*mirror_samples(w, stable, candidate, metric), (None, None))
+    (s, su), (c, cu) = (arm_samples_and_units(w, version, metric) for version in (stable, candidate))
+    return s, c, (_keyed(su), _keyed(cu))
 
 
 def _keyed(units: list[str | None]) -> list[str | None] | None:
@@ -212,9 +207,8 @@ def decide_window(w: Window, *, stable: str, candidate: str, gates: Sequence[O.O
     """Every gate on one collected window (pure; what `analyse` does after reading)."""
     results = []
     for gate in gates:
-        s, c = samples(w, stable, candidate, gate.metric)
-        su, cu = units(w, stable, candidate, gate.metric)
-        results.append(O.decide(s, c, gate, alpha, on_timeout=on_timeout, units=(su, cu)))
+        s, c, units = gate_samples(w, stable, candidate, gate.metric)
+        results.append(O.decide(s, c, gate, alpha, on_timeout=on_timeout, units=units))
     return O.verdict(results, alpha, window=window)
 
 

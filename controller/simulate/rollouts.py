@@ -99,13 +99,15 @@ class _Senders:
                  rng: random.Random):
         self.model, self.weight, self.rng = model, weight, rng
         self.users: Users | None = population.draw(rng) if population is not None else None
+        self.to_candidate = [weight is not None and bucket(user.key) < weight * 100
+                             for user in self.users.people] if self.users is not None else []
 
     def next(self) -> tuple[int | None, ClickModel, bool]:
         """(unit, click model, to the candidate?) of the next query; no arm (False) when `weight` is None."""
         if self.users is None:
             return None, self.model, self.weight is not None and self.rng.random() < self.weight
         i, user = self.users.pick(self.rng)
-        return i, user.model, self.weight is not None and bucket(user.key) < self.weight * 100
+        return i, user.model, self.to_candidate[i]
 
 
 def run_ab(stable: Rankings, candidate: Rankings, qrels: Qrels, *, gate: O.OnlineGate, seed: int,

@@ -110,8 +110,10 @@ def test_the_event_log_groups_samples_by_the_impressions_unit():
         recs.append({"type": "dwell", "ts": 2, "requestId": f"r{i}", "docId": "x", "dwellMs": 100.0 * i})
     recs.append({"type": "error", "ts": 2, "version": "v1"})
     w = EO.collect(recs)
-    assert EO.arm_units(w, "v1", "ctr") == ["k0", "k1", "k0", "k1", "k0", None]
-    assert EO.arm_units(w, "v1", "dwellMean") == ["k0", "k1", "k0", "k1", "k0", None]
-    assert EO.arm_units(w, "v1", "errorRate") == ["k0", "k1", "k0", "k1", "k0", None, None]
-    assert EO.units(w, "v0", "v1", "ctr") == (None, ["k0", "k1", "k0", "k1", "k0", None])  # v0: no key at all
-    assert EO.units(w, "v0", "v1", "mirrorOverlap") == (None, None)
+    assert EO.arm_samples_and_units(w, "v1", "ctr")[1] == ["k0", "k1", "k0", "k1", "k0", None]
+    assert EO.arm_samples_and_units(w, "v1", "dwellMean") == ([0.0, 100.0, 200.0, 300.0, 400.0, 500.0],
+                                                              ["k0", "k1", "k0", "k1", "k0", None])
+    assert EO.arm_samples_and_units(w, "v1", "errorRate")[1] == ["k0", "k1", "k0", "k1", "k0", None, None]
+    # v0: no key at all
+    assert EO.gate_samples(w, "v0", "v1", "ctr")[2] == (None, ["k0", "k1", "k0", "k1", "k0", None])
+    assert EO.gate_samples(w, "v0", "v1", "mirrorOverlap")[2] == (None, None)
