@@ -82,6 +82,12 @@ def _rank(event: dict[str, Any], impression: dict[str, Any]) -> int:
     return ids.index(event.get("docId")) + 1 if event.get("docId") in ids else len(ids) + 1
 
 
+def _unit(imp: dict[str, Any]) -> str | None:
+    """The impression's routing-key id; anything but a string (a hand-edited or foreign log) counts as none."""
+    unit = imp.get("unit")
+    return unit if isinstance(unit, str) else None
+
+
 def _interleaved(imp: dict[str, Any]) -> bool:
     return imp.get("mode") == "interleave"
 
@@ -117,11 +123,11 @@ def arm_samples_and_units(w: Window, version: str, metric: str) -> tuple[list[fl
     """`arm_samples`, and per sample its unit: the routing key's id the impression logged, None without one."""
     imps = [imp for imp in w.impressions.values() if imp.get("version") == version and not _interleaved(imp)]
     if metric == "dwellMean":
-        dwells = [(float(e["dwellMs"]), imp.get("unit")) for imp in imps
+        dwells = [(float(e["dwellMs"]), _unit(imp)) for imp in imps
                   for e in w.feedback.get(imp["requestId"], [])
                   if e.get("type") == "dwell" and isinstance(e.get("dwellMs"), (int, float))]
         return [x for x, _ in dwells], [u for _, u in dwells]
-    units = [imp.get("unit") for imp in imps]
+    units = [_unit(imp) for imp in imps]
     if metric == "errorRate":  # an error event has no impression, hence no unit: each is its own
         errors = w.errors.get(version, 0)
         return [0.0] * len(imps) + [1.0] * errors, units + [None] * errors
@@ -176,7 +182,7 @@ def interleave_tally(w: Window, candidate: str) -> O.InterleaveTally:
         teams = imp.get("teams") or []
         positions = [p for p in (_rank(e, imp) for e in w.feedback.get(imp["requestId"], [])
                                  if e.get("type") == "click") if 1 <= p <= len(teams)]
-        tally.add(*_win_probabilities(imp, teams, positions), clicked=bool(positions), unit=imp.get("unit"))
+        tally.add(*_win_probabilities(imp, teams, positions), clicked=bool(positions), unit=_unit(imp))
     return tally
 
 

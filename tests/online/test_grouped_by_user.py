@@ -109,7 +109,10 @@ def test_the_event_log_groups_samples_by_the_impressions_unit():
                      "tookMs": 5, **({"unit": unit} if unit else {})})
         recs.append({"type": "dwell", "ts": 2, "requestId": f"r{i}", "docId": "x", "dwellMs": 100.0 * i})
     recs.append({"type": "error", "ts": 2, "version": "v1"})
+    # a unit that is not a string (a hand-edited log) is no unit, not a crash of the analysis
+    recs.append({"type": "impression", "ts": 1, "requestId": "odd", "version": "v2", "ids": ["x"], "unit": ["k0"]})
     w = EO.collect(recs)
+    assert EO.arm_samples_and_units(w, "v2", "ctr") == ([0.0], [None])
     assert EO.arm_samples_and_units(w, "v1", "ctr")[1] == ["k0", "k1", "k0", "k1", "k0", None]
     assert EO.arm_samples_and_units(w, "v1", "dwellMean") == ([0.0, 100.0, 200.0, 300.0, 400.0, 500.0],
                                                               ["k0", "k1", "k0", "k1", "k0", None])
