@@ -236,11 +236,16 @@ class WaitFor:
 
 def parse_wait_for(text: str) -> WaitFor:
     """`condition=Ready`, `condition=Ready=False` or `phase=Healthy` (as kubectl wait --for)."""
+    from controller.core.status import CONDITION_TYPES
+    from controller.core.types import Phase
+
     kind, _, rest = text.partition("=")
     if kind == "phase" and rest:
+        _known(rest, [p.value for p in Phase], "phase", text)
         return WaitFor("phase", "phase", rest)
     if kind == "condition" and rest:
         cond, _, value = rest.partition("=")
+        _known(cond, CONDITION_TYPES, "condition", text)
         value = value or "True"
         if value.lower() not in ("true", "false", "unknown"):
             raise InvalidInput(f"condition status must be True, False or Unknown, got {value!r}",
@@ -248,6 +253,12 @@ def parse_wait_for(text: str) -> WaitFor:
         return WaitFor("condition", cond, value.capitalize())
     raise InvalidInput("expected condition=NAME[=True|False|Unknown] or phase=PHASE, e.g. "
                        "--for=condition=Ready", field="--for", value=text)
+
+
+def _known(name: str, known: Sequence[str], what: str, text: str) -> None:
+    """A misspelt phase or condition would never hold: refuse it instead of waiting out the timeout."""
+    if name.lower() not in (k.lower() for k in known):
+        raise InvalidInput(f"unknown {what} {name!r}; one of {', '.join(known)}", field="--for", value=text)
 
 
 @dataclass(frozen=True)
@@ -264,6 +275,7 @@ def wait(name: str, wait_for: WaitFor | str, timeout: float, store: StoreLike = 
     """Poll the stored status of NAME until ``wait_for`` holds or ``timeout`` seconds pass."""
     st = open_store(store)
     want = parse_wait_for(wait_for) if isinstance(wait_for, str) else wait_for
+    st.require_index(name)  # as kubectl wait: a name that is not there fails at once, not at the timeout
     started = clock()
     while True:
         current = st.status(name) if st.index_dir(name).is_dir() else None

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 from controller.errors import InvalidInput
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+#: A year: longer waits are typos, and far longer ones overflow the clock's deadline arithmetic.
+MAX_SECONDS = 366 * 24 * 3600.0
 
 
 def parse_duration(text: str, flag: str = "--interval") -> float:
@@ -20,7 +24,7 @@ def parse_duration(text: str, flag: str = "--interval") -> float:
         seconds = float(number) * scale
     except ValueError:
         seconds = -1
-    if seconds <= 0:
-        raise InvalidInput(f"expected a positive duration such as 30s, 5m or 1h, got {text!r}",
+    if not (0 < seconds <= MAX_SECONDS) or math.isnan(seconds):
+        raise InvalidInput(f"expected a positive duration of at most a year, such as 30s, 5m or 1h, got {text!r}",
                            field=flag, value=text)
     return seconds

@@ -40,6 +40,8 @@ def run(args: argparse.Namespace) -> int:
                            field="--false-alarm", value=args.false_alarm)
     if args.splits < 2:
         raise InvalidInput(f"--splits must be at least 2, got {args.splits}", field="--splits", value=args.splits)
+    if args.seed < 0:
+        raise InvalidInput(f"--seed must be at least 0, got {args.seed}", field="--seed", value=args.seed)
     store = resolve_store(args)
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
     record = calibrate_index(store, args.name, version=args.version, metrics=metrics, splits=args.splits,

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from controller.cliargs import add_verb, print_json
+from controller.errors import InvalidInput
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -36,9 +37,15 @@ def run(args: argparse.Namespace) -> int:
         else:
             sys.stdout.write(text)
         return 0
+    if args.file.is_dir():
+        raise InvalidInput(f"--file {args.file} is a directory; name the file to write", field="--file",
+                           value=str(args.file))
     args.file.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.file.with_name(f".{args.file.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(args.file)  # never a half-written CRD
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(args.file)  # never a half-written CRD
+    finally:
+        tmp.unlink(missing_ok=True)
     print(f"wrote {args.file}", file=sys.stderr)
     return 0

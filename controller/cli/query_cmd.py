@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     pool = VersionPool(store, [args.name])
     pool.refresh()
     routed = pool.routed(args.name)
-    out = search(routed, text=args.text, vector=_vector(args), model=args.model, k=max(args.k, 1), key=args.key)
+    out = search(routed, text=args.text, vector=_vector(args), model=args.model, k=args.k, key=args.key)
     version, routing, role = out.version, routed.routing, out.role
     if not args.no_record:
         _record(store, args.name, version, out.vector)

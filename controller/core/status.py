@@ -117,8 +117,12 @@ def _phase(routing: Routing, target: VersionInfo | None, plan: Plan, error: str 
     if plan.changes:
         return Phase.PENDING, R.CHECKS_PENDING, "changes pending: " + "; ".join(a.message for a in plan.actions)
     # a manual rollback pauses the index when it holds what the manifest asks for (as the next plan will)
-    if (target.id in routing.held) if target is not None else (manual and routing.held):
+    if target is not None and target.id in routing.held:
         return (Phase.PAUSED, R.MANUAL_ROLLBACK, manual) if manual else (Phase.PAUSED, R.HELD, plan.message)
+    # ... and when it moved the alias off what the manifest asks for, even a target that had failed:
+    # the last thing that happened is the person's move, not the old rollback
+    if manual and routing.held and (target is None or target.id != routing.stable):
+        return Phase.PAUSED, R.MANUAL_ROLLBACK, manual
     if target is not None and target.verdict == "failed":
         return Phase.ROLLED_BACK, R.GATE_FAILED, f"{target.id} rolled back: {target.verdict_message}"
     step = plan.rollout or {}
@@ -135,6 +139,10 @@ def _phase(routing: Routing, target: VersionInfo | None, plan: Plan, error: str 
     if manual:  # a manual move that holds nothing, e.g. `rollback --to` the version the manifest names
         return Phase.HEALTHY, R.MANUAL_ROLLBACK, manual
     return Phase.HEALTHY, R.UP_TO_DATE, plan.message or f"{routing.stable} is stable"
+
+
+#: Every condition type a status can carry (IndexStale only where corpus drift was measured).
+CONDITION_TYPES = ("Ready", "Progressing", "Degraded", "Stalled", "IndexStale")
 
 
 def _conditions(phase: Phase, reason: str, message: str, previous: dict[str, Any] | None,

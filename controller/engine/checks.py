@@ -25,7 +25,7 @@ from controller.engine import backend as B
 from controller.engine.embedding import embed_queries
 from controller.engine.drift import resolve_threshold
 from controller.engine.embedders import EmbedderCache
-from controller.errors import CheckError, InvalidInput
+from controller.errors import CheckError, InvalidInput, StoreError
 from controller.manifest.defaults import ANN_RECALL, DEFAULT_CONFIDENCE, REPORTED_METRICS
 from controller.manifest.load import LoadedManifest
 from controller.store import atomic
@@ -197,7 +197,7 @@ def _read_golden_run(path: Path) -> GoldenRun | None:
             warnings=doc["warnings"],
             per_query={m: np.asarray(v["values"], dtype=v["dtype"]) for m, v in doc["perQuery"].items()})
         return GoldenRun(evaluation, doc["annRecall"])
-    except (OSError, KeyError, TypeError, ValueError):
+    except (OSError, KeyError, TypeError, ValueError, StoreError):
         return None  # unreadable, or an older or foreign layout: evaluate again
 
 

@@ -19,7 +19,8 @@ from controller.core.types import Routing, VersionInfo
 from controller.engine.backend import sync_alias
 from controller.engine.reconcile import journal_record
 from controller.engine.status import persist_status, utc_now
-from controller.errors import ControllerError, NotFound
+from controller.errors import ControllerError, InvalidInput, NotFound
+from controller.inputs import validate_version
 from controller.store.fs import Store, print_lock_wait, unroutable_reason
 
 
@@ -27,13 +28,18 @@ def rollback(store: Store, name: str, to: str | None = None, *, force: bool = Fa
              lock_timeout: float | None = None, on_lock_wait=print_lock_wait) -> dict[str, Any]:
     """Move the alias by hand; `force` (with `to`) routes a version that has no passing verdict."""
     if force and to is None:
-        raise ControllerError("--force needs --to VERSION: only a named version can be forced")
+        raise InvalidInput("--force needs --to VERSION: only a named version can be forced", field="--force")
+    if to is not None:
+        validate_version(to, field="--to")
     store.require_index(name)
     with store.lock(timeout=lock_timeout, on_wait=on_lock_wait):
         routing = store.routing(name)
         versions = {v.id: v for v in store.versions(name)}
         new, message, forced = _target_routing(name, routing, versions, to, force)
         alias = store.routing_record(name).get("alias", name)
+        if new == routing and not forced:  # `--to` what already serves alone: nothing to journal
+            return {"index": name, "alias": alias, "unchanged": True,
+                    "message": f"{name} already serves {routing.stable} alone; nothing to do"}
         record = journal_record(name, alias, routing, new, R.MANUAL_ROLLBACK, message,
                                 manifest_digest=None, source="controller rollback",
                                 extra={"forced": True} if forced else None)

@@ -35,7 +35,7 @@ from controller.embed import fingerprint_key, make_embedder
 from controller.embed.base import l2_normalize, unit_query
 from controller.engine.backend import open_version
 from controller.engine.embedders import stored_embedder
-from controller.errors import Conflict, ControllerError, InvalidInput, NotFound, NotReady
+from controller.errors import Conflict, ControllerError, InvalidInput, NotFound, NotReady, shown_value
 from controller.manifest.providers import capabilities
 from controller.store.fs import Store
 from controller.store.queries import fingerprint_key as short_key
@@ -263,7 +263,7 @@ os.register_at_fork(after_in_child=_fresh_ids_after_fork)
 
 def validate_k(k: Any) -> int:
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
-        raise InvalidInput(f"k must be an integer from 1 to {MAX_K}", field="k", value=k)
+        raise InvalidInput(f"k must be an integer from 1 to {MAX_K}, got {shown_value(k)}", field="k", value=k)
     return k
 
 

@@ -145,13 +145,14 @@ def _one_line(exc: ValidationError, file: Path, doc: dict) -> InvalidInput:
     err = exc.errors()[0]
     loc = field_path(err["loc"])
     value = err.get("input")
-    msg = err["msg"]
+    msg = err["msg"].removeprefix("Value error, ")  # pydantic's wording for our own validators' ValueError
     if err["type"] == "extra_forbidden":
         msg = "unknown field (check its spelling; `controller schema` lists valid fields)"
     elif err["type"] == "missing":
         msg = "required field is missing"
         value = None
-    shown = "" if value is None or isinstance(value, dict) else f" (got {shown_value(value)})"
+    said = value is None or isinstance(value, dict) or shown_value(value) in msg
+    shown = "" if said else f" (got {shown_value(value)})"
     more = f"; {exc.error_count() - 1} more error(s)" if exc.error_count() > 1 else ""
     return InvalidInput(f"{msg}{shown}{more}", file=file, field=loc, value=value)
 

@@ -260,7 +260,8 @@ def _duration_seconds(value: Any) -> float:
     try:
         return parse_duration(str(value), "duration")
     except InvalidInput:
-        raise ValueError(f"expected a positive duration such as 30s, 10m or 1h, got {value!r}") from None
+        raise ValueError(f"expected a positive duration of at most a year, such as 30s, 10m or 1h, "
+                         f"got {value!r}") from None
 
 
 class _DurationFields(Model):

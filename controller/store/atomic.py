@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
+from controller.errors import StoreError
+
 if TYPE_CHECKING:  # numpy loads on first use, so read-only verbs start fast
     import numpy as np
 
@@ -151,10 +153,22 @@ def _dumps(payload: Any) -> str:
 
 
 def read_json(path: Path, default: Any = None) -> Any:
+    """A store file's JSON object, ``default`` when it is absent; StoreError naming a damaged one.
+
+    The store writes only by rename, so a damaged file was edited or truncated from outside: say which
+    file, rather than fail somewhere later on a list or a half-read document.
+    """
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return default
+    except NotADirectoryError:
+        raise StoreError(f"{path}: a parent is not a directory") from None
+    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
+        raise StoreError(f"{path}: not valid JSON ({e}); restore it or remove it") from None
+    if not isinstance(data, dict):
+        raise StoreError(f"{path}: expected a JSON object, found {type(data).__name__}; restore it or remove it")
+    return data
 
 
 def write_npy(path: Path, array: np.ndarray) -> None:

@@ -63,6 +63,8 @@ def print_lock_wait(message: str) -> None:
 class Store:
     def __init__(self, root: str | Path, lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> None:
         self.root = Path(root)
+        if self.root.exists() and not self.root.is_dir():
+            raise StoreError(f"the store {self.root} is not a directory (--store / $CONTROLLER_STORE)")
         self.lock_timeout = lock_timeout
         self.recovered: list[str] = []  # what the last recovery did (for logs and tests)
         self._holder: int | None = None  # thread holding this object's lock: re-entry must not self-deadlock

@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
+from controller.errors import StoreError
 from controller.store import atomic
 
 RECORD = "inputs.json"
@@ -145,9 +146,9 @@ def still_current(recorded: Mapping[str, Any] | None, record: Mapping[str, Any])
 def read_record(index_dir: Path) -> dict[str, Any] | None:
     try:
         record = atomic.read_json(index_dir / RECORD)
-    except ValueError:  # unreadable: simply not trusted, the inputs are read again
+    except StoreError:  # unreadable: simply not trusted, the inputs are read again
         return None
-    return record if isinstance(record, dict) else None
+    return record
 
 
 def write_record(index_dir: Path, record: dict[str, Any]) -> None:

@@ -23,6 +23,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from controller.errors import StoreError
 from controller.store import atomic
 
 TRANSITION_FILE = "transition.json"
@@ -40,19 +41,27 @@ def apply(index_dir: Path, record: dict[str, Any]) -> None:
     """Idempotent: applying a record twice leaves the same files and one journal record."""
     for version, verdict in (record.get("verdicts") or {}).items():
         path = index_dir / "versions" / version / "verdict.json"
-        if path.parent.is_dir() and atomic.read_json(path) != verdict:
+        if path.parent.is_dir() and _current(path) != verdict:
             atomic.write_json(path, verdict)
-    if record.get("routing") is not None and atomic.read_json(index_dir / "routing.json") != record["routing"]:
+    if record.get("routing") is not None and _current(index_dir / "routing.json") != record["routing"]:
         atomic.write_json(index_dir / "routing.json", record["routing"])
-    if record.get("rollout") is not None and atomic.read_json(index_dir / "rollout.json") != record["rollout"]:
+    if record.get("rollout") is not None and _current(index_dir / "rollout.json") != record["rollout"]:
         atomic.write_json(index_dir / "rollout.json", record["rollout"])
     journal = record.get("journal")
     if journal is not None:
         path = index_dir / "history.jsonl"
         if not any(r.get("id") == journal["id"] for r in atomic.read_lines(path)):
             atomic.append_line(path, journal)
-    if record.get("status") is not None and atomic.read_json(index_dir / "status.json") != record["status"]:
+    if record.get("status") is not None and _current(index_dir / "status.json") != record["status"]:
         atomic.write_json(index_dir / "status.json", record["status"])
+
+
+def _current(path: Path) -> Any:
+    """What a file holds now; a damaged file counts as different, so applying the record mends it."""
+    try:
+        return atomic.read_json(path)
+    except StoreError:
+        return None
 
 
 def recover_index(index_dir: Path) -> list[str]:

@@ -62,6 +62,12 @@ CASES = [
          R.MANUAL_ROLLBACK, kw={"manual": MANUAL_MSG}),
     Case("manual roll forward onto the target", Routing("v2", held=("v1",)), Plan("idx", target="v2"),
          Phase.HEALTHY, R.MANUAL_ROLLBACK, kw={"manual": "manual rollback: alias moved from v1 to v2"}),
+    Case("manual rollback after the target failed its gates", Routing("v1", held=("v2",)), Plan("idx", target="v3"),
+         Phase.PAUSED, R.MANUAL_ROLLBACK, kw={"manual": MANUAL_MSG}, message=MANUAL_MSG,
+         versions=[version("v1"), version("v2"), version("v3", "failed", "ndcg@10 0.2 < min 0.5")]),
+    Case("the failed target after the manual rollback's pass", Routing("v1", held=("v2",)),
+         Plan("idx", target="v3"), Phase.ROLLED_BACK, R.GATE_FAILED,
+         versions=[version("v1"), version("v2"), version("v3", "failed", "ndcg@10 0.2 < min 0.5")]),
     Case("an error beats a suspension", Routing("v1"), Plan("idx"), Phase.STALLED, R.RECONCILE_ERROR,
          kw={"error": "boom", "suspended": "suspended since T"}),
 ]

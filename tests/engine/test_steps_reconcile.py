@@ -108,13 +108,13 @@ def test_verbs_refuse_an_index_without_steps(ws, store):
 
 @pytest.mark.parametrize("steps, field, fragment", [
     ([{"setWeight": 10}, {"pause": {}}, {"pause": {"duration": "10x"}}], "spec.rollout.steps[2].pause.duration",
-     "duration such as"),
+     "positive duration of at most a year"),
     ([{"setWeight": 10, "setMirror": 5}], "spec.rollout.steps[0]", "exactly one"),
     ([{"setWeight": 120}], "spec.rollout.steps[0].setWeight", "less than or equal to 100"),
     ([{"analysis": {"gates": [{"metric": "ctr@10"}]}}], "spec.rollout.steps[0].analysis.gates[0]",
      "maxDrop, maxIncrease, min or max"),
     ([{"analysis": {"gates": [{"metric": "ctr@10", "min": 0.1}], "interval": "soon"}}],
-     "spec.rollout.steps[0].analysis.interval", "duration such as"),
+     "spec.rollout.steps[0].analysis.interval", "positive duration of at most a year"),
 ])
 def test_bad_steps_name_their_field(ws, steps, field, fragment):
     with pytest.raises(InvalidInput) as info:
