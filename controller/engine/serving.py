@@ -132,10 +132,11 @@ class LoadedVersion:
                 if array.shape != self.shape:
                     raise _wrong_length(array, self.dim, self.where)
                 query, prepared, squared = unit_query(array)
-                # the squared norm is NaN or inf when a value is (or when finite squares overflow: then
-                # only the value-by-value test tells, and such a row is searched as l2_normalize leaves it)
-                if not math.isfinite(squared) and not np.isfinite(array).all():
-                    raise _not_finite(array)
+                # the squared norm is NaN or inf when a value is, or when finite squares overflow; 0 for a
+                # zero row. A cosine search needs a direction: such a row would be answered arbitrarily and
+                # recorded into the drift reservoir, where it turns the statistics NaN
+                if not 0.0 < squared < math.inf:
+                    raise _not_finite(array) if not np.isfinite(array).all() else _no_direction()
             else:
                 query = prepared = validate_vector(vector, self.dim, self.where)
         else:
@@ -291,6 +292,11 @@ def _wrong_length(array: np.ndarray, dim: int, where: str) -> InvalidInput:
 
 def _not_finite(array: np.ndarray) -> InvalidInput:
     return InvalidInput(f"vector contains NaN or inf (first at position {int(np.argmin(np.isfinite(array)))})",
+                        field="vector", value=None)
+
+
+def _no_direction() -> InvalidInput:
+    return InvalidInput("vector has no direction a cosine search can use: its norm is 0 or overflows float32",
                         field="vector", value=None)
 
 
@@ -512,6 +518,10 @@ class VersionPool:
 
         class _Wake(FileSystemEventHandler):
             def on_any_event(self, event: Any) -> None:
+                # not opened/closed: the refresh itself reads routing.json, and a version that fails to
+                # load would wake the loop with its own read, retrying in a busy loop instead of per poll
+                if event.event_type not in ("created", "modified", "moved", "deleted"):
+                    return
                 if str(getattr(event, "src_path", "")).endswith("routing.json") or \
                         str(getattr(event, "dest_path", "")).endswith("routing.json"):
                     wake.set()

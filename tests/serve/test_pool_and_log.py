@@ -68,6 +68,11 @@ def test_search_validates_k_vector_and_model(fresh_store):
         search(routed, vector=[float("nan")] * 384, model=model, key=stable_key)
     with pytest.raises(InvalidInput, match="384 dimensions"):
         search(routed, vector=[0.1] * 3, model=model, key=stable_key)
+    # finite, but without a direction: answered arbitrarily, they would also poison the drift reservoir
+    for no_direction in ([0.0] * 384, [1e20] * 384):
+        with pytest.raises(InvalidInput, match="norm is 0 or overflows") as exc:
+            search(routed, vector=no_direction, model=model, key=stable_key)
+        assert exc.value.field == "vector"
     with pytest.raises(Conflict) as exc:
         search(routed, vector=[0.1] * 384, model=routed.versions["v2"].model_key, key=stable_key)
     assert model in str(exc.value) and routed.versions["v2"].model_key in str(exc.value)
@@ -231,3 +236,27 @@ def test_summary_definitions_on_a_small_log():
     assert v1["skipRate"] == v1["complaintRate"] == v1["zeroResultRate"] == round(1 / 3, 6)
     assert v1["dwellMeanMs"] == v1["dwellMedianMs"] == 1000.0 and v1["latencyMs"]["p50"] == 2.0
     assert s["-"]["errors"] == 1
+
+
+def test_a_version_that_cannot_load_is_retried_per_poll_not_in_a_busy_loop(fresh_store):
+    """The refresh reads routing.json; a file watch that woke on those reads retried a failing load
+    hundreds of times a second (one core busy, a warning per try)."""
+    import json
+    import time
+
+    _, root = fresh_store
+    record = root / "indexes" / "quickstart" / "routing.json"
+    routing = json.loads(record.read_text())
+    routing["candidate"], routing["weight"] = "v9", 10.0  # a version the store does not have
+    record.write_text(json.dumps(routing))
+    pool = VersionPool(Store(root), ["quickstart"], poll_s=0.5)
+    tries = []
+    refresh = pool.refresh
+    pool.refresh = lambda: tries.append(time.monotonic()) or refresh()
+    pool.start()
+    try:
+        time.sleep(2.0)
+    finally:
+        pool.stop()
+    assert "no version 'v9'" in str(pool._errors.get("quickstart"))
+    assert 2 <= len(tries) <= 8, f"{len(tries)} tries in 2 s at a 0.5 s poll"
