@@ -18,7 +18,7 @@ import os
 import re
 import stat
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Iterator
+from typing import IO, TYPE_CHECKING, Any, Iterable, Iterator
 
 from controller.errors import InvalidInput
 # one definition of the patterns (DNS-1123 label for names; no separator or leading dot in versions)
@@ -221,3 +221,11 @@ def load_npy(path: str | Path, *, file: str | Path | None = None, field: str | N
     except (OSError, ValueError) as exc:
         raise InvalidInput(f"cannot read {name} as a .npy matrix: {snippet(str(exc), 120)}",
                            file=where, field=field) from None
+
+
+def field_path(loc: Iterable[Any]) -> str:
+    """spec.rollout.steps[2].pause.duration: list positions in brackets, as users write them."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out

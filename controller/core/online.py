@@ -466,3 +466,13 @@ def rbo(a: Sequence[str], b: Sequence[str], p: float = 0.9) -> float:
         seen_b.add(y)
         total += overlap / d * p**d
     return min(1.0, overlap / depth * p**depth + (1 - p) / p * total)
+
+
+def click_rank(event: dict[str, Any], impression: dict[str, Any]) -> int:
+    """The 1-based position the client reported, else the doc's rank in the served list (past its end when
+    the doc is not in it): never 0 or negative, which would divide by zero or subtract from an MRR."""
+    position = event.get("position")
+    if isinstance(position, int) and not isinstance(position, bool) and position >= 1:
+        return position
+    ids = impression.get("ids") or []
+    return ids.index(event.get("docId")) + 1 if event.get("docId") in ids else len(ids) + 1

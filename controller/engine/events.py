@@ -22,6 +22,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from controller.core.online import click_rank
 from controller.store import events as E
 
 FEEDBACK_TYPES = ("click", "dwell", "skip", "complaint")
@@ -44,14 +45,14 @@ def summarize(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     for imp in impressions.values():
         v = per.setdefault(imp["version"], _empty(imp.get("role")))
         v["queries"] += 1
-        v["latency"].append(float(imp.get("tookMs", 0.0)))
+        v["latency"].append(float(imp.get("tookMs") or 0.0))
         v["zero"] += not imp.get("ids")
         events = feedback.get(imp["requestId"], [])
         clicks = [e for e in events if e["type"] == "click"]
         v["clicks"] += len(clicks)
         v["clicked"] += bool(clicks)
         if clicks:
-            v["rr"] += 1.0 / min(_rank(e, imp) for e in clicks)
+            v["rr"] += 1.0 / min(click_rank(e, imp) for e in clicks)
         v["skipped"] += any(e["type"] == "skip" for e in events)
         v["complained"] += any(e["type"] == "complaint" for e in events)
         v["dwell"] += [float(e["dwellMs"]) for e in events if e["type"] == "dwell" and e.get("dwellMs") is not None]
@@ -59,14 +60,6 @@ def summarize(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     for version, n in sorted(errors.items()):
         out[version] = {**_finish(_empty(None), 0), "errors": n}
     return out
-
-
-def _rank(event: dict[str, Any], impression: dict[str, Any]) -> int:
-    """The 1-based position the client reported, else the doc's rank in the served list."""
-    if event.get("position"):
-        return int(event["position"])
-    ids = impression.get("ids") or []
-    return ids.index(event.get("docId")) + 1 if event.get("docId") in ids else len(ids) + 1
 
 
 def _empty(role: str | None) -> dict[str, Any]:

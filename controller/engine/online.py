@@ -74,14 +74,6 @@ def collect(records: Iterable[dict[str, Any]], *, since: float | None = None, un
     return w
 
 
-def _rank(event: dict[str, Any], impression: dict[str, Any]) -> int:
-    """The 1-based position the client reported, else the doc's rank in the served list."""
-    if isinstance(event.get("position"), int) and event["position"] >= 1:
-        return int(event["position"])
-    ids = impression.get("ids") or []
-    return ids.index(event.get("docId")) + 1 if event.get("docId") in ids else len(ids) + 1
-
-
 def _unit(imp: dict[str, Any]) -> str | None:
     """The impression's routing-key id; anything but a string (a hand-edited or foreign log) counts as none."""
     unit = imp.get("unit")
@@ -98,11 +90,11 @@ def _impression_value(metric: str, imp: dict[str, Any], events: list[dict[str, A
         return float(bool(clicks))
     if metric.startswith("ctr@"):
         cutoff = int(metric[4:])
-        return float(any(_rank(e, imp) <= cutoff for e in clicks))
+        return float(any(O.click_rank(e, imp) <= cutoff for e in clicks))
     if metric == "clicksPerQuery":
         return float(len(clicks))
     if metric == "mrr":
-        return 1.0 / min(_rank(e, imp) for e in clicks) if clicks else 0.0
+        return 1.0 / min(O.click_rank(e, imp) for e in clicks) if clicks else 0.0
     if metric == "skipRate":
         return float(any(e.get("type") == "skip" for e in events))
     if metric == "complaintRate":
@@ -110,7 +102,7 @@ def _impression_value(metric: str, imp: dict[str, Any], events: list[dict[str, A
     if metric == "zeroResultRate":
         return float(not imp.get("ids"))
     if O.quantile_of(metric) is not None:
-        return float(imp.get("tookMs", 0.0))
+        return float(imp.get("tookMs") or 0.0)
     raise ValueError(metric)  # unreachable for a validated gate
 
 
@@ -147,7 +139,7 @@ def mirror_samples(w: Window, stable: str, candidate: str, metric: str) -> tuple
         return [], [float(bool(m.get("error"))) for m in mirrors]
     candidate_ms = [float(m["tookMs"]) for m in ok if isinstance(m.get("tookMs"), (int, float))]
     matched = [w.impressions[m["requestId"]] for m in mirrors if m.get("requestId") in w.impressions]
-    stable_ms = [float(imp.get("tookMs", 0.0)) for imp in matched if imp.get("version") == stable]
+    stable_ms = [float(imp.get("tookMs") or 0.0) for imp in matched if imp.get("version") == stable]
     return stable_ms, candidate_ms
 
 
@@ -180,7 +172,7 @@ def interleave_tally(w: Window, candidate: str) -> O.InterleaveTally:
         if not _interleaved(imp) or imp.get("version") != candidate:
             continue
         teams = imp.get("teams") or []
-        positions = [p for p in (_rank(e, imp) for e in w.feedback.get(imp["requestId"], [])
+        positions = [p for p in (O.click_rank(e, imp) for e in w.feedback.get(imp["requestId"], [])
                                  if e.get("type") == "click") if 1 <= p <= len(teams)]
         tally.add(*_win_probabilities(imp, teams, positions), clicked=bool(positions), unit=_unit(imp))
     return tally

@@ -18,7 +18,7 @@ import yaml
 from pydantic import ValidationError
 
 from controller.errors import InvalidInput, shown_value
-from controller.inputs import check_path_text, read_text, snippet
+from controller.inputs import check_path_text, field_path, read_text, snippet
 from controller.manifest.models import API_VERSION, KIND, EmbeddingIndex
 from controller.manifest.providers import capabilities
 from controller.manifest.yamlsafe import MAX_MANIFEST_BYTES, load_all
@@ -130,14 +130,6 @@ def validate_document(doc: Any, file: Path, roots: list[Path]) -> LoadedManifest
         manifest.model_dump_json(by_alias=True).encode()
     ).hexdigest()[:12]
     return LoadedManifest(manifest=manifest, source=file.resolve(), digest=digest, paths=paths)
-
-
-def field_path(loc: Iterable[Any]) -> str:
-    """spec.rollout.steps[2].pause.duration: list positions in brackets, as users write them."""
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
 
 
 def _one_line(exc: ValidationError, file: Path, doc: dict) -> InvalidInput:

@@ -17,7 +17,7 @@ import time
 import uuid
 from collections import OrderedDict
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Sequence, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.routing import APIRoute
@@ -34,6 +34,7 @@ from controller.core.routing import interleaved, mirrored
 from controller.engine.serving import MAX_K, VersionPool, routing_unit, search, validate_k
 from controller.serve import shadow
 from controller.errors import Conflict, ControllerError, InvalidInput, NotFound, NotReady
+from controller.inputs import field_path
 from controller.serve.limits import BodyLimit
 from controller.serve.metrics import ServeMetrics
 from controller.store import events as E
@@ -61,7 +62,7 @@ class SearchRequest(Api):
                                              "version's space (then `model` is required).")
     model: str | None = Field(default=None, description="Fingerprint key of the vector's model "
                               "(the `model.key` a search response returns).")
-    k: int = Field(default=10, ge=1, le=MAX_K, description=f"Number of hits, 1-{MAX_K}.")
+    k: int = Field(default=10, ge=1, le=MAX_K, strict=True, description=f"Number of hits, 1-{MAX_K}.")
     key: str | None = Field(default=None, max_length=512,
                             description="Routing key (user or session id): the same key always hits the same "
                                         "version for a given weight.")
@@ -88,11 +89,17 @@ class SearchResponse(Api):
     took_ms: float
 
 
+#: A day: longer is a client's bug, and unbounded values overflow the dwell statistics.
+MAX_DWELL_MS = 86_400_000
+
+
 class FeedbackEvent(Api):
     type: Literal["click", "dwell", "skip", "complaint"]
     doc_id: str | None = Field(default=None, max_length=512)
-    position: int | None = Field(default=None, ge=1, le=MAX_K, description="1-based rank the user saw.")
-    dwell_ms: FiniteFloat | None = Field(default=None, ge=0)
+    position: int | None = Field(default=None, ge=1, le=MAX_K, strict=True,
+                                 description="1-based rank the user saw.")
+    dwell_ms: FiniteFloat | None = Field(default=None, ge=0, le=MAX_DWELL_MS,
+                                         description="Time on the document (dwell events only), at most a day.")
 
 
 class FeedbackRequest(Api):
@@ -194,8 +201,18 @@ _SEARCH_BODY = {"required": True, "content": {"application/json": {
     "schema": SearchRequest.model_json_schema(by_alias=True, ref_template="#/components/schemas/{model}")}}}
 
 
+_FEEDBACK_BODY = {"required": True, "content": {"application/json": {
+    "schema": FeedbackRequest.model_json_schema(by_alias=True, ref_template="#/components/schemas/{model}")}}}
+
+_Body = TypeVar("_Body", bound=BaseModel)
+
+
 def parse_search_body(raw: bytes, content_type: str | None) -> SearchRequest:
-    """The search body validated by pydantic-core straight from the bytes, in one pass.
+    return parse_body(SearchRequest, raw, content_type)
+
+
+def parse_body(model: type[_Body], raw: bytes, content_type: str | None) -> _Body:
+    """A request body validated by pydantic-core straight from the bytes, in one pass.
 
     FastAPI's own body handling parses the JSON into a Python tree with the json module and
     then validates that tree (about a third of the service's time per query for a 384-float
@@ -209,10 +226,34 @@ def parse_search_body(raw: bytes, content_type: str | None) -> SearchRequest:
                                        "msg": "Input should be a valid dictionary or object to extract fields from "
                                               "(send Content-Type: application/json)"}])
     try:
-        return SearchRequest.model_validate_json(raw)
+        return model.model_validate_json(raw)
     except ValidationError as exc:
         raise RequestValidationError([{**e, "loc": ("body", *e["loc"])}
                                       for e in exc.errors(include_url=False)]) from None
+
+
+def event_position(i: int, event: FeedbackEvent, ids: Sequence[str]) -> int | None:
+    """The rank the event is about, checked against what the search answered: feedback on a document or
+    a rank the user was never shown would count as clicks and raise CTR and MRR."""
+    where = f"events[{i}]"
+    if event.dwell_ms is not None and event.type != "dwell":
+        raise InvalidInput(f"dwellMs belongs to dwell events, not {event.type}", field=f"{where}.dwellMs",
+                           value=event.dwell_ms)
+    if event.type == "dwell" and event.dwell_ms is None:
+        raise InvalidInput("a dwell event needs dwellMs", field=f"{where}.dwellMs")
+    if event.position is not None and event.position > len(ids):
+        raise InvalidInput(f"position {event.position} is past the {len(ids)} hits the search answered",
+                           field=f"{where}.position", value=event.position)
+    if event.doc_id is None:
+        return event.position
+    if event.doc_id not in ids:
+        raise InvalidInput("docId is not among the hits the search answered", field=f"{where}.docId",
+                           value=event.doc_id)
+    rank = ids.index(event.doc_id) + 1
+    if event.position is not None and event.position != rank:
+        raise InvalidInput(f"position {event.position} does not match docId {event.doc_id!r}, answered at "
+                           f"rank {rank}", field=f"{where}.position", value=event.position)
+    return rank
 
 
 class _FastJSON(JSONResponse):
@@ -263,8 +304,7 @@ def _error(status: int, message: str, field: str | None = None, headers: dict[st
 
 
 def _field_of(loc: tuple[Any, ...]) -> str:
-    parts = [str(p) for p in loc if p != "body" and not isinstance(p, int)]
-    return ".".join(parts) or "body"
+    return field_path(loc[1:] if loc[:1] == ("body",) else loc) or "body"
 
 
 def _install_error_handlers(app: FastAPI, state: ServeState) -> None:
@@ -314,8 +354,9 @@ def _count_error(state: ServeState, request: Request, status: int) -> None:
     label = name if served else "unknown"
     version = getattr(request.state, "version", None) or "-"
     role = getattr(request.state, "role", None) or "-"
-    if "/search" in request.url.path:
-        state.metrics.requests.labels(label, version, role, str(status)).inc()
+    if "/search" not in request.url.path:
+        return  # errors, the metric and the log's error events, are refused or failed searches (docs/serving.md)
+    state.metrics.requests.labels(label, version, role, str(status)).inc()
     state.metrics.errors.labels(label, version, role, str(status)).inc()
     if served and state.events is not None:
         state.events.append({"type": "error", "ts": time.time(), "index": name, "version": getattr(
@@ -376,9 +417,9 @@ def _install_routes(app: FastAPI, state: ServeState) -> None:
                    413: {"description": "body too large"}, 422: {"description": "invalid field"},
                    503: {"description": "no version routed or loaded yet (Retry-After)"}})
 
-    @app.post("/v1/indexes/{name}/feedback", response_model=FeedbackResponse, response_model_by_alias=True,
-              responses={404: {"description": "unknown index or request id"}, 422: {"description": "invalid field"}})
-    async def feedback(name: str, body: FeedbackRequest, request: Request) -> FeedbackResponse:
+    async def feedback(name: str, request: Request) -> JSONResponse:
+        # the body is read here, not by FastAPI, whose reader turns the size limit's 413 into a 400
+        body = parse_body(FeedbackRequest, await request.body(), request.headers.get("content-type"))
         if name not in pool.names():
             pool.routed(name)  # raises the 404 / 503 that names the index
         impression = state.requests.get(body.request_id)
@@ -387,16 +428,22 @@ def _install_routes(app: FastAPI, state: ServeState) -> None:
                            "of a search this service answered (ids are kept for the last "
                            f"{REQUEST_MEMORY} searches, in memory)")
         request.state.version, request.state.role = impression.version, impression.role
+        positions = [event_position(i, event, impression.ids) for i, event in enumerate(body.events)]
         now = time.time()
-        for event in body.events:
-            position = event.position
-            if position is None and event.doc_id in impression.ids:
-                position = impression.ids.index(event.doc_id) + 1
+        for event, position in zip(body.events, positions):
             state.events.append({"type": event.type, "ts": now, "requestId": body.request_id, "index": name,
                                  "version": impression.version, "role": impression.role, "docId": event.doc_id,
                                  "position": position, "dwellMs": event.dwell_ms})
             metrics.feedback.labels(name, impression.version, impression.role, event.type).inc()
-        return FeedbackResponse(request_id=body.request_id, accepted=len(body.events))
+        return JSONResponse(FeedbackResponse(request_id=body.request_id, accepted=len(body.events))
+                            .model_dump(by_alias=True))
+
+    app.router.add_api_route(
+        "/v1/indexes/{name}/feedback", feedback, methods=["POST"], route_class_override=_DirectRoute,
+        response_model=FeedbackResponse, response_model_by_alias=True,
+        openapi_extra={"requestBody": _FEEDBACK_BODY},
+        responses={404: {"description": "unknown index or request id"}, 413: {"description": "body too large"},
+                   422: {"description": "invalid field"}})
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

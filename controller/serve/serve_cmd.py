@@ -15,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                  examples="""
                      controller serve --port 8080
                      controller serve --store out/qs --index quickstart --port 0
-                     curl -s localhost:8080/v1/indexes/quickstart/search -d '{"query": "vitamin D", "k": 3}'
+                     curl -s localhost:8080/v1/indexes/quickstart/search -H 'content-type: application/json' -d '{"query": "vitamin"}'
                  """)
     add_store_arg(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")

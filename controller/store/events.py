@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import socket
 import threading
@@ -188,8 +189,36 @@ def read_events(root: Path, name: str, *, since: float | None = None) -> Iterato
                     record = json.loads(raw)
                 except (json.JSONDecodeError, UnicodeDecodeError):
                     continue  # a torn last line from a crash mid-write
-                if not isinstance(record, dict):
+                if not isinstance(record, dict) or not well_formed(record):
                     continue
-                if since is not None and float(record.get("ts", 0)) < since:
+                if since is not None and (record.get("ts") or 0) < since:
                     continue
                 yield record
+
+
+_NUMBER_FIELDS = ("ts", "tookMs", "dwellMs")
+_TEXT_FIELDS = ("type", "requestId")
+_OPTIONAL_TEXT_FIELDS = ("version", "role")
+
+
+def well_formed(record: dict[str, Any]) -> bool:
+    """The fields readers compute with have the types the service writes: a hand-edited or foreign line
+    that does not is skipped like a torn one, never a traceback or a NaN in a summary."""
+    def number(value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+    if not isinstance(record.get("type"), str):
+        return False
+    if any(record.get(f) is not None and not number(record[f]) for f in _NUMBER_FIELDS):
+        return False
+    if any(f in record and not isinstance(record[f], str) for f in _TEXT_FIELDS):
+        return False
+    if any(record.get(f) is not None and not isinstance(record[f], str) for f in _OPTIONAL_TEXT_FIELDS):
+        return False
+    position = record.get("position")
+    if position is not None and (isinstance(position, bool) or not isinstance(position, int) or position < 1):
+        return False
+    if record.get("ids") is not None and not isinstance(record["ids"], list):
+        return False
+    # an impression is counted per request and per version: both must be there
+    return record["type"] != "impression" or ("requestId" in record and isinstance(record.get("version"), str))

@@ -141,3 +141,32 @@ def test_rollback_to_what_already_serves_journals_nothing(rolled_back, capsys):
     assert code == 0 and json.loads(out)["unchanged"] is True
     assert history.read_bytes() == journal
     assert (store / "indexes" / "qs" / "status.json").read_bytes() == status
+
+
+def test_events_skip_lines_whose_fields_have_the_wrong_types(tmp_path, capsys):
+    """Hand-edited or foreign lines are skipped like torn ones: no traceback, no NaN or Infinity."""
+    good = [{"type": "impression", "ts": 1.0, "requestId": "r1", "version": "v1", "role": "stable", "ids": ["a", "b"],
+             "tookMs": 2.0},
+            {"type": "click", "ts": 2.0, "requestId": "r1", "version": "v1", "docId": "b", "position": 2,
+             "dwellMs": None}]
+    bad = [{"type": "impression", "ts": 1, "version": "v1"},  # no requestId
+           {"type": "impression", "ts": 1, "requestId": "r2"},  # no version
+           {"type": "impression", "ts": 1, "requestId": "r3", "version": "v1", "tookMs": None, "ids": ["a"]},
+           {"type": "impression", "ts": 1, "requestId": "r4", "version": ["v1"]},
+           {"type": "impression", "ts": "yesterday", "requestId": "r5", "version": "v1"},
+           {"type": "click", "ts": 2, "requestId": "r1", "position": "first"},
+           {"type": "click", "ts": 2, "requestId": "r1", "position": -1},
+           {"type": "dwell", "ts": 2, "requestId": "r1", "dwellMs": "long"},
+           {"type": "click", "ts": 2, "requestId": ["r1"]}]
+    now = time.time()
+    for record in good + bad:
+        record["ts"] = now if isinstance(record["ts"], (int, float)) else record["ts"]
+    segment = tmp_path / "events" / "qs" / "segment-x.jsonl"
+    segment.parent.mkdir(parents=True)
+    segment.write_text("".join(json.dumps(r) + "\n" for r in good + bad))
+    for since in ((), ("--since", "1000d")):
+        code, out, err = run(capsys, "events", "qs", "--events", str(tmp_path / "events"), "-o", "json", *since)
+        assert code == 0 and "Traceback" not in err
+        v1 = json.loads(out)["versions"]["v1"]
+        # r3 is well formed (a null tookMs is how the service writes "not measured"); r1's click at rank 2
+        assert (v1["queries"], v1["clicks"], v1["mrr"]) == (2, 1, 0.25)

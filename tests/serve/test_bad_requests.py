@@ -21,7 +21,10 @@ def _cases(model_key: str) -> list[tuple[str, str, dict | bytes, dict, int, str]
         ("wrong vector length", "quickstart", {"vector": [0.1] * 5, "model": model_key, "key": "bob"}, j, 422,
          "vector"),
         ("NaN in vector", "quickstart", b'{"vector": [NaN' + b", 0.1" * 383 + b'], "model": "%s"}' % model_key.encode(),
-         j, 422, "vector"),
+         j, 422, "vector[0]"),
+        ("k true", "quickstart", {"query": "a", "k": True}, j, 422, "k"),
+        ("k as text", "quickstart", {"query": "a", "k": "10"}, j, 422, "k"),
+        ("zero vector", "quickstart", {"vector": [0.0] * 384, "model": model_key, "key": "bob"}, j, 422, "vector"),
         ("vector without model", "quickstart", {"vector": vec, "key": "bob"}, j, 422, "model"),
         ("wrong fingerprint", "quickstart", {"vector": vec, "model": "0123456789ab", "key": "bob"}, j, 409, None),
         ("unknown index", "nope", GOOD, j, 404, None),
@@ -42,11 +45,30 @@ def test_bad_requests_each_refused_with_the_field_then_service_keeps_serving(bui
     cases = _cases(first["model"]["key"])
     feedback_cases = [
         ("unknown feedback type", {"requestId": first["requestId"], "events": [{"type": "clack", "docId": "x"}]},
-         422, "events.type"),
+         422, "events[0].type"),
         ("unknown request id", {"requestId": "not-a-request", "events": [{"type": "click", "docId": "x"}]},
          404, None),
         ("negative dwell", {"requestId": first["requestId"], "events": [{"type": "dwell", "dwellMs": -1}]},
-         422, "events.dwellMs"),
+         422, "events[0].dwellMs"),
+        # feedback the user cannot have given would count as clicks and raise CTR and MRR
+        ("a doc the search did not answer", {"requestId": first["requestId"], "events": [
+            {"type": "click", "docId": first["hits"][0]["id"]}, {"type": "click", "docId": "no-such-doc"}]},
+         422, "events[1].docId"),
+        ("a rank past the hits", {"requestId": first["requestId"], "events": [{"type": "click", "position": 4}]},
+         422, "events[0].position"),
+        ("a position that is not the doc's", {"requestId": first["requestId"], "events": [
+            {"type": "click", "docId": first["hits"][0]["id"], "position": 2}]}, 422, "events[0].position"),
+        ("dwell without dwellMs", {"requestId": first["requestId"], "events": [{"type": "dwell"}]},
+         422, "events[0].dwellMs"),
+        ("dwellMs on a skip", {"requestId": first["requestId"], "events": [{"type": "skip", "dwellMs": 5}]},
+         422, "events[0].dwellMs"),
+        ("dwell over a day", {"requestId": first["requestId"], "events": [{"type": "dwell", "dwellMs": 1e308}]},
+         422, "events[0].dwellMs"),
+        ("position true", {"requestId": first["requestId"], "events": [{"type": "click", "position": True}]},
+         422, "events[0].position"),
+        ("feedback without JSON content type", b'{"requestId": "x", "events": [{"type": "complaint"}]}', 422, "body"),
+        # chunked, so only the limit on what is read can refuse it (FastAPI's reader made this a 400)
+        ("a 2 MB chunked feedback body", iter([b'{"requestId": "'] + [b"a" * 2**16] * 32 + [b'"}']), 413, "body"),
         ("no events", {"requestId": first["requestId"], "events": []}, 422, "events"),
     ]
     assert len(cases) + len(feedback_cases) >= 12
@@ -63,7 +85,9 @@ def test_bad_requests_each_refused_with_the_field_then_service_keeps_serving(bui
         good = server.search(**GOOD)
         assert good.status_code == 200 and good.json()["hits"], (case, good.text)
     for case, body, status, field in feedback_cases:
-        r = server.client.post("/v1/indexes/quickstart/feedback", json=body)
+        kind = "text/plain" if isinstance(body, bytes) else "application/json"
+        r = (server.client.post("/v1/indexes/quickstart/feedback", json=body) if isinstance(body, dict) else
+             server.client.post("/v1/indexes/quickstart/feedback", content=body, headers={"content-type": kind}))
         assert r.status_code == status, (case, r.text)
         if field is not None:
             assert r.json()["field"] == field, (case, r.json())
