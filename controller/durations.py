@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 from controller.errors import InvalidInput
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -24,7 +22,7 @@ def parse_duration(text: str, flag: str = "--interval") -> float:
         seconds = float(number) * scale
     except ValueError:
         seconds = -1
-    if not (0 < seconds <= MAX_SECONDS) or math.isnan(seconds):
+    if not 0 < seconds <= MAX_SECONDS:  # NaN fails every comparison, so it is refused here too
         raise InvalidInput(f"expected a positive duration of at most a year, such as 30s, 5m or 1h, got {text!r}",
                            field=flag, value=text)
     return seconds

@@ -207,10 +207,6 @@ _FEEDBACK_BODY = {"required": True, "content": {"application/json": {
 _Body = TypeVar("_Body", bound=BaseModel)
 
 
-def parse_search_body(raw: bytes, content_type: str | None) -> SearchRequest:
-    return parse_body(SearchRequest, raw, content_type)
-
-
 def parse_body(model: type[_Body], raw: bytes, content_type: str | None) -> _Body:
     """A request body validated by pydantic-core straight from the bytes, in one pass.
 
@@ -368,7 +364,7 @@ def _install_routes(app: FastAPI, state: ServeState) -> None:
     pool, metrics = state.pool, state.metrics
 
     async def search_index(name: str, request: Request) -> JSONResponse:
-        body = parse_search_body(await request.body(), request.headers.get("content-type"))
+        body = parse_body(SearchRequest, await request.body(), request.headers.get("content-type"))
         routed = pool.routed(name)
         mixed_fields = None  # interleave step: a team-draft merge; its impression fields (teams, source lists)
         if interleaved(routed.routing, key=body.key, draw=random.uniform(0, 100)):
