@@ -30,6 +30,7 @@ bench: install-dev
 	$(BIN)/python bench/bench_build.py
 	$(BIN)/python bench/bench_durable_write.py
 	$(BIN)/python bench/bench_online.py
+	$(BIN)/python bench/bench_mirror.py
 	$(BIN)/python bench/bench_backends.py
 
 clean:
