@@ -143,7 +143,9 @@ def _one_line(exc: ValidationError, file: Path, doc: dict) -> InvalidInput:
     elif err["type"] == "missing":
         msg = "required field is missing"
         value = None
-    said = value is None or isinstance(value, dict) or shown_value(value) in msg
+    # a number is "said" only as "(got N)": "greater than 0" does not show a bad 0
+    quoted = f"(got {shown_value(value)})" if isinstance(value, (int, float)) else shown_value(value)
+    said = value is None or isinstance(value, dict) or quoted in msg
     shown = "" if said else f" (got {shown_value(value)})"
     more = f"; {exc.error_count() - 1} more error(s)" if exc.error_count() > 1 else ""
     return InvalidInput(f"{msg}{shown}{more}", file=file, field=loc, value=value)

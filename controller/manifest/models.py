@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, StrictFloat, StrictInt, field_validator, model_serializer,
+                      model_validator)
 from pydantic.alias_generators import to_camel
 
 from controller.manifest.defaults import DEFAULT_MAX_DROP, GATE_METRIC_PATTERN, NAME_PATTERN, VERSION_PATTERN
@@ -32,7 +33,7 @@ class Model(BaseModel):
     """Base: camelCase aliases, unknown fields forbidden, populate by either name."""
 
     model_config = ConfigDict(
-        extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True
+        extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True, allow_inf_nan=False
     )
 
 
@@ -51,13 +52,13 @@ class Metadata(Model):
 
 class CorpusSpec(Model):
     path: str = Field(description="JSON Lines file of documents, relative to the manifest.")
-    id_field: str = Field(default="id", description="Field of each document holding its unique id.")
-    text_fields: list[str] = Field(
+    id_field: str = Field(default="id", min_length=1, description="Field of each document holding its unique id.")
+    text_fields: list[Annotated[str, Field(min_length=1)]] = Field(
         default_factory=lambda: ["text"],
         min_length=1,
         description="Fields joined with one space to form the text that is embedded.",
     )
-    max_removed: float = Field(
+    max_removed: StrictFloat = Field(
         default=0.10,
         ge=0,
         le=1,
@@ -74,7 +75,7 @@ class QueryEmbedderSpec(Model):
     )
     name: str = Field(min_length=1, description="Query model name.")
     version: str = Field(min_length=1, description="Query model version.")
-    dim: int = Field(gt=0, le=65536, description="Vector dimension; must equal spec.model.dim.")
+    dim: StrictInt = Field(gt=0, le=65536, description="Vector dimension; must equal spec.model.dim.")
     normalize: bool = Field(default=True, description="L2-normalise query vectors.")
     options: dict[str, Any] = Field(default_factory=dict, description="Provider-specific options.")
 
@@ -104,7 +105,7 @@ class ModelSpec(Model):
     )
     name: str = Field(min_length=1, description="Model name, part of the fingerprint.")
     version: str = Field(min_length=1, description="Model version, part of the fingerprint.")
-    dim: int = Field(gt=0, le=65536, description="Vector dimension the model emits.")
+    dim: StrictInt = Field(gt=0, le=65536, description="Vector dimension the model emits.")
     normalize: bool = Field(
         default=True, description="L2-normalise vectors after embedding (and queries alike)."
     )
@@ -174,7 +175,8 @@ DEFAULT_BACKEND = "faiss"
 class BackendSpec(Model):
     """Where a version's vectors live; every key besides ``type`` is a parameter of that backend."""
 
-    model_config = ConfigDict(extra="allow", alias_generator=to_camel, populate_by_name=True, frozen=True)
+    model_config = ConfigDict(extra="allow", alias_generator=to_camel, populate_by_name=True, frozen=True,
+                              allow_inf_nan=False)
 
     type: str = Field(
         default=DEFAULT_BACKEND, pattern=NAME_PATTERN,
@@ -294,12 +296,12 @@ class OnlineGateSpec(Model):
                     "complaintRate, zeroResultRate, errorRate, latencyP50/P95/P99, mirrorOverlap, mirrorRbo, "
                     "mirrorJaccard, mirrorErrorRate, mirrorLatencyP50/P95/P99 (see docs/rollouts.md).",
     )
-    max_drop: float | None = Field(default=None, ge=0, description="Largest drop of the candidate versus stable.")
-    max_increase: float | None = Field(default=None, ge=0,
+    max_drop: StrictFloat | None = Field(default=None, ge=0, description="Largest drop of the candidate versus stable.")
+    max_increase: StrictFloat | None = Field(default=None, ge=0,
                                        description="Largest increase of the candidate versus stable.")
-    min: float | None = Field(default=None, description="Absolute floor for the candidate.")
-    max: float | None = Field(default=None, description="Absolute ceiling for the candidate.")
-    min_samples: int | None = Field(default=None, ge=1,
+    min: StrictFloat | None = Field(default=None, description="Absolute floor for the candidate.")
+    max: StrictFloat | None = Field(default=None, description="Absolute ceiling for the candidate.")
+    min_samples: StrictInt | None = Field(default=None, ge=1,
                                     description="Samples per arm before this gate can decide; default: the step's.")
 
     @model_validator(mode="after")
@@ -312,22 +314,22 @@ class OnlineGateSpec(Model):
 class AnalysisStep(_DurationFields):
     gates: list[OnlineGateSpec] = Field(min_length=1, description="Online gates, candidate against stable.")
     interval: Duration = Field(default="1m", description="How often the gates are evaluated (default 1m).")
-    min_samples: int = Field(default=100, ge=1, description="Samples per arm before any gate may pass.")
+    min_samples: StrictInt = Field(default=100, ge=1, description="Samples per arm before any gate may pass.")
     max_duration: Duration | None = Field(
         default=None, description="Still inconclusive after this long: the rollout is aborted (default: wait).")
-    alpha: float = Field(default=0.05, gt=0, lt=1,
+    alpha: StrictFloat = Field(default=0.05, gt=0, lt=1,
                          description="False-abort rate of the sequential test over all looks (default 0.05).")
 
 
 class InterleaveStep(_DurationFields):
-    percentage: float = Field(gt=0, le=100, description="Share of queries answered with a team-draft merge "
+    percentage: StrictFloat = Field(gt=0, le=100, description="Share of queries answered with a team-draft merge "
                                                          "of stable and candidate.")
-    min_queries: int = Field(default=200, ge=1, description="Interleaved queries with a click before deciding.")
+    min_queries: StrictInt = Field(default=200, ge=1, description="Interleaved queries with a click before deciding.")
     interval: Duration = Field(default="1m", description="How often the preference test is evaluated.")
     max_duration: Duration | None = Field(
         default=None, description="Still inconclusive after this long: the rollout is aborted (default: wait).")
-    alpha: float = Field(default=0.05, gt=0, lt=1, description="False-decision rate of the preference test.")
-    margin: float = Field(default=0.0, ge=0, lt=0.5,
+    alpha: StrictFloat = Field(default=0.05, gt=0, lt=1, description="False-decision rate of the preference test.")
+    margin: StrictFloat = Field(default=0.0, ge=0, lt=0.5,
                           description="Non-inferiority margin: pass when the candidate's win share is surely above "
                                       "0.5 - margin (0: it must be preferred).")
 
@@ -335,9 +337,9 @@ class InterleaveStep(_DurationFields):
 class RolloutStep(Model):
     """One step, in Argo Rollouts' vocabulary: exactly one of the keys."""
 
-    set_weight: float | None = Field(default=None, ge=0, le=100,
+    set_weight: StrictFloat | None = Field(default=None, ge=0, le=100,
                                      description="Send this share of queries (0-100) to the candidate.")
-    set_mirror: float | None = Field(default=None, ge=0, le=100,
+    set_mirror: StrictFloat | None = Field(default=None, ge=0, le=100,
                                      description="Copy this share of queries to the candidate off the request "
                                                  "path; its results are logged, never returned.")
     pause: PauseStep | None = Field(default=None, description="Hold: {duration: 10m}, or {} until promoted.")
@@ -365,7 +367,7 @@ ConfirmGate = Literal["rollout", "step", "trafficIncrease", "promotion"]
 class ConfirmSpec(Model):
     url: str = Field(pattern=r"^https?://", description="Receiver POSTed at each gate of `before`; "
                                                         "HTTP 200 = go, anything else (or no answer) = wait.")
-    timeout: float = Field(default=5, gt=0, le=60, description="Seconds to wait for the receiver; it is asked "
+    timeout: StrictFloat = Field(default=5, gt=0, le=60, description="Seconds to wait for the receiver; it is asked "
                                                                "again every 30 s while it says wait.")
     before: list[ConfirmGate] = Field(
         default=["promotion"], min_length=1,
@@ -386,7 +388,7 @@ class ConfirmSpec(Model):
 
 
 class RolloutSpec(Model):
-    percentage: float = Field(
+    percentage: StrictFloat = Field(
         default=100,
         ge=0,
         le=100,
@@ -416,7 +418,7 @@ class DriftCheck(Model):
             "pairCosineShift (similarity distributions, valid across models); ksDims, mmd (same model only)."
         )
     )
-    max: float | Literal["auto"] | None = Field(
+    max: StrictFloat | Literal["auto"] | None = Field(
         default=None,
         description="Threshold above which the statistic counts as drift; default: the statistic's own.",
     )
@@ -434,8 +436,8 @@ class GoldenGate(Model):
         ),
         pattern=GATE_METRIC_PATTERN,
     )
-    min: float | None = Field(default=None, description="Absolute floor for the new version.")
-    max_drop: float | None = Field(
+    min: StrictFloat | None = Field(default=None, description="Absolute floor for the new version.")
+    max_drop: StrictFloat | None = Field(
         default=None, ge=0, description="Largest allowed drop versus the stable version."
     )
 
@@ -451,12 +453,12 @@ class GoldenSpec(Model):
         default=None, description="BEIR queries.jsonl (_id, text), relative to the manifest."
     )
     qrels: str = Field(description="Qrels TSV (query-id corpus-id score) or TREC qrels file.")
-    k: int = Field(default=10, gt=0, le=10000, description="Retrieval depth for evaluation.")
+    k: StrictInt = Field(default=10, gt=0, le=10000, description="Retrieval depth for evaluation.")
     gates: list[GoldenGate] = Field(
         default_factory=list,
         description=f"Quality gates; when empty: ndcg@K and recall@K with maxDrop {DEFAULT_MAX_DROP} versus stable.",
     )
-    confidence: float | None = Field(
+    confidence: StrictFloat | None = Field(
         default=None,
         gt=0,
         lt=1,
@@ -471,7 +473,7 @@ class CorpusDriftMetric(Model):
     metric: str = Field(
         description="Drift statistic (any of spec.checks.drift[].metric; ksDims and mmd apply: same model)."
     )
-    max: float | Literal["auto"] | None = Field(
+    max: StrictFloat | Literal["auto"] | None = Field(
         default=None,
         description="Threshold; default: the statistic's own; auto: calibrated on the reference version.",
     )
@@ -513,7 +515,7 @@ class ChecksSpec(Model):
 
 
 class HistorySpec(Model):
-    keep: int = Field(default=3, ge=1, le=100, description="Built versions kept for rollback.")
+    keep: StrictInt = Field(default=3, ge=1, le=100, description="Built versions kept for rollback.")
 
 
 class IndexSpecRoot(Model):

@@ -9,7 +9,8 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, StrictFloat, StrictInt, field_validator, model_serializer,
+                      model_validator)
 from pydantic.alias_generators import to_camel
 
 # five fields (minute hour day-of-month month day-of-week) of numbers, names, * , - / ; or a macro
@@ -28,7 +29,8 @@ def duration_seconds(text: str) -> int:
 
 
 class ReembedSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True,
+                              allow_inf_nan=False)
 
     schedule: str | None = Field(
         default=None,
@@ -40,10 +42,10 @@ class ReembedSpec(BaseModel):
         description=("Longest a run may take (e.g. 4h), the Job's activeDeadlineSeconds: at its end the pods "
                      "get SIGTERM, keep what is in flight and the next run resumes."),
     )
-    shards: int = Field(default=1, ge=1, le=1000,
+    shards: StrictInt = Field(default=1, ge=1, le=1000,
                         description="Disjoint shards (Indexed Job completions); pod i runs `embed --shard i/N`.")
-    parallelism: int = Field(default=1, ge=1, le=1000, description="Shards running at once (Job parallelism).")
-    backoff_limit: int = Field(default=6, ge=0, le=100,
+    parallelism: StrictInt = Field(default=1, ge=1, le=1000, description="Shards running at once (Job parallelism).")
+    backoff_limit: StrictInt = Field(default=6, ge=0, le=100,
                                description="Retries of failed shard pods before the Job fails (backoffLimit).")
     priority: Literal["none", "hot"] = Field(
         default="none",
@@ -61,7 +63,7 @@ class ReembedSpec(BaseModel):
                      "revision is built and rolled out like a new version) or inPlace (rows are removed and "
                      "added in the serving index where its type allows, checked, and the alias moves to it)."),
     )
-    rebuild_after: int | str | None = Field(
+    rebuild_after: StrictInt | str | None = Field(
         default=None,
         description=("With refresh: inPlace, when a corpus change is a full rebuild instead: after this many "
                      "in-place refreshes since the last full build (e.g. 10), or once this long has passed "

@@ -248,3 +248,42 @@ def test_kustomization_files_are_skipped_by_name(tmp_path, capsys):
     (ws / "kustomization.yaml").write_text("apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
                                           "resources: [index.yaml]\n")
     assert main(["reconcile", str(ws), "--store", str(tmp_path / "s"), "--dry-run"]) == 0, capsys.readouterr().err
+
+
+def _set(doc: dict, dotted: str, value) -> dict:
+    node = doc
+    *parents, last = dotted.split(".")
+    for part in parents:
+        node = node[int(part)] if part.isdigit() else node[part]
+    node[int(last) if last.isdigit() else last] = value
+    return doc
+
+
+# YAML hands pydantic true, .nan and .inf as Python values: in lax mode `dim: true` was a 1-dimensional
+# model, and a gate `min: .nan` compared false with every value
+NUMBER_CASES = [
+    ("spec.model.dim", True, "valid integer (got True)"),
+    ("spec.model.dim", 384.5, "valid integer (got 384.5)"),
+    ("spec.rollout.percentage", True, "valid number (got True)"),
+    ("spec.rollout.percentage", float("nan"), "finite number (got nan)"),
+    ("spec.checks.golden.gates.0.min", float("nan"), "finite number (got nan)"),
+    ("spec.checks.golden.gates.0.maxDrop", float("inf"), "finite number (got inf)"),
+    ("spec.checks.golden.k", 0, "greater than 0 (got 0)"),
+    ("spec.history.keep", False, "valid integer (got False)"),
+    ("spec.corpus.maxRemoved", float("-inf"), "finite number (got -inf)"),
+    ("spec.corpus.idField", "", "at least 1 character"),
+    ("spec.corpus.textFields", ["title", ""], "at least 1 character"),
+]
+
+
+@pytest.mark.parametrize("dotted,value,said", NUMBER_CASES, ids=[f"{c[0]}={c[1]!r}" for c in NUMBER_CASES])
+def test_manifest_numbers_are_finite_numbers_not_booleans(dotted, value, said, tmp_path, capsys):
+    ws = workspace(tmp_path, n_docs=30)
+    doc = manifest("v1", gates=[{"metric": "ndcg@10", "min": 0.1, "maxDrop": 0.05}])
+    path = write_manifest(ws, _set(doc, dotted, value))
+    store = tmp_path / "store"
+    assert main(["reconcile", str(path), "--store", str(store), "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip()
+    field = dotted.replace(".0.", "[0].") + ("[1]" if isinstance(value, list) else "")
+    assert len(err.splitlines()) == 1 and f"field {field}:" in err and said in err, err
+    assert not store.exists()
