@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dry-run", action="store_true", help="print the plan and change nothing")
     p.add_argument("--detailed-exitcode", action="store_true",
                    help="needs --dry-run: exit 0 no changes, 1 error (invalid input included), 2 changes pending")
-    p.add_argument("--out", type=Path, metavar="FILE",
+    p.add_argument("--out", metavar="FILE",
                    help="with --dry-run: save the plan for `controller apply FILE`")
     add_webhook_args(p)
     add_output_arg(p)
@@ -55,6 +55,8 @@ def run(args: argparse.Namespace) -> int:
     if args.out is not None and not args.dry_run:
         raise InvalidInput("--out saves a plan for review and needs --dry-run", field="--out", value=str(args.out))
     try:
+        if args.out is not None:
+            args.out = check_out(args.out)
         return _run(args)
     except InvalidInput as exc:
         if not args.detailed_exitcode:
@@ -62,6 +64,22 @@ def run(args: argparse.Namespace) -> int:
         # with --detailed-exitcode, 2 means "changes pending": invalid input must not look like that
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
+
+
+def check_out(raw: str) -> Path:
+    """--out before any work: a file name whose directory exists (a plan is never written halfway,
+    and a typo in the directory must not create directories)."""
+    if not raw.strip():
+        raise InvalidInput("needs a file name for the plan", field="--out", value=raw)
+    out = Path(raw)
+    if out.is_dir():
+        raise InvalidInput(f"{raw!r} is a directory; name a file, e.g. {str(out / 'plan.json')!r}",
+                           field="--out", value=raw)
+    parent = out.parent
+    if not parent.is_dir():
+        why = "is not a directory" if parent.exists() else "does not exist (create it first)"
+        raise InvalidInput(f"the directory {str(parent)!r} {why}", field="--out", value=raw)
+    return out
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -91,7 +91,47 @@ def read_plan_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(doc.get("indexes"), list):
         raise InvalidInput(f"not a plan file (expected format {FORMAT!r})", file=path, field="format",
                            value=doc.get("format") if isinstance(doc, dict) else None)
+    check_structure(doc, path)
     return doc
+
+
+# (field, type, what) checked in every index entry before anything reads it
+_ENTRY_FIELDS: tuple[tuple[str, type, str], ...] = (
+    ("name", str, "a string"), ("manifest", dict, "an object"), ("manifest.source", str, "a string"),
+    ("observed", dict, "an object"), ("plan", dict, "an object"), ("plan.changes", bool, "true or false"),
+)
+
+
+_MISSING = object()
+
+
+def _bad(path: Path, field: str, what: str, value: Any) -> InvalidInput:
+    got = "missing" if value is _MISSING else f"got {json.dumps(value, default=str)[:80]}"
+    return InvalidInput(f"must be {what} ({got}); write a new plan with `controller reconcile PATH --dry-run "
+                        "--out FILE`", file=path, field=field)
+
+
+def _lookup(entry: dict[str, Any], dotted: str) -> Any:
+    value: Any = entry
+    for key in dotted.split("."):
+        value = value.get(key, _MISSING) if isinstance(value, dict) else _MISSING
+    return value
+
+
+def check_structure(doc: dict[str, Any], path: Path) -> None:
+    """Every field apply reads, with its type, so a hand-edited or truncated plan is one line, not a traceback."""
+    if not isinstance(doc.get("store", _MISSING), str) or not doc["store"]:
+        raise _bad(path, "store", "a non-empty string", doc.get("store", _MISSING))
+    roots = doc.get("dataRoots") or []
+    if not isinstance(roots, list) or not all(isinstance(r, str) for r in roots):
+        raise _bad(path, "dataRoots", "a list of strings", roots)
+    for i, entry in enumerate(doc["indexes"]):
+        if not isinstance(entry, dict):
+            raise _bad(path, f"indexes[{i}]", "an object", entry)
+        for field, kind, what in _ENTRY_FIELDS:
+            value = _lookup(entry, field)
+            if not isinstance(value, kind):
+                raise _bad(path, f"indexes[{i}].{field}", what, value)
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -170,12 +210,10 @@ def apply_plan_file(path: str | Path, store: Store | None = None, hooks: Hooks |
         raise InvalidInput(f"data root {missing[0]} ({where}) does not exist here; pass --data-root DIR "
                            "naming where the data lives", field="--data-root", value=missing[0])
     checked = [check_entry(entry, store, roots, path) for entry in doc["indexes"]]
-    # reconcile_index re-plans under the store lock and refuses if that differs from the reviewed plan
+    # reconcile_index re-plans under the store lock and refuses if that differs from the reviewed plan.
+    # A plan without actions goes through it too: it writes the status reconcile would (Stalled when blocked).
     results = []
-    for (loaded, obs), entry in zip(checked, doc["indexes"]):
-        if not entry["plan"]["changes"]:
-            results.append(IndexResult(loaded.name, plan_index(loaded, store, obs)[1]))
-            continue
+    for (loaded, _obs), entry in zip(checked, doc["indexes"]):
         try:
             result = reconcile_index(loaded, store, hooks=hooks, expect=entry["plan"])
         except StalePlan as exc:

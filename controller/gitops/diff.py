@@ -16,6 +16,7 @@ from controller.core.types import Plan
 from controller.engine.reconcile import plan_index
 from controller.errors import InvalidInput
 from controller.gitops.git import Mirror, strip_export, subdir
+from controller.gitops.sync import no_manifests
 from controller.manifest.load import LoadedManifest, load_manifests
 from controller.store.fs import Store
 
@@ -46,16 +47,29 @@ class DiffReport:
     def changes(self) -> bool:
         return bool(self.removed) or any(d.plan.changes for d in self.indexes)
 
+    @property
+    def blocked(self) -> list[IndexDiff]:
+        """Plans that cannot be applied: merging would leave these indexes Stalled, which is no "no changes"."""
+        return [d for d in self.indexes if d.plan.blocked]
+
     def to_dict(self) -> dict[str, Any]:
         return {"repo": self.repo, "ref": self.ref, "commit": self.commit, "base": self.base,
                 "baseCommit": self.base_commit, "changes": self.changes,
+                "blocked": [d.name for d in self.blocked],
                 "indexes": [d.to_dict() for d in self.indexes], "removed": self.removed}
 
 
-def manifests_at(mirror: Mirror, sha: str, path: str, data_roots: Iterable[str | Path]) -> list[LoadedManifest]:
+def manifests_at(mirror: Mirror, sha: str, path: str, data_roots: Iterable[str | Path], *,
+                 missing_ok: bool = False) -> list[LoadedManifest]:
+    """The manifests under `path` at `sha`. As sync: a directory without manifests is an empty set (a PR that
+    deletes the last one); `missing_ok`: so is a `path` that does not exist there (a base before a PR adds it)."""
     export = mirror.root / "exports" / sha
     try:
-        return load_manifests(subdir(mirror.export(sha), path, sha), data_roots)
+        root = mirror.export(sha)
+        if missing_ok and not (root / (path or ".")).exists():
+            return []
+        directory = subdir(root, path, sha)
+        return [] if no_manifests(directory) else load_manifests(directory, data_roots)
     except InvalidInput as exc:
         raise InvalidInput(f"at commit {sha[:12]}: {strip_export(str(exc), export)}") from exc
 
@@ -79,7 +93,7 @@ def _diff(mirror: Mirror, ref: str, store: Store, path: str, base: str | None, r
     if base is not None:
         report.base = base
         report.base_commit = mirror.resolve(base)
-        before = {m.name: m.digest for m in manifests_at(mirror, report.base_commit, path, roots)}
+        before = {m.name: m.digest for m in manifests_at(mirror, report.base_commit, path, roots, missing_ok=True)}
         report.removed = sorted(set(before) - {m.name for m in loaded})
     for item in loaded:
         _, plan = plan_index(item, store)

@@ -6,8 +6,8 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from controller.cliargs import (EXIT_CHANGES, EXIT_ERROR, EXIT_OK, add_data_root_arg, add_output_arg,
-                                add_store_arg, add_verb, emit, resolve_store)
+from controller.cliargs import (EXIT_CHANGES, EXIT_DEGRADED, EXIT_ERROR, EXIT_OK, add_data_root_arg,
+                                add_output_arg, add_store_arg, add_verb, emit, resolve_store)
 from controller.errors import InvalidInput
 
 if TYPE_CHECKING:
@@ -19,8 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                  description=("Observe the store as it is now and plan with the manifests at REF (a branch, "
                               "tag or commit; e.g. a pull request head). Nothing is built or switched.\n"
                               "exit codes: without --detailed-exitcode 0 (changes or not), 1 error, 2 invalid "
-                              "manifests at REF; with --detailed-exitcode 0 no changes, 1 error (invalid "
-                              "manifests included), 2 changes pending."),
+                              "manifests at REF, 3 a blocked plan (merging would leave an index Stalled); with "
+                              "--detailed-exitcode 0 no changes, 1 error (invalid manifests and blocked plans "
+                              "included), 2 changes pending."),
                  examples="""
                      controller diff --repo . --ref feature/e5 --base main
                      controller diff --repo . --ref "$GITHUB_HEAD_REF" --detailed-exitcode -o json
@@ -51,7 +52,16 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     if not emit(report.to_dict(), args.output):
         print(render(report))
-    return EXIT_CHANGES if (args.detailed_exitcode and report.changes) else EXIT_OK
+    return exit_code(report, detailed=args.detailed_exitcode)
+
+
+def exit_code(report: DiffReport, *, detailed: bool) -> int:
+    """As `reconcile --dry-run`: a blocked plan is an error, never "no changes" nor "changes pending"."""
+    if report.blocked:
+        for d in report.blocked:
+            print(f"not healthy: {d.name}: blocked ({d.plan.blocked}): {d.plan.message}", file=sys.stderr)
+        return EXIT_ERROR if detailed else EXIT_DEGRADED
+    return EXIT_CHANGES if (detailed and report.changes) else EXIT_OK
 
 
 def render(report: DiffReport) -> str:
@@ -72,7 +82,12 @@ def render(report: DiffReport) -> str:
     for name in report.removed:
         lines.append(f"index {name}  [deleted]")
         lines.append("  - manifest deleted: the index keeps serving unless sync runs with --prune")
-    if report.changes:
+    blocked = [d.name for d in report.blocked]
+    if blocked:
+        lines.append(f"Blocked: {len(blocked)} index(es) cannot be applied ({', '.join(blocked)}); merging "
+                     f"{report.ref} would leave them Stalled. {count} action(s), {len(report.removed)} deleted "
+                     "manifest(s).")
+    elif report.changes:
         lines.append(f"Plan: {count} action(s), {len(report.removed)} deleted manifest(s). Merging "
                      f"{report.ref} and syncing applies it.")
     else:

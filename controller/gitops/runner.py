@@ -37,7 +37,10 @@ class Outcome:
         candidate = s.get("candidate")
         routed = f", candidate {candidate['version']} at {s.get('weight', 0):g}%" if candidate else ""
         where = f"; phase {s.get('phase')}: stable {stable}{routed}" if s else ""
-        return f"index {self.name}: {done or 'no changes'}{where}"
+        plan = self.result.plan
+        # the reason an index is left Stalled must reach the log, not only the status
+        blocked = f"; blocked ({plan.blocked}): {plan.message}" if plan.blocked else ""
+        return f"index {self.name}: {done or 'no changes'}{where}{blocked}"
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "skipped": self.skipped, "error": self.error,

@@ -15,6 +15,7 @@ prune=True; only indexes this source applied before can be pruned.
 from __future__ import annotations
 
 import hashlib
+import posixpath
 import threading
 import time
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ from controller.engine.notify import Notifier, make_notifier
 from controller.gitops.runner import Outcome, reconcile_all
 from controller.store.syncstate import index_sync, utc_now, write_index_sync, write_source_state
 from controller.progress import Progress, silent
-from controller.manifest.load import MANIFEST_SUFFIXES, LoadedManifest, load_manifests
+from controller.manifest.load import MANIFEST_SUFFIXES, LoadedManifest, is_hidden, load_manifests
 from controller.store.fs import Store
 
 
@@ -42,9 +43,14 @@ class SyncSource:
     path: str = "."
 
     @property
+    def directory(self) -> str:
+        """--path as one spelling: `./indexes`, `indexes/` and `indexes` are the same source."""
+        return posixpath.normpath(self.path.strip("/") or ".")
+
+    @property
     def key(self) -> str:
         """One state record per (repository, branch, directory)."""
-        raw = f"{normalize_repo(self.repo)}#{self.branch}#{self.path.strip('/') or '.'}"
+        raw = f"{normalize_repo(self.repo)}#{self.branch}#{self.directory}"
         return hashlib.sha256(raw.encode()).hexdigest()[:12]
 
 
@@ -62,10 +68,19 @@ class SyncReport:
         return self.error is None and all(o.error is None for o in self.outcomes)
 
     @property
+    def unhealthy(self) -> list[str]:
+        """As reconcile: a candidate rolled back, an index left Stalled (blocked) or Degraded."""
+        from controller.api import unhealthy
+
+        return unhealthy(o.result for o in self.outcomes if o.result is not None)
+
+    @property
     def exit_code(self) -> int:
         if self.error:
             return self.error_exit or 1
-        return 0 if self.ok else 1
+        if not self.ok:
+            return 1
+        return 3 if self.unhealthy else 0  # 3 = EXIT_DEGRADED: applied, but not healthy
 
     def lines(self) -> list[str]:
         if self.error:
@@ -101,7 +116,7 @@ def _sync_once(source: SyncSource, store: Store, prune: bool, data_roots: Iterab
                notifier: Notifier, progress: Callable[[str], Progress]) -> SyncReport:
     mirror = Mirror.for_store(store.root, source.repo)
     key = source.key
-    common = {"repo": mirror.repo, "branch": source.branch, "path": source.path}
+    common = {"repo": mirror.repo, "branch": source.branch, "path": source.directory}
     try:
         mirror.fetch()
         head = mirror.resolve(source.branch)
@@ -141,11 +156,17 @@ def _sync_once(source: SyncSource, store: Store, prune: bool, data_roots: Iterab
 def _load(directory: Path, data_roots: Iterable[str | Path]) -> list[LoadedManifest]:
     """Every manifest under `directory`; a directory with no manifest at all is an empty set,
     so deleting the last manifest is a change like any other (prunable with --prune)."""
-    if directory.is_dir() and not any(p.suffix in MANIFEST_SUFFIXES for p in directory.rglob("*")):
+    if no_manifests(directory):
         return []
     loaded = load_manifests(directory, data_roots)
     validate_all(loaded)  # a commit is applied whole or not at all
     return loaded
+
+
+def no_manifests(directory: Path) -> bool:
+    """A directory without any manifest file (hidden files do not count, as load_manifests skips them)."""
+    return directory.is_dir() and not any(p.suffix in MANIFEST_SUFFIXES and not is_hidden(p, directory)
+                                          for p in directory.rglob("*"))
 
 
 def _applied_at(store: Store, name: str, head: str) -> str:

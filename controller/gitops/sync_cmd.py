@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sys
 import threading
 
 from controller.cliargs import (add_data_root_arg, add_lock_timeout_arg, add_output_arg, add_store_arg,
@@ -16,7 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                  description=("Fetch BRANCH of REPO (a path or any URL your git can reach), export "
                               "exactly its head commit and reconcile the manifests under --path. The "
                               "applied commit is recorded in the status and in the history journal.\n"
-                              "--once exits 0 ok, 1 error, 2 invalid manifests at the head commit."),
+                              "--once exits 0 ok, 1 error, 2 invalid manifests at the head commit, 3 applied but not "
+                              "healthy (a candidate rolled back, an index Stalled or Degraded)."),
                  examples="""
                      controller sync --repo https://git.example.com/search/indexes.git --branch main --path prod
                      controller sync --repo . --branch main --once -o json
@@ -26,7 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--branch", required=True, help="branch to follow")
     p.add_argument("--path", default=".", metavar="DIR", help="manifest directory inside the repository")
     p.add_argument("--interval", default="60s", help="time between syncs (default 60s; e.g. 30s, 5m)")
-    p.add_argument("--once", action="store_true", help="sync once and exit (exit 1 when it failed)")
+    p.add_argument("--once", action="store_true",
+                   help="sync once and exit (1 failed, 2 invalid manifests, 3 not healthy)")
     p.add_argument("--prune", action="store_true",
                    help="delete indexes whose manifest was deleted from the branch (default: keep serving)")
     add_webhook_args(p)
@@ -55,7 +58,9 @@ def run(args: argparse.Namespace) -> int:
     if args.once:
         report = sync_once(source, store, progress=terminal_bar, **kwargs)
         if not emit(report.to_dict(), args.output):
-            LoopPrinter("sync", "text", heartbeat).emit(report)
+            LoopPrinter("sync", args.log_format, heartbeat).emit(report)
+            for problem in report.unhealthy:
+                print(f"not healthy: {problem}", file=sys.stderr)
         return report.exit_code
     stop = threading.Event()
     # SIGTERM (systemd, Kubernetes) ends the loop between passes, never mid-reconcile

@@ -114,14 +114,25 @@ def write_bytes(path: Path, data: bytes, *, staged: bool = False) -> None:
     make_dirs(path.parent)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     before_write("write", tmp)
-    with os.fdopen(_open_new(tmp), "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    before_write("replace", path)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(_open_new(tmp), "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        before_write("replace", path)
+        os.replace(tmp, path)
+    except BaseException:
+        _discard(tmp)  # nothing half-written: a failed write or rename leaves no temporary file behind
+        raise
     if not staged:
         fsync_dir(path.parent)
+
+
+def _discard(tmp: Path) -> None:
+    try:
+        os.unlink(tmp)
+    except OSError:
+        pass  # never created, or already gone: the original error is the one to report
 
 
 def write_json(path: Path, payload: Any, *, staged: bool = False) -> None:

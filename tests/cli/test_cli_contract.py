@@ -33,8 +33,10 @@ def test_every_verb_help_has_examples(verb, capsys):
 def test_diff_help_states_its_exit_codes(capsys):
     main(["diff", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "with --detailed-exitcode 0 no changes, 1 error (invalid manifests included), 2 changes pending" in text
+    assert ("with --detailed-exitcode 0 no changes, 1 error (invalid manifests and blocked plans included), "
+            "2 changes pending") in text
     assert "without --detailed-exitcode 0 (changes or not)" in text
+    assert "3 a blocked plan" in text
 
 
 def test_unknown_verb_is_a_usage_error(capsys):

@@ -17,10 +17,10 @@ from .conftest import GitRepo, journal_links, manifest, run_cli
 NAME = "quickstart"
 
 
-def sync(repo: GitRepo, store: Path) -> None:
+def sync(repo: GitRepo, store: Path, expect: int = 0) -> None:
     code = run_cli(["sync", "--repo", str(repo.path), "--branch", "main", "--path", "indexes", "--once",
                     "--store", str(store)])
-    assert code == 0
+    assert code == expect
 
 
 def cli_json(argv: list[str], capsys) -> dict:
@@ -102,7 +102,7 @@ def test_a_revert_whose_previous_stable_is_gone_says_so_and_stays(git_repo: GitR
     sync(git_repo, store.root)
     assert [v.id for v in store.versions(NAME)] == ["v2"]
     git_repo.commit(with_keep(manifest("v2", 25), 1), "back to a 25% canary")
-    sync(git_repo, store.root)
+    sync(git_repo, store.root, expect=3)  # applied, but Stalled: exit 3, as reconcile
     assert store.routing(NAME).stable == "v2" and store.routing(NAME).candidate is None
     status = cli_json(["status", NAME, "--store", str(store.root)], capsys)
     assert status["phase"] == "Stalled"
