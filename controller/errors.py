@@ -37,7 +37,7 @@ class InvalidInput(ControllerError):
             parts.append(self.file)
         if field:
             parts.append(f"field {field}")
-        if value is not None and not isinstance(value, (dict, list)) and str(value) not in message:
+        if value is not None and not isinstance(value, (dict, list)) and not already_said(message, value):
             message = f"{message} (got {shown_value(value)})"
         prefix = ": ".join(parts)
         super().__init__(f"{prefix}: {message}" if prefix else message)
@@ -51,6 +51,13 @@ def shown_value(value: object) -> str:
     """repr() escapes control characters; the cut keeps a file's content out of logs."""
     text = repr(value)
     return text if len(text) <= MAX_SHOWN else text[:MAX_SHOWN] + "..."
+
+
+def already_said(message: str, value: object) -> bool:
+    """Whether the message shows the value: a number only as "(got N)", since "at least 1" does not
+    show a bad 1; anything else as it would be quoted."""
+    quoted = f"(got {shown_value(value)})" if isinstance(value, (int, float)) else shown_value(value)
+    return quoted in message
 
 
 class NotFound(ControllerError):

@@ -38,6 +38,7 @@ from __future__ import annotations
 import functools
 import io
 import os
+import re
 import struct
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -95,12 +96,34 @@ def _prepare(x: np.ndarray, metric: Metric) -> np.ndarray:
     return l2_normalize(x) if metric == "cosine" else x
 
 
+# factory strings index_factory accepts but whose build kills or hangs the process (C++ assert,
+# segfault, endless graph search), or that cannot be filled by row: refused before anything is written
+_GRAPH_DEGREE = (("HNSW", 2, "segfaults or aborts"), ("NSG", 8, "can run forever"))
+_ID_MAP = re.compile(r"(?:^|,)\s*IDMap2?\s*(?:,|$)")
+_FAISS_WHERE = re.compile(r"^Error in .*? at \S+:\d+: (?:Error: )?")
+
+
+def _unbuildable(factory: str) -> str | None:
+    """Why FAISS accepts this factory string but cannot build it here; None when it can."""
+    for name, least, fate in _GRAPH_DEGREE:
+        for found in re.finditer(rf"(?<![A-Za-z]){name}(\d+)", factory):
+            if int(found.group(1)) < least:
+                return f"{name} with a graph degree of {found.group(1)} {fate} in FAISS; use {name}{least} or more"
+    if _ID_MAP.search(factory):
+        return "IDMap factories are not supported: the backend numbers rows itself (use e.g. Flat or HNSW32)"
+    return None
+
+
 def _new_index(dim: int, factory: str, metric: Metric) -> faiss.Index:
+    why = _unbuildable(factory)
+    if why:
+        raise InvalidInput(why, field=FACTORY_FIELD, value=factory)
     try:
         return faiss.index_factory(dim, factory, _faiss_metric(metric))
     except RuntimeError as exc:
-        raise InvalidInput(f"FAISS cannot build index_factory({dim}, {factory!r}): "
-                           f"{str(exc).strip().splitlines()[-1]}", field=FACTORY_FIELD, value=factory) from exc
+        detail = _FAISS_WHERE.sub("", str(exc).strip().splitlines()[-1])
+        raise InvalidInput(f"FAISS cannot build index_factory({dim}, {factory!r}): {detail}",
+                           field=FACTORY_FIELD, value=factory) from exc
 
 
 def _stores_vectors(index: faiss.Index) -> bool:

@@ -17,7 +17,7 @@ from typing import Any, Iterable
 import yaml
 from pydantic import ValidationError
 
-from controller.errors import InvalidInput, shown_value
+from controller.errors import InvalidInput, already_said, shown_value
 from controller.inputs import check_path_text, field_path, read_text, snippet
 from controller.manifest.models import API_VERSION, KIND, EmbeddingIndex
 from controller.manifest.providers import capabilities
@@ -58,17 +58,25 @@ def manifest_files(path: Path) -> list[Path]:
 
     In a directory every *.yaml/*.yml file except kustomization.yaml is read, and must hold
     only EmbeddingIndex documents (anything that is not a regular file is refused when read).
+    Files and directories starting with '.' below `path` (.github/, .git/, editor drafts) are not
+    manifests and are skipped.
     """
     path = check_path_text(path)
     if path.is_dir():
         files = sorted(p for p in path.rglob("*")
-                       if p.suffix in MANIFEST_SUFFIXES and p.name not in SKIPPED_FILES and not p.is_dir())
+                       if p.suffix in MANIFEST_SUFFIXES and p.name not in SKIPPED_FILES and not p.is_dir()
+                       and not is_hidden(p, path))
         if not files:
             raise InvalidInput("no *.yaml or *.yml manifest in this directory", file=path)
         return files
     if not path.exists():
         raise InvalidInput("no such file or directory", file=path)
     return [path]
+
+
+def is_hidden(file: Path, directory: Path) -> bool:
+    """Whether a part of `file` below `directory` starts with '.' (the directory itself may be hidden)."""
+    return any(part.startswith(".") for part in file.relative_to(directory).parts)
 
 
 def load_manifests(path: str | Path, data_roots: Iterable[str | Path] = ()) -> list[LoadedManifest]:
@@ -143,9 +151,7 @@ def _one_line(exc: ValidationError, file: Path, doc: dict) -> InvalidInput:
     elif err["type"] == "missing":
         msg = "required field is missing"
         value = None
-    # a number is "said" only as "(got N)": "greater than 0" does not show a bad 0
-    quoted = f"(got {shown_value(value)})" if isinstance(value, (int, float)) else shown_value(value)
-    said = value is None or isinstance(value, dict) or quoted in msg
+    said = value is None or isinstance(value, dict) or already_said(msg, value)
     shown = "" if said else f" (got {shown_value(value)})"
     more = f"; {exc.error_count() - 1} more error(s)" if exc.error_count() > 1 else ""
     return InvalidInput(f"{msg}{shown}{more}", file=file, field=loc, value=value)

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from typing import Annotated, Any, Literal
 
-from pydantic import (BaseModel, ConfigDict, Field, StrictFloat, StrictInt, field_validator, model_serializer,
-                      model_validator)
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StrictFloat, StrictInt, field_validator,
+                      model_serializer, model_validator)
 from pydantic.alias_generators import to_camel
 
 from controller.manifest.defaults import DEFAULT_MAX_DROP, GATE_METRIC_PATTERN, NAME_PATTERN, VERSION_PATTERN
@@ -69,6 +70,27 @@ class CorpusSpec(Model):
     )
 
 
+def _finite_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Refuse .nan/.inf anywhere in the options: the JSON dump providers validate turns them into null,
+    which reads as "not set", so `dimensions: .nan` was silently the default."""
+    def walk(value: Any, where: str) -> None:
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"option {where} must be a finite number (got {value})")
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(item, f"{where}.{key}")
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                walk(item, f"{where}[{i}]")
+
+    for key, value in options.items():
+        walk(value, str(key))
+    return options
+
+
+Options = Annotated[dict[str, Any], AfterValidator(_finite_options)]
+
+
 class QueryEmbedderSpec(Model):
     provider: str = Field(
         description="Embedder of query text into the documents' space (any provider except precomputed)."
@@ -77,7 +99,7 @@ class QueryEmbedderSpec(Model):
     version: str = Field(min_length=1, description="Query model version.")
     dim: StrictInt = Field(gt=0, le=65536, description="Vector dimension; must equal spec.model.dim.")
     normalize: bool = Field(default=True, description="L2-normalise query vectors.")
-    options: dict[str, Any] = Field(default_factory=dict, description="Provider-specific options.")
+    options: Options = Field(default_factory=dict, description="Provider-specific options.")
 
     @field_validator("version", mode="before")
     @classmethod
@@ -109,7 +131,7 @@ class ModelSpec(Model):
     normalize: bool = Field(
         default=True, description="L2-normalise vectors after embedding (and queries alike)."
     )
-    options: dict[str, Any] = Field(
+    options: Options = Field(
         default_factory=dict,
         description=(
             "Provider-specific options. hashing: wordNgrams (1), charNgrams ([]), seed (0), buckets "

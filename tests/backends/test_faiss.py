@@ -289,3 +289,27 @@ def test_hnsw_and_row_sharing_revisions_say_why_they_cannot_refresh_in_place(tmp
     sharing.finish()
     why = backend.in_place_blocker(BackendSettings("faiss", {"factory": "Flat"}), ref(tmp_path, "v2.r2"))
     assert why is not None and "sharing rows" in why
+
+
+@pytest.mark.parametrize("factory,said", [
+    ("HNSW0", "HNSW with a graph degree of 0"), ("HNSW1", "graph degree of 1"),
+    ("IVF4_HNSW1,Flat", "graph degree of 1"), ("HNSW1_SQ8", "graph degree of 1"),
+    ("NSG4", "NSG with a graph degree of 4"), ("IDMap,Flat", "IDMap factories"), ("IDMap2,Flat", "IDMap factories"),
+    ("Bogus99", "could not parse index string Bogus99"),
+])
+def test_factories_faiss_cannot_build_here_are_refused_when_validated(factory, said):
+    """index_factory accepts these, but building them took the process down mid-build: HNSW1 aborted
+    (exit 134), IVF4_HNSW1 segfaulted (139), NSG4 ran forever on 300 unit vectors of 24 dimensions, and
+    IDMap raised after the copy began."""
+    with pytest.raises(InvalidInput) as caught:
+        FaissBackend().validate(BackendSettings("faiss", {"factory": factory}), 8, "cosine")
+    assert said in str(caught.value) and "spec.index.factory" in str(caught.value)
+    assert "Error in" not in str(caught.value) and ".cpp" not in str(caught.value)
+
+
+@pytest.mark.parametrize("factory", ["HNSW2", "HNSW32,Flat", "IVF4_HNSW2,Flat", "NSG8"])
+def test_the_smallest_graph_degrees_that_build_are_accepted(tmp_path, factory):
+    x = np.random.default_rng(0).standard_normal((300, DIM)).astype(np.float32)
+    FaissBackend().validate(BackendSettings("faiss", {"factory": factory}), DIM, "cosine")
+    opened = write(tmp_path, "v1", x, factory=factory)
+    assert opened.search(x[:1], 1)[1][0][0] == 0

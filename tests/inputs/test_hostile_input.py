@@ -287,3 +287,17 @@ def test_manifest_numbers_are_finite_numbers_not_booleans(dotted, value, said, t
     field = dotted.replace(".0.", "[0].") + ("[1]" if isinstance(value, list) else "")
     assert len(err.splitlines()) == 1 and f"field {field}:" in err and said in err, err
     assert not store.exists()
+
+
+@pytest.mark.parametrize("options,said", [
+    ({"wordNgrams": 1, "seed": float("nan")}, "option seed must be a finite number (got nan)"),
+    ({"wordNgrams": 1, "charNgrams": [3, float("inf")]}, "option charNgrams[1] must be a finite number (got inf)"),
+])
+def test_model_options_refuse_nan_and_inf(options, said, tmp_path, capsys):
+    """Providers validate the options' JSON dump, where .nan and .inf become null: `dimensions: .nan`
+    read as "not set" and the run went on with the default."""
+    ws = workspace(tmp_path, n_docs=30)
+    path = write_manifest(ws, manifest("v1", options))
+    assert main(["reconcile", str(path), "--store", str(tmp_path / "store"), "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "field spec.model.options:" in err and said in err, err

@@ -107,3 +107,13 @@ def test_metric_names_live_in_one_list():
         if spelled != "annRecall":
             assert parse_metric(f"{spelled}@10")[0] in REGISTRY
     assert not re.match(GATE_METRIC_PATTERN, "ndcgg@10")
+
+
+def test_a_number_is_shown_unless_the_message_says_it_as_got():
+    """"from 1 to 100000" does not show a bad 1; the message must say (got 1)."""
+    from controller.errors import InvalidInput
+
+    assert str(InvalidInput("expected an integer from 1 to 100000", value=1)).endswith("(got 1)")
+    assert str(InvalidInput("at least 0", value=0)).endswith("at least 0 (got 0)")
+    assert str(InvalidInput("bad size (got 5)", value=5)).count("(got 5)") == 1
+    assert str(InvalidInput("path '/etc' escapes", value="/etc")) == "path '/etc' escapes"
