@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+from bench_serve import start_server  # this directory is on sys.path when a bench runs as a script
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "examples" / "quickstart"
@@ -100,27 +101,6 @@ def build_store(tmp: Path, embedder_port: int) -> Path:
     return store
 
 
-def start_serve(store: Path) -> tuple[subprocess.Popen, int]:
-    proc = subprocess.Popen([sys.executable, "-m", "controller.cli.main", "serve", "--store", str(store),
-                             "--port", "0", "--log-level", "error", "--no-record", "--flush-window", "0.2"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    assert line.startswith("serving on "), line
-    port = int(line.split()[-1].rsplit(":", 1)[1])
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-            conn.request("GET", "/readyz")
-            if conn.getresponse().status == 200:
-                return proc, port
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError("controller serve never became ready")
-
-
 def timed(port: int, n: int) -> dict[str, np.ndarray]:
     """n rounds of one query to each side, the order rotating per round; milliseconds per request."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
@@ -165,7 +145,7 @@ def mirror_records(store: Path, since: float) -> list[dict]:
 
 def run_fault(store: Path, embedder_port: int, fault: str, n: int, rng: np.random.Generator) -> bool:
     embedder = start_embedder(embedder_port, fault)
-    serve, port = start_serve(store)
+    serve, port = start_server(store, ("--log-level", "error", "--no-record", "--flush-window", "0.2"))
     try:
         since = time.time()
         started = time.monotonic()

@@ -35,6 +35,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import yaml
@@ -157,10 +158,11 @@ def load(port: int, bodies: list[bytes], total: int, concurrency: int, processes
     return results, time.perf_counter() - t
 
 
-def start_server(store: Path) -> tuple[subprocess.Popen, int]:
+def start_server(store: Path, options: Sequence[str] = ("--log-level", "warning", "--poll", "0.2")
+                 ) -> tuple[subprocess.Popen, int]:
+    """`controller serve --port 0` once /readyz answers 200 (bench_mirror.py uses it too)."""
     proc = subprocess.Popen([sys.executable, "-m", "controller.cli.main", "serve", "--store", str(store),
-                             "--port", "0", "--log-level", "warning", "--poll", "0.2"],
-                            stdout=subprocess.PIPE, text=True)
+                             "--port", "0", *options], stdout=subprocess.PIPE, text=True, cwd=REPO)
     line = proc.stdout.readline()
     port = int(line.rsplit(":", 1)[-1])
     for _ in range(600):
