@@ -61,7 +61,11 @@ DISTANCE_OP = {"cosine": "<=>", "ip": "<#>", "l2": "<->"}
 
 PARAM_KEYS = {"hnsw": {"m", "efConstruction", "efSearch"}, "ivfflat": {"lists", "probes"}}
 TOP_KEYS = {"type", "hnsw", "ivfflat", "maintenanceWorkMem"}
-_MEM_RE = re.compile(r"^[0-9]+\s*(kB|MB|GB)$")
+_MEM_RE = re.compile(r"^([0-9]+)\s*(kB|MB|GB)$")
+_MEM_KB = {"kB": 1, "MB": 1024, "GB": 1024 * 1024}
+MIN_MAINTENANCE_KB = 1024
+#: pgvector's own values for what a manifest leaves out (hnsw.m, hnsw.ef_construction)
+HNSW_DEFAULTS = {"m": 16, "efConstruction": 64}
 
 _COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
 _COPY_TRAILER = struct.pack(">h", -1)
@@ -109,16 +113,50 @@ def index_params(params: Mapping[str, Any]) -> dict[str, Any]:
                 raise InvalidInput(f"{kind}.{key} must be an integer in [{low}, {high}]",
                                    field=f"{FIELD}.{kind}.{key}", value=value)
             out[key] = value
-        if kind == "hnsw" and "m" in out and "efConstruction" in out and out["efConstruction"] < 2 * out["m"]:
-            raise InvalidInput("hnsw.efConstruction must be at least 2 * m (pgvector's rule)",
-                               field=f"{FIELD}.hnsw.efConstruction", value=out["efConstruction"])
+        if kind == "hnsw":
+            _check_ef_construction(out)
     mem = params.get("maintenanceWorkMem")
     if mem is not None:
-        if not isinstance(mem, str) or not _MEM_RE.match(mem.strip()):
-            raise InvalidInput("maintenanceWorkMem must look like '512MB' (kB, MB or GB)",
-                               field=f"{FIELD}.maintenanceWorkMem", value=mem)
-        out["maintenanceWorkMem"] = mem.strip().replace(" ", "")
+        out["maintenanceWorkMem"] = _maintenance_work_mem(mem)
     return out
+
+
+def _check_ef_construction(out: Mapping[str, Any]) -> None:
+    """pgvector refuses ef_construction < 2 * m at CREATE INDEX; a value not given is pgvector's default."""
+    m = out.get("m", HNSW_DEFAULTS["m"])
+    ef = out.get("efConstruction", HNSW_DEFAULTS["efConstruction"])
+    if ef >= 2 * m:
+        return
+    given = "efConstruction" if "efConstruction" in out else "m"
+    other = "m" if given == "efConstruction" else "efConstruction"
+    note = "" if other in out else f" ({other} not given: pgvector's default {HNSW_DEFAULTS[other]})"
+    raise InvalidInput(f"hnsw.efConstruction ({ef}) must be at least 2 * m ({m}), pgvector's rule{note}",
+                       field=f"{FIELD}.hnsw.{given}", value=out[given])
+
+
+def _maintenance_work_mem(mem: Any) -> str:
+    """'512MB' in canonical form; PostgreSQL refuses maintenance_work_mem below 1024kB."""
+    match = _MEM_RE.match(mem.strip()) if isinstance(mem, str) else None
+    if match is None:
+        raise InvalidInput("maintenanceWorkMem must look like '512MB' (kB, MB or GB)",
+                           field=f"{FIELD}.maintenanceWorkMem", value=mem)
+    if int(match.group(1)) * _MEM_KB[match.group(2)] < MIN_MAINTENANCE_KB:
+        raise InvalidInput("maintenanceWorkMem must be at least 1MB (PostgreSQL's minimum, 1024kB)",
+                           field=f"{FIELD}.maintenanceWorkMem", value=mem)
+    return mem.strip().replace(" ", "")
+
+
+def _pool_size_from_env() -> int:
+    """$CONTROLLER_PG_POOL_SIZE, default 8: a positive integer."""
+    text = os.environ.get(POOL_ENV) or "8"
+    try:
+        size = int(text)
+    except ValueError:
+        size = 0
+    if size <= 0:
+        raise BackendError(NAME, f"{POOL_ENV}={text[:40]!r} must be a positive integer (connections per "
+                           "process, default 8)", setting=POOL_ENV)
+    return size
 
 
 def table_name(index: str, version: str) -> str:
@@ -258,7 +296,7 @@ class PgvectorBackend:
         if len(self.schema.encode()) > MAX_IDENT:
             raise BackendError(NAME, f"schema name {self.schema[:20]!r}... is longer than {MAX_IDENT} bytes",
                                setting=SCHEMA_ENV)
-        self._pool_size = pool_size or int(os.environ.get(POOL_ENV) or 8)
+        self._pool_size = pool_size or _pool_size_from_env()
         self._info: _Conninfo | None = None
         self._pool: _Pool | None = None
         self._ready = False

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 import time
 from contextlib import contextmanager
@@ -81,11 +82,17 @@ def index_params(params: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+_EXAMPLE = {"scalar": "{quantile: 0.99}", "binary": "{rescore: true}"}
+
+
 def _quantization(quant: Any) -> dict[str, Any]:
     field = f"{FIELD}.quantization"
     if not isinstance(quant, Mapping) or len(quant) != 1 or next(iter(quant)) not in ("scalar", "binary"):
         raise InvalidInput("quantization must be {scalar: {quantile: 0.99}} or {binary: {}}", field=field, value=quant)
     kind, given = next(iter(quant.items()))
+    if given is not None and not isinstance(given, Mapping):
+        raise InvalidInput(f"quantization.{kind} must be a mapping such as {_EXAMPLE[kind]} (or empty)",
+                           field=f"{field}.{kind}", value=given)
     given = dict(given or {})
     allowed = {"scalar": {"quantile", "alwaysRam", "rescore"}, "binary": {"alwaysRam", "rescore"}}[kind]
     for key, value in given.items():
@@ -98,6 +105,18 @@ def _quantization(quant: Any) -> dict[str, Any]:
         if key in ("alwaysRam", "rescore") and not isinstance(value, bool):
             raise InvalidInput(f"{key} must be true or false", field=f"{field}.{kind}.{key}", value=value)
     return {kind: given}
+
+
+def _server_client(qdrant_client: Any, url: str, key: str | None) -> Any:
+    """The client for $QDRANT_URL; it parses the URL at once, so a bad one fails here, named, in one line."""
+    try:
+        return qdrant_client.QdrantClient(url=url, api_key=key, timeout=30, check_compatibility=False)
+    except ValueError as exc:  # urllib3's LocationParseError is one: 'not a url', a port of 99999 or 'abc'
+        url = re.sub(r"//[^/@]*@", "//***@", url)  # user:password@ never reaches a message
+        if key:
+            url = url.replace(key, "***")
+        raise BackendError(NAME, f"{URL_ENV}={url!r} is not a usable URL such as http://127.0.0.1:6333 "
+                           f"({type(exc).__name__})", setting=URL_ENV) from None
 
 
 def collection_name(index: str, version: str) -> str:
@@ -147,7 +166,7 @@ class QdrantBackend:
             raise BackendError(NAME, f"no Qdrant configured: set {URL_ENV} (and {KEY_ENV}) for a server, or "
                                f"{PATH_ENV} for local mode", setting=URL_ENV)
         if url is not None:
-            return qdrant_client.QdrantClient(url=url, api_key=key, timeout=30, check_compatibility=False)
+            return _server_client(qdrant_client, url, key)
         if path == ":memory:":  # nothing persisted: tests and benchmarks
             return qdrant_client.QdrantClient(location=":memory:", force_disable_check_same_thread=True)
         try:

@@ -25,6 +25,12 @@ class Embedder(Protocol):
     def embed_queries(self, ids: Sequence[str], texts: Sequence[str]) -> np.ndarray: ...
 
 
+def is_int(value: Any, low: int, high: int) -> bool:
+    """An integer option in [low, high]; bool is excluded although Python counts it as an int, so
+    `seed: true` in a manifest is refused rather than read as 1."""
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
 def fingerprint_key(fingerprint: dict[str, Any]) -> str:
     """A readable one-line form: provider/name@version dim=.. norm=.. opts=.."""
     return (f"{fingerprint['provider']}/{fingerprint['name']}@{fingerprint['version']}"

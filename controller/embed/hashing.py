@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from controller.embed.base import l2_normalize
+from controller.embed.base import is_int, l2_normalize
 from controller.errors import InvalidInput
 from controller.manifest.providers import capabilities
 from controller.progress import Progress, silent
@@ -101,18 +101,20 @@ def _validated(options: dict[str, Any]) -> dict[str, Any]:
         raise InvalidInput(f"unknown hashing option {unknown[0]!r}; valid: {', '.join(DEFAULTS)}",
                            field=f"spec.model.options.{unknown[0]}", value=options[unknown[0]])
     opts = {**DEFAULTS, **options}
-    _require(isinstance(opts["wordNgrams"], int) and 0 <= opts["wordNgrams"] <= 5,
+    _require(is_int(opts["wordNgrams"], 0, 5),
              "wordNgrams", opts["wordNgrams"], "an integer from 0 to 5")
-    _require(isinstance(opts["charNgrams"], list)
-             and all(isinstance(n, int) and 1 <= n <= 8 for n in opts["charNgrams"]),
-             "charNgrams", opts["charNgrams"], "a list of integers from 1 to 8")
+    sizes = opts["charNgrams"]
+    _require(isinstance(sizes, list), "charNgrams", sizes, "a list of integers from 1 to 8")
+    bad = [n for n in sizes if not is_int(n, 1, 8)]
+    # the bad element as the value: a list would not be quoted in the message
+    _require(not bad, "charNgrams", bad[0] if bad else None, "a list of integers from 1 to 8")
     _require(opts["wordNgrams"] > 0 or bool(opts["charNgrams"]),
              "wordNgrams", opts["wordNgrams"], "at least one word or character n-gram size")
-    _require(isinstance(opts["seed"], int) and 0 <= opts["seed"] < 2**32,
+    _require(is_int(opts["seed"], 0, 2**32 - 1),
              "seed", opts["seed"], "an integer from 0 to 2^32-1")
-    _require(isinstance(opts["buckets"], int) and 1 <= opts["buckets"] <= 1 << 30,
+    _require(is_int(opts["buckets"], 1, 1 << 30),
              "buckets", opts["buckets"], "an integer from 1 to 2^30")
-    _require(isinstance(opts["projections"], int) and 1 <= opts["projections"] <= 16,
+    _require(is_int(opts["projections"], 1, 16),
              "projections", opts["projections"], "an integer from 1 to 16")
     _require(isinstance(opts["sublinearTf"], bool), "sublinearTf", opts["sublinearTf"], "true or false")
     return opts

@@ -36,7 +36,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from controller.embed.base import l2_normalize
+from controller.embed.base import is_int, l2_normalize
 from controller.errors import EmbedError, InvalidInput
 from controller.manifest.providers import capabilities
 from controller.progress import Progress, silent
@@ -351,14 +351,11 @@ def validated_options(options: dict[str, Any], dim: int, model_name: str) -> dic
         raise InvalidInput(f"unknown http option {unknown[0]!r}; valid: {', '.join(DEFAULTS)}",
                            field=f"spec.model.options.{unknown[0]}", value=options[unknown[0]])
     opts = {**DEFAULTS, "model": model_name, **options}
-    url = opts["baseUrl"]
-    _require(isinstance(url, str) and urllib.parse.urlsplit(url).scheme in ("http", "https")
-             and bool(urllib.parse.urlsplit(url).hostname), "baseUrl", url,
-             "an http(s) URL such as http://127.0.0.1:8000/v1")
+    _check_base_url(opts["baseUrl"])
     _require(isinstance(opts["model"], str) and bool(opts["model"]), "model", opts["model"], "a model name")
-    _require(_is_int(opts["batchSize"], 1, 100_000), "batchSize", opts["batchSize"], "an integer from 1 to 100000")
-    _require(_is_int(opts["concurrency"], 1, 256), "concurrency", opts["concurrency"], "an integer from 1 to 256")
-    _require(_is_int(opts["retries"], 0, 100), "retries", opts["retries"], "an integer from 0 to 100")
+    _require(is_int(opts["batchSize"], 1, 100_000), "batchSize", opts["batchSize"], "an integer from 1 to 100000")
+    _require(is_int(opts["concurrency"], 1, 256), "concurrency", opts["concurrency"], "an integer from 1 to 256")
+    _require(is_int(opts["retries"], 0, 100), "retries", opts["retries"], "an integer from 0 to 100")
     for key in ("timeout", "backoff", "maxBackoff"):
         value = opts[key]
         _require(isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= 3600,
@@ -367,10 +364,10 @@ def validated_options(options: dict[str, Any], dim: int, model_name: str) -> dic
     _require(opts["truncate"] in TRUNCATE_POLICIES, "truncate", opts["truncate"],
              "one of none, server (the server cuts to its limit), client (keep the first maxChars characters)")
     if opts["truncate"] == "client":
-        _require(_is_int(opts["maxChars"], 1, 10_000_000), "maxChars", opts["maxChars"],
+        _require(is_int(opts["maxChars"], 1, 10_000_000), "maxChars", opts["maxChars"],
                  "a positive integer (needed by truncate: client)")
     if opts["dimensions"] is not None:
-        _require(opts["dimensions"] == dim and _is_int(opts["dimensions"], 1, 65536), "dimensions",
+        _require(opts["dimensions"] == dim and is_int(opts["dimensions"], 1, 65536), "dimensions",
                  opts["dimensions"], f"spec.model.dim ({dim}): the server is asked for exactly that many")
     for key in ("queryPrefix", "documentPrefix"):
         _require(isinstance(opts[key], str), key, opts[key], "a string such as 'query: '")
@@ -390,8 +387,26 @@ def validated_options(options: dict[str, Any], dim: int, model_name: str) -> dic
     return opts
 
 
-def _is_int(value: Any, low: int, high: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+def _check_base_url(url: Any) -> None:
+    """Scheme, host and port are read here, so a bad URL fails the plan, not the first request."""
+    expected = "an http(s) URL such as http://127.0.0.1:8000/v1"
+    _require(isinstance(url, str), "baseUrl", url, expected)
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is not None or parts.password is not None:
+        # value: the URL with its credentials masked, so the error never repeats a password
+        raise InvalidInput("credentials in baseUrl would be stored in the manifest, the store and status; "
+                           "remove user:password@ and put the API key in the environment variable named "
+                           "by apiKeyEnv", field="spec.model.options.baseUrl", value=_masked(parts))
+    _require(parts.scheme in ("http", "https") and bool(parts.hostname), "baseUrl", url, expected)
+    try:
+        _ = parts.port  # urllib parses the port lazily: ':abc' or ':99999' would first fail at request time
+    except ValueError:
+        raise InvalidInput(f"expected {expected}, with a port from 0 to 65535",
+                           field="spec.model.options.baseUrl", value=url) from None
+
+
+def _masked(parts: urllib.parse.SplitResult) -> str:
+    return parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]).geturl()
 
 
 def _require(ok: bool, key: str, value: Any, expected: str) -> None:

@@ -154,6 +154,8 @@ def _require(ok: bool, key: str, value: Any, expected: str) -> None:
 
 def make(spec: Any, paths: dict[str, Path], manifest: Path | None) -> SentenceTransformerEmbedder:
     """Registry factory. The extra is checked here so a plan already says when it is missing."""
+    # options first: a bad option is invalid input (exit 2) whether or not the extra is installed
+    validated_options(spec.options, spec.name)
     if importlib.util.find_spec("sentence_transformers") is None:
         raise EmbedError("provider sentence-transformers needs the extra: "
                          "pip install 'embedding-index-controller[sentence-transformers]' "
