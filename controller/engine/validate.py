@@ -86,8 +86,19 @@ def _validate_manifest(loaded: LoadedManifest, inputs: dict[str, Any], embedder:
         # the scan keeps what it found: validate() reports it, in its turn
         inputs["content"] = {**hashed.result(), "corpus": corpus.content}
     validate_inputs(loaded, corpus, embedder)
+    _check_priority_field(loaded)
     _VALIDATED[loaded.name] = (loaded.digest, inputs, corpus)
     return corpus
+
+
+def _check_priority_field(loaded: LoadedManifest) -> None:
+    """Every document's spec.reembed.priorityField is a number, as `controller embed` needs: caught
+    only there, a bad one passed the plan and failed each embedding Job pod until its backoffLimit."""
+    from controller.engine.embedding import field_values
+
+    reembed = loaded.manifest.spec.reembed
+    if reembed is not None and reembed.priority == "hot" and reembed.priority_field:
+        field_values(loaded, reembed.priority_field)
 
 
 def _hash_and_scan(others: dict[str, Path], scan: Any, read: Future | None) -> dict[str, str | None]:

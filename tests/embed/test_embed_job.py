@@ -324,6 +324,20 @@ def test_priority_field_orders_the_corpus_when_there_are_no_events(tmp_path):
         priority_order(loaded, Store(tmp_path / "store"), ids, list(range(len(ids))))
 
 
+def test_a_priority_field_that_is_not_a_number_fails_the_plan_not_the_embed_job(tmp_path, capsys):
+    """Checked only by `controller embed` before, it passed `reconcile --dry-run` and failed each Job pod."""
+    ws = workspace(tmp_path, n_docs=10)
+    lines = [json.loads(l) for l in (ws / "data" / "corpus.jsonl").read_text().splitlines()]
+    lines[3]["popularity"] = "high"
+    (ws / "data" / "corpus.jsonl").write_text("\n".join(json.dumps(d) for d in lines) + "\n")
+    doc = manifest("v1")
+    doc["spec"]["reembed"] = {"priority": "hot", "priorityField": "popularity"}
+    path = write_manifest(ws, doc)
+    assert main(["reconcile", str(path), "--dry-run", "--store", str(tmp_path / "store")]) == 2
+    err = capsys.readouterr().err
+    assert "line 4: priorityField 'popularity' must be a number" in err and "(got 'high')" in err, err
+
+
 def test_reconcile_does_not_embed_what_a_running_embed_job_owns_and_reuses_it_after(tmp_path, capsys):
     """The job's lock is a flock: held while `controller embed` runs, gone when it ends (or is killed)."""
     from controller.engine.embedding import cache_for
