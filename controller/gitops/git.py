@@ -93,7 +93,16 @@ class Mirror:
               "+refs/heads/*:refs/remotes/origin/*"], what=f" for {self.repo}")
 
     def resolve(self, ref: str) -> str:
-        """The commit SHA of a branch, tag or (abbreviated) SHA, after fetch()."""
+        """The commit SHA of a branch, tag or (abbreviated) SHA, after fetch(); else whatever the
+        repository itself resolves `ref` to (its HEAD, a remote-tracking branch such as origin/f
+        in a clone, a full SHA of a commit no branch points at), fetched on its own."""
+        sha = self._resolved(ref) or self._fetched(ref)
+        if sha is None:
+            raise InvalidInput(f"no branch, tag or commit named {ref!r} in {self.repo}; check the name "
+                               "(`git ls-remote` lists the refs)", value=ref)
+        return sha
+
+    def _resolved(self, ref: str) -> str | None:
         for candidate in (f"refs/remotes/origin/{ref}", f"refs/tags/{ref}", ref):
             try:
                 out = _run(["--git-dir", str(self.git_dir), "rev-parse", "--verify", "--quiet",
@@ -101,8 +110,18 @@ class Mirror:
             except GitError:
                 continue
             return out.decode().strip()
-        raise InvalidInput(f"no branch, tag or commit named {ref!r} in {self.repo}; check the name "
-                           "(`git ls-remote` lists branches)", value=ref)
+        return None
+
+    def _fetched(self, ref: str) -> str | None:
+        # a refspec of the user's: no option (-x), no destination (a:b) and no pattern may ride along
+        if not ref or ref.startswith("-") or any(c in ref for c in ":*^~? \t\\"):
+            return None
+        try:
+            _run(["--git-dir", str(self.git_dir), "fetch", "--quiet", "--no-tags", self.repo,
+                  f"+{ref}:refs/fetched/ref"])
+        except GitError:
+            return None
+        return self._resolved("refs/fetched/ref")
 
     def export(self, sha: str) -> Path:
         """Exactly the files of `sha`, extracted once into exports/<sha>/ (reused afterwards)."""

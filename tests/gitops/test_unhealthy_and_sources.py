@@ -4,6 +4,7 @@ one --path spelling is one source; hidden files are not manifests; a PR that add
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import yaml
@@ -109,3 +110,25 @@ def test_diff_with_a_base_lacking_path_or_a_ref_deleting_the_last_manifest(git_r
     git_repo.commit(None, "delete the last manifest")  # indexes/data/ stays
     report = diff_ref(str(git_repo.path), "delete", store, path="indexes", base="add")
     assert report.indexes == [] and report.removed == ["quickstart"] and report.changes
+
+
+def test_diff_resolves_what_the_repository_itself_resolves(git_repo: GitRepo, tmp_path: Path, capsys):
+    """In a clone a pull request's branch is origin/<name>, and a commit may be on no branch at all: the
+    mirror fetches heads and tags only, so these were 'no branch, tag or commit named ...' (exit 2)."""
+    git_repo.commit(manifest("v1"), "v1")
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "--quiet", str(git_repo.path), str(clone)], check=True)
+    git_repo.git("checkout", "--quiet", "-b", "feature")
+    feature = git_repo.commit(manifest("v2"), "v2")
+    subprocess.run(["git", "-C", str(clone), "fetch", "--quiet"], check=True)  # origin/feature, no local branch
+    git_repo.git("checkout", "--quiet", "main")
+    git_repo.git("branch", "--quiet", "-D", "feature")  # the commit is on no branch of the repository now
+    store = tmp_path / "store"
+    for repo, ref in ((clone, "origin/feature"), (clone, feature), (git_repo.path, feature), (clone, "HEAD")):
+        argv = ["diff", "--repo", str(repo), "--ref", ref, "--path", "indexes", "--store", str(store), "-o", "json"]
+        assert run_cli(argv) == 0, (ref, capsys.readouterr().err)
+        assert json.loads(capsys.readouterr().out)["commit"] == (feature if ref != "HEAD" else git_repo.head())
+    for bad in ("nope", "--upload-pack=touch x", "main:refs/heads/evil"):
+        argv = ["diff", "--repo", str(clone), "--ref", bad, "--path", "indexes", "--store", str(store)]
+        assert run_cli(argv) == 2 and "no branch, tag or commit named" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
