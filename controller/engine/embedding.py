@@ -126,9 +126,9 @@ def embed_job(loaded: LoadedManifest, store: Store, *, shard: Shard = Shard(0, 1
     if not 1 <= workers <= 64:
         raise InvalidInput("expected 1 to 64 worker processes", field="--workers", value=workers)
     corpus = read_corpus(loaded.paths["corpus"], spec.corpus.id_field, spec.corpus.text_fields,
-                         manifest=loaded.source)
+                         manifest=loaded.source, priority_field=loaded.manifest.spec.priority_field)
     mine = [i for i, h in enumerate(corpus.hashes) if shard.holds(h)]
-    mine = priority_order(loaded, store, corpus.ids, mine)
+    mine = priority_order(loaded, store, corpus, mine)
     started = time.monotonic()
     # shared: shards and workers run side by side; a reconcile wanting to embed the same model waits
     with cache.owned(shared=True, who=f"controller embed {loaded.name}"):
@@ -376,42 +376,24 @@ def document_uses(store: Store, name: str, now: float | None = None) -> tuple[Co
     return impressions, clicks
 
 
-def priority_order(loaded: LoadedManifest, store: Store, ids: Sequence[str], rows: list[int]) -> list[int]:
+def priority_order(loaded: LoadedManifest, store: Store, corpus: Corpus, rows: list[int]) -> list[int]:
     """`rows` in the order spec.reembed.priority asks: hot documents first, else as in the corpus.
 
     hot: most impressions + clicks in the last week first; without any events, the
-    numeric `priorityField` of each document (higher first); ties keep corpus order.
+    numeric `priorityField` of each document (higher first, read with the corpus); ties keep corpus order.
     """
     reembed = loaded.manifest.spec.reembed
     if reembed is None or reembed.priority != "hot":
         return rows
     impressions, clicks = document_uses(store, loaded.name)
+    ids = corpus.ids
     if impressions or clicks:
         score = {i: impressions[ids[i]] + clicks[ids[i]] for i in rows}
-    elif reembed.priority_field:
-        values = field_values(loaded, reembed.priority_field)
-        score = {i: values.get(ids[i], 0.0) for i in rows}
+    elif corpus.priorities is not None:
+        score = {i: corpus.priorities[i] for i in rows}
     else:
         return rows
     return sorted(rows, key=lambda i: -score[i])
-
-
-def field_values(loaded: LoadedManifest, field: str) -> dict[str, float]:
-    """doc id -> a numeric corpus field (missing or not a number: 0); names the bad value otherwise."""
-    spec = loaded.manifest.spec
-    out: dict[str, float] = {}
-    path = loaded.paths["corpus"]
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            doc = json.loads(line)  # read_corpus has validated every line already
-            value = doc.get(field, 0)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise InvalidInput(f"line {number}: priorityField {field!r} must be a number",
-                                   file=path, field="spec.reembed.priorityField", value=value)
-            out[str(doc.get(spec.corpus.id_field))] = float(value)
-    return out
 
 
 def embedding_coverage(loaded: LoadedManifest, store: Store, corpus: Corpus | None = None) -> Coverage | None:

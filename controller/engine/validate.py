@@ -82,23 +82,12 @@ def _validate_manifest(loaded: LoadedManifest, inputs: dict[str, Any], embedder:
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="hash-inputs") as pool:
         hashed = pool.submit(_hash_and_scan, others, scan, ahead.rows_read(loaded.name))
         corpus = read_corpus(loaded.paths["corpus"], s.corpus.id_field, s.corpus.text_fields,
-                             manifest=loaded.source, content=True)
+                             manifest=loaded.source, content=True, priority_field=s.priority_field)
         # the scan keeps what it found: validate() reports it, in its turn
         inputs["content"] = {**hashed.result(), "corpus": corpus.content}
     validate_inputs(loaded, corpus, embedder)
-    _check_priority_field(loaded)
     _VALIDATED[loaded.name] = (loaded.digest, inputs, corpus)
     return corpus
-
-
-def _check_priority_field(loaded: LoadedManifest) -> None:
-    """Every document's spec.reembed.priorityField is a number, as `controller embed` needs: caught
-    only there, a bad one passed the plan and failed each embedding Job pod until its backoffLimit."""
-    from controller.engine.embedding import field_values
-
-    reembed = loaded.manifest.spec.reembed
-    if reembed is not None and reembed.priority == "hot" and reembed.priority_field:
-        field_values(loaded, reembed.priority_field)
 
 
 def _hash_and_scan(others: dict[str, Path], scan: Any, read: Future | None) -> dict[str, str | None]:

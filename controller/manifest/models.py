@@ -569,6 +569,12 @@ class IndexSpecRoot(Model):
             del data["reembed"]
         return data
 
+    @property
+    def priority_field(self) -> str | None:
+        """The corpus field that orders embedding when the event log is empty (reembed priority: hot)."""
+        reembed = self.reembed
+        return reembed.priority_field if reembed is not None and reembed.priority == "hot" else None
+
 
 class EmbeddingIndex(Model):
     """An EmbeddingIndex manifest: desired model, index version and rollout."""

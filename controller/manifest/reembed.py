@@ -54,7 +54,8 @@ class ReembedSpec(BaseModel):
     )
     priority_field: str | None = Field(
         default=None, min_length=1,
-        description="Numeric corpus field ordering documents for priority: hot (higher first) when there are no events.",
+        description=("Numeric corpus field ordering documents for priority: hot (higher first; missing or null: 0) "
+                     "when there are no events."),
     )
 
     refresh: Literal["rebuild", "inPlace"] = Field(

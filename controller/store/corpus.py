@@ -9,6 +9,7 @@ from __future__ import annotations
 import codecs
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -34,6 +35,8 @@ class Corpus:
     # sha256 of the file's bytes (as store/signature.py's content), taken from the very bytes that were
     # parsed, or before parsing began; None unless asked for
     content: str | None = None
+    # each document's spec.reembed.priorityField (missing: 0), read with the rest; None unless asked for
+    priorities: list[float] | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -52,30 +55,42 @@ def corpus_digest(ids: list[str], hashes: list[str]) -> str:
 
 
 def read_corpus(path: Path, id_field: str, text_fields: list[str], *, manifest: Path | None = None,
-                content: bool = False) -> Corpus:
+                content: bool = False, priority_field: str | None = None) -> Corpus:
     """Read every document; refuse duplicates, missing ids, missing or empty text and an empty corpus.
 
     A FIFO, device or directory in place of the corpus and invalid UTF-8 are refused by
     controller.inputs, naming the line and byte offset. With ``content``, the Corpus carries the
-    sha256 of the bytes it was read from (a later edit of the file can only mismatch it).
+    sha256 of the bytes it was read from (a later edit of the file can only mismatch it). With
+    ``priority_field``, it carries each document's value of that field (missing: 0), and a value
+    that is not a finite number is refused, naming its line.
     """
     where = manifest or path
     digest = hashlib.sha256() if content else None
+    fields = _Fields(id_field, text_fields, priority_field)
     try:
-        ids, texts = _read_blocks(path, id_field, text_fields, manifest, digest)
+        ids, texts, priorities = _read_blocks(path, fields, manifest, digest)
     except _Irregular:
         if content:  # the careful reader reads the file again: hash it first, as it is now
             digest = hashlib.sha256()
             with open_regular(path, file=manifest, field="spec.corpus.path", what="corpus") as handle:
                 hashlib.file_digest(handle, lambda: digest)
-        ids, texts = _read_checked(path, id_field, text_fields, manifest)
+        ids, texts, priorities = _read_checked(path, fields, manifest)
     if not ids:
         raise InvalidInput("the corpus is empty: no documents to embed", file=where,
                            field="spec.corpus.path", value=str(path))
     sha256 = small_sha256
     hashes = [sha256(t.encode("utf-8")).hexdigest()[:16] for t in texts]  # text_hash, inlined (1M calls)
     return Corpus(ids=ids, texts=texts, hashes=hashes, digest=corpus_digest(ids, hashes), path=path,
-                  content=digest.hexdigest() if digest is not None else None)
+                  content=digest.hexdigest() if digest is not None else None,
+                  priorities=priorities if priority_field else None)
+
+
+@dataclass(frozen=True)
+class _Fields:
+    """The fields read from each document."""
+    id: str
+    texts: list[str]
+    priority: str | None = None
 
 
 class _Irregular(Exception):
@@ -87,20 +102,22 @@ class _Irregular(Exception):
 BLOCK_BYTES = 1 << 18
 
 
-def _read_blocks(path: Path, id_field: str, text_fields: list[str], manifest: Path | None,
-                 digest: Any = None) -> tuple[list[str], list[str]]:
-    """ids and texts, a block of lines per step, each line's bytes parsed directly by orjson.
+def _read_blocks(path: Path, fields: _Fields, manifest: Path | None, digest: Any = None
+                 ) -> tuple[list[str], list[str], list[float]]:
+    """ids, texts and priorities, a block of lines per step, each line's bytes parsed directly by orjson.
 
-    A block of plain lines (every id a non-empty string, every text a non-blank string) takes no
-    per-line Python code; a block with anything else is read line by line (_block_lines: blank
-    lines skipped, integer ids taken as strings). Anything unusual even there (not JSON, not
-    UTF-8, odd whitespace, a number or another type where an id or a text is expected, no id or
-    no text) raises _Irregular and read_corpus reads the whole file again with _read_checked, which
-    decodes line by line and names the line, column or byte of the problem. A duplicate id is the
-    one error this reader names itself, as _read_checked would.
+    A block of plain lines (every id a non-empty string, every text a non-blank string, every
+    priority a number or missing) takes no per-line Python code; a block with anything else is
+    read line by line (_block_lines: blank lines skipped, integer ids taken as strings). Anything
+    unusual even there (not JSON, not UTF-8, odd whitespace, a number or another type where an id
+    or a text is expected, no id or no text, a priority that is not a number) raises _Irregular and
+    read_corpus reads the whole file again with _read_checked, which decodes line by line and names
+    the line, column or byte of the problem. A duplicate id is the one error this reader names
+    itself, as _read_checked would.
     """
     ids: list[str] = []
     texts: list[str] = []
+    priorities: list[float] = []
     skipped: list[int] = []  # line numbers of the blank lines, so that a duplicate's lines are named right
     lineno = 0  # lines before the block
     with open_regular(path, file=manifest, field="spec.corpus.path", what="corpus") as handle:
@@ -109,29 +126,43 @@ def _read_blocks(path: Path, id_field: str, text_fields: list[str], manifest: Pa
                 digest.update(b"".join(lines))
             if not lineno and lines[0].startswith(codecs.BOM_UTF8):
                 lines[0] = lines[0][len(codecs.BOM_UTF8):]
-            block = _plain_block(lines, id_field, text_fields)
+            block = _plain_block(lines, fields)
             if block is None:
-                block = _block_lines(lines, id_field, text_fields, lineno, skipped)
+                block = _block_lines(lines, fields, lineno, skipped)
             ids += block[0]
             texts += block[1]
+            priorities += block[2]
             lineno += len(lines)
     if len(set(ids)) != len(ids):
-        _name_duplicate(ids, skipped, path, id_field)
-    return ids, texts
+        _name_duplicate(ids, skipped, path, fields.id)
+    return ids, texts, priorities
 
 
-def _plain_block(lines: list[bytes], id_field: str, text_fields: list[str]
-                 ) -> tuple[list[str], list[str]] | None:
-    """(ids, texts) of a block whose every line is an object with a string id and a non-blank text, else None."""
+def _plain_block(lines: list[bytes], fields: _Fields) -> tuple[list[str], list[str], list[float]] | None:
+    """(ids, texts, priorities) of a block whose every line is an object with a string id and a non-blank
+    text (and a numeric or missing priority), else None."""
     try:
         docs = list(map(_loads_bytes, lines))
-        block_ids = [doc.get(id_field) for doc in docs]
-        block_texts = _texts(docs, text_fields)
+        block_ids = [doc.get(fields.id) for doc in docs]
+        block_texts = _texts(docs, fields.texts)
         # str methods refuse anything but a string (TypeError); "" has no length, a blank text strips to ""
         if all(map(str.__len__, block_ids)) and all(map(str.strip, block_texts)):
-            return block_ids, block_texts
+            priorities = _priorities(docs, fields.priority)
+            if priorities is not None:
+                return block_ids, block_texts, priorities
     except (ValueError, AttributeError, TypeError):
         pass
+    return None
+
+
+def _priorities(docs: list[dict], field: str | None) -> list[float] | None:
+    """Each document's priority as a float (missing or null: 0; no field: none read), or None if one is not
+    a number (orjson reads no NaN or infinity; a bool is not a number here)."""
+    if field is None:
+        return []
+    values = [doc.get(field) for doc in docs]
+    if all(v is None or type(v) is int or type(v) is float for v in values):  # type(True) is bool, not int
+        return [0.0 if v is None else float(v) for v in values]
     return None
 
 
@@ -150,12 +181,14 @@ def _joined_text(doc: dict, text_fields: list[str]) -> str | None:
     return " ".join([p for p in parts if p]) if all(type(p) is str or p is None for p in parts) else None
 
 
-def _block_lines(lines: list[bytes], id_field: str, text_fields: list[str], before: int, skipped: list[int]
-                 ) -> tuple[list[str], list[str]]:
-    """ids and texts of a block line by line: blank (ASCII whitespace) lines skipped and their numbers
-    added to ``skipped``, integer ids taken as strings; anything else unusual raises _Irregular."""
+def _block_lines(lines: list[bytes], fields: _Fields, before: int, skipped: list[int]
+                 ) -> tuple[list[str], list[str], list[float]]:
+    """ids, texts and priorities of a block line by line: blank (ASCII whitespace) lines skipped and their
+    numbers added to ``skipped``, integer ids taken as strings; anything else unusual raises _Irregular."""
     ids: list[str] = []
     texts: list[str] = []
+    docs: list[dict] = []
+    text_fields = fields.texts
     single = text_fields[0] if len(text_fields) == 1 else None
     for lineno, raw in enumerate(lines, start=before + 1):
         try:
@@ -167,7 +200,7 @@ def _block_lines(lines: list[bytes], id_field: str, text_fields: list[str], befo
             raise _Irregular() from None
         if type(doc) is not dict:
             raise _Irregular()
-        doc_id = doc.get(id_field)
+        doc_id = doc.get(fields.id)
         if type(doc_id) is not str or not doc_id:
             # orjson reads an integer beyond 64 bits as a float: numbers go the careful way
             if type(doc_id) is not int:
@@ -178,7 +211,11 @@ def _block_lines(lines: list[bytes], id_field: str, text_fields: list[str], befo
             raise _Irregular()  # numbers, other types, no text: the careful reader decides
         ids.append(doc_id)
         texts.append(text)
-    return ids, texts
+        docs.append(doc)
+    priorities = _priorities(docs, fields.priority)
+    if priorities is None:
+        raise _Irregular()  # the careful reader names the line
+    return ids, texts, priorities
 
 
 def _name_duplicate(ids: list[str], skipped: list[int], path: Path, id_field: str) -> None:
@@ -198,23 +235,37 @@ def _line_of(row: int, skipped: list[int]) -> int:
     return line
 
 
-def _read_checked(path: Path, id_field: str, text_fields: list[str], manifest: Path | None
-                  ) -> tuple[list[str], list[str]]:
+def _read_checked(path: Path, fields: _Fields, manifest: Path | None
+                  ) -> tuple[list[str], list[str], list[float]]:
     """Line by line, each line decoded on its own: the reader that names what is wrong and where."""
     where = manifest or path
     ids: list[str] = []
     texts: list[str] = []
+    priorities: list[float] = []
     seen: dict[str, int] = {}
     for lineno, line in iter_lines(path, file=where if manifest else None, field="spec.corpus.path",
                                    what="corpus"):
         if not line.strip():
             continue
         doc = _parse_line(line, path, lineno)
-        doc_id = _document_id(doc, id_field, path, lineno)
-        _remember(seen, doc_id, lineno, path, id_field)
+        doc_id = _document_id(doc, fields.id, path, lineno)
+        _remember(seen, doc_id, lineno, path, fields.id)
         ids.append(doc_id)
-        texts.append(_document_text(doc, text_fields, path, lineno))
-    return ids, texts
+        texts.append(_document_text(doc, fields.texts, path, lineno))
+        if fields.priority is not None:
+            priorities.append(_document_priority(doc, fields.priority, path, lineno))
+    return ids, texts, priorities
+
+
+def _document_priority(doc: dict, field: str, path: Path, lineno: int) -> float:
+    value = doc.get(field)
+    if value is None:
+        return 0.0
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        kind = f", got a JSON {type(value).__name__}" if isinstance(value, (dict, list)) else ""  # not quoted
+        raise InvalidInput(f"line {lineno}: priorityField {field!r} must be a number{kind}", file=path,
+                           field="spec.reembed.priorityField", value=value)
+    return float(value)
 
 
 def _remember(seen: dict[str, int], doc_id: str, lineno: int, path: Path, id_field: str) -> None:

@@ -137,11 +137,11 @@ def test_block_reader_matches_the_line_reader(tmp_path: Path) -> None:
     path = tmp_path / "corpus.jsonl"
     docs = [{"_id": f"d{i}", "title": "t" if i % 3 else "", "text": f"body {i} \u00e9"} for i in range(5000)]
     path.write_bytes(b"\xef\xbb\xbf" + "\n".join(json.dumps(d) for d in docs).encode())  # a BOM, no final newline
-    fields = ["title", "text"]
-    assert C._read_blocks(path, "_id", fields, None) == C._read_checked(path, "_id", fields, None)
+    fields = C._Fields("_id", ["title", "text"])
+    assert C._read_blocks(path, fields, None) == C._read_checked(path, fields, None)
     (tmp_path / "dup.jsonl").write_text('{"id": "a", "text": "x"}\n{"id": "a", "text": "y"}\n')
     with pytest.raises(InvalidInput, match=r"duplicate document id 'a' at line 2 \(first at line 1\)"):
-        C._read_blocks(tmp_path / "dup.jsonl", "id", ["text"], None)
+        C._read_blocks(tmp_path / "dup.jsonl", C._Fields("id", ["text"]), None)
 
 
 def test_long_printable_lists_are_still_json_dumps_byte_for_byte(tmp_path: Path) -> None:

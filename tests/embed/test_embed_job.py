@@ -18,6 +18,7 @@ from controller.cli.main import main
 from controller.embed.cache import EmbeddingCache
 from controller.errors import InvalidInput
 from controller.manifest.load import load_manifests
+from controller.store.corpus import read_corpus
 from controller.store.fs import Store
 from tests.embed.fake_openai import FakeEmbeddingServer
 from tests.embed.test_cache import documents_embedded, http_manifest
@@ -314,14 +315,12 @@ def test_priority_field_orders_the_corpus_when_there_are_no_events(tmp_path):
     doc = manifest("v1")
     doc["spec"]["reembed"] = {"priority": "hot", "priorityField": "popularity"}
     [loaded] = load_manifests(write_manifest(ws, doc))
-    ids = [d["id"] for d in lines]
-    order = priority_order(loaded, Store(tmp_path / "store"), ids, list(range(len(ids))))
+    s = loaded.manifest.spec
+    corpus = read_corpus(loaded.paths["corpus"], s.corpus.id_field, s.corpus.text_fields, priority_field=s.priority_field)
+    order = priority_order(loaded, Store(tmp_path / "store"), corpus, list(range(len(corpus))))
     pops = [lines[i]["popularity"] for i in order]
-    assert pops == sorted(pops, reverse=True) and sorted(order) == list(range(len(ids)))
-    lines[0]["popularity"] = "high"
-    (ws / "data" / "corpus.jsonl").write_text("\n".join(json.dumps(d) for d in lines) + "\n")
-    with pytest.raises(InvalidInput, match="priorityField"):
-        priority_order(loaded, Store(tmp_path / "store"), ids, list(range(len(ids))))
+    assert pops == sorted(pops, reverse=True) and sorted(order) == list(range(len(corpus)))
+    assert order != sorted(order)
 
 
 def test_a_priority_field_that_is_not_a_number_fails_the_plan_not_the_embed_job(tmp_path, capsys):
@@ -336,6 +335,20 @@ def test_a_priority_field_that_is_not_a_number_fails_the_plan_not_the_embed_job(
     assert main(["reconcile", str(path), "--dry-run", "--store", str(tmp_path / "store")]) == 2
     err = capsys.readouterr().err
     assert "line 4: priorityField 'popularity' must be a number" in err and "(got 'high')" in err, err
+
+
+def test_a_priority_field_is_read_with_the_corpus_whatever_its_encoding_quirks(tmp_path, capsys):
+    """Read on its own before (json.loads per line), a corpus starting with a BOM failed with a traceback."""
+    ws = workspace(tmp_path, n_docs=10)
+    lines = [json.loads(l) for l in (ws / "data" / "corpus.jsonl").read_text().splitlines()]
+    for n, line in enumerate(lines):
+        line["popularity"] = None if n % 3 else n
+    body = "\r\n".join(json.dumps(d) for d in lines) + "\r\n"
+    (ws / "data" / "corpus.jsonl").write_bytes(b"\xef\xbb\xbf" + body.encode())
+    doc = manifest("v1")
+    doc["spec"]["reembed"] = {"priority": "hot", "priorityField": "popularity"}
+    path = write_manifest(ws, doc)
+    assert main(["reconcile", str(path), "--dry-run", "--store", str(tmp_path / "store")]) == 0, capsys.readouterr()
 
 
 def test_reconcile_does_not_embed_what_a_running_embed_job_owns_and_reuses_it_after(tmp_path, capsys):

@@ -14,12 +14,12 @@ from controller.store import corpus as C
 SCIFACT = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "scifact" / "corpus.jsonl"
 
 
-def both(path: Path, id_field: str = "id", fields: list[str] | None = None):
-    fields = fields or ["title", "text"]
+def both(path: Path, id_field: str = "id", fields: list[str] | None = None, priority: str | None = None):
+    read = C._Fields(id_field, fields or ["title", "text"], priority)
     out = []
     for reader in (C._read_blocks, C._read_checked):
         try:
-            out.append(reader(path, id_field, fields, None))
+            out.append(reader(path, read, None))
         except C._Irregular:
             out.append("irregular")
         except InvalidInput as exc:
@@ -76,11 +76,45 @@ def test_blocks_number_lines_across_blocks(tmp_path: Path, monkeypatch: pytest.M
     lines[10:10] = ["", "  "]
     path = tmp_path / "corpus.jsonl"
     path.write_text("\n".join(lines) + "\n")
-    assert C._read_blocks(path, "id", ["text"], None) == C._read_checked(path, "id", ["text"], None)
+    fields = C._Fields("id", ["text"])
+    assert C._read_blocks(path, fields, None) == C._read_checked(path, fields, None)
     path.write_text("\n".join(lines + [json.dumps({"id": "d13", "text": "again"})]) + "\n")
     fast, checked = both(path, fields=["text"])
     assert fast == checked
     assert "at line 63 (first at line 16)" in fast[1]
+
+
+PRIORITIES = {
+    "numbers, one missing": (b'{"id": "a", "text": "x", "p": 3}\n{"id": "b", "text": "y"}\n'
+                             b'{"id": "c", "text": "z", "p": -1.5}\n', [3.0, 0.0, -1.5]),
+    "a string": (b'{"id": "a", "text": "x", "p": 3}\n\n{"id": "b", "text": "y", "p": "high"}\n',
+                 "line 3: priorityField 'p' must be a number (got 'high')"),
+    "a bool": (b'{"id": "a", "text": "x", "p": true}\n', "line 1: priorityField 'p' must be a number (got True)"),
+    "null": (b'{"id": "a", "text": "x", "p": null}\n{"id": "b", "text": "x", "p": 0}\n', [0.0, 0.0]),
+    "a list": (b'{"id": "a", "text": "x", "p": [1]}\n', "line 1: priorityField 'p' must be a number, got a JSON list"),
+    "NaN": (b'{"id": "a", "text": "x", "p": NaN}\n', "line 1: priorityField 'p' must be a number (got nan)"),
+    "Infinity": (b'{"id": "a", "text": "x", "p": -Infinity}\n',
+                 "line 1: priorityField 'p' must be a number (got -inf)"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PRIORITIES))
+def test_priorities_are_read_with_the_corpus(tmp_path: Path, name: str) -> None:
+    """spec.reembed.priorityField is read in the same pass (the corpus is read once) and both readers agree."""
+    path = tmp_path / "corpus.jsonl"
+    content, expected = PRIORITIES[name]
+    path.write_bytes(content)
+    fast, checked = both(path, fields=["text"], priority="p")
+    if fast != "irregular":
+        assert fast == checked
+    if isinstance(expected, list):
+        assert C.read_corpus(path, "id", ["text"], priority_field="p").priorities == expected
+        assert C.read_corpus(path, "id", ["text"]).priorities is None
+    else:
+        assert fast == "irregular"
+        with pytest.raises(InvalidInput) as err:
+            C.read_corpus(path, "id", ["text"], priority_field="p")
+        assert expected in str(err.value) and err.value.field == "spec.reembed.priorityField", str(err.value)
 
 
 def test_read_corpus_falls_back_and_names_the_line(tmp_path: Path) -> None:
@@ -108,7 +142,8 @@ def test_hashes_and_digest_keep_their_definition(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(not SCIFACT.is_file(), reason="SciFact not available")
 def test_scifact_same_both_ways() -> None:
-    fast = C._read_blocks(SCIFACT, "_id", ["title", "text"], None)
-    assert fast == C._read_checked(SCIFACT, "_id", ["title", "text"], None)
+    fields = C._Fields("_id", ["title", "text"])
+    fast = C._read_blocks(SCIFACT, fields, None)
+    assert fast == C._read_checked(SCIFACT, fields, None)
     assert len(fast[0]) == sum(1 for line in SCIFACT.read_bytes().splitlines() if line.strip())
     assert json.loads(SCIFACT.read_bytes().splitlines()[0])["_id"] == fast[0][0]
