@@ -32,7 +32,7 @@ from controller.engine.notify import Notifier, make_notifier
 from controller.gitops.runner import Outcome, reconcile_all
 from controller.store.syncstate import index_sync, utc_now, write_index_sync, write_source_state
 from controller.progress import Progress, silent
-from controller.manifest.load import MANIFEST_SUFFIXES, LoadedManifest, is_hidden, load_manifests
+from controller.manifest.load import LoadedManifest, files_in, load_manifests
 from controller.store.fs import Store
 
 
@@ -164,9 +164,8 @@ def _load(directory: Path, data_roots: Iterable[str | Path]) -> list[LoadedManif
 
 
 def no_manifests(directory: Path) -> bool:
-    """A directory without any manifest file (hidden files do not count, as load_manifests skips them)."""
-    return directory.is_dir() and not any(p.suffix in MANIFEST_SUFFIXES and not is_hidden(p, directory)
-                                          for p in directory.rglob("*"))
+    """A directory without any file load_manifests would read (so a kustomization.yaml alone is none)."""
+    return directory.is_dir() and not files_in(directory)
 
 
 def _applied_at(store: Store, name: str, head: str) -> str:

@@ -63,15 +63,21 @@ def manifest_files(path: Path) -> list[Path]:
     """
     path = check_path_text(path)
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*")
-                       if p.suffix in MANIFEST_SUFFIXES and p.name not in SKIPPED_FILES and not p.is_dir()
-                       and not is_hidden(p, path))
+        files = files_in(path)
         if not files:
             raise InvalidInput("no *.yaml or *.yml manifest in this directory", file=path)
         return files
     if not path.exists():
         raise InvalidInput("no such file or directory", file=path)
     return [path]
+
+
+def files_in(directory: Path) -> list[Path]:
+    """The manifest files in a directory, sorted; none is not an error here (a GitOps source emptied by
+    a commit is an empty set)."""
+    return sorted(p for p in directory.rglob("*")
+                  if p.suffix in MANIFEST_SUFFIXES and p.name not in SKIPPED_FILES and not p.is_dir()
+                  and not is_hidden(p, directory))
 
 
 def is_hidden(file: Path, directory: Path) -> bool:

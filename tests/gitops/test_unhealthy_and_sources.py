@@ -84,6 +84,21 @@ def test_path_spellings_are_one_source_so_prune_works(git_repo: GitRepo, tmp_pat
     assert report.pruned == ["quickstart"] and "quickstart" not in store.indexes()
 
 
+def test_a_kustomization_left_alone_is_an_empty_set(git_repo: GitRepo, tmp_path: Path):
+    """A kustomize repository keeps kustomization.yaml after its last EmbeddingIndex goes: sync failed with
+    'no *.yaml or *.yml manifest' instead of seeing the deletion, so --prune never pruned."""
+    store = Store(tmp_path / "store")
+    git_repo.commit("resources: [quickstart.yaml]\n", "kustomize", file="indexes/kustomization.yaml")
+    git_repo.commit(manifest("v1"), "v1")
+    assert sync_once(SyncSource(str(git_repo.path), "main", "indexes"), store).ok
+    git_repo.commit("resources: []\n", "empty", file="indexes/kustomization.yaml")
+    git_repo.commit(None, "delete the last manifest")
+    report = sync_once(SyncSource(str(git_repo.path), "main", "indexes"), store, prune=True)
+    assert report.error is None and report.pruned == ["quickstart"], report.lines()
+    report = diff_ref(str(git_repo.path), "main", store, path="indexes", base="main~2")
+    assert report.indexes == [] and report.removed == ["quickstart"]
+
+
 def test_hidden_yaml_files_are_not_manifests(git_repo: GitRepo, tmp_path: Path):
     store = Store(tmp_path / "store")
     workflows = git_repo.path / ".github" / "workflows"
