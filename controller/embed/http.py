@@ -66,6 +66,10 @@ SECRET_ENV = "EIC_EMBEDDING_API_KEY"  # where operator Job pods receive options.
 RETRY_STATUS = frozenset({408, 409, 425, 429}) | frozenset(range(500, 600))
 
 
+#: how a kept-alive connection the server has closed fails on its next use
+STALE_CONNECTION = (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected)
+
+
 class RetryableError(Exception):
     """A failure worth another attempt; `wait` is the server's Retry-After, if it gave one."""
 
@@ -232,11 +236,8 @@ class HttpEmbedder:
 
     # ---- one request -----------------------------------------------------------
     def _post(self, body: bytes, headers: dict[str, str], rows: int) -> np.ndarray:
-        conn = self._connection()
         try:
-            conn.request("POST", self._url.path or "/", body=body, headers=headers)
-            response = conn.getresponse()
-            payload = response.read()
+            response, payload = self._exchange(body, headers)
         except (socket.timeout, TimeoutError) as exc:
             self._drop_connection()
             raise RetryableError(f"no answer within {self.opts['timeout']:g}s") from exc
@@ -268,6 +269,26 @@ class HttpEmbedder:
         if not np.isfinite(matrix).all():
             raise RetryableError("embeddings contain NaN or inf")
         return matrix
+
+    def _exchange(self, body: bytes, headers: dict[str, str]) -> tuple[http.client.HTTPResponse, bytes]:
+        """One request and its answer. A kept-alive connection that the server closed meanwhile (it
+        restarted, or its idle timeout passed) fails at once: it is replaced and the request sent again,
+        not counted as an attempt (as urllib3 does), since embedding the same texts twice is harmless.
+        Before, each serving thread's first query after an embedding server restart failed with retries: 0."""
+        reused = getattr(self._local, "conn", None) is not None
+        try:
+            return self._send(self._connection(), body, headers)
+        except STALE_CONNECTION:
+            if not reused:
+                raise
+            self._drop_connection()
+        return self._send(self._connection(), body, headers)
+
+    def _send(self, conn: http.client.HTTPConnection, body: bytes, headers: dict[str, str]
+              ) -> tuple[http.client.HTTPResponse, bytes]:
+        conn.request("POST", self._url.path or "/", body=body, headers=headers)
+        response = conn.getresponse()
+        return response, response.read()
 
     def _connection(self) -> http.client.HTTPConnection:
         conn = getattr(self._local, "conn", None)

@@ -9,6 +9,7 @@ traceback. The service keeps serving after each of them.
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import random
@@ -27,11 +28,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import to_json
 from pydantic.alias_generators import to_camel
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from controller.engine.drift import record_served_query
 from controller.core.routing import interleaved, mirrored
-from controller.engine.serving import MAX_K, VersionPool, routing_unit, search, validate_k
+from controller.engine.serving import (MAX_K, RoutedIndex, SearchOutcome, VersionPool, routing_unit, search,
+                                       validate_k)
 from controller.serve import shadow
 from controller.errors import Conflict, ControllerError, InvalidInput, NotFound, NotReady
 from controller.inputs import field_path
@@ -47,6 +50,11 @@ DEFAULT_MAX_BODY = 1 * 2**20
 #: Request ids remembered for feedback (oldest forgotten first).
 REQUEST_MEMORY = 200_000
 RETRY_AFTER_S = 5
+#: errors that say the store cannot be written at all (so drift recording stops, said once)
+READ_ONLY_ERRNOS = (errno.EROFS, errno.EACCES, errno.EPERM)
+#: Longest query text. Embedding models read a few hundred tokens of it at most; without a bound one
+#: request of a megabyte kept a CPU busy for seconds (the hashing embedder: 2.3 s for 964 KB).
+MAX_QUERY_CHARS = 8192
 
 
 class Api(BaseModel):
@@ -57,7 +65,9 @@ FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 
 
 class SearchRequest(Api):
-    query: str | None = Field(default=None, description="Query text, embedded with the routed version's model.")
+    query: str | None = Field(default=None, max_length=MAX_QUERY_CHARS,
+                              description=f"Query text, embedded with the routed version's model "
+                                          f"(at most {MAX_QUERY_CHARS} characters).")
     vector: list[FiniteFloat] | None = Field(default=None, description="A query vector already in the routed "
                                              "version's space (then `model` is required).")
     model: str | None = Field(default=None, description="Fingerprint key of the vector's model "
@@ -109,14 +119,28 @@ class FeedbackRequest(Api):
 
 class FeedbackResponse(Api):
     request_id: str
-    accepted: int
+    accepted: int = Field(description="Events logged.")
+    duplicates: int = Field(default=0, description="Events already logged for this search (the same type at "
+                                                   "the same rank), answered but not logged again.")
 
 
 class _Impression:
-    __slots__ = ("index", "version", "role", "ids")
+    __slots__ = ("index", "version", "role", "ids", "logged")
 
     def __init__(self, index: str, version: str, role: str, ids: list[str]) -> None:
         self.index, self.version, self.role, self.ids = index, version, role, ids
+        # (type, rank or None) of the feedback logged: a client's retry, or a loop that posts the same
+        # click a hundred times, counts once (clicksPerQuery and dwell are gate metrics)
+        self.logged: set[tuple[str, int | None]] | None = None
+
+    def first_time(self, kind: str, position: int | None) -> bool:
+        """Whether this feedback is new for the search; remembers it."""
+        logged = self.logged if self.logged is not None else set()
+        self.logged = logged
+        if (kind, position) in logged:
+            return False
+        logged.add((kind, position))
+        return True
 
 
 class ServeState:
@@ -137,24 +161,36 @@ class ServeState:
         if len(self.requests) > REQUEST_MEMORY:
             self.requests.popitem(last=False)
 
-    def keep_vector(self, name: str, version: str, vector: Any) -> None:
+    def keep_vector(self, name: str, model_key: str, fingerprint: dict[str, Any], vector: Any) -> None:
         if self.record:
             with self.vlock:
-                self.vectors.setdefault((name, version), []).append(vector[0])
+                kept = self.vectors.get((name, model_key))
+                if kept is None:
+                    kept = self.vectors[(name, model_key)] = (fingerprint, [])
+                kept[1].append(vector[0])
 
     def record_vectors(self, _batch: list[dict[str, Any]] | None = None) -> None:
-        """Offer the flushed window's query vectors to the drift reservoirs (one write per version)."""
+        """Offer the flushed window's query vectors to the drift reservoirs (one write per model).
+
+        Keyed by the model's fingerprint, not by version: the reservoir is the model's, and the
+        version that answered may be gone from the store by the time the window is flushed.
+        """
         import numpy as np
 
         with self.vlock:
             pending, self.vectors = self.vectors, {}
-        for (name, version), rows in pending.items():
+        for (name, _key), (fingerprint, rows) in pending.items():
             try:
-                record_served_query(self.pool.store, name, version, np.asarray(rows, dtype=np.float32))
-            except (OSError, ControllerError) as exc:
-                self.record = False  # a read-only store: stop trying, say it once
-                log.warning("query vectors are not recorded for drift (%s); start with --no-record "
-                            "to silence this", exc)
+                record_served_query(self.pool.store, name, fingerprint, np.asarray(rows, dtype=np.float32))
+            except OSError as exc:
+                if exc.errno in READ_ONLY_ERRNOS:
+                    self.record = False  # a read-only store: stop trying, say it once
+                    log.warning("query vectors are not recorded for drift (%s); start with --no-record "
+                                "to silence this", exc)
+                else:  # e.g. a full disk: this window's vectors are lost, the next ones are tried
+                    log.warning("query vectors of %s not recorded for drift this time: %s", name, exc)
+            except ControllerError as exc:
+                log.warning("query vectors of %s not recorded for drift this time: %s", name, exc)
 
 
 def create_app(store_root: str | Path, indexes: list[str] | None = None, *, events_dir: str | Path | None = None,
@@ -237,6 +273,9 @@ def event_position(i: int, event: FeedbackEvent, ids: Sequence[str]) -> int | No
                            value=event.dwell_ms)
     if event.type == "dwell" and event.dwell_ms is None:
         raise InvalidInput("a dwell event needs dwellMs", field=f"{where}.dwellMs")
+    if event.type in ("click", "dwell") and event.doc_id is None and event.position is None:
+        # placed past the last hit, it counted as a click on nothing and raised CTR
+        raise InvalidInput(f"a {event.type} event names its document: docId or position", field=f"{where}.docId")
     if event.position is not None and event.position > len(ids):
         raise InvalidInput(f"position {event.position} is past the {len(ids)} hits the search answered",
                            field=f"{where}.position", value=event.position)
@@ -360,20 +399,29 @@ def _count_error(state: ServeState, request: Request, status: int) -> None:
             "path": request.url.path})
 
 
+def _answer(routed: RoutedIndex, body: SearchRequest) -> tuple[SearchOutcome, dict[str, Any] | None]:
+    """The routed answer to one search, and the impression's interleave fields (None unless the query was
+    team-draft interleaved: teams and source lists)."""
+    if interleaved(routed.routing, key=body.key, draw=random.uniform(0, 100)):
+        mixed = shadow.interleave(routed, text=body.query, vector=body.vector, model=body.model,
+                                  k=validate_k(body.k), seed=uuid.uuid4().hex)
+        if mixed is not None:
+            return mixed
+    return search(routed, text=body.query, vector=body.vector, model=body.model, k=body.k, key=body.key), None
+
+
 def _install_routes(app: FastAPI, state: ServeState) -> None:
     pool, metrics = state.pool, state.metrics
 
     async def search_index(name: str, request: Request) -> JSONResponse:
         body = parse_body(SearchRequest, await request.body(), request.headers.get("content-type"))
         routed = pool.routed(name)
-        mixed_fields = None  # interleave step: a team-draft merge; its impression fields (teams, source lists)
-        if interleaved(routed.routing, key=body.key, draw=random.uniform(0, 100)):
-            mixed = shadow.interleave(routed, text=body.query, vector=body.vector, model=body.model,
-                                      k=validate_k(body.k), seed=uuid.uuid4().hex)
-            out, mixed_fields = mixed if mixed is not None else (None, None)
         try:
-            if mixed_fields is None:
-                out = search(routed, text=body.query, vector=body.vector, model=body.model, k=body.k, key=body.key)
+            if body.query is None:  # a vector: one index search (~1 ms), cheaper inline than a thread hop
+                out, mixed_fields = _answer(routed, body)
+            else:  # text is embedded first (a model, or a remote embedding server): off the event loop, so
+                # that a slow embedding never holds up other requests or the health probes
+                out, mixed_fields = await run_in_threadpool(_answer, routed, body)
         except (Conflict, InvalidInput) as exc:
             # attribute the refusal to the version it was routed to (metrics and error events)
             request.state.version = getattr(exc, "version", None)
@@ -382,7 +430,7 @@ def _install_routes(app: FastAPI, state: ServeState) -> None:
         request.state.version, request.state.role = out.version, out.role
         ids = out.ids
         state.remember(out.request_id, _Impression(name, out.version, out.role, ids))
-        state.keep_vector(name, out.version, out.vector)
+        state.keep_vector(name, out.model_key, out.model, out.vector)
         state.events.append({"type": "impression", "ts": time.time(), "requestId": out.request_id, "index": name,
                              "version": out.version, "role": out.role, "model": out.model_key,
                              "bucket": None if out.bucket is None else round(out.bucket, 4),
@@ -426,13 +474,17 @@ def _install_routes(app: FastAPI, state: ServeState) -> None:
         request.state.version, request.state.role = impression.version, impression.role
         positions = [event_position(i, event, impression.ids) for i, event in enumerate(body.events)]
         now = time.time()
+        accepted = 0
         for event, position in zip(body.events, positions):
+            if not impression.first_time(event.type, position):
+                continue
+            accepted += 1
             state.events.append({"type": event.type, "ts": now, "requestId": body.request_id, "index": name,
                                  "version": impression.version, "role": impression.role, "docId": event.doc_id,
                                  "position": position, "dwellMs": event.dwell_ms})
             metrics.feedback.labels(name, impression.version, impression.role, event.type).inc()
-        return JSONResponse(FeedbackResponse(request_id=body.request_id, accepted=len(body.events))
-                            .model_dump(by_alias=True))
+        return JSONResponse(FeedbackResponse(request_id=body.request_id, accepted=accepted,
+                                             duplicates=len(body.events) - accepted).model_dump(by_alias=True))
 
     app.router.add_api_route(
         "/v1/indexes/{name}/feedback", feedback, methods=["POST"], route_class_override=_DirectRoute,

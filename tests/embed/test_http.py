@@ -171,3 +171,23 @@ def test_secret_ref_reads_the_key_the_operator_job_exposes_and_says_where_it_is_
         monkeypatch.setenv(SECRET_ENV, "sk-from-secret-7f3a")  # what the Job pod's secretKeyRef sets
         assert emb.embed_documents(["a"], ["x"]).shape == (1, 8)
         assert server.requests[-1]["headers"]["Authorization"] == "Bearer sk-from-secret-7f3a"
+
+
+def test_a_restarted_server_costs_no_attempt():
+    """A kept-alive connection the server closed fails at once on its next use; it is replaced and the
+    request sent again (as urllib3 does). Before, the first query of each thread after an embedding
+    server restart failed with retries: 0 (BrokenPipeError) and the search service answered 500."""
+    from tests.serve.test_mirror import EmbedderProcess
+
+    process = EmbedderProcess()
+    process.start()
+    try:
+        emb = make_embedder(model(process.base_url, retries=0), {})
+        first = emb.embed_queries(["q"], ["vitamin d"])
+        process.start()  # stopped and started again on the same port: the kept-alive connection is dead
+        np.testing.assert_array_equal(emb.embed_queries(["q"], ["vitamin d"]), first)
+        process.stop()
+        with pytest.raises(EmbedError, match="connection failed"):  # a server that is gone is still an error
+            emb.embed_queries(["q"], ["vitamin d"])
+    finally:
+        process.stop()

@@ -33,6 +33,7 @@ def _cases(model_key: str) -> list[tuple[str, str, dict | bytes, dict, int, str]
         ("unknown field", "quickstart", {"query": "a", "kk": 3}, j, 422, "kk"),
         ("text for precomputed without query embedder", "pre", {"query": "vitamin"}, j, 422, "query"),
         ("empty query", "quickstart", {"query": "   "}, j, 422, "query"),
+        ("query text over 8192 characters", "quickstart", {"query": "protein " * 1025}, j, 422, "query"),
     ]
 
 
@@ -70,6 +71,11 @@ def test_bad_requests_each_refused_with_the_field_then_service_keeps_serving(bui
         # chunked, so only the limit on what is read can refuse it (FastAPI's reader made this a 400)
         ("a 2 MB chunked feedback body", iter([b'{"requestId": "'] + [b"a" * 2**16] * 32 + [b'"}']), 413, "body"),
         ("no events", {"requestId": first["requestId"], "events": []}, 422, "events"),
+        # placed past the last hit, such a click counted as a click on nothing and raised CTR
+        ("a click on no document", {"requestId": first["requestId"], "events": [{"type": "click"}]},
+         422, "events[0].docId"),
+        ("a dwell on no document", {"requestId": first["requestId"], "events": [{"type": "dwell", "dwellMs": 9}]},
+         422, "events[0].docId"),
     ]
     assert len(cases) + len(feedback_cases) >= 12
     for case, index, body, headers, status, field in cases:

@@ -53,6 +53,11 @@ def test_feedback_round_trip_exact_counts(fresh_store, serve, capsys):
             fb = server.client.post("/v1/indexes/quickstart/feedback",
                                     json={"requestId": body["requestId"], "events": events})
             assert fb.status_code == 200 and fb.json()["accepted"] == len(events)
+            if i % 10 == 0:  # a client's retry: answered, and counted once (the counts below stay exact)
+                again = server.client.post("/v1/indexes/quickstart/feedback",
+                                           json={"requestId": body["requestId"], "events": events * 3})
+                assert again.status_code == 200
+                assert again.json() == {"requestId": body["requestId"], "accepted": 0, "duplicates": 3 * len(events)}
     metrics = server.client.get("/metrics").text
     assert "controller_serve_feedback_total" in metrics
     server.stop()  # SIGTERM: the last window is flushed on shutdown
