@@ -61,7 +61,7 @@ def _record(store, name: str, version: str, vector: np.ndarray) -> None:
     from controller.engine.drift import record_served_query
 
     try:
-        record_served_query(store, name, version, vector)
+        record_served_query(store, name, store.meta(name, version)["fingerprint"], vector)
     except (OSError, ControllerError) as exc:
         print(f"warning: query not recorded for drift monitoring: {exc}", file=sys.stderr)
 
@@ -76,8 +76,13 @@ def _vector(args: argparse.Namespace) -> np.ndarray | None:
     if args.text is not None:
         raise InvalidInput("give query text or --vector, not both", field="--vector", value=args.vector)
     try:
-        vector = np.load(Path(args.vector), allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise InvalidInput(f"cannot read {args.vector} as a .npy vector: {exc}", field="--vector",
+        vector = np.asarray(np.load(Path(args.vector), allow_pickle=False), dtype=np.float32)
+    except (OSError, ValueError, TypeError) as exc:  # TypeError: e.g. a structured array
+        raise InvalidInput(f"cannot read {args.vector} as a .npy vector of numbers: {exc}", field="--vector",
                            value=args.vector) from exc
-    return np.asarray(vector, dtype=np.float32).reshape(-1)
+    if vector.ndim == 2 and vector.shape[0] == 1:
+        vector = vector[0]
+    if vector.ndim != 1:  # a (2, 192) matrix was read as one 384-dimensional query
+        raise InvalidInput(f"{args.vector} holds an array of shape {vector.shape}: one query is shape (dim,) "
+                           "or (1, dim)", field="--vector", value=args.vector)
+    return vector

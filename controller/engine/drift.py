@@ -206,9 +206,14 @@ def golden_queries(store: Store, name: str, version: str) -> tuple[list[str], np
     return qids, vectors, f"{len(qids)} golden query texts of {version} embedded with its model"
 
 
-def record_served_query(store: Store, name: str, version: str, vectors: np.ndarray) -> Q.Reservoir:
-    """Offer served query vectors to the reservoir of the version's fingerprint."""
-    return Q.record_queries(store.index_dir(name), store.meta(name, version)["fingerprint"], vectors)
+def record_served_query(store: Store, name: str, fingerprint: dict[str, Any], vectors: np.ndarray
+                        ) -> Q.Reservoir | None:
+    """Offer served query vectors to the reservoir of the model that embedded them; None when the index
+    is gone (deleted while it was served: recording must not create its directory again)."""
+    index_dir = store.index_dir(name)
+    if not index_dir.is_dir():
+        return None
+    return Q.record_queries(index_dir, fingerprint, vectors)
 
 
 def query_drift(store: Store, name: str, current: np.ndarray, *, source: str, version: str | None = None,

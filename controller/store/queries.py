@@ -54,7 +54,7 @@ def reservoir_path(index_dir: Path, fingerprint: dict[str, Any]) -> Path:
 @contextlib.contextmanager
 def _locked(index_dir: Path) -> Iterator[None]:
     lock = index_dir / "queries" / ".lock"
-    lock.parent.mkdir(parents=True, exist_ok=True)
+    lock.parent.mkdir(exist_ok=True)  # not parents: an index deleted meanwhile stays deleted (FileNotFoundError)
     with open(lock, "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)  # blocking: the critical section is one small file write
         yield

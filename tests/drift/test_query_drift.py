@@ -83,3 +83,22 @@ def test_query_drift_bad_input(served, tmp_path: Path, capsys) -> None:
     (tmp_path / "junk.npy").write_text("nope")
     assert main(["drift", "qs", "--queries", str(tmp_path / "junk.npy"), "--store", str(store)]) == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+def test_query_vector_files_are_one_query_or_refused(served, tmp_path: Path, capsys) -> None:
+    """A (2, 192) matrix was read as one 384-dimensional query and answered; strings gave a traceback."""
+    from controller.store.queries import fingerprint_key as short_key
+
+    _, store = served
+    golden, _ = reference_queries(Store(store), "qs", "v1")
+    np.save(tmp_path / "one.npy", golden[:1])
+    np.save(tmp_path / "flat.npy", golden[0])
+    np.save(tmp_path / "two.npy", golden[0].reshape(2, -1))  # the 384 values of one query, as (2, 192)
+    np.save(tmp_path / "text.npy", np.array(["a", "b"]))
+    key = short_key(Store(store).meta("qs", "v1")["fingerprint"])
+    for name, code in (("one", 0), ("flat", 0), ("two", 2), ("text", 2)):
+        argv = ["query", "qs", "--vector", str(tmp_path / f"{name}.npy"), "--model", key, "--store", str(store),
+                "--no-record"]
+        assert main(argv) == code, name
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and (code == 0 or "--vector" in err), (name, err)
