@@ -50,13 +50,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"no events for {args.name}" + (f" in the last {args.since}" if args.since else ""))
         return 0
     cols = ("version", "role", "queries", "ctr", "clk/q", "mrr", "skip", "compl", "zero", "dwell~ms",
-            "p50ms", "p95ms", "p99ms", "errors")
+            "p50ms", "p95ms", "p99ms", "errors", "interlvd")
     print("  ".join(f"{c:>8}" for c in cols))
     for version, v in summary.items():
         lat = v["latencyMs"] or {}
         row = (version, v["role"] or "-", v["queries"], v["ctr"], v["clicksPerQuery"], v["mrr"], v["skipRate"],
                v["complaintRate"], v["zeroResultRate"], v["dwellMedianMs"], lat.get("p50"), lat.get("p95"),
-               lat.get("p99"), v["errors"])
+               lat.get("p99"), v["errors"], v["interleaved"])
         print("  ".join(f"{_fmt(x):>8}" for x in row))
     return 0
 

@@ -11,6 +11,10 @@ Definitions (docs/serving.md):
   zeroResultRate     share of impressions that returned no hit
   latency            p50/p95/p99 of the service's tookMs
   errors             error events attributed to the version (or to "-" when none was routed)
+  interleaved        team-draft interleaved impressions whose candidate was the version: not in the
+                     numbers above, since half of each list is the other version's (the interleaving
+                     preference test of docs/rollouts.md judges them), as the online gates do
+  role               the version's role in its latest impression (a promoted version is stable)
 """
 
 from __future__ import annotations
@@ -44,6 +48,10 @@ def summarize(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     per: dict[str, dict[str, Any]] = {}
     for imp in impressions.values():
         v = per.setdefault(imp["version"], _empty(imp.get("role")))
+        if imp.get("mode") == "interleave":
+            v["interleaved"] += 1
+            continue
+        v["role"] = imp.get("role")  # records are in time order: the latest role wins
         v["queries"] += 1
         v["latency"].append(float(imp.get("tookMs") or 0.0))
         v["zero"] += not imp.get("ids")
@@ -64,7 +72,7 @@ def summarize(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 def _empty(role: str | None) -> dict[str, Any]:
     return {"role": role, "queries": 0, "clicks": 0, "clicked": 0, "rr": 0.0, "skipped": 0, "complained": 0,
-            "zero": 0, "dwell": [], "latency": []}
+            "zero": 0, "dwell": [], "latency": [], "interleaved": 0}
 
 
 def _finish(v: dict[str, Any], errors: int) -> dict[str, Any]:
@@ -83,7 +91,7 @@ def _finish(v: dict[str, Any], errors: int) -> dict[str, Any]:
         "dwellMedianMs": round(float(np.median(dwell)), 3) if dwell.size else None,
         "latencyMs": ({f"p{p}": round(float(np.percentile(lat, p)), 3) for p in (50, 95, 99)}
                       if lat.size else None),
-        "errors": errors,
+        "errors": errors, "interleaved": v["interleaved"],
     }
 
 
