@@ -173,12 +173,14 @@ def iter_lines(path: str | Path, *, file: str | Path | None = None, field: str |
 
 
 def load_npy(path: str | Path, *, file: str | Path | None = None, field: str | None = None,
-             mmap: bool = True) -> np.ndarray:
-    """A 2-D float matrix from a .npy file, its header checked before any data is mapped.
+             mmap: bool = True, ndims: tuple[int, ...] = (2,)) -> np.ndarray:
+    """A 2-D float matrix (or an array of another of ``ndims`` dimensions) from a .npy file, its header
+    checked before any data is mapped.
 
     Refused with a sentence: an empty file, a .npz archive, a bad magic string
     or header, object dtypes (they would need pickle), non-float dtypes, and
-    any shape other than 2-D. The header is parsed by numpy.lib.format, which
+    any other number of dimensions. A FIFO or device is refused by open_regular
+    (reading one would block). The header is parsed by numpy.lib.format, which
     never unpickles.
     """
     import numpy as np
@@ -210,8 +212,9 @@ def load_npy(path: str | Path, *, file: str | Path | None = None, field: str | N
                            "never pickles", file=where, field=field)
     if not np.issubdtype(dtype, np.floating):
         raise InvalidInput(f"{name} has dtype {dtype}; expected floats", file=where, field=field)
-    if len(shape) != 2:
-        raise InvalidInput(f"{name} has shape {shape}; expected a 2-D matrix", file=where, field=field)
+    if len(shape) not in ndims:
+        wanted = "a 2-D matrix" if ndims == (2,) else "a " + " or ".join(f"{n}-D" for n in ndims) + " array"
+        raise InvalidInput(f"{name} has shape {shape}; expected {wanted}", file=where, field=field)
     expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     if data_size < expected:
         raise InvalidInput(f"{name} is truncated: its header announces shape {shape} ({expected} bytes) "

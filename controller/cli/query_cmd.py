@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from controller.cliargs import add_output_arg, add_store_arg, add_verb, emit, index_store
 from controller.errors import ControllerError, InvalidInput
+from controller.inputs import load_npy
 
 if TYPE_CHECKING:
     import numpy as np
@@ -75,11 +75,8 @@ def _vector(args: argparse.Namespace) -> np.ndarray | None:
         return None
     if args.text is not None:
         raise InvalidInput("give query text or --vector, not both", field="--vector", value=args.vector)
-    try:
-        vector = np.asarray(np.load(Path(args.vector), allow_pickle=False), dtype=np.float32)
-    except (OSError, ValueError, TypeError) as exc:  # TypeError: e.g. a structured array
-        raise InvalidInput(f"cannot read {args.vector} as a .npy vector of numbers: {exc}", field="--vector",
-                           value=args.vector) from exc
+    # a FIFO, a .npz, strings or objects are refused by load_npy, which reads the header first
+    vector = np.asarray(load_npy(args.vector, field="--vector", mmap=False, ndims=(1, 2)), dtype=np.float32)
     if vector.ndim == 2 and vector.shape[0] == 1:
         vector = vector[0]
     if vector.ndim != 1:  # a (2, 192) matrix was read as one 384-dimensional query

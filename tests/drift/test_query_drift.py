@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -95,10 +96,12 @@ def test_query_vector_files_are_one_query_or_refused(served, tmp_path: Path, cap
     np.save(tmp_path / "flat.npy", golden[0])
     np.save(tmp_path / "two.npy", golden[0].reshape(2, -1))  # the 384 values of one query, as (2, 192)
     np.save(tmp_path / "text.npy", np.array(["a", "b"]))
+    np.savez(tmp_path / "z.npz", golden[:1])
+    os.mkfifo(tmp_path / "fifo.npy")  # np.load blocked on it until killed
     key = short_key(Store(store).meta("qs", "v1")["fingerprint"])
-    for name, code in (("one", 0), ("flat", 0), ("two", 2), ("text", 2)):
-        argv = ["query", "qs", "--vector", str(tmp_path / f"{name}.npy"), "--model", key, "--store", str(store),
-                "--no-record"]
+    for name, code in (("one", 0), ("flat", 0), ("two", 2), ("text", 2), ("z", 2), ("fifo", 2)):
+        path = tmp_path / (f"{name}.npz" if name == "z" else f"{name}.npy")
+        argv = ["query", "qs", "--vector", str(path), "--model", key, "--store", str(store), "--no-record"]
         assert main(argv) == code, name
         err = capsys.readouterr().err
         assert "Traceback" not in err and (code == 0 or "--vector" in err), (name, err)
