@@ -13,6 +13,7 @@ import errno
 import logging
 import math
 import random
+import re
 import threading
 import time
 import uuid
@@ -226,7 +227,8 @@ def create_app(store_root: str | Path, indexes: list[str] | None = None, *, even
                   description="Sticky-routed search over the store's aliases, feedback capture and metrics. "
                               "See docs/serving.md.", **_no_native_telemetry())
     app.state.serve = state
-    app.add_middleware(BodyLimit, max_body=max_body)
+    app.add_middleware(BodyLimit, max_body=max_body,
+                       on_refuse=lambda path, status: _count_refused_body(state, path, status))
     _install_error_handlers(app, state)
     _install_routes(app, state)
     return app
@@ -384,19 +386,30 @@ def _install_error_handlers(app: FastAPI, state: ServeState) -> None:
 
 
 def _count_error(state: ServeState, request: Request, status: int) -> None:
-    name = request.path_params.get("name")
+    _count_refused(state, request.url.path, request.path_params.get("name"), status,
+                   getattr(request.state, "version", None), getattr(request.state, "role", None))
+
+
+_SEARCH_PATH = re.compile(r"/v1/indexes/([^/]+)/search")
+
+
+def _count_refused_body(state: ServeState, path: str, status: int) -> None:
+    """A body the size limit refused, before any route ran (its 413 counted as the handlers' are)."""
+    match = _SEARCH_PATH.fullmatch(path)
+    _count_refused(state, path, match.group(1) if match else None, status, None, None)
+
+
+def _count_refused(state: ServeState, path: str, name: str | None, status: int, version: str | None,
+                   role: str | None) -> None:
+    if "/search" not in path:
+        return  # errors, the metric and the log's error events, are refused or failed searches (docs/serving.md)
     served = name in state.pool.names()
     label = name if served else "unknown"
-    version = getattr(request.state, "version", None) or "-"
-    role = getattr(request.state, "role", None) or "-"
-    if "/search" not in request.url.path:
-        return  # errors, the metric and the log's error events, are refused or failed searches (docs/serving.md)
-    state.metrics.requests.labels(label, version, role, str(status)).inc()
-    state.metrics.errors.labels(label, version, role, str(status)).inc()
+    state.metrics.requests.labels(label, version or "-", role or "-", str(status)).inc()
+    state.metrics.errors.labels(label, version or "-", role or "-", str(status)).inc()
     if served and state.events is not None:
-        state.events.append({"type": "error", "ts": time.time(), "index": name, "version": getattr(
-            request.state, "version", None), "role": getattr(request.state, "role", None), "status": status,
-            "path": request.url.path})
+        state.events.append({"type": "error", "ts": time.time(), "index": name, "version": version, "role": role,
+                             "status": status, "path": path})
 
 
 def _answer(routed: RoutedIndex, body: SearchRequest) -> tuple[SearchOutcome, dict[str, Any] | None]:

@@ -20,9 +20,10 @@ class BodyTooLarge(Exception):
 
 
 class BodyLimit:
-    def __init__(self, app: Any, max_body: int) -> None:
+    def __init__(self, app: Any, max_body: int, on_refuse: Callable[[str, int], None] | None = None) -> None:
         self.app = app
         self.max_body = max_body
+        self.on_refuse = on_refuse  # (path, status) of each refusal: the service counts them as errors
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -33,10 +34,10 @@ class BodyLimit:
             try:
                 size = int(declared)
             except ValueError:
-                await self._refuse(send, 400, "Content-Length is not a number", "Content-Length")
+                await self._refuse(scope, send, 400, "Content-Length is not a number", "Content-Length")
                 return
             if size > self.max_body:
-                await self._refuse(send, 413, f"the body has {size} bytes; the limit is {self.max_body}")
+                await self._refuse(scope, send, 413, f"the body has {size} bytes; the limit is {self.max_body}")
                 return
         seen = 0
         started = False
@@ -60,9 +61,11 @@ class BodyLimit:
             await self.app(scope, limited_receive, tracking_send)
         except BodyTooLarge:
             if not started:
-                await self._refuse(send, 413, f"the body passed the limit of {self.max_body} bytes")
+                await self._refuse(scope, send, 413, f"the body passed the limit of {self.max_body} bytes")
 
-    async def _refuse(self, send: Send, status: int, message: str, field: str = "body") -> None:
+    async def _refuse(self, scope: Scope, send: Send, status: int, message: str, field: str = "body") -> None:
+        if self.on_refuse is not None:
+            self.on_refuse(scope.get("path", ""), status)
         payload = json.dumps({"error": message, "field": field}).encode()
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),

@@ -100,6 +100,8 @@ def test_bad_requests_each_refused_with_the_field_then_service_keeps_serving(bui
         assert server.search(**GOOD).status_code == 200
     metrics = server.client.get("/metrics").text
     assert 'controller_serve_errors_total{code="409",index="quickstart",role="stable",version="v1"} 1.0' in metrics
+    # refused by the size limit before any route ran: counted all the same (the feedback one is not a search)
+    assert 'controller_serve_errors_total{code="413",index="quickstart",role="-",version="-"} 1.0' in metrics
     assert "alice" not in metrics and "bob" not in metrics  # no keys as labels
 
 
