@@ -54,10 +54,11 @@ def shown_value(value: object) -> str:
 
 
 def already_said(message: str, value: object) -> bool:
-    """Whether the message shows the value: a number only as "(got N)", since "at least 1" does not
-    show a bad 1; anything else as it would be quoted."""
-    quoted = f"(got {shown_value(value)})" if isinstance(value, (int, float)) else shown_value(value)
-    return quoted in message
+    """Whether the message shows the value: a number only as "(got N)" or a closing "got N", since "at
+    least 1" does not show a bad 1; anything else as it would be quoted."""
+    if isinstance(value, (int, float)):
+        return f"(got {shown_value(value)})" in message or message.endswith(f"got {shown_value(value)}")
+    return shown_value(value) in message
 
 
 class NotFound(ControllerError):

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 
 from controller.cliargs import add_output_arg, add_store_arg, add_verb, emit, index_store
 from controller.errors import ControllerError, InvalidInput
-from controller.inputs import load_npy
 
 if TYPE_CHECKING:
     import numpy as np
@@ -75,6 +74,8 @@ def _vector(args: argparse.Namespace) -> np.ndarray | None:
         return None
     if args.text is not None:
         raise InvalidInput("give query text or --vector, not both", field="--vector", value=args.vector)
+    from controller.inputs import load_npy
+
     # a FIFO, a .npz, strings or objects are refused by load_npy, which reads the header first
     vector = np.asarray(load_npy(args.vector, field="--vector", mmap=False, ndims=(1, 2)), dtype=np.float32)
     if vector.ndim == 2 and vector.shape[0] == 1:
