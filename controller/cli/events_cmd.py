@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import re
 from pathlib import Path
 
 from controller.cliargs import add_output_arg, add_store_arg, add_verb, emit, resolve_store
 from controller.errors import InvalidInput
-
-UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,20 +23,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-def parse_duration(text: str) -> float:
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*", text or "")
-    if not match:
-        raise InvalidInput("a duration is a number and a unit s, m, h or d, e.g. 15m or 1h", field="--since",
-                           value=text)
-    return float(match.group(1)) * UNITS[match.group(2)]
-
-
 def run(args: argparse.Namespace) -> int:
+    from controller.durations import parse_duration
     from controller.engine.events import index_events
     from controller.store.events import events_root
 
-    since = parse_duration(args.since) if args.since is not None else None
+    # a look back (not a wait whose deadline could overflow): no upper bound
+    since = parse_duration(args.since, "--since", longest=float("inf")) if args.since is not None else None
     store = resolve_store(args)
+    if args.events is not None and not Path(args.events).is_dir():  # a typo read as "no events", exit 0
+        raise InvalidInput("not a directory: --events names the event log directory", field="--events",
+                           value=args.events)
     root = Path(args.events) if args.events else events_root(store.root)
     if not (root / args.name).is_dir():
         store.require_index(args.name)
