@@ -318,8 +318,8 @@ def search(routed: RoutedIndex, *, text: str | None = None, vector: Any = None, 
         draw = position
     version = choose_version(routed.routing, key=None, draw=draw)
     loaded = routed.versions.get(version) if version else None
-    if loaded is None:
-        raise NotReady(f"{routed.name} serves no version yet; run `controller reconcile` first")
+    if loaded is None:  # off the hot path: only a routed version that is not loaded gets here
+        version, loaded = _stand_in(routed, version)
     try:
         query, ids, scores, ranks = loaded.answer(text, vector, model, k)
     except (InvalidInput, Conflict) as exc:
@@ -359,16 +359,62 @@ def search_version(routed: RoutedIndex, version: str, *, text: str | None = None
     """Search one named loaded version, whatever the weight (mirroring and interleaving use this)."""
     started = time.perf_counter()
     loaded = routed.versions.get(version)
-    if loaded is None:
-        raise NotReady(f"{routed.name}/{version} is not loaded")
+    if loaded is None:  # never a stand-in: mirroring and interleaving skip the query instead
+        raise _not_loaded(routed, version)
     query, ids, scores, ranks = loaded.answer(text, vector, model, k)
     return SearchOutcome(request_id(), routed.name, version, routed.roles[version],
                          loaded.fingerprint, loaded.model_key, None, ids, scores, query,
                          (time.perf_counter() - started) * 1000, k, ranks)
 
 
+def _stand_in(routed: RoutedIndex, version: str | None) -> tuple[str, LoadedVersion]:
+    """Who answers a query routed to a version the snapshot could not load.
+
+    The stable answers for a candidate that failed to load: it is the known-good version and the
+    routing still routes it. Nothing answers for a stable (or a lone candidate): serving any other
+    loaded version would serve one the routing record withdrew.
+    """
+    if version is None:
+        raise NotReady(f"{routed.name} serves no version yet; run `controller reconcile` first")
+    stable = routed.routing.stable
+    if stable is not None and stable != version and stable in routed.versions:
+        return stable, routed.versions[stable]
+    raise _not_loaded(routed, version)
+
+
+def _not_loaded(routed: RoutedIndex, version: str) -> NotReady:
+    """The 503 for a routed version missing from the snapshot, with why its load failed when known."""
+    error = getattr(routed, "failed", {}).get(version)  # only the pool's snapshots (PoolSnapshot) know why
+    if error is None:
+        return NotReady(f"{routed.name}/{version} is not loaded")
+    return NotReady(f"{routed.name}/{version} is routed but could not be loaded ({error}); the service "
+                    "retries with backoff and serves it once it loads")
+
+
+@dataclass(frozen=True)
+class PoolSnapshot(RoutedIndex):
+    """A snapshot the pool published: also why each routed version missing from `versions` failed to load."""
+
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+class _LoadFailure(NamedTuple):
+    error: str  # "<exception type>: <message>"
+    tries: int
+    retry_at: float  # on the pool's clock
+
+
 class VersionPool:
-    """Routed versions of the served indexes, kept loaded and following the routing records."""
+    """Routed versions of the served indexes, kept loaded and following the routing records.
+
+    The data plane follows the record even when a routed version cannot be loaded: the new routing is
+    published without that version (its queries get 503, or the stable for a candidate's share), never
+    the last good snapshot, which would keep serving a version the record withdrew.
+    """
+
+    #: seconds before a failed load is tried again, doubled per failure up to RETRY_MAX_S
+    RETRY_FIRST_S = 1.0
+    RETRY_MAX_S = 60.0
 
     def __init__(self, store: Store, indexes: list[str] | None = None, *, grace_s: float = DEFAULT_GRACE_S,
                  poll_s: float = DEFAULT_POLL_S, clock: Callable[[], float] = time.monotonic) -> None:
@@ -377,10 +423,12 @@ class VersionPool:
         self.grace_s = grace_s
         self.poll_s = poll_s
         self.clock = clock
-        self._routed: dict[str, RoutedIndex] = {}  # replaced whole, never mutated
+        self._routed: dict[str, PoolSnapshot] = {}  # replaced whole, never mutated
         self._loaded: dict[tuple[str, str], LoadedVersion] = {}
         self._retired: dict[tuple[str, str], float] = {}  # unrouted since (monotonic)
-        self._errors: dict[str, str] = {}
+        self._errors: dict[str, str] = {}  # per index: why its routing record cannot be followed
+        self._failures: dict[tuple[str, str], _LoadFailure] = {}  # routed versions whose load failed
+        self._loading: dict[tuple[str, str], float] = {}  # loads under way, since (clock); replaced whole
         self._lock = threading.Lock()  # one refresher at a time; readers never take it
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -403,21 +451,72 @@ class VersionPool:
         return routed
 
     def ready(self) -> tuple[bool, dict[str, str]]:
-        """Ready when every served index has each routed version loaded; else why not, per index."""
+        """Ready when every served index can answer from its published snapshot; else why not, per index.
+
+        An index can when its snapshot routes nothing or has its stable (with no stable, its candidate)
+        loaded. A new routing still loading does not count: the old snapshot serves meanwhile, and every
+        replica follows the same store, so a slow load would take every pod out of the Service at once.
+        """
         why: dict[str, str] = {}
         names = self._served_names()
         if not names:
             why["*"] = f"the store {self.store.root} has no index yet"
         for name in names:
-            routed = self._routed.get(name)
-            if routed is None:
-                why[name] = self._errors.get(name, "not loaded yet")
-                continue
-            if routed.signature != self._signature(name):
-                why[name] = self._errors.get(name, "a newly routed version is loading")
             # an index that routes nothing yet is ready (its searches get 503 + Retry-After): one
             # unbuilt index must not take the others out of service
+            reason = self._unready(name)
+            if reason is not None:
+                why[name] = reason
         return not why, why
+
+    def _unready(self, name: str) -> str | None:
+        routed = self._routed.get(name)
+        if routed is None:
+            loading = [v for (n, v) in self._loading if n == name]
+            return self._errors.get(name) or (f"loading {', '.join(loading)}" if loading else "not loaded yet")
+        primary = routed.routing.stable or routed.routing.candidate
+        if primary is None or primary in routed.versions:
+            return None
+        return self._missing(name, primary)
+
+    def _missing(self, name: str, version: str) -> str:
+        """Why a routed version is absent from the snapshot."""
+        failure = self._failures.get((name, version))
+        if failure is None:
+            return f"{version} is not loaded"
+        wait = max(0.0, failure.retry_at - self.clock())
+        return (f"{version} failed to load ({failure.error}); tried {failure.tries} time(s), next try in "
+                f"{wait:.0f} s")
+
+    def problems(self) -> dict[str, list[str]]:
+        """What an operator should know per served index, ready or not; an index with nothing to say is absent.
+
+        Beyond ready()'s reasons: a candidate that failed to load (the stable answers its share), a
+        newly routed version still loading (the published snapshot serves meanwhile), a routing record
+        that cannot be read (the last snapshot serves).
+        """
+        out: dict[str, list[str]] = {}
+        loading = self._loading  # replaced whole, never mutated: safe to iterate here
+        for name in self._served_names():
+            error = self._errors.get(name)  # one read: the refresher may drop it meanwhile
+            notes = [f"routing record not followed: {error}"] if error else []
+            routed = self._routed.get(name)
+            if routed is not None:
+                routing = routed.routing
+                missing = [v for v in (routing.stable, routing.candidate) if v and v not in routed.versions]
+                notes += [self._consequence(routed, version) for version in missing]
+            notes += [f"{version} is loading ({self.clock() - since:.0f} s so far); the published snapshot "
+                      "serves meanwhile" for (n, version), since in loading.items() if n == name]
+            if notes:
+                out[name] = notes
+        return out
+
+    def _consequence(self, routed: RoutedIndex, version: str) -> str:
+        """A missing routed version, and who answers its queries meanwhile."""
+        routing, why = routed.routing, self._missing(routed.name, version)
+        if version != routing.stable and routing.stable in routed.versions:
+            return f"candidate {why}: the stable {routing.stable} answers its {routing.weight:g}% share"
+        return f"{role_of(routing, version)} {why}: its queries get 503"
 
     def snapshot(self, name: str) -> RoutedIndex | None:
         """The published view of one index, or None before its first load."""
@@ -434,13 +533,20 @@ class VersionPool:
             for name in self._served_names():
                 try:
                     changed |= self._refresh_one(name)
-                    self._errors.pop(name, None)
                 except (ControllerError, OSError, RuntimeError, ValueError, KeyError) as exc:
-                    # keep serving the last good snapshot; /readyz reports the reason
-                    self._errors[name] = f"{type(exc).__name__}: {exc}"
-                    log.warning("cannot load the routed versions of %s: %s", name, exc)
+                    # the record itself is unreadable (a version that fails to load is handled per version):
+                    # there is no newer routing to follow, so the last snapshot stays; /readyz says why
+                    self._index_failed(name, f"{type(exc).__name__}: {exc}")
+                else:
+                    if self._errors.pop(name, None) is not None:
+                        log.info("following the routing record of %s again", name)
             self._unload_expired()
             return changed
+
+    def _index_failed(self, name: str, error: str) -> None:
+        if self._errors.get(name) != error:  # once per new error, not on every poll
+            log.warning("cannot follow the routing record of %s: %s", name, error)
+        self._errors[name] = error
 
     def _served_names(self) -> list[str]:
         return self.only if self.only is not None else self.store.indexes()
@@ -456,33 +562,78 @@ class VersionPool:
     def _refresh_one(self, name: str) -> bool:
         signature = self._signature(name)
         current = self._routed.get(name)
-        if current is not None and current.signature == signature:
+        # an unchanged record is skipped, unless a failed load of it is due for another try
+        if current is not None and current.signature == signature and not self._retry_due(name):
             return False
         if not self.store.index_dir(name).is_dir():
             if self.only is None:
                 self._routed = {n: r for n, r in self._routed.items() if n != name}
+                self._forget_failures(name, keep=[])
                 return True
             raise NotFound(f"no index named {name!r} in the store {self.store.root}")
         routing = self.store.routing(name)
         wanted = [v for v in (routing.stable, routing.candidate) if v]
+        self._forget_failures(name, keep=wanted)  # routed again later, a version gets a fresh first try
         versions = {}
         for version in wanted:
-            loaded = self._loaded.get((name, version))
-            if loaded is None:
-                started = time.perf_counter()
-                loaded = load_version(self.store, name, version)
-                self._loaded[(name, version)] = loaded
-                log.info("loaded %s/%s in %.0f ms (%s)", name, version, (time.perf_counter() - started) * 1000,
-                         "memory-mapped" if loaded.mmapped else "read into memory")
-            self._retired.pop((name, version), None)
-            versions[version] = loaded
+            loaded = self._loaded.get((name, version)) or self._load(name, version)
+            if loaded is not None:
+                self._retired.pop((name, version), None)
+                versions[version] = loaded
+        failed = {v: self._failures[(name, v)].error for v in wanted if v not in versions}
         now = self.clock()
         for key in self._loaded:
             if key[0] == name and key[1] not in versions:
                 self._retired.setdefault(key, now)
-        published = RoutedIndex(name, routing, versions, signature)
+        if current is not None and current.signature == signature and \
+                current.versions.keys() == versions.keys() and current.failed == failed:
+            return False  # a retry that failed again, the same way: the published snapshot still says it all
+        # published even when some routed versions failed to load: the routing record is followed, never
+        # the last good snapshot, which may serve a version the record withdrew (search() answers for the
+        # missing ones)
+        published = PoolSnapshot(name, routing, versions, signature, failed)
         self._routed = {**self._routed, name: published}  # the atomic swap
         return True
+
+    def _retry_due(self, name: str) -> bool:
+        now = self.clock()
+        return any(key[0] == name and failure.retry_at <= now for key, failure in self._failures.items())
+
+    def _forget_failures(self, name: str, keep: list[str]) -> None:
+        for key in [key for key in self._failures if key[0] == name and key[1] not in keep]:
+            del self._failures[key]
+
+    def _load(self, name: str, version: str) -> LoadedVersion | None:
+        """Load a routed version and keep it; None when it failed to, now or recently (then it waits out
+        its backoff: a broken file is not re-read on every poll)."""
+        key = (name, version)
+        failure = self._failures.get(key)
+        if failure is not None and self.clock() < failure.retry_at:
+            return None
+        started = time.perf_counter()
+        self._loading = {**self._loading, key: self.clock()}
+        try:
+            loaded = load_version(self.store, name, version)
+        except Exception as exc:  # noqa: BLE001 - whatever breaks one version's files must not stop the pool
+            self._load_failed(key, f"{type(exc).__name__}: {exc}", failure)
+            return None
+        finally:
+            self._loading = {k: since for k, since in self._loading.items() if k != key}
+        self._loaded[key] = loaded
+        self._failures.pop(key, None)
+        log.info("loaded %s/%s in %.0f ms (%s)%s", name, version, (time.perf_counter() - started) * 1000,
+                 "memory-mapped" if loaded.mmapped else "read into memory",
+                 f", after failing {failure.tries} time(s)" if failure else "")
+        return loaded
+
+    def _load_failed(self, key: tuple[str, str], error: str, previous: _LoadFailure | None) -> None:
+        """Remember the failure and when to try again: RETRY_FIRST_S, doubled per failure up to RETRY_MAX_S."""
+        tries = previous.tries + 1 if previous else 1
+        delay = min(self.RETRY_FIRST_S * 2 ** min(tries - 1, 30), self.RETRY_MAX_S)  # capped: no float overflow
+        self._failures[key] = _LoadFailure(error, tries, self.clock() + delay)
+        if previous is None or previous.error != error:  # once per new error, not on every try
+            log.warning("cannot load %s/%s: %s (next try in %.0f s, backing off up to %.0f s)", key[0], key[1],
+                        error, delay, self.RETRY_MAX_S)
 
     def _unload_expired(self) -> None:
         """Drop versions unrouted for longer than the grace period; in-flight requests hold their own

@@ -514,7 +514,7 @@ def _install_routes(app: FastAPI, state: ServeState) -> None:
     async def readyz() -> JSONResponse:
         ready, waiting = pool.ready()
         loaded = [f"{n}/{v}" for n, v in pool.loaded_versions()]
-        return JSONResponse({"ready": ready, "waiting": waiting, "loaded": loaded},
+        return JSONResponse({"ready": ready, "waiting": waiting, "problems": pool.problems(), "loaded": loaded},
                             status_code=200 if ready else 503,
                             headers=None if ready else {"Retry-After": str(RETRY_AFTER_S)})
 

@@ -258,5 +258,5 @@ def test_a_version_that_cannot_load_is_retried_per_poll_not_in_a_busy_loop(fresh
         time.sleep(2.0)
     finally:
         pool.stop()
-    assert "no version 'v9'" in str(pool._errors.get("quickstart"))
+    assert "no version 'v9'" in " ".join(pool.problems()["quickstart"])
     assert 2 <= len(tries) <= 8, f"{len(tries)} tries in 2 s at a 0.5 s poll"
