@@ -142,6 +142,11 @@ class LoadedVersion:
         else:
             query = self.embed_text(text or "")
             prepared = l2_normalize(query) if self.unit_queries else query
+            if self.unit_queries and not query.any():
+                # text with nothing the model embeds ("!!!", an emoji for the hashing model): no direction, so
+                # no ranking; answered as no hits (zeroResultRate), where a cosine search would list
+                # arbitrary documents at score 0 (the service keeps no zero row for drift either)
+                return query, [], [], None
         scores, rows = self._search_row(prepared, k)
         ids = self.ids
         if -1 not in rows:  # the rule: no padding (row -1); a list test, not a numpy call

@@ -163,7 +163,7 @@ class ServeState:
             self.requests.popitem(last=False)
 
     def keep_vector(self, name: str, model_key: str, fingerprint: dict[str, Any], vector: Any) -> None:
-        if self.record:
+        if self.record and vector.any():  # a zero row (text the model cannot embed) would skew the drift sample
             with self.vlock:
                 kept = self.vectors.get((name, model_key))
                 if kept is None:

@@ -51,3 +51,18 @@ def test_recording_never_brings_a_deleted_index_back(fresh_store):
     state.record_vectors()
     assert not store.index_dir("quickstart").exists() and "quickstart" not in store.indexes()
     assert state.record
+
+
+def test_text_the_model_cannot_embed_gets_no_hits_and_no_drift_row(fresh_store):
+    """The hashing model embeds "!!!" as a zero row: a cosine search listed arbitrary documents at score 0,
+    and the zero rows in the reservoir set off query drift alarms."""
+    _, root = fresh_store
+    store = Store(root)
+    state, _ = _served(store)
+    routed = state.pool.routed("quickstart")
+    for text in ("!!!", "-", "\U0001F600"):
+        out = search(routed, text=text, k=3, key="bob")
+        assert (out.ids, out.scores) == ([], []) and not out.vector.any(), text
+        state.keep_vector("quickstart", out.model_key, out.model, out.vector)
+    assert not state.vectors
+    assert search(routed, text="vitamin d !!!", k=3, key="bob").ids  # text with words is answered as before
