@@ -21,7 +21,8 @@ is a mean or a quantile the sequential tests of controller.core.online can judge
   mrr              1 / rank of the first click, 0 without a click
   dwellMean        one value per dwell event (dwellMs)
   skipRate, complaintRate, zeroResultRate   0/1 per impression
-  errorRate        0 per impression, 1 per error event of the version
+  errorRate        0 per impression, 1 per error event of the version that the service failed (5xx; a
+                   refused request, 4xx, is the client's)
   latencyPxx       the impression's tookMs
   mirrorOverlap    RBO (p = 0.9) of candidate's vs stable's ids per mirrored query (= mirrorRbo)
   mirrorJaccard    Jaccard overlap per mirrored query
@@ -67,7 +68,7 @@ def collect(records: Iterable[dict[str, Any]], *, since: float | None = None, un
             w.impressions[r["requestId"]] = r
         elif kind in FEEDBACK:
             w.feedback[r.get("requestId", "")].append(r)
-        elif kind == "error":
+        elif kind == "error" and not _refused_request(r):
             w.errors[r.get("version") or "-"] += 1
         elif kind == "mirror":
             w.mirrors.append(r)
@@ -78,6 +79,13 @@ def _unit(imp: dict[str, Any]) -> str | None:
     """The impression's routing-key id; anything but a string (a hand-edited or foreign log) counts as none."""
     unit = imp.get("unit")
     return unit if isinstance(unit, str) else None
+
+
+def _refused_request(record: dict[str, Any]) -> bool:
+    """A 4xx: the client's request was refused (e.g. a vector of the stable's model sent to a candidate of
+    another, 409), which says nothing about the version; errorRate counts what the service failed (5xx)."""
+    status = record.get("status")
+    return isinstance(status, int) and 400 <= status < 500
 
 
 def _interleaved(imp: dict[str, Any]) -> bool:

@@ -327,8 +327,9 @@ def search(routed: RoutedIndex, *, text: str | None = None, vector: Any = None, 
         version, loaded = _stand_in(routed, version)
     try:
         query, ids, scores, ranks = loaded.answer(text, vector, model, k)
-    except (InvalidInput, Conflict) as exc:
-        exc.version, exc.role = version, routed.roles[version]  # lets the service attribute it
+    except Exception as exc:
+        # lets the service attribute it: a failing query embedder is the candidate's error (errorRate)
+        exc.version, exc.role = version, routed.roles[version]  # type: ignore[attr-defined]
         raise
     return SearchOutcome(request_id(), routed.name, version, routed.roles[version],
                          loaded.fingerprint, loaded.model_key, position, ids, scores, query,

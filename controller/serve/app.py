@@ -435,8 +435,8 @@ def _install_routes(app: FastAPI, state: ServeState) -> None:
             else:  # text is embedded first (a model, or a remote embedding server): off the event loop, so
                 # that a slow embedding never holds up other requests or the health probes
                 out, mixed_fields = await run_in_threadpool(_answer, routed, body)
-        except (Conflict, InvalidInput) as exc:
-            # attribute the refusal to the version it was routed to (metrics and error events)
+        except Exception as exc:
+            # attribute the refusal or failure to the version it was routed to (metrics and error events)
             request.state.version = getattr(exc, "version", None)
             request.state.role = getattr(exc, "role", None)
             raise

@@ -71,6 +71,10 @@ def test_click_metrics_per_impression():
         {"type": "skip", "ts": 2, "requestId": "b"},
         {"type": "complaint", "ts": 2, "requestId": "b"},
         {"type": "error", "ts": 2, "version": "v1"},
+        {"type": "error", "ts": 2, "version": "v1", "status": 500},
+        # refused requests are the client's: a stable-model vector sent to a candidate of another model
+        {"type": "error", "ts": 2, "version": "v1", "status": 409},
+        {"type": "error", "ts": 2, "version": "v1", "status": 422},
     ]
     w = EO.collect(recs)
     values = {m: EO.arm_samples(w, "v1", m) for m in
@@ -78,7 +82,7 @@ def test_click_metrics_per_impression():
                "errorRate", "latencyP99")}
     assert values == {"ctr": [1.0, 0.0], "ctr@1": [0.0, 0.0], "ctr@2": [1.0, 0.0], "clicksPerQuery": [2.0, 0.0],
                       "mrr": [0.5, 0.0], "skipRate": [0.0, 1.0], "complaintRate": [0.0, 1.0],
-                      "zeroResultRate": [0.0, 1.0], "errorRate": [0.0, 0.0, 1.0], "latencyP99": [5.0, 7.0]}
+                      "zeroResultRate": [0.0, 1.0], "errorRate": [0.0, 0.0, 1.0, 1.0], "latencyP99": [5.0, 7.0]}
 
 
 def _interleaved(rid: str, teams: list[str], clicks: list[int], ts: float = 10.0) -> list[dict]:

@@ -60,3 +60,19 @@ def test_text_queries_are_embedded_off_the_event_loop(tmp_path, slow_embedder, s
     # the other (>= 2 s)
     assert probed < 0.5, probed
     assert min(took.values()) >= 0.9 and both < 1.9, (took, both)
+
+
+def test_a_failing_query_embedder_is_the_versions_error(tmp_path, slow_embedder, serve):
+    """Only refusals carried their version before: a candidate whose query embedder failed (500) was
+    logged under "-", so the candidate's errorRate gate never saw its own failures."""
+    ws = workspace(tmp_path, n_docs=60)
+    store = tmp_path / "store"
+    reconcile(ws, manifest("v1"), store, "v1.yaml")
+    reconcile(ws, candidate(slow_embedder, [{"setWeight": 50}, {"pause": {}}]), store, "v2.yaml")
+    server = serve(store, "--flush-window", "0.2")
+    slow_embedder.start("--fault", "500")
+    codes = {server.search("qs", query="protein folding", k=3, key=f"user-{i}").status_code for i in range(40)}
+    assert codes == {200, 500}
+    metrics = server.client.get("/metrics").text
+    assert 'controller_serve_errors_total{code="500",index="qs",role="candidate",version="v2"}' in metrics
+    assert 'version="-"' not in metrics
