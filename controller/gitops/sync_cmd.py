@@ -9,6 +9,7 @@ import threading
 
 from controller.cliargs import (add_data_root_arg, add_lock_timeout_arg, add_output_arg, add_store_arg,
                                 add_verb, add_webhook_args, emit, resolve_store)
+from controller.errors import InvalidInput
 from controller.gitops.loopout import LOG_FORMATS, LoopPrinter
 
 
@@ -49,6 +50,9 @@ def run(args: argparse.Namespace) -> int:
     from controller.gitops.sync import SyncSource, sync_loop, sync_once
     from controller.progress import terminal_bar
 
+    if not args.once and args.output == "yaml":  # the loop prints lines as it goes: text or JSON lines
+        raise InvalidInput("the sync loop prints text or JSON lines (--log-format json, or -o json); "
+                           "-o yaml needs --once", field="-o", value=args.output)
     interval = parse_duration(args.interval, "--interval")
     heartbeat = parse_duration(args.heartbeat, "--heartbeat")
     store = resolve_store(args)

@@ -27,3 +27,9 @@ def test_events_reads_durations_as_every_verb_does_and_refuses_a_missing_log(tmp
     assert main(["events", "qs", "--events", str(tmp_path / "event"), "--store", str(tmp_path / "s")]) == 2
     assert "field --events: not a directory" in capsys.readouterr().err
     assert main(["wait", "qs", "--for", "phase=Healthy", "--timeout", "2d", "--store", str(tmp_path / "s")]) == 1
+
+
+def test_the_sync_loop_refuses_yaml_it_would_not_print(tmp_path, capsys):
+    """-o yaml was silently ignored in loop mode (the loop prints text or JSON lines)."""
+    assert main(["sync", "--repo", str(tmp_path), "--branch", "main", "-o", "yaml", "--store", str(tmp_path)]) == 2
+    assert "-o yaml needs --once" in capsys.readouterr().err
