@@ -12,10 +12,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence, Union
 
-from controller.errors import InvalidInput, NotFound
+from controller.errors import ControllerError, InvalidInput, NotFound
 from controller.paths import store_path
 from controller.stamps import parse_stamp
 from controller.store.fs import Store
@@ -96,30 +97,68 @@ def unhealthy(results: Iterable[IndexResult]) -> list[str]:
     return out
 
 
+#: Phase of a listed index whose status cannot be read; its row carries an ``error`` field saying why.
+UNKNOWN_PHASE = "Unknown"
+
+
 def status(name: str | None = None, store: StoreLike = None) -> dict[str, Any] | list[dict[str, Any]]:
-    """The stored status of one index (a dict), or of every index (a list, sorted by name)."""
+    """The stored status of one index (a dict), or of every index (a list, sorted by name).
+
+    Listing, an index whose status cannot be read is a row with phase Unknown and an ``error``
+    (see unreadable()) instead of an exception: one broken index must not hide the healthy ones.
+    """
     st = open_store(store)
     if name is not None:
         return _status_of(st, name)
-    return [_status_of(st, n) for n in st.indexes()]
+    return [_listed(st, n, _status_of, _unknown_status) for n in st.indexes()]
+
+
+def unreadable(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows of a status() or get() listing that could not be read (they have an ``error``)."""
+    return [r for r in rows if r.get("error")]
+
+
+def _listed(st: Store, name: str, read: Callable[[Store, str], dict[str, Any]],
+            unknown: Callable[[str, str], dict[str, Any]]) -> dict[str, Any]:
+    """read(st, name), or the Unknown row saying why it failed (a missing or damaged store file)."""
+    try:
+        return read(st, name)
+    except ControllerError as exc:
+        return unknown(name, str(exc))
+    except OSError as exc:  # e.g. a status.json the caller may not read: name the file, as the CLI does
+        return unknown(name, f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc))
+
+
+def _unknown_status(name: str, error: str) -> dict[str, Any]:
+    return {"name": name, "phase": UNKNOWN_PHASE, "error": error}
+
+
+def _unknown_row(name: str, error: str) -> dict[str, Any]:
+    return {"name": name, "phase": UNKNOWN_PHASE, "stable": None, "candidate": None, "weight": 0,
+            "step": None, "created": None, "age": "-", "error": error}
 
 
 def _status_of(st: Store, name: str) -> dict[str, Any]:
     st.require_index(name)
     s = st.status(name)
     if s is None:
-        raise NotFound(f"index {name!r} has never been reconciled in {st.root}")
+        # an index directory without status: a first reconcile stopped (Ctrl-C) before its first status write
+        raise NotFound(f"index {name!r} has never been reconciled in {st.root} (no "
+                       f"{st.index_dir(name) / 'status.json'}, as an interrupted first reconcile leaves it)")
     return s
 
 
 def get(name: str | None = None, store: StoreLike = None, *, now: datetime | None = None
         ) -> dict[str, Any] | list[dict[str, Any]]:
-    """One summary row per index (name, phase, stable, candidate, weight, step, age), like `kubectl get`."""
+    """One summary row per index (name, phase, stable, candidate, weight, step, age), like `kubectl get`.
+
+    Listing, an index whose status cannot be read is a row with phase Unknown and an ``error``."""
     st = open_store(store)
     clock = now or datetime.now(timezone.utc)
     if name is not None:
         return _row(st, name, clock)
-    return [_row(st, n, clock) for n in st.indexes()]
+    # one broken index is a row with phase Unknown and an error, as in status()
+    return [_listed(st, n, partial(_row, now=clock), _unknown_row) for n in st.indexes()]
 
 
 def _row(st: Store, name: str, now: datetime) -> dict[str, Any]:
@@ -288,6 +327,6 @@ def wait(name: str, wait_for: WaitFor | str, timeout: float, store: StoreLike = 
         sleep(min(interval, max(timeout - waited, 0.0)))
 
 
-__all__ = ["Store", "StoreLike", "UNHEALTHY_PHASES", "WaitFor",
+__all__ = ["Store", "StoreLike", "UNHEALTHY_PHASES", "UNKNOWN_PHASE", "WaitFor",
            "WaitResult", "open_store", "load_manifests", "plan", "reconcile", "unhealthy", "status", "get",
-           "rollback", "history", "wait", "parse_wait_for", "age"]
+           "rollback", "history", "wait", "parse_wait_for", "age", "unreadable"]

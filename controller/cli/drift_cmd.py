@@ -12,6 +12,8 @@ from controller.errors import InvalidInput, NotFound
 if TYPE_CHECKING:
     import numpy as np
 
+    from controller.store.fs import Store
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = add_verb(sub, "drift", help="query drift: recent or supplied query vectors vs the golden queries",
@@ -52,28 +54,50 @@ def load_npy(path: Path, flag: str) -> np.ndarray:
 
 
 def parse_metrics(text: str | None) -> list[tuple[str, None]] | None:
-    if not text:
+    if text is None:
         return None
-    return [(m.strip(), None) for m in text.split(",") if m.strip()]
+    metrics = [(m.strip(), None) for m in text.split(",") if m.strip()]
+    if not metrics:  # "" or ",": not the default set, which it silently meant (as in calibrate)
+        raise InvalidInput("no statistic named; leave --metrics out for the default set", field="--metrics", value=text)
+    return metrics
+
+
+def recorded_queries(store: Store, name: str, version: str) -> tuple[np.ndarray, str]:
+    """The reservoir of served queries for the version's model, and its description.
+
+    Too few recorded queries (none, or one) is the store's state, not a bad flag: NotFound (exit 1) naming
+    --recorded either way, so a scheduled `drift --recorded` fails the same until enough traffic was served.
+    """
+    from controller.engine.drift import MIN_QUERY_ROWS, require_version
+    from controller.store import queries as Q
+
+    fp = require_version(store, name, version)["fingerprint"]
+    res = Q.read_reservoir(store.index_dir(name), fp)
+    rows = 0 if res is None else int(res.vectors.shape[0])
+    if res is None or rows < MIN_QUERY_ROWS:
+        counted = f"{rows} quer{'y was' if rows == 1 else 'ies were'}"
+        raise NotFound(f"--recorded: {counted} recorded for {name}/{version} (model {fp.get('name')}@"
+                       f"{fp.get('version')}); query drift needs at least {MIN_QUERY_ROWS}: "
+                       f"serve more with `controller query {name} TEXT`, or pass --queries FILE.npy")
+    return res.vectors, f"{rows} recorded queries (of {res.seen} served)"
 
 
 def run(args: argparse.Namespace) -> int:
-    from controller.engine.drift import query_drift
-    from controller.store import queries as Q
+    from controller.engine.drift import QueryFields, query_drift
 
     store = index_store(args)
     version = args.version or store.routing(args.name).stable
     if version is None:
         raise NotFound(f"{args.name} has no stable version; run `controller reconcile` first")
+    metrics = parse_metrics(args.metrics)  # a flag error before any file is read
     if args.recorded:
-        fp = store.meta(args.name, version)["fingerprint"]
-        res = Q.require_reservoir(store.index_dir(args.name), args.name, version, fp)
-        current, source = res.vectors, f"{res.vectors.shape[0]} recorded queries (of {res.seen} served)"
+        current, source = recorded_queries(store, args.name, version)
     else:
         current, source = load_npy(args.queries, "--queries"), str(args.queries)
     reference = load_npy(args.reference, "--reference") if args.reference else None
+    fields = QueryFields(current="--recorded" if args.recorded else "--queries")
     report = query_drift(store, args.name, current, source=source, version=version, reference=reference,
-                         metrics=parse_metrics(args.metrics))
+                         metrics=metrics, fields=fields)
     code = EXIT_DEGRADED if report["drifted"] else EXIT_OK
     if emit(report, args.output):
         return code

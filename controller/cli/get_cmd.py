@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from controller.cliargs import add_output_arg, add_store_arg, add_verb, emit, resolve_store
@@ -13,7 +14,8 @@ COLUMNS = ("NAME", "PHASE", "STABLE", "CANDIDATE", "WEIGHT", "STEP", "AGE")
 def register(sub: argparse._SubParsersAction) -> None:
     p = add_verb(sub, "get", help="one line per index: NAME PHASE STABLE CANDIDATE WEIGHT STEP AGE",
                  description=("One line per index (STEP is 3/7 during a stepped rollout, else '-'; AGE since the first "
-                              "journal record). -o json|yaml: a list without NAME, an object with one."),
+                              "journal record). -o json|yaml: a list without NAME, an object with one. An index whose "
+                              "status cannot be read is listed with phase Unknown and an error; exit 1 then."),
                  examples="""
                      controller get
                      controller get quickstart -o yaml
@@ -30,13 +32,23 @@ def run(args: argparse.Namespace) -> int:
 
     store = resolve_store(args)
     rows = api.get(args.name, store)
-    if emit(rows, args.output):
-        return 0
-    if not rows:
-        print(f"no indexes in {store.root}")
-        return 0
-    print(table(rows if isinstance(rows, list) else [rows]))
-    return 0
+    if not emit(rows, args.output):
+        if not rows:
+            print(f"no indexes in {store.root}")
+            return 0
+        print(table(rows if isinstance(rows, list) else [rows]))
+    return warn_unreadable(rows if isinstance(rows, list) else [])
+
+
+def warn_unreadable(rows: list[dict[str, Any]]) -> int:
+    """One stderr line per listed index whose status could not be read (phase Unknown), and exit 1 for
+    them: every other index is still shown, but CI must notice the broken one."""
+    from controller.api import unreadable
+
+    broken = unreadable(rows)
+    for row in broken:
+        print(f"warning: phase Unknown: {row['error']}", file=sys.stderr)  # the error names the index or its file
+    return 1 if broken else 0
 
 
 def table(rows: list[dict[str, Any]]) -> str:

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from controller.cliargs import add_output_arg, add_store_arg, add_verb, emit, resolve_store
+from controller.errors import ControllerError
+
+if TYPE_CHECKING:
+    from controller.store.fs import Store
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -13,7 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                  description=("Phase, alias, stable and candidate (version and model fingerprint), weight, "
                               "gate values, metrics, drift, most regressed queries and conditions.\n"
                               "-o json|yaml: an object for NAME, a list without. Exit 0 (also for a degraded "
-                              "index: use `controller wait` to gate on health), 1 unknown index."),
+                              "index: use `controller wait` to gate on health), 1 unknown index, or a listed "
+                              "index whose status cannot be read (shown with phase Unknown and an error)."),
                  examples="""
                      controller status
                      controller status quickstart -o yaml
@@ -27,22 +32,36 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import controller as api
+    from controller.cli.get_cmd import warn_unreadable
     from controller.store.syncstate import sync_state
 
     store = resolve_store(args)
-    names = [args.name] if args.name else store.indexes()
-    statuses = []
-    for name in names:
-        status = api.status(name, store)
-        sync = sync_state(store, name)
-        statuses.append({**status, "sync": sync} if sync else status)
-    if emit(statuses[0] if args.name else statuses, args.output):
-        return 0
-    if not statuses:
-        print(f"no indexes in {store.root}")
-    for s in statuses:
-        print(render(s))
-    return 0
+    if args.name:
+        statuses = [_with_sync(api.status(args.name, store), sync_state(store, args.name))]
+    else:  # an unreadable index is a row with phase Unknown and an error: it must not hide the others
+        statuses = [_listed_with_sync(store, s) for s in api.status(None, store)]
+    if not emit(statuses[0] if args.name else statuses, args.output):
+        if not statuses:
+            print(f"no indexes in {store.root}")
+        for s in statuses:
+            print(render(s))
+    return warn_unreadable(statuses)
+
+
+def _with_sync(status: dict[str, Any], sync: dict[str, Any] | None) -> dict[str, Any]:
+    return {**status, "sync": sync} if sync else status
+
+
+def _listed_with_sync(store: Store, status: dict[str, Any]) -> dict[str, Any]:
+    """A listed status with its Git sync state; a damaged sync record is the row's error, not the listing's."""
+    from controller.store.syncstate import sync_state
+
+    if status.get("error"):
+        return status
+    try:
+        return _with_sync(status, sync_state(store, status["name"]))
+    except ControllerError as exc:
+        return {**status, "error": str(exc)}
 
 
 def _version(ref: dict[str, Any] | None) -> str:
@@ -53,6 +72,10 @@ def _version(ref: dict[str, Any] | None) -> str:
 
 
 def render(s: dict[str, Any]) -> str:
+    from controller.api import UNKNOWN_PHASE  # here: verb modules import nothing of the engine at start-up
+
+    if s.get("phase") == UNKNOWN_PHASE and s.get("error"):  # its status could not be read: nothing else is known
+        return f"{s['name']}  phase {UNKNOWN_PHASE}\n  error      {s['error']}"
     lines = [
         f"{s['name']}  phase {s['phase']}",
         f"  alias      {s['alias']}",
@@ -85,4 +108,6 @@ def render(s: dict[str, Any]) -> str:
     for c in s.get("conditions", []):
         if c.get("status") == "True":
             lines.append(f"  condition  {c['type']}=True ({c['reason']})")
+    if s.get("error"):  # e.g. a damaged sync record under a readable status
+        lines.append(f"  error      {s['error']}")
     return "\n".join(lines)

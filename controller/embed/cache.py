@@ -209,15 +209,39 @@ class EmbeddingCache:
 
 
 def _append(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, atomic.file_mode())
+    """Append and fsync; a failure is an OSError naming ``path`` (os.write/os.fsync name no file, and the
+    CLI prints "<file>: <reason>" for a full or read-only store volume)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, atomic.file_mode())  # names path itself
     try:
-        os.fchmod(fd, atomic.file_mode())  # open's mode is filtered by the umask; fchmod is not
+        _append_fd(fd, data)
+    except OSError as exc:
+        if exc.filename is not None:
+            raise
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
+    finally:
+        os.close(fd)
+
+
+def _append_fd(fd: int, data: bytes) -> None:
+    start = os.fstat(fd).st_size
+    os.fchmod(fd, atomic.file_mode())  # open's mode is filtered by the umask; fchmod is not
+    try:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
         os.fsync(fd)
-    finally:
-        os.close(fd)
+    except OSError:
+        _cut_back(fd, start)
+        raise
+
+
+def _cut_back(fd: int, size: int) -> None:
+    """Drop what a failed append wrote: readers skip a partial row or hash line anyway (_hashes), but on a full
+    volume the bytes are better given back. Best effort: the append's own error is the one to report."""
+    try:
+        os.ftruncate(fd, size)
+    except OSError:
+        pass
 
 
 # ---- embedding through the cache ---------------------------------------------------

@@ -51,14 +51,18 @@ def resolve_threshold(store: Store, name: str, reference_version: str, metric: s
 
 
 def run_battery(store: Store, name: str, reference_version: str, reference: np.ndarray, current: np.ndarray,
-                metrics: list[tuple[str, Any]], *, same_space: bool = True) -> list[dict[str, Any]]:
-    """Every (metric, max) on one pair, sharing norms; each result records where its threshold came from."""
+                metrics: list[tuple[str, Any]], *, same_space: bool = True,
+                metrics_field: str = "metric") -> list[dict[str, Any]]:
+    """Every (metric, max) on one pair, sharing norms; each result records where its threshold came from.
+
+    ``metrics_field`` is where the names came from (a manifest field, or `drift --metrics`): an unknown
+    one is refused naming it."""
     cache = NormCache()
     out = []
     for metric, wanted in metrics:
         if metric not in REGISTRY:
             raise InvalidInput(f"unknown drift statistic {metric!r}; valid names: {', '.join(sorted(REGISTRY))}",
-                               field="metric", value=metric)
+                               field=metrics_field, value=metric)
         threshold, source = resolve_threshold(store, name, reference_version, metric, wanted, reference)
         r = run_drift(metric, reference, current, threshold=threshold, same_space=same_space, cache=cache)
         out.append({**r.to_dict(), "thresholdSource": source or ("max" if wanted is not None else "default")})
@@ -216,29 +220,59 @@ def record_served_query(store: Store, name: str, fingerprint: dict[str, Any], ve
     return Q.record_queries(index_dir, fingerprint, vectors)
 
 
+#: Fewest query vectors on either side of a query drift comparison (every statistic needs two rows).
+MIN_QUERY_ROWS = 2
+
+
+@dataclass(frozen=True)
+class QueryFields:
+    """Where each input of query_drift came from, so an error names the flag (or API argument) at fault."""
+
+    current: str = "--queries"
+    reference: str = "--reference"
+    metrics: str = "--metrics"
+
+
+def require_version(store: Store, name: str, version: str) -> dict[str, Any]:
+    """The version's meta, or NotFound naming it and the kept versions (before anything reads its files)."""
+    try:
+        return store.meta(name, version)
+    except NotFound:
+        kept = ", ".join(v.id for v in store.versions(name)) or "none"
+        raise NotFound(f"index {name!r} has no version {version!r} (kept: {kept})") from None
+
+
+def check_query_matrix(m: np.ndarray, what: str, field: str, *, name: str, version: str, dim: int) -> None:
+    """One side of a query drift comparison: (rows >= MIN_QUERY_ROWS, the version's dim), or InvalidInput."""
+    if m.ndim != 2 or m.shape[1] != dim:
+        raise InvalidInput(f"{what} have shape {m.shape}; {name}/{version} has {dim} dimensions",
+                           field=field, value=m.shape)
+    if m.shape[0] < MIN_QUERY_ROWS:
+        raise InvalidInput(f"{what} have {m.shape[0]} rows; query drift needs at least {MIN_QUERY_ROWS}",
+                           field=field, value=m.shape[0])
+
+
 def query_drift(store: Store, name: str, current: np.ndarray, *, source: str, version: str | None = None,
-                reference: np.ndarray | None = None, metrics: list[tuple[str, Any]] | None = None
-                ) -> dict[str, Any]:
-    """Recent (or supplied) query vectors vs the reference queries of ``version`` (default: stable)."""
+                reference: np.ndarray | None = None, metrics: list[tuple[str, Any]] | None = None,
+                fields: QueryFields = QueryFields()) -> dict[str, Any]:
+    """Recent (or supplied) query vectors vs the reference queries of ``version`` (default: stable).
+
+    ``fields`` names the flags the inputs came from (the CLI's by default) in InvalidInput errors."""
     store.require_index(name)
     version = version or store.routing(name).stable
     if version is None:
         raise NotFound(f"{name} has no stable version; run `controller reconcile` first")
-    if reference is None:
+    # a missing version first: its absent golden queries would otherwise be blamed, with advice to pass --reference
+    dim = int(require_version(store, name, version)["index"]["dim"])
+    check_query_matrix(current, "current queries", fields.current, name=name, version=version, dim=dim)
+    if reference is None:  # the golden queries, in the version's own space (fewer than 2: a CheckError)
         reference, ref_source = reference_queries(store, name, version)
     else:
         ref_source = "supplied reference file"
-    dim = int(store.meta(name, version)["index"]["dim"])
-    for what, m in (("current queries", current), ("reference queries", reference)):
-        if m.ndim != 2 or m.shape[1] != dim:
-            raise InvalidInput(f"{what} have shape {m.shape}; {name}/{version} has {dim} dimensions",
-                               field="--queries", value=m.shape)
-        if m.shape[0] < 2:
-            raise InvalidInput(f"{what} have {m.shape[0]} rows; query drift needs at least 2", field="--queries",
-                               value=m.shape[0])
+        check_query_matrix(reference, "reference queries", fields.reference, name=name, version=version, dim=dim)
     results = run_battery(store, name, version, np.asarray(reference, dtype=np.float32),
                           np.asarray(current, dtype=np.float32),
-                          metrics or [(m, None) for m in QUERY_METRICS])
+                          metrics or [(m, None) for m in QUERY_METRICS], metrics_field=fields.metrics)
     drifted = [r["statistic"] for r in results if r["informative"] and r["drifted"]]
     return {"name": name, "version": version, "scope": "query", "reference": ref_source,
             "referenceRows": int(reference.shape[0]), "current": source, "currentRows": int(current.shape[0]),

@@ -182,7 +182,7 @@ class Store:
             return json.loads(path.read_text())
         except FileNotFoundError as exc:
             raise NotFound(f"index {name!r} has no version {version!r}") from exc
-        except json.JSONDecodeError as exc:
+        except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError; bytes edited from outside
             raise StoreError(f"corrupt version metadata {path}: {exc}") from exc
 
     def verdict(self, name: str, version: str) -> dict[str, Any] | None:
@@ -193,10 +193,34 @@ class Store:
 
     def ids(self, name: str, version: str) -> list[str]:
         """Document ids of a version: row i of its vectors is document ids[i], on every backend."""
-        return json.loads((self.version_dir(name, version) / "ids.json").read_text())
+        return self._version_list(name, version, "ids.json")
 
     def hashes(self, name: str, version: str) -> list[str]:
-        return json.loads((self.version_dir(name, version) / "hashes.json").read_text())
+        """Content hashes of a version's documents, row for row with ids()."""
+        return self._version_list(name, version, "hashes.json")
+
+    def _version_list(self, name: str, version: str, filename: str) -> list[str]:
+        """A JSON list file of a complete version; a damaged or missing one is a StoreError naming it.
+
+        These files are written only inside the staged version, so damage means an edit or a truncation
+        from outside: say which file, like atomic.read_json does for the store's object files.
+        """
+        folder = self.version_dir(name, version)
+        path = folder / filename
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            if not (folder / "meta.json").is_file():
+                raise NotFound(f"index {name!r} has no version {version!r}") from None
+            raise StoreError(f"{path}: missing from a complete version; restore it from a backup") from None
+        except NotADirectoryError:
+            raise StoreError(f"{path}: a parent is not a directory") from None
+        except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
+            raise StoreError(f"{path}: not valid JSON ({e}); restore it from a backup") from None
+        if not isinstance(data, list):
+            raise StoreError(f"{path}: expected a JSON list, found {type(data).__name__}; "
+                             "restore it from a backup")
+        return data
 
     def write_version(self, name: str, version: str, *, fill: Callable[[Path], None],
                       ids: list[str], hashes: list[str], meta: dict[str, Any],

@@ -14,7 +14,8 @@ norms instead of one pass per statistic.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import math
+from dataclasses import asdict, dataclass, replace
 from typing import ClassVar
 
 import numpy as np
@@ -238,6 +239,18 @@ def cohens_d(ref: np.ndarray, cur: np.ndarray) -> float | None:
     return (float(np.mean(cur)) - float(np.mean(ref))) / float(np.sqrt(pooled))
 
 
+def not_finite_reason(ref: np.ndarray, cur: np.ndarray) -> str:
+    """Why a statistic on these samples came out NaN or inf (it runs only then: it reads every value)."""
+    largest = max(float(np.max(np.abs(ref))), float(np.max(np.abs(cur))))
+    if not math.isfinite(largest):
+        return "the vectors hold NaN or inf"
+    dtype = np.result_type(ref.dtype, cur.dtype)
+    # a squared norm or a dot product sums dims products of two values: it overflows past the type's maximum
+    if largest * largest * max(ref.shape[1], cur.shape[1]) > float(np.finfo(dtype).max):
+        return f"the vectors overflow {dtype} (largest |value| {_fmt(largest)}: a squared norm exceeds its maximum)"
+    return "its arithmetic gave NaN or inf on these vectors"
+
+
 class Statistic:
     """One drift statistic. Subclasses set the class attributes and
     implement ``_compute``; ``compute`` validates input first.
@@ -260,7 +273,21 @@ class Statistic:
         if not self.space_free and ref.shape[1] != cur.shape[1]:
             raise CheckError(f"{self.name} compares coordinates but reference has {ref.shape[1]} "
                              f"dimensions and current {cur.shape[1]}")
-        return self._compute(ref, cur, float(threshold), int(seed), cache or NormCache())
+        # overflow and NaN are caught on the result below and reported as such; numpy's warnings would only
+        # add lines about matmul and reduce to the verb's output
+        with np.errstate(over="ignore", invalid="ignore"):
+            r = self._compute(ref, cur, float(threshold), int(seed), cache or NormCache())
+        return self._finite(r, ref, cur)
+
+    def _finite(self, r: DriftResult, ref: np.ndarray, cur: np.ndarray) -> DriftResult:
+        """NaN compares False with any threshold, so a NaN statistic would read as "ok" (and print NaN, which is
+        not JSON): a statistic that is not finite is "not informative" with the reason, never a pass."""
+        if r.value is not None and not math.isfinite(r.value):
+            return self.not_informative(r.threshold, f"{self.name} is not finite ({r.value}): "
+                                                     f"{not_finite_reason(ref, cur)}; not informative")
+        extras = {"effect_size": r.effect_size, "p_value": r.p_value}
+        bad = {k: None for k, v in extras.items() if v is not None and not math.isfinite(v)}
+        return replace(r, **bad) if bad else r
 
     def _compute(self, ref: np.ndarray, cur: np.ndarray, threshold: float, seed: int,
                  cache: NormCache) -> DriftResult:
