@@ -25,12 +25,23 @@ def default_store_path() -> Path:
 
 
 def store_path(explicit: str | os.PathLike[str] | None = None) -> Path:
-    """--store, then $CONTROLLER_STORE, then default_store_path()."""
-    if explicit:
-        return Path(explicit)
+    """--store, then $CONTROLLER_STORE, then default_store_path(). Only None means "not given": an empty
+    --store (an unset shell variable) is refused, never quietly another store."""
+    if explicit is not None:
+        return given_store_path(explicit)
     if os.environ.get(STORE_ENV):
         return Path(os.environ[STORE_ENV])
     return default_store_path()
+
+
+def given_store_path(explicit: str | os.PathLike[str]) -> Path:
+    """The store the caller named; an empty or blank name is InvalidInput naming --store."""
+    if not str(os.fspath(explicit)).strip():
+        from controller.errors import InvalidInput  # light, but this module is imported at every start-up
+
+        raise InvalidInput(f"names no directory; pass a store directory, or leave --store out to use {store_help()}",
+                           field="--store", value=os.fspath(explicit))
+    return Path(explicit)
 
 
 def store_help() -> str:

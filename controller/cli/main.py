@@ -21,14 +21,18 @@ Exit codes (the README table is the reference; tests/e2e/test_exit_codes.py has 
 from __future__ import annotations
 
 import argparse
+import io
 import os
+import stat
 import sys
+from contextlib import contextmanager
 from importlib import import_module
+from typing import Any, Iterable, Iterator, TextIO
 
 from controller import __version__
 from controller.cliargs import EXIT_ERROR, EXIT_INVALID
 from controller.errors import ControllerError, InvalidInput
-from controller.paths import store_help
+from controller.paths import given_store_path, store_help
 
 #: verb -> (dotted path of its module, one-line help). Order is the order of `controller --help`.
 #: Loaded by name (import_module), never imported statically: see the module docstring.
@@ -114,7 +118,12 @@ def _chosen_verb(argv: list[str]) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    """Run one verb and return its exit code; output to a reader that has left is discarded, not fatal."""
+    with _pipe_safe_output():
+        return _run_verb(list(sys.argv[1:] if argv is None else argv))
+
+
+def _run_verb(argv: list[str]) -> int:
     verb = _chosen_verb(argv)
     # a known verb needs only its own parser (20 placeholder parsers cost ~20 ms of start-up)
     parser = build_parser([verb], placeholders=False) if verb in VERBS else build_parser([])
@@ -129,9 +138,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
+        _refuse_empty_store(args)
+    except InvalidInput as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        # with --detailed-exitcode (reconcile, diff), 2 means "changes pending": invalid input must not look like it
+        return EXIT_ERROR if getattr(args, "detailed_exitcode", False) else EXIT_INVALID
+    try:
         return int(args.run(args) or 0)
-    except BrokenPipeError:
-        return _quiet_broken_pipe()
     except InvalidInput as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INVALID
@@ -152,23 +165,105 @@ def _os_error(exc: OSError) -> str:
     return f"{exc.filename}: {reason}" if exc.filename else reason
 
 
-def _quiet_broken_pipe() -> int:
-    """`controller status | head`: the reader left; exit quietly instead of a traceback at shutdown."""
+def _refuse_empty_store(args: argparse.Namespace) -> None:
+    """`--store ""` (an unset shell variable) is a mistake, not "use the default": some verbs read
+    ``args.store or <fallback>`` and would quietly use $CONTROLLER_STORE, a plan's store or the per-user one."""
+    store = getattr(args, "store", None)
+    if isinstance(store, str):
+        given_store_path(store)  # raises InvalidInput for an empty or blank name
+
+
+class _PipeSafeStream:
+    """sys.stdout or sys.stderr on a pipe or socket, made to survive the reader leaving.
+
+    `controller reconcile v3.yaml | head -1`: once the reader has gone, a write fails with EPIPE. Raised to
+    the verb, that error cut the verb short and its exit code was lost (3 became 0), and a loop verb
+    (`sync`) stopped. Here the first EPIPE points the file descriptor at /dev/null and the verb runs to
+    its end, its output discarded, returning its real exit code. Everything else is the stream's own.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self.stream.write(text)
+        except BrokenPipeError:
+            self.discard()
+            return len(text)
+
+    def writelines(self, lines: Iterable[str]) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        try:
+            self.stream.flush()
+        except BrokenPipeError:
+            self.discard()
+
+    def discard(self) -> None:
+        """From now on the stream writes to /dev/null; what it still buffers goes there too, so the flush at
+        interpreter exit cannot fail (Python would print an error and exit 120)."""
+        _point_at_devnull(self.stream)
+        try:
+            self.stream.flush()
+        except OSError:
+            pass  # the buffer's state after the failed write is the stream's business; nothing is shown anyway
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
+def _point_at_devnull(stream: TextIO) -> None:
+    """dup2 /dev/null onto the stream's file descriptor (nothing to do for a stream without one)."""
     try:
+        fd = stream.fileno()
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
     except (OSError, ValueError):
-        pass
-    return 0
+        return
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
+
+
+def _can_lose_its_reader(stream: TextIO) -> bool:
+    """Only a real text file on a pipe or a socket can fail with EPIPE. pytest's capture (capsys: no file
+    descriptor; capfd: a temporary file) and terminals and files are left exactly as they are."""
+    if not isinstance(stream, io.TextIOWrapper) or isinstance(stream, _PipeSafeStream):
+        return False
+    try:
+        mode = os.fstat(stream.fileno()).st_mode
+    except (OSError, ValueError):  # io.UnsupportedOperation is both
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
+
+
+@contextmanager
+def _pipe_safe_output() -> Iterator[None]:
+    """sys.stdout and sys.stderr wrapped in _PipeSafeStream while a verb runs, then flushed (still wrapped,
+    so a reader that left during the last write costs nothing) and put back as they were."""
+    saved = {"stdout": sys.stdout, "stderr": sys.stderr}
+    wrapped = {name: _PipeSafeStream(stream) for name, stream in saved.items() if _can_lose_its_reader(stream)}
+    for name, wrapper in wrapped.items():
+        setattr(sys, name, wrapper)
+    try:
+        yield
+    finally:
+        for name, wrapper in wrapped.items():
+            if getattr(sys, name) is wrapper:  # whoever replaced it meanwhile (a test) restores their own
+                setattr(sys, name, saved[name])
+            wrapper.flush()
 
 
 def entry() -> None:
-    """The console script: main() with BrokenPipe quiet also while flushing at exit."""
+    """The console script: main(), then a last flush that keeps main's exit code if the reader has left."""
+    code = main()
     try:
-        code = main()
         sys.stdout.flush()
     except BrokenPipeError:
-        code = _quiet_broken_pipe()
+        _point_at_devnull(sys.stdout)  # or Python's own flush at exit fails again and exits 120
     sys.exit(code)
 
 

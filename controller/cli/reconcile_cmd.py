@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import stat
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -66,20 +67,48 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_ERROR
 
 
-def check_out(raw: str) -> Path:
-    """--out before any work: a file name whose directory exists (a plan is never written halfway,
-    and a typo in the directory must not create directories)."""
+#: How --out's refusal of a FIFO, device or symlink says to get the plan on stdout instead.
+PRINT_THE_PLAN = "to print the plan, use -o json (add --out only to save it)"
+
+
+def check_out(raw: str, flag: str = "--out", instead: str | None = PRINT_THE_PLAN,
+              example: str = "plan.json") -> Path:
+    """A file destination (--out, report's --html/--md) before any work: a file name whose directory exists
+    (a file is never written halfway, and a typo in the directory must not create directories), that is a
+    regular file if it exists. ``instead``: what to do rather than name a FIFO, device or symlink; ``example``:
+    a file name to suggest inside a directory that was named."""
     if not raw.strip():
-        raise InvalidInput("needs a file name for the plan", field="--out", value=raw)
+        raise InvalidInput("needs a file name", field=flag, value=raw)
     out = Path(raw)
-    if out.is_dir():
-        raise InvalidInput(f"{raw!r} is a directory; name a file, e.g. {str(out / 'plan.json')!r}",
-                           field="--out", value=raw)
+    kind = _not_a_regular_file(out)
+    if kind == "a directory":
+        raise InvalidInput(f"{raw!r} is a directory; name a file, e.g. {str(out / example)!r}",
+                           field=flag, value=raw)
+    if kind:
+        # the file is written under a temporary name and renamed over the destination: a FIFO, a device or a
+        # symlink (even /dev/stdout's) would be replaced by a regular file, not written through
+        raise InvalidInput(f"{raw!r} is {kind}, not a regular file, and would be replaced by one; name a regular "
+                           f"file" + (f"; {instead}" if instead else ""), field=flag, value=raw)
     parent = out.parent
     if not parent.is_dir():
         why = "is not a directory" if parent.exists() else "does not exist (create it first)"
-        raise InvalidInput(f"the directory {str(parent)!r} {why}", field="--out", value=raw)
+        raise InvalidInput(f"the directory {str(parent)!r} {why}", field=flag, value=raw)
     return out
+
+
+def _not_a_regular_file(path: Path) -> str | None:
+    """What ``path`` is when it exists and is not a regular file ("a symbolic link", even a dangling one, is
+    not followed); None for a regular file or nothing there."""
+    try:
+        mode = path.lstat().st_mode
+    except OSError:  # nothing there, or its directory is missing: the parent check says which
+        return None
+    kinds = ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a named pipe (FIFO)"),
+             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+    for test, kind in kinds:
+        if test(mode):
+            return kind
+    return None if stat.S_ISREG(mode) else "a special file"
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -22,6 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from controller.report.data import ReportData  # noqa: E402
+from controller.store import atomic  # noqa: E402
 
 OLD_COLOR, NEW_COLOR = "#4c72b0", "#dd8452"
 
@@ -163,15 +164,14 @@ def render_html(d: ReportData, path: Path) -> Path:
         parts.append(f"<figure id='{key}'><img alt='{e(caption)}' src='data:image/png;base64,{data}'>"
                      f"<figcaption>{e(caption)}</figcaption></figure>")
     parts.append("</body></html>\n")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(parts), encoding="utf-8")
+    # atomic: a full disk or a crash leaves the previous report or none, never a truncated one
+    atomic.write_bytes(path, "\n".join(parts).encode("utf-8"))
     return path
 
 
 def render_markdown(d: ReportData, path: Path) -> Path:
-    """Markdown with PNGs written to <stem>_files/ next to it."""
-    assets = path.parent / f"{path.stem}_files"
-    assets.mkdir(parents=True, exist_ok=True)
+    """Markdown with PNGs written to <stem>_files/ next to it (each file atomically, the Markdown last)."""
+    assets = assets_dir(path)
 
     def cell(text: str) -> str:
         return str(text).replace("|", "\\|").replace("\n", " ")
@@ -184,7 +184,12 @@ def render_markdown(d: ReportData, path: Path) -> Path:
         lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
         lines.append("")
     for key, (caption, png) in figures(d).items():
-        (assets / f"{key}.png").write_bytes(png)
+        atomic.write_bytes(assets / f"{key}.png", png)  # creates <stem>_files/ on the first one
         lines += [f"![{caption}]({assets.name}/{key}.png)", "", f"*{caption}*", ""]
-    path.write_text("\n".join(lines), encoding="utf-8")
+    atomic.write_bytes(path, "\n".join(lines).encode("utf-8"))
     return path
+
+
+def assets_dir(markdown: Path) -> Path:
+    """Where render_markdown puts the PNGs of ``markdown``: <stem>_files/ next to it."""
+    return markdown.parent / f"{markdown.stem}_files"

@@ -152,6 +152,7 @@ def test_html_report_is_self_contained_with_valid_pngs(report_html: Path) -> Non
 def test_markdown_report_writes_pngs_next_to_it(swapped, tmp_path: Path) -> None:
     store, _ = swapped
     out = tmp_path / "r" / "report.md"
+    out.parent.mkdir()  # --md, like --out, refuses a directory that does not exist
     assert main(["report", "scifact", "--store", str(store.root), "--md", str(out)]) == 0
     text = out.read_text()
     links = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", text)
