@@ -176,6 +176,20 @@ def test_a_failed_load_is_retried_with_backoff_and_served_once_repaired(fresh_st
                for r in caplog.records)
 
 
+def _held_loads(monkeypatch) -> tuple[threading.Event, threading.Event]:
+    """Every load_version waits until `release` is set; `started` tells that one began."""
+    started, release = threading.Event(), threading.Event()
+    real = serving.load_version
+
+    def held(store_, name, version):
+        started.set()
+        assert release.wait(30)
+        return real(store_, name, version)
+
+    monkeypatch.setattr(serving, "load_version", held)
+    return started, release
+
+
 def test_a_long_load_of_a_newly_routed_version_keeps_the_pod_ready(fresh_store, monkeypatch):
     """Every replica loads the same new version at once: readiness must not depend on how long it takes."""
     _, root = fresh_store
@@ -183,15 +197,7 @@ def test_a_long_load_of_a_newly_routed_version_keeps_the_pod_ready(fresh_store, 
     route(store, stable="v1")
     pool = VersionPool(store, ["quickstart"])
     pool.refresh()
-    started, release = threading.Event(), threading.Event()
-    real = serving.load_version
-
-    def slow(store_, name, version):
-        started.set()
-        assert release.wait(30)
-        return real(store_, name, version)
-
-    monkeypatch.setattr(serving, "load_version", slow)
+    started, release = _held_loads(monkeypatch)
     route(store, stable="v1", candidate="v2", weight=50)
     refresher = threading.Thread(target=pool.refresh)
     refresher.start()
@@ -210,15 +216,7 @@ def test_a_long_load_of_a_newly_routed_version_keeps_the_pod_ready(fresh_store, 
 def test_a_first_load_still_makes_the_pod_wait(fresh_store, monkeypatch):
     """Before any snapshot there is nothing to serve: not ready, and /readyz says what is loading."""
     _, root = fresh_store
-    started, release = threading.Event(), threading.Event()
-    real = serving.load_version
-
-    def slow(store_, name, version):
-        started.set()
-        assert release.wait(30)
-        return real(store_, name, version)
-
-    monkeypatch.setattr(serving, "load_version", slow)
+    started, release = _held_loads(monkeypatch)
     pool = VersionPool(Store(root), ["quickstart"])
     refresher = threading.Thread(target=pool.refresh)
     refresher.start()
