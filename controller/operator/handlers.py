@@ -12,6 +12,7 @@ with exponential backoff).
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import defaultdict
@@ -21,8 +22,9 @@ from typing import Any, Callable
 
 import kopf
 
+from controller.core.steps import COMMANDS
 from controller.engine.reconcile import Hooks, remove_index, reconcile_index
-from controller.engine.rollout import COMMAND_ANNOTATION, apply_annotation
+from controller.engine.rollout import COMMAND_ANNOTATION, apply_annotation, stored_state
 from controller.engine.status import persist_status
 from controller.errors import InvalidInput
 from controller.progress import silent
@@ -33,6 +35,7 @@ from controller.operator.jobs import JobApi, JobPending, JobSettings, ensure_emb
 from controller.operator.metrics import Metrics
 from controller.operator.routing import NullPublisher, RoutingPublisher, owner_reference, routing_record
 from controller.operator.statuswriter import MemoryStatusWriter, StatusWriter
+from controller.store.fs import Store
 from controller.manifest.crd import GROUP, PLURAL, VERSION
 
 log = logging.getLogger("controller.operator")
@@ -40,6 +43,7 @@ log = logging.getLogger("controller.operator")
 FINALIZER = "indexops.dev/finalizer"
 WARNING_EVENTS = {"GateFailed", "RolledBack"}
 MAX_BACKOFF_S = 300.0
+COMMAND_REFUSED = "CommandRefused"  # the Warning Event's reason, and the CommandAccepted condition's
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,12 @@ class OperatorConfig:
     # timers no cancellation timeout: it only re-checks after this delay (its default, 60 s, held the
     # finalizer that long after the timer had already exited).
     stop_poll: float = 1.0
+
+    def __post_init__(self) -> None:
+        # kopf's timer ticks every min(interval, 10 s): 0 or less made it a hot loop; nan or inf is no schedule
+        if not (math.isfinite(self.interval) and self.interval > 0):
+            raise InvalidInput("the re-reconcile interval must be a number of seconds greater than 0",
+                               field="interval", value=self.interval)
 
 
 @dataclass
@@ -86,7 +96,10 @@ class Runtime:
     # timer tick reconciles it then instead of waiting for the full interval
     _due: dict[str, float] = field(default_factory=dict)
     _last_full: dict[str, float] = field(default_factory=dict)
-    consumed: dict[str, str] = field(default_factory=dict)  # the last command annotation a tick handed on
+    # resource -> the last command annotation a cycle handled (applied or refused): the tick need not run again
+    consumed: dict[str, str] = field(default_factory=dict)
+    # resource -> what became of its command annotation's value, shown in the status while the value stays
+    commands: dict[str, "CommandOutcome"] = field(default_factory=dict)
     # uids of which a cycle has ended (any trigger, any outcome): until then a cycle is the object's first
     _cycled: set[str] = field(default_factory=set)
 
@@ -214,11 +227,91 @@ def make_hooks(rt: Runtime, body: dict[str, Any], stopped: Callable[[], bool] = 
                  on_transition=on_transition, progress=progress)
 
 
+@dataclass(frozen=True)
+class CommandOutcome:
+    """What became of one value of the `indexops.dev/command` annotation (status.lastCommand)."""
+
+    value: str
+    applied: bool
+    message: str
+
+    def to_status(self) -> dict[str, Any]:
+        return {"value": self.value, "result": "Applied" if self.applied else "Refused", "message": self.message}
+
+    def condition(self, generation: int | None) -> dict[str, Any]:
+        return {"type": "CommandAccepted", "status": "True" if self.applied else "False",
+                "reason": "CommandApplied" if self.applied else COMMAND_REFUSED,
+                "message": f"{COMMAND_ANNOTATION}={self.value}: {self.message}"[:1024],
+                "observedGeneration": generation}
+
+
+def command_outcome(store: Store, name: str, value: str, notify: Callable[..., None]) -> CommandOutcome | None:
+    """Apply the annotation's command (once per value); None when this value was handled before.
+
+    The engine says nothing when the index has no stepped rollout (it records each value in the
+    rollout's state, and there is none), so that refusal, like a misspelt command, is made here:
+    `controller abort` refuses both with exit 2, and the annotation must not be silently ignored.
+    """
+    verb = value.split(":", 1)[0].strip()
+    if verb not in COMMANDS:
+        return CommandOutcome(value, False, f"unknown command {verb!r}; use one of {', '.join(COMMANDS)} "
+                                            "(optionally followed by :anything to ask again)")
+    said = apply_annotation(store, name, value, notify=notify)
+    if said is not None:
+        # "<annotation>=<value>: <verb> applied" or "<annotation>=<value> refused: <why>"
+        refused = said.startswith(f"{COMMAND_ANNOTATION}={value} refused")
+        return CommandOutcome(value, not refused, said.split(": ", 1)[-1])
+    if stored_state(store, name) is None:
+        return CommandOutcome(value, False, f"{verb} applies to a stepped rollout (spec.rollout.steps) and {name} "
+                                            "has none; a rollout.percentage canary follows its spec: change "
+                                            "spec.rollout.percentage or spec.index.version instead")
+    return None
+
+
+def outcome_in_status(body: dict[str, Any], value: str) -> CommandOutcome | None:
+    """The outcome the resource's status already shows for this value (after an operator restart)."""
+    shown = (body.get("status") or {}).get("lastCommand") or {}
+    if shown.get("value") != value:
+        return None
+    return CommandOutcome(value, shown.get("result") == "Applied", str(shown.get("message") or ""))
+
+
+def report_command(rt: Runtime, body: dict[str, Any], ref: str, value: str | None,
+                   outcome: CommandOutcome | None) -> CommandOutcome | None:
+    """The command outcome to show in the status; a refusal not told before becomes a Warning Event."""
+    if not value:
+        rt.commands.pop(ref, None)
+        return None
+    known = rt.commands.get(ref)
+    known = known if known is not None and known.value == value else outcome_in_status(body, value)
+    if outcome is None:  # handled in an earlier cycle
+        return known
+    rt.commands[ref] = outcome
+    if outcome.applied:
+        log.info("%s: %s=%s: %s", ref, COMMAND_ANNOTATION, value, outcome.message)
+    elif outcome != known:  # once per value: the cycles after it refuse the same value again
+        log.warning("%s: %s=%s refused: %s", ref, COMMAND_ANNOTATION, value, outcome.message)
+        try:
+            rt.post_event(body, type="Warning", reason=COMMAND_REFUSED,
+                          message=f"{COMMAND_ANNOTATION}={value} was not applied: {outcome.message}"[:1024])
+        except Exception as exc:  # an Event is a notification: never fail the cycle over one
+            log.warning("could not post the %s event for %s: %s", COMMAND_REFUSED, ref, exc)
+    return outcome
+
+
+def with_command(status: dict[str, Any], outcome: CommandOutcome | None) -> dict[str, Any]:
+    if outcome is None:
+        return status
+    return {**status, "lastCommand": outcome.to_status(),
+            "conditions": [*status.get("conditions", []), outcome.condition(status.get("observedGeneration"))]}
+
+
 def reconcile_resource(rt: Runtime, body: dict[str, Any], stopped: Callable[[], bool] = never) -> dict[str, Any]:
     """One cycle for one resource; returns the status to patch. Raises the engine's errors."""
     meta = body.get("metadata", {})
     namespace = meta.get("namespace")
     loaded = loaded_from_body(body, rt.config.data_dir, rt.config.data_roots)
+    ref = resource_ref(namespace or "", loaded.name)
     with rt.lock_for(namespace):
         check_writable(rt, stopped)  # a timer that waited here behind the finalizer must not rebuild the index
         store = store_for(rt.config.store_root, namespace)
@@ -228,19 +321,21 @@ def reconcile_resource(rt: Runtime, body: dict[str, Any], stopped: Callable[[], 
             reembed = ensure_embedded(rt.jobs[0], rt.jobs[1], loaded, store, namespace or "default",
                                       owner_reference(body))
         command = (meta.get("annotations") or {}).get(COMMAND_ANNOTATION)
+        outcome = None
         if command and store.index_dir(loaded.name).is_dir():  # promote/abort/retry by annotation, once per value
-            said = apply_annotation(store, loaded.name, command, notify=hooks.on_transition)
-            if said:
-                log.info("%s: %s", resource_ref(namespace or "", loaded.name), said)
+            outcome = command_outcome(store, loaded.name, command, hooks.on_transition)
+            # Only now: a cycle that failed before this point (held after a fault, say) leaves the value for
+            # the next tick instead of skipping it until the full interval.
+            rt.consumed[ref] = command
         result = reconcile_index(loaded, store, hooks=hooks)
         routing = store.routing(loaded.name)  # with the mirror and interleave shares the status does not carry
         if result.status is not None:
-            rt.note_due(resource_ref(namespace or "", loaded.name),
-                        (result.status.get("rollout") or {}).get("nextDueAt"))
+            rt.note_due(ref, (result.status.get("rollout") or {}).get("nextDueAt"))
         status = cr_status(result.status or {}, meta.get("generation"))
         if reembed is not None:
             status["reembed"] = reembed
         check_writable(rt, stopped)
+        status = with_command(status, report_command(rt, body, ref, command, outcome))
         # Under the lock, like the store's change it mirrors: two cycles (a create handler and a timer, or a
         # deleted object's and its same-named successor's) publish in the order they changed the store, and
         # never both create the ConfigMap (409 AlreadyExists); the finalizer's removal waits for it.
@@ -268,6 +363,7 @@ def run_cycle(rt: Runtime, body: Any, retry: int, trigger: str, stopped: Callabl
             status = reconcile_resource(rt, raw, stopped)
         except InvalidInput as exc:
             result = "invalid"
+            note_invalid(rt, ref, meta)
             check_writable(rt, stopped)
             rt.status_writer.write(raw, error_status(rt, raw, str(exc), invalid=True))
             raise kopf.PermanentError(f"{exc} (fix the resource; it is retried when its spec changes)") from exc
@@ -310,6 +406,17 @@ def run_cycle(rt: Runtime, body: Any, retry: int, trigger: str, stopped: Callabl
              status.get("weight") or 0.0)
 
 
+def note_invalid(rt: Runtime, ref: str, meta: dict[str, Any]) -> None:
+    """An invalid spec waits for its fix (the update handler) or the full interval, not the next short tick.
+
+    Its command annotation cannot apply before the spec is fixed, so it does not make the tick due either.
+    """
+    rt.note_due(ref, None)
+    command = (meta.get("annotations") or {}).get(COMMAND_ANNOTATION)
+    if command:
+        rt.consumed[ref] = command
+
+
 def timer_stop(rt: Runtime, uid: str | None, stopped: Any) -> Callable[[], bool]:
     """The timer's stop flag as its cycle reads it: a deletion stops any cycle but the object's first.
 
@@ -342,8 +449,7 @@ def timer_tick(rt: Runtime, body: Any, retry: int, stopped: Any) -> None:
     first = not rt.cycled_once(uid)  # also a recreated object of the same name: due at once
     if not first and not rt.timer_due(ref) and not (command and command != rt.consumed.get(ref)):
         return
-    if command:
-        rt.consumed[ref] = command
+    # the cycle marks the command consumed once it handled it (reconcile_resource), not before
     run_cycle(rt, body, retry, "timer", stopped=timer_stop(rt, uid, stopped))
 
 
@@ -387,6 +493,7 @@ def finalize(rt: Runtime, body: Any, retry: int) -> None:
         raise kopf.TemporaryError(f"{resource_ref(namespace, name)}: cleanup failed: {exc}", delay=delay) from exc
     rt.metrics.forget(namespace or "", name)
     rt.forget_cycled(meta.get("uid"))
+    rt.commands.pop(resource_ref(namespace or "", name), None)  # a successor of the same name starts afresh
     where = store.index_dir(name)
     message = (f"deleted every version of {name} from the store ({where})" if policy == "delete" else
                f"kept the built versions of {name} in the store ({where}); set the annotation "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from pathlib import Path
 
@@ -77,7 +78,33 @@ def job_runtime(args: argparse.Namespace, api: object, store: Path, data_dir: Pa
                                         service_account=args.job_service_account)
 
 
+def check_positive(flag: str, value: float | None) -> None:
+    """A duration of 0 or less (or nan/inf) would make a hot loop or never fire: refuse it at start."""
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise InvalidInput("must be a number of seconds greater than 0", field=flag, value=value)
+
+
+def check_port(flag: str, value: int | None) -> None:
+    """A port outside 0..65535 failed deep in the socket layer with an OverflowError traceback."""
+    if value is not None and not 0 <= value <= 65535:
+        raise InvalidInput("must be a TCP port from 0 to 65535", field=flag, value=value)
+
+
+def check_flags(args: argparse.Namespace) -> None:
+    """Range checks on the numeric flags, before anything starts: exit 2 naming the flag."""
+    check_positive("--interval", args.interval)
+    check_positive("--lease-duration", args.lease_duration)
+    check_positive("--renew-deadline", args.renew_deadline)
+    check_port("--health-port", args.health_port)
+    check_port("--metrics-port", args.metrics_port)
+    if args.lease_duration <= args.renew_deadline:
+        raise InvalidInput(f"--lease-duration ({args.lease_duration}) must exceed --renew-deadline "
+                           f"({args.renew_deadline:g}) so a leader steps down before another takes over",
+                           field="--lease-duration", value=args.lease_duration)
+
+
 def run(args: argparse.Namespace) -> int:
+    check_flags(args)
     with extra_required("operator", "operator"):  # kopf, kubernetes, prometheus-client
         from controller.operator.handlers import OperatorConfig, Runtime
         from controller.operator.main import OperatorOptions, kube_api_client, run as run_operator, setup_logging
@@ -92,10 +119,6 @@ def run(args: argparse.Namespace) -> int:
     if not data_dir.is_dir():
         raise InvalidInput(f"data directory {str(data_dir)!r} does not exist; pass --data-dir or set "
                            f"${DATA_DIR_ENV}", field="--data-dir", value=str(data_dir))
-    if args.lease_duration <= args.renew_deadline:
-        raise InvalidInput(f"--lease-duration ({args.lease_duration}) must exceed --renew-deadline "
-                           f"({args.renew_deadline:g}) so a leader steps down before another takes over",
-                           field="--lease-duration", value=args.lease_duration)
     namespaces = () if args.all_namespaces else (namespaces_of(args.namespace) or (current_namespace(),))
     setup_logging(args.log_format, args.verbose)
     config = OperatorConfig(store_root=Path(store), data_dir=data_dir,
