@@ -285,16 +285,24 @@ def _rollout(desired: Desired, observed: Observed, version_id: str, *, if_gates_
 
 def _stepped(desired: Desired, observed: Observed, version_id: str, *, if_gates_pass: bool, now: float
              ) -> tuple[list[Action], dict[str, Any]]:
-    """Run the step machine: begin (first time, new version, manifest changed) or advance the stored state."""
+    """Run the step machine: begin (first time, new version, rollout changed) or advance the stored state."""
     routing = observed.routing
     state: S.RolloutState | None = observed.rollout
-    if state is None or state.version != version_id or state.manifest_digest != desired.manifest_digest:
+    fingerprint = rollout_digest(desired)
+    stored, restamped = state, False
+    if (state is None or state.version != version_id
+            or not S.same_rollout(state, desired.manifest_digest, fingerprint)):
         restarted = state is not None and state.version == version_id and not state.promoted
         reason, why = ((S.STEPS_RESTARTED, "the manifest changed mid-rollout: the steps start again from the first")
                        if restarted else (S.STEP_STARTED, f"rollout of {version_id} beside {routing.stable} begins"))
         decision = S.begin(version_id, routing.stable, desired.manifest_digest, desired.steps or (), now,
-                           reason=reason, why=why, confirm=desired.confirm)
+                           reason=reason, why=why, confirm=desired.confirm, rollout_digest=fingerprint,
+                           consumed=state.consumed if state is not None else None)
     else:
+        # the current manifest (journal records of later commands name it) and, for a state written
+        # before it was kept, the rollout digest: from then on only a rollout change restarts the steps
+        state = replace(state, manifest_digest=desired.manifest_digest, rollout_digest=fingerprint)
+        restamped = state != stored
         if state.confirm != desired.confirm:  # a state stored before it kept the gate (same manifest digest)
             state = replace(state, confirm=desired.confirm)
         decision = S.advance(state, now, verdict=observed.step_verdict, confirmed=observed.confirmed)
@@ -308,7 +316,34 @@ def _stepped(desired: Desired, observed: Observed, version_id: str, *, if_gates_
         actions.append(Action("stepState", version_id, R.ANALYSIS_LOOK,
                               f"record the look at step {decision.state.index + 1}: {last or decision.waiting_for}",
                               state=decision.state.to_dict()))
+    elif restamped and not decision.transitions:
+        actions.append(_restamp_action(stored, decision.state))
     return actions, S.summary(decision.state, decision.waiting_for, decision.next_due)
+
+
+def rollout_digest(desired: Desired) -> str:
+    """The fingerprint of what defines a stepped rollout: the model's vector space, the index, the rollout.
+
+    The corpus counts through the version (another corpus content is another version). What else the
+    manifest digest covers (spec.onDelete, history, reembed, suspend, metadata) restarts no steps.
+    Checks are not in Desired; they are not run again for a checked candidate either."""
+    return S.rollout_fingerprint({
+        "model": desired.fingerprint,
+        "index": {"version": desired.label, "structure": desired.factory, "metric": desired.metric},
+        "rollout": {"percentage": desired.percentage, "steps": list(desired.steps or ()),
+                    "confirm": desired.confirm},
+    })
+
+
+def _restamp_action(stored: S.RolloutState, state: S.RolloutState) -> Action:
+    """Persist the digests of a rollout that goes on, so the next plan compares with this manifest."""
+    at = f"step {state.index + 1}/{len(state.steps)}"
+    if stored.manifest_digest == state.manifest_digest:  # a state written before rolloutDigest was kept
+        message = f"record the rollout digest in the step state of {state.version} ({at} goes on)"
+    else:
+        message = (f"the manifest changed outside what defines the rollout of {state.version} (model, index, "
+                   f"rollout): {at} goes on; record manifest {state.manifest_digest} in the step state")
+    return Action("stepState", state.version, R.MANIFEST_CHANGED, message, state=state.to_dict())
 
 
 def _step_action(t: S.Transition, desired: Desired, stable: str | None, if_gates_pass: bool = False) -> Action:

@@ -29,12 +29,18 @@ Semantics:
   answer opens one gate; a no (or no answer) holds, and is journaled when it differs from the last.
 - abort: weight, mirror and interleave go to 0 and the rollout stays aborted until retry (or a
   manifest change, which restarts the steps).
+- restart: only a change of what defines the rollout (`rollout_fingerprint`: model, index, rollout)
+  restarts the steps; `same_rollout` says whether a stored state still belongs to the manifest.
+- operator annotation values: `consumed` outlives the rollout it was applied to (`begin` carries it),
+  because the annotation stays on the object after it was applied.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, Literal, Mapping
 
 from controller.durations import parse_duration
 
@@ -108,6 +114,8 @@ class RolloutState:
     confirm: dict[str, Any] | None = None  # the confirm gate: {"url", "before": [gates]}; kept so verbs see it
     pending: str | None = None  # the confirm gate the step at `index` (or the promotion) waits behind
     confirmation: dict[str, Any] | None = None  # the receiver's last answer at that gate: ok, answer, askedAt
+    # rollout_fingerprint of the manifest the steps run for; None in a state written before it was kept
+    rollout_digest: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -118,7 +126,7 @@ class RolloutState:
                 "aborted": self.aborted, "promoted": self.promoted, "message": self.message,
                 "analysis": self.analysis, "lookedAt": self.looked_at, "lastCommand": self.last_command,
                 "consumedCommand": self.consumed, "confirm": self.confirm, "awaitingConfirmation": self.pending,
-                "confirmation": self.confirmation}
+                "confirmation": self.confirmation, "rolloutDigest": self.rollout_digest}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RolloutState:
@@ -129,7 +137,8 @@ class RolloutState:
                    aborted=bool(d.get("aborted")), promoted=bool(d.get("promoted")),
                    message=d.get("message", ""), analysis=d.get("analysis"), looked_at=d.get("lookedAt"),
                    last_command=d.get("lastCommand"), consumed=d.get("consumedCommand"), confirm=d.get("confirm"),
-                   pending=d.get("awaitingConfirmation"), confirmation=d.get("confirmation"))
+                   pending=d.get("awaitingConfirmation"), confirmation=d.get("confirmation"),
+                   rollout_digest=d.get("rolloutDigest"))
 
     @property
     def current(self) -> dict[str, Any] | None:
@@ -173,11 +182,34 @@ class Confirmation:
 
 
 def begin(version: str, stable: str | None, digest: str, steps: tuple[dict[str, Any], ...], now: float, *,
-          reason: str = STEP_STARTED, why: str = "", confirm: dict[str, Any] | None = None) -> Decision:
-    """A fresh rollout of `version`: step 0 is entered at `now` (or waits behind its confirm gate)."""
+          reason: str = STEP_STARTED, why: str = "", confirm: dict[str, Any] | None = None,
+          rollout_digest: str | None = None, consumed: str | None = None) -> Decision:
+    """A fresh rollout of `version`: step 0 is entered at `now` (or waits behind its confirm gate).
+
+    `consumed` is the previous state's last applied annotation value: the annotation stays on the
+    object, and without it the new rollout would apply that value a second time."""
     state = RolloutState(version=version, stable=stable, manifest_digest=digest, steps=tuple(steps),
-                         index=0, started_at=now, confirm=confirm)
+                         index=0, started_at=now, confirm=confirm, rollout_digest=rollout_digest, consumed=consumed)
     return _run(state, now, [], first=(reason, why))
+
+
+def rollout_fingerprint(parts: Mapping[str, Any]) -> str:
+    """A short digest of the manifest parts that define a rollout (the caller chooses them).
+
+    Separate from the manifest digest, which covers the whole spec: a change that does not define
+    the rollout (spec.onDelete, history, reembed) must not restart running steps."""
+    canonical = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def same_rollout(state: RolloutState, manifest_digest: str, rollout_digest: str) -> bool:
+    """Whether `state` still runs for this manifest, or a change restarts its steps.
+
+    A state written before rolloutDigest was kept has only the manifest digest; it is compared as
+    before, so an upgrade restarts no rollout in flight."""
+    if state.rollout_digest is None:
+        return state.manifest_digest == manifest_digest
+    return state.rollout_digest == rollout_digest
 
 
 def due_input(state: RolloutState, now: float) -> str | None:

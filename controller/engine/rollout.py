@@ -51,9 +51,10 @@ def step_inputs(loaded: LoadedManifest, store: Store, state: S.RolloutState | No
     run must not tell a receiver that a step or a promotion is about to happen.
     """
     rollout = loaded.manifest.spec.rollout
-    if (state is None or rollout.steps is None or state.manifest_digest != loaded.digest
-            or state.aborted or state.promoted):
+    if state is None or rollout.steps is None or state.aborted or state.promoted:
         return None, None
+    if not S.same_rollout(state, loaded.digest, rollout_digest_of(loaded)):
+        return None, None  # the plan restarts the steps: no look, no confirm ask for the old ones
     need = S.due_input(state, now)
     if need == "confirm":
         if not ask_confirm or rollout.confirm is None:
@@ -63,6 +64,14 @@ def step_inputs(loaded: LoadedManifest, store: Store, state: S.RolloutState | No
         return None, None
     body = state.current[need]  # type: ignore[index]
     return online_verdict(store, loaded.name, state, need, body, now), None
+
+
+def rollout_digest_of(loaded: LoadedManifest) -> str:
+    """core.plan.rollout_digest of this manifest: the same rule the plan uses to restart the steps."""
+    from controller.core.plan import rollout_digest
+    from controller.engine.reconcile import desired_of  # reconcile imports this module
+
+    return rollout_digest(desired_of(loaded))
 
 
 def online_verdict(store: Store, name: str, state: S.RolloutState, kind: str, body: dict[str, Any],

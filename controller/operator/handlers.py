@@ -322,7 +322,10 @@ def reconcile_resource(rt: Runtime, body: dict[str, Any], stopped: Callable[[], 
                                       owner_reference(body))
         command = (meta.get("annotations") or {}).get(COMMAND_ANNOTATION)
         outcome = None
-        if command and store.index_dir(loaded.name).is_dir():  # promote/abort/retry by annotation, once per value
+        # promote/abort/retry by annotation, once per value: also a value the status already reports (refused
+        # before any stepped rollout existed, the engine has no state that remembers it; it must not hit the
+        # first stepped rollout that starts later)
+        if command and store.index_dir(loaded.name).is_dir() and outcome_in_status(body, command) is None:
             outcome = command_outcome(store, loaded.name, command, hooks.on_transition)
             # Only now: a cycle that failed before this point (held after a fault, say) leaves the value for
             # the next tick instead of skipping it until the full interval.

@@ -20,10 +20,12 @@ through the manifest, the store or a log.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from controller.engine.embedding import SECRET_ENV, embedding_coverage, write_job_manifest
 from controller.manifest.load import LoadedManifest
@@ -35,6 +37,9 @@ log = logging.getLogger("controller.operator.jobs")
 
 INDEX_LABEL = "indexops.dev/index"
 KEY_LABEL = "indexops.dev/embedding-key"
+# on the CronJob's jobTemplate: the digest of the whole desired spec, so a field removed from it (a window,
+# a secret) is seen too; the server's defaults in the live object cannot tell that
+TEMPLATE_DIGEST = "indexops.dev/template-digest"
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,17 @@ class JobApi(Protocol):
     def read_job(self, namespace: str, name: str) -> dict[str, Any] | None: ...
     def create_job(self, namespace: str, body: dict[str, Any]) -> None: ...
     def apply_cronjob(self, namespace: str, body: dict[str, Any]) -> None: ...
+
+
+@runtime_checkable
+class CronJobRemover(Protocol):
+    """A JobApi that can also delete the index's CronJob (KubeJobApi); a Job-only double need not."""
+
+    def delete_cronjob(self, namespace: str, name: str, index: str, owner_uid: str | None) -> bool: ...
+
+
+class ForeignCronJob(RuntimeError):
+    """A CronJob with the index's name exists but is not ours: neither patched nor deleted."""
 
 
 def job_name(name: str, key: str) -> str:
@@ -151,13 +167,52 @@ def cronjob_body(loaded: LoadedManifest, store: Store, settings: JobSettings, ma
                  namespace: str, owner: dict[str, Any]) -> dict[str, Any]:
     reembed = loaded.manifest.spec.reembed
     assert reembed is not None and reembed.schedule
+    spec: dict[str, Any] = {"schedule": reembed.schedule, "concurrencyPolicy": "Forbid",
+                            "successfulJobsHistoryLimit": 3, "failedJobsHistoryLimit": 3,
+                            "jobTemplate": {"metadata": {"labels": labels(loaded.name)},
+                                            "spec": job_spec(loaded, store, settings, manifest)}}
+    spec["jobTemplate"]["metadata"]["annotations"] = {TEMPLATE_DIGEST: spec_digest(spec)}
     return {"apiVersion": "batch/v1", "kind": "CronJob",
             "metadata": {"name": cronjob_name(loaded.name), "namespace": namespace,
                          "labels": labels(loaded.name), "ownerReferences": [owner]},
-            "spec": {"schedule": reembed.schedule, "concurrencyPolicy": "Forbid",
-                     "successfulJobsHistoryLimit": 3, "failedJobsHistoryLimit": 3,
-                     "jobTemplate": {"metadata": {"labels": labels(loaded.name)},
-                                     "spec": job_spec(loaded, store, settings, manifest)}}}
+            "spec": spec}
+
+
+def spec_digest(spec: dict[str, Any]) -> str:
+    """A digest of the whole desired CronJob spec (without the annotation that carries it)."""
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def cronjob_current(live_spec: dict[str, Any], desired_spec: dict[str, Any]) -> bool:
+    """Whether the live CronJob runs the desired spec: the same digest (nothing added, changed or removed
+    since it was written) and every desired value still there (nobody edited one by hand)."""
+    template_meta = (live_spec.get("jobTemplate") or {}).get("metadata") or {}
+    digest = (template_meta.get("annotations") or {}).get(TEMPLATE_DIGEST)
+    wanted = desired_spec["jobTemplate"]["metadata"]["annotations"][TEMPLATE_DIGEST]
+    return digest == wanted and contains(live_spec, desired_spec)
+
+
+def contains(live: Any, desired: Any) -> bool:
+    """`desired` is in `live`: the API server adds defaults (imagePullPolicy, dnsPolicy, fieldRef's
+    apiVersion, ...) that the desired object leaves out, so equality would patch on every cycle."""
+    if isinstance(desired, dict):
+        return isinstance(live, dict) and all(k in live and contains(live[k], v) for k, v in desired.items())
+    if isinstance(desired, list):
+        return (isinstance(live, list) and len(live) == len(desired)
+                and all(contains(a, b) for a, b in zip(live, desired)))
+    return bool(live == desired)
+
+
+def cronjob_patch(desired_spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """A JSON patch that sets every field of the spec the operator owns; `add` of an existing member
+    replaces it whole, so the jobTemplate loses what the desired one no longer has (merge patch would
+    keep a removed window or secret). Fields it does not own (`suspend`, set by hand to pause) stay."""
+    return [{"op": "add", "path": f"/spec/{key}", "value": value} for key, value in desired_spec.items()]
+
+
+def is_ours(meta: dict[str, Any], index: str) -> bool:
+    found = meta.get("labels") or {}
+    return found.get("app.kubernetes.io/managed-by") == MANAGED_BY and found.get(INDEX_LABEL) == index
 
 
 def job_state(job: dict[str, Any]) -> str:
@@ -176,10 +231,10 @@ def ensure_embedded(api: JobApi, settings: JobSettings, loaded: LoadedManifest, 
     model is not one the cache holds.
     """
     reembed = loaded.manifest.spec.reembed
-    if reembed is None:
-        return None
-    coverage = embedding_coverage(loaded, store)
-    if coverage is None:
+    coverage = embedding_coverage(loaded, store) if reembed is not None else None
+    if reembed is None or coverage is None or not reembed.schedule:
+        remove_cronjob(api, namespace, loaded.name, owner)
+    if reembed is None or coverage is None:
         return None
     manifest = write_job_manifest(loaded, store)
     status: dict[str, Any] = {"coverage": coverage.to_dict(), "priority": reembed.priority}
@@ -210,6 +265,16 @@ def ensure_embedded(api: JobApi, settings: JobSettings, loaded: LoadedManifest, 
         raise JobPending(f"Job {namespace}/{name} is embedding: {progress}", settings.poll,
                          {**status, "state": "Running"})
     return {**status, "state": "Complete"}  # the build embeds whatever the Job did not (a corpus edited meanwhile)
+
+
+def remove_cronjob(api: JobApi, namespace: str, index: str, owner: dict[str, Any]) -> None:
+    """No schedule is wanted (spec.reembed or its schedule removed): a CronJob left from one would go on
+    re-embedding every night with the old settings, so it is deleted."""
+    if not isinstance(api, CronJobRemover):
+        return
+    name = cronjob_name(index)
+    if api.delete_cronjob(namespace, name, index, owner.get("uid")):
+        log.info("deleted CronJob %s/%s: %s has no spec.reembed.schedule any more", namespace, name, index)
 
 
 class KubeJobApi:
@@ -247,10 +312,39 @@ class KubeJobApi:
                 raise
             self._batch.create_namespaced_cron_job(namespace, body, **self._t)
             return
-        current_spec = self._api_client.sanitize_for_serialization(current).get("spec", {})
-        if (current_spec.get("schedule") == body["spec"]["schedule"]
-                and current_spec.get("jobTemplate", {}).get("spec", {}).get("completions")
-                == body["spec"]["jobTemplate"]["spec"]["completions"]):
+        live = self._api_client.sanitize_for_serialization(current)
+        index = body["metadata"]["labels"][INDEX_LABEL]
+        if not is_ours(live.get("metadata") or {}, index):
+            raise ForeignCronJob(f"CronJob {namespace}/{name} exists and is not managed by {MANAGED_BY} "
+                                 f"(labels app.kubernetes.io/managed-by={MANAGED_BY}, {INDEX_LABEL}={index} "
+                                 "missing); not overwriting it: rename or delete it")
+        if cronjob_current(live.get("spec") or {}, body["spec"]):
             return
-        self._batch.patch_namespaced_cron_job(name, namespace, {"spec": body["spec"]},
-                                              _content_type="application/merge-patch+json", **self._t)
+        self._batch.patch_namespaced_cron_job(name, namespace, cronjob_patch(body["spec"]),
+                                              _content_type="application/json-patch+json", **self._t)
+
+    def delete_cronjob(self, namespace: str, name: str, index: str, owner_uid: str | None) -> bool:
+        """Delete the index's CronJob (and, in the background, the Jobs it started); True when deleted.
+
+        Only one labelled as ours for `index` and, with `owner_uid`, owned by that resource; the delete
+        carries uid and resourceVersion preconditions. 404 and 403 are "nothing to delete": with
+        rbac.routingConfigMapIndexes an index the value does not list gets 403 on its CronJob, and then
+        apply_cronjob (which reads before it creates) cannot have made one."""
+        from kubernetes import client
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            current = self._api_client.sanitize_for_serialization(
+                self._batch.read_namespaced_cron_job(name, namespace, **self._t))
+            meta = current.get("metadata") or {}
+            owners = [o.get("uid") for o in meta.get("ownerReferences") or []]
+            if not is_ours(meta, index) or (owner_uid and owners and owner_uid not in owners):
+                return False  # someone else's, or a recreated resource's of the same name: leave it
+            preconditions = client.V1Preconditions(uid=meta.get("uid"), resource_version=meta.get("resourceVersion"))
+            self._batch.delete_namespaced_cron_job(name, namespace, **self._t, body=client.V1DeleteOptions(
+                preconditions=preconditions, propagation_policy="Background"))
+        except ApiException as exc:
+            if exc.status in (403, 404):
+                return False
+            raise
+        return True

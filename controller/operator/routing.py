@@ -10,9 +10,12 @@ with the resource; the finalizer also deletes it explicitly.
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any, Protocol
 
 from controller.core.types import Routing
+
+log = logging.getLogger("controller.operator.routing")
 
 
 def configmap_name(name: str) -> str:
@@ -139,8 +142,20 @@ class KubePublisher:
             self._core.delete_namespaced_config_map(cm_name, namespace, **self._t,
                                                     body=self._client.V1DeleteOptions(preconditions=preconditions))
         except ApiException as exc:
+            if exc.status == 403:
+                _forbidden_removal(namespace, cm_name)
+                return
             if exc.status != 404:
                 raise
+
+
+def _forbidden_removal(namespace: str, cm_name: str) -> None:
+    """403 on the index's ConfigMap is what rbac.routingConfigMapIndexes does to an index it does not
+    list, so no ConfigMap of ours can have been created (publish reads before it creates) and none may
+    be deleted. One left from when the index was listed carries the ownerReference: the garbage
+    collector removes it with the resource. Raising would hold the finalizer, and the deletion, forever."""
+    log.warning("ConfigMap %s/%s: removal forbidden (403; index not in rbac.routingConfigMapIndexes?); "
+                "leaving it to the garbage collector through its ownerReference", namespace, cm_name)
 
 
 def owner_reference(body: dict[str, Any]) -> dict[str, Any]:

@@ -213,7 +213,7 @@ def _batch_rules(objects: list[dict[str, Any]]) -> dict[str, list[str]]:
 
 def test_embedding_jobs_get_rbac_for_jobs_and_cronjobs_and_the_operator_the_job_flags() -> None:
     on = render.render_chart(NON_DEFAULT, release="eic", namespace="ops")
-    assert _batch_rules(on) == {"jobs": ["get", "create"], "cronjobs": ["get", "create", "patch"]}
+    assert _batch_rules(on) == {"jobs": ["get", "create"], "cronjobs": ["get", "create", "patch", "delete"]}
     container = _kinds(on)["Deployment"][0]["spec"]["template"]["spec"]["containers"][0]
     assert {"--job-store-claim=my-store", "--job-data-claim=corpora"} <= set(container["args"])
     assert any(a.startswith("--job-image=") and a.endswith(":1.2.3") for a in container["args"])

@@ -89,6 +89,15 @@ def test_abort_without_a_stepped_rollout_is_refused_with_a_warning_event_and_in_
     assert len(refusals(posted)) == 1
     assert last_status(rt)["lastCommand"]["result"] == "Refused"
 
+    # the value stays on the object while the manifest moves to a stepped rollout: refused once, it is not
+    # applied to the first stepped rollout that starts later (no step state remembered it before)
+    stepped = body("quickstart-v2-canary.yaml", command="abort", generation=3, status=last_status(rt))
+    stepped["spec"]["rollout"] = {"steps": [{"setWeight": 10}, {"pause": {}}]}
+    for _ in range(2):
+        run_cycle(rt, {**stepped, "status": last_status(rt)}, 0, "timer")
+        status = last_status(rt)
+        assert status["phase"] != "RolledBack" and status["weight"] == 10.0, status
+
 
 def test_a_misspelt_command_is_refused_naming_the_value(tmp_path: Path) -> None:
     posted: list[dict[str, Any]] = []

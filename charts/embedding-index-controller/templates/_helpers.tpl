@@ -47,8 +47,8 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 Least privilege: the operator reads and patches EmbeddingIndex objects (patch on the
 main resource only for its finalizer and bookkeeping annotations), writes their status,
 owns one routing ConfigMap per index, posts Events and, with leader election, holds a Lease.
-With embeddingJobs, it also creates Jobs and CronJobs. Nothing else: no Secrets, no Pods,
-no CRD management.
+With embeddingJobs, it also creates Jobs and CronJobs (and deletes a CronJob whose schedule was
+removed). Nothing else: no Secrets, no Pods, no CRD management.
 */}}
 {{- define "eic.rules" -}}
 - apiGroups: ["indexops.dev"]
@@ -81,13 +81,29 @@ no CRD management.
   resources: ["events"]
   verbs: ["create", "patch"]
 {{- if .Values.embeddingJobs.enabled }}
-# spec.reembed: one Indexed Job per (model, corpus) and a CronJob per scheduled index, owned by the index
+# spec.reembed: one Indexed Job per (model, corpus) and a CronJob per scheduled index, owned by the index;
+# the CronJob is deleted when its schedule is removed (only one labelled as the index's, uid precondition)
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["get", "create"]
+{{- with .Values.rbac.routingConfigMapIndexes }}
+# scoped like the routing ConfigMaps: `<index>-reembed` (the index name cut to 40 characters) of the listed
+# indexes; `create` cannot be limited by resourceNames, and cannot overwrite an existing CronJob (409)
 - apiGroups: ["batch"]
   resources: ["cronjobs"]
-  verbs: ["get", "create", "patch"]
+  verbs: ["create"]
+- apiGroups: ["batch"]
+  resources: ["cronjobs"]
+  resourceNames:
+    {{- range . }}
+    - {{ printf "%s-reembed" (trunc 40 .) | quote }}
+    {{- end }}
+  verbs: ["get", "patch", "delete"]
+{{- else }}
+- apiGroups: ["batch"]
+  resources: ["cronjobs"]
+  verbs: ["get", "create", "patch", "delete"]
+{{- end }}
 {{- end }}
 {{- end -}}
 {{- define "eic.leaseRules" -}}
