@@ -77,11 +77,16 @@ def job_template(cluster: Api) -> dict[str, Any]:
     return cronjob(cluster)["spec"]["jobTemplate"]["spec"]  # type: ignore[index]
 
 
+@pytest.fixture
+def cycle(cluster: Api, tmp_path: Path) -> Cycles:
+    """Reconcile cycles with embedding Jobs on, against an emulator that serves the batch API."""
+    declare_batch(cluster.emulator)
+    return Cycles(cluster, tmp_path)
+
+
 @pytest.mark.asyncio
 @pytest.mark.kmock(cls=StatefulEmulator)
-async def test_every_change_of_the_job_template_reaches_the_cronjob(cluster: Api, tmp_path: Path) -> None:
-    declare_batch(cluster.emulator)
-    cycle = Cycles(cluster, tmp_path)
+async def test_every_change_of_the_job_template_reaches_the_cronjob(cluster: Api, cycle: Cycles) -> None:
     await cycle(scheduled(shards=4, parallelism=4, window="4h"))
     spec = job_template(cluster)
     assert (spec["completions"], spec["parallelism"], spec["activeDeadlineSeconds"]) == (4, 4, 4 * 3600)
@@ -108,9 +113,7 @@ async def test_every_change_of_the_job_template_reaches_the_cronjob(cluster: Api
 
 @pytest.mark.asyncio
 @pytest.mark.kmock(cls=StatefulEmulator)
-async def test_removing_the_schedule_or_reembed_deletes_the_cronjob(cluster: Api, tmp_path: Path) -> None:
-    declare_batch(cluster.emulator)
-    cycle = Cycles(cluster, tmp_path)
+async def test_removing_the_schedule_or_reembed_deletes_the_cronjob(cluster: Api, cycle: Cycles) -> None:
     await cycle(scheduled(shards=2))
     assert cronjob(cluster) is not None
 
@@ -129,11 +132,9 @@ async def test_removing_the_schedule_or_reembed_deletes_the_cronjob(cluster: Api
 
 @pytest.mark.asyncio
 @pytest.mark.kmock(cls=StatefulEmulator)
-async def test_a_cronjob_that_is_not_ours_is_never_deleted(cluster: Api, tmp_path: Path) -> None:
+async def test_a_cronjob_that_is_not_ours_is_never_deleted(cluster: Api, cycle: Cycles) -> None:
     from controller.operator.jobs import ForeignCronJob
 
-    declare_batch(cluster.emulator)
-    cycle = Cycles(cluster, tmp_path)
     await cluster._call("POST", CRON, {
         "apiVersion": "batch/v1", "kind": "CronJob",
         "metadata": {"name": "qs-reembed", "labels": {"team": "search"}},
@@ -149,9 +150,7 @@ async def test_a_cronjob_that_is_not_ours_is_never_deleted(cluster: Api, tmp_pat
 
 @pytest.mark.asyncio
 @pytest.mark.kmock(cls=StatefulEmulator)
-async def test_a_recreated_resource_leaves_the_cronjob_of_the_other_owner(cluster: Api, tmp_path: Path) -> None:
-    declare_batch(cluster.emulator)
-    cycle = Cycles(cluster, tmp_path)
+async def test_a_recreated_resource_leaves_the_cronjob_of_the_other_owner(cluster: Api, cycle: Cycles) -> None:
     await cycle(scheduled(shards=2))
     await cycle(manifest("v1"), owner={**OWNER, "uid": "u-2"})  # same name, another object
     assert cronjob(cluster) is not None  # the garbage collector removes it with its own owner
