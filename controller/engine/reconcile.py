@@ -19,7 +19,7 @@ import numpy as np
 
 from controller.core import reasons as R
 from controller.core.gates import summarize_failures
-from controller.core.plan import plan as make_plan, previous_stable_newest_first
+from controller.core.plan import plan as make_plan, previous_stable_newest_first, rollout_digest
 from controller.core.types import Action, CheckReport, Desired, Observed, Plan, Routing, comparable
 from controller.embed import make_embedder
 from controller.embed.base import check_finite
@@ -247,7 +247,9 @@ def plan_index(loaded: LoadedManifest, store: Store, previous: Observation | Non
     now = time.time() if now is None else now
     if obs.desired.steps is not None:
         state = rollout.stored_state(store, loaded.name)
-        verdict, confirmed = rollout.step_inputs(loaded, store, state, now, ask_confirm=ask_confirm)
+        # the plan's own rule for "the same rollout" (core.plan.rollout_digest): a restart gets no look
+        verdict, confirmed = rollout.step_inputs(loaded, store, state, now, ask_confirm=ask_confirm,
+                                                 rollout_digest=rollout_digest(obs.desired))
         obs = replace(obs, observed=replace(obs.observed, rollout=state, step_verdict=verdict, confirmed=confirmed))
     return obs, make_plan(obs.desired, obs.observed, now)
 

@@ -44,7 +44,7 @@ def stored_state(store: Store, name: str) -> S.RolloutState | None:
 
 
 def step_inputs(loaded: LoadedManifest, store: Store, state: S.RolloutState | None, now: float, *,
-                ask_confirm: bool) -> tuple[S.Verdict | None, S.Confirmation | None]:
+                ask_confirm: bool, rollout_digest: str) -> tuple[S.Verdict | None, S.Confirmation | None]:
     """(verdict, confirmation) for the current step of `state` when a look is due; (None, None) otherwise.
 
     The confirm receiver is asked only when `ask_confirm` (a real reconcile under the lock): a dry
@@ -53,7 +53,7 @@ def step_inputs(loaded: LoadedManifest, store: Store, state: S.RolloutState | No
     rollout = loaded.manifest.spec.rollout
     if state is None or rollout.steps is None or state.aborted or state.promoted:
         return None, None
-    if not S.same_rollout(state, loaded.digest, rollout_digest_of(loaded)):
+    if not S.same_rollout(state, loaded.digest, rollout_digest):
         return None, None  # the plan restarts the steps: no look, no confirm ask for the old ones
     need = S.due_input(state, now)
     if need == "confirm":
@@ -64,14 +64,6 @@ def step_inputs(loaded: LoadedManifest, store: Store, state: S.RolloutState | No
         return None, None
     body = state.current[need]  # type: ignore[index]
     return online_verdict(store, loaded.name, state, need, body, now), None
-
-
-def rollout_digest_of(loaded: LoadedManifest) -> str:
-    """core.plan.rollout_digest of this manifest: the same rule the plan uses to restart the steps."""
-    from controller.core.plan import rollout_digest
-    from controller.engine.reconcile import desired_of  # reconcile imports this module
-
-    return rollout_digest(desired_of(loaded))
 
 
 def online_verdict(store: Store, name: str, state: S.RolloutState, kind: str, body: dict[str, Any],

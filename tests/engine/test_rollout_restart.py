@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from controller.core.plan import rollout_digest
 from controller.core.types import Routing
 from controller.engine import rollout
-from controller.engine.reconcile import Hooks, reconcile_index
+from controller.engine.reconcile import Hooks, desired_of, reconcile_index
 from controller.manifest.load import load_manifests
 from controller.store.fs import Store
 from tests.helpers import V2_OPTIONS, manifest, write_manifest
@@ -115,5 +116,6 @@ def test_an_analysis_step_is_still_looked_at_after_a_change_outside_the_rollout(
     [loaded] = load_manifests(write_manifest(ws, doc))
     state = rollout.stored_state(store, "qs")
     assert state is not None and state.manifest_digest != loaded.digest  # not recorded yet
-    verdict, _ = rollout.step_inputs(loaded, store, state, T0 + 120, ask_confirm=False)
+    verdict, _ = rollout.step_inputs(loaded, store, state, T0 + 120, ask_confirm=False,
+                                     rollout_digest=rollout_digest(desired_of(loaded)))
     assert verdict is not None  # the look is due and taken, not skipped as for a restart
